@@ -18,8 +18,10 @@ from torch import nn
 def categories() -> dict[str, tuple[Any, Mapping[str, type]]]:
     """Category name -> (config union, kind -> class). Imported lazily so that `ecgforge list` stays cheap."""
     from ecgforge import augment, encoders, evaluation, maskers, objectives
+    from ecgforge.data import sources
 
     return {
+        "sources": (sources.SourceConfig, sources.SOURCES),
         "encoders": (encoders.EncoderConfig, encoders.ENCODERS),
         "maskers": (maskers.MaskerConfig, maskers.MASKERS),
         "augment": (augment.AugmentConfig, augment.AUGMENTS),

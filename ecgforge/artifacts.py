@@ -1,0 +1,199 @@
+"""The run directory and safe file writing.
+
+Layout of ``runs/<name>/``::
+
+    recipe.toml         the recipe as given (verbatim)
+    resolved.toml       validated, with defaults and overrides: rerunnable as it is
+    env.json            versions, device, world size, precision, cache hash
+    checkpoints/        step_<N>/ (Accelerate state + progress.json), the last few kept
+    encoder.safetensors the pretrained encoder's weights, with encoder.json (its config and input contract)
+    metrics/train.jsonl one JSON object per logged step
+    results.json        evaluation rows (see README)
+    plots/              PNG figures
+    .lock               held by the process that runs in this directory
+
+Every file is written to a temporary name in the same directory and renamed into place, so a crash leaves
+either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ecgforge.errors import UserError
+
+
+class RunDirError(UserError):
+    """A run-directory problem a user can fix (exists, locked); one line."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``path`` (whole) when the block completes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    return True
+
+
+class RunLock:
+    """An exclusive lock on a run directory that a dead process does not hold forever.
+
+    The lock file holds the owner's PID; it is created with O_EXCL. A lock whose PID is no longer alive on
+    this host is stale and is taken over.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self.held = False
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and _pid_alive(pid) and pid != os.getpid():
+                    raise RunDirError(
+                        f"{self.path.parent}: another ecgforge process (pid {pid}) is running in this directory"
+                    ) from None
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)  # stale: its owner is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            self.held = True
+            return
+        raise RunDirError(f"{self.path}: could not take the run lock")
+
+    def release(self) -> None:
+        if self.held:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            self.held = False
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class MetricsLog:
+    """Append-only JSON lines (``metrics/train.jsonl``); each line is flushed as it is written.
+
+    On resume, lines past the checkpoint's step are dropped so the log matches the resumed state.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            atomic_write_text(self.path, "")
+        elif self.path.exists():
+            kept = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a crash
+                if row.get("step", 0) <= resume_step:
+                    kept.append(line)
+            atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+
+    def write(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, default=_json_default) + "\n")
+            f.flush()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    if Path(path).exists():
+        for line in Path(path).read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                rows.append(json.loads(line))
+    return rows
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber an existing run unless told to; ``overwrite`` clears it, ``resume`` keeps it."""
+    if resume and overwrite:
+        raise RunDirError("--resume and --overwrite are mutually exclusive")
+    occupied = run_dir.exists() and any(p.name != ".lock" for p in run_dir.iterdir())
+    if occupied and not (resume or overwrite):
+        raise RunDirError(f"{run_dir}: a run already exists here; pass --resume to continue it or --overwrite to replace it")
+    if overwrite and run_dir.exists():
+        for child in run_dir.iterdir():
+            if child.name == ".lock":
+                continue
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)

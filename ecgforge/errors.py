@@ -1,0 +1,9 @@
+"""The one base class of every error a user can cause and fix.
+
+The CLI prints such errors as they are (one line each, naming the file and field) and exits with code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """A problem in the user's input (recipe, data, paths); ``str(err)`` is the message to print."""

@@ -1,0 +1,43 @@
+"""From test scores to a results.json row: metrics, dropped classes and bootstrap confidence intervals."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ecgforge.data.dataset import TaskType
+from ecgforge.evaluation.metrics import bootstrap_ci, compute_metrics
+
+PRIMARY = {"multilabel": "macro_auroc", "multiclass": "macro_auroc", "regression": "mae"}
+
+
+def primary_score(task_type: TaskType, y: np.ndarray, scores: np.ndarray, names: Sequence[str] | None = None) -> float:
+    """Higher-is-better model-selection score: macro AUROC for classification, -MAE for regression."""
+    names = names or [str(i) for i in range(scores.shape[1] if scores.ndim == 2 else 1)]
+    try:
+        metrics, _ = compute_metrics(task_type, y, scores, names)
+    except ValueError:
+        return float("nan")
+    value = metrics[PRIMARY[task_type]]
+    return -value if task_type == "regression" else value
+
+
+def score_rows(
+    task_type: TaskType, y: np.ndarray, scores: np.ndarray, names: Sequence[str], n_boot: int, seed: int
+) -> dict[str, Any]:
+    """``{"metrics": {...}, "dropped_classes": [...], "ci95": {primary: [low, high]}}`` for one test split."""
+    metrics, dropped = compute_metrics(task_type, y, scores, names)
+    row: dict[str, Any] = {
+        "metrics": {k: (None if isinstance(v, float) and math.isnan(v) else float(v)) for k, v in metrics.items()},
+        "dropped_classes": list(dropped),
+    }
+    if n_boot:
+        key = PRIMARY[task_type]
+        low, high = bootstrap_ci(
+            lambda yy, ss: compute_metrics(task_type, yy, ss, names)[0][key], y, scores, n_boot=n_boot, seed=seed
+        )
+        row["ci95"] = {key: [low, high]}
+    return row

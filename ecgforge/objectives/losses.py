@@ -1,0 +1,146 @@
+"""Pure loss functions shared by the objectives: batched tensors in, scalar tensor out.
+
+Contrastive losses use cosine similarity divided by a temperature and gather candidates across processes
+with ``train.distributed.gather_with_grad``, so N processes with batch B optimise the same loss as one
+process with batch N·B (each process averages over its own anchors; the data-parallel gradient average
+then gives the global mean).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ecgforge.train.distributed import gather_with_grad, world
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+    """NT-Xent of SimCLR (Chen et al. 2020), both directions.
+
+    Each of the 2B local views is an anchor whose positive is the other view of its sample and whose
+    negatives are the 2·N·B − 2 other views of every process (N processes, B samples each).
+
+    Args:
+        z1: ``(B, D)`` projections of the first views (need not be normalised).
+        z2: ``(B, D)`` projections of the second views, row i paired with row i of ``z1``.
+        temperature: τ > 0 dividing the cosine similarities.
+
+    Returns:
+        Scalar: mean cross-entropy over the 2B local anchors.
+    """
+    if z1.shape != z2.shape:
+        raise ValueError(f"nt_xent: z1 {tuple(z1.shape)} and z2 {tuple(z2.shape)} differ in shape")
+    b = z1.shape[0]
+    rank, _ = world()
+    z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
+    all1, all2 = gather_with_grad(z1), gather_with_grad(z2)  # (N·B, D) each
+    nb = all1.shape[0]
+    anchors = torch.cat([z1, z2])  # (2B, D)
+    logits = anchors @ torch.cat([all1, all2]).T / temperature  # (2B, 2NB); candidates: all z1 then all z2
+    local = rank * b + torch.arange(b, device=z1.device)  # this process's rows among the gathered ones
+    self_idx = torch.cat([local, local + nb])
+    pos_idx = torch.cat([local + nb, local])
+    logits = logits.masked_fill(F.one_hot(self_idx, 2 * nb).bool(), float("-inf"))
+    return F.cross_entropy(logits, pos_idx)
+
+
+def multi_positive_nt_xent(z: Tensor, groups: Tensor, temperature: float) -> Tensor:
+    """Contrastive loss with several positives per anchor (SupCon, Khosla et al. 2020, eq. 2 "out").
+
+    Every other item with the same group id is a positive: CMSC (Kiyasseh et al. 2021) groups segments of a
+    record; 3KG (Gopal et al. 2021) groups views of a patient. For anchor i with positives P(i),
+    ℓ_i = −mean_{p ∈ P(i)} log softmax_{a ≠ i}(s_ia / τ)_p; anchors without a positive are left out.
+    With two views per group this is exactly ``nt_xent``.
+
+    Args:
+        z: ``(N, D)`` local projections (need not be normalised).
+        groups: ``(N,)`` int64 group ids. Gathered across processes with ``z``, so ids must mean the same
+            thing on every process (patient or record index, or batch position offset by rank·N).
+        temperature: τ > 0.
+
+    Returns:
+        Scalar: mean of ℓ_i over local anchors that have a positive (0 with grad if none has).
+    """
+    if groups.shape != z.shape[:1]:
+        raise ValueError(f"multi_positive_nt_xent: groups {tuple(groups.shape)} must be ({z.shape[0]},)")
+    n = z.shape[0]
+    rank, _ = world()
+    z = F.normalize(z, dim=-1)
+    all_z = gather_with_grad(z)
+    all_groups = gather_with_grad(groups)
+    local = rank * n + torch.arange(n, device=z.device)
+    is_self = F.one_hot(local, all_z.shape[0]).bool()  # (N, N_all)
+    logits = (z @ all_z.T / temperature).masked_fill(is_self, float("-inf"))
+    log_prob = logits.log_softmax(dim=1)
+    positive = (groups[:, None] == all_groups[None, :]) & ~is_self
+    n_pos = positive.sum(dim=1)
+    # where() rather than multiply: log_prob is -inf on the diagonal and 0·(-inf) is NaN.
+    per_anchor = -torch.where(positive, log_prob, 0.0).sum(dim=1) / n_pos.clamp_min(1)
+    has_pos = n_pos > 0
+    return (per_anchor * has_pos).sum() / has_pos.sum().clamp_min(1)
+
+
+def info_nce(pred: Tensor, pos: Tensor, negs: Tensor, temperature: float, cosine: bool = True) -> Tensor:
+    """InfoNCE of CPC (van den Oord et al. 2018) / wav2vec 2.0 (Baevski et al. 2020): classify the positive
+    among itself and K negatives.
+
+    As in wav2vec 2.0, a negative identical to its positive (sampled from the same position or an equal
+    quantised target) is excluded (logit −inf) rather than counted as a wrong answer.
+
+    Args:
+        pred: ``(N, D)`` predictions (context vectors after the prediction head).
+        pos: ``(N, D)`` targets, row i the positive of row i.
+        negs: ``(N, K, D)`` K negatives per prediction.
+        temperature: τ > 0 dividing the similarities.
+        cosine: cosine similarity (wav2vec 2.0) if True, else dot product (CPC).
+
+    Returns:
+        Scalar: mean cross-entropy with the positive at index 0 of the K + 1 candidates.
+    """
+    if cosine:
+        sims = F.cosine_similarity(pred[:, None, :], torch.cat([pos[:, None, :], negs], dim=1), dim=-1, eps=1e-8)
+    else:
+        sims = torch.einsum("nd,nkd->nk", pred, torch.cat([pos[:, None, :], negs], dim=1))
+    logits = sims / temperature  # (N, K+1)
+    neg_is_pos = (negs == pos[:, None, :]).all(dim=-1)  # (N, K)
+    logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(neg_is_pos, float("-inf"))], dim=1)
+    return F.cross_entropy(logits, torch.zeros(pred.shape[0], dtype=torch.long, device=pred.device))
+
+
+def byol_loss(p: Tensor, z: Tensor) -> Tensor:
+    """BYOL regression loss (Grill et al. 2020): 2 − 2·cos(p, z), averaged over the batch.
+
+    Args:
+        p: ``(B, D)`` online predictions.
+        z: ``(B, D)`` target projections; detached here, the target network never gets gradients.
+
+    Returns:
+        Scalar in [0, 4].
+    """
+    return 2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1).mean()
+
+
+def sparsity_penalty(masks: Tensor, ratio: float = 1.0) -> Tensor:
+    """ADIOS-style sparsity penalty used by adversarial masking (Bo et al. 2022, ``advmask_model.py``):
+    Σ_m mean_b 1 / (sin(ratio·π·mean_t masks[b, m]) + 1e-10).
+
+    It grows without bound as a mask goes all-off (mean 0) or, for ratio = 1, all-on, and is smallest (M)
+    where each mask covers a fraction 1/(2·ratio) of the samples; this keeps the masker from collapsing.
+
+    Args:
+        masks: ``(B, M, T)`` soft masks in [0, 1].
+        ratio: in (0, 1]; the sine's argument then stays in [0, π] so the penalty stays positive.
+
+    Returns:
+        Scalar (multiply by the objective's α).
+    """
+    if not 0 < ratio <= 1:
+        raise ValueError(f"sparsity_penalty: ratio must be in (0, 1], got {ratio}")
+    # float64: in float32, π·1.0 rounds above π and sin(π) = −8.7e-8, so a mask that is all on would earn a
+    # penalty of −1e7 (a reward) instead of a huge one; the clamp covers a mean rounding a hair above 1.
+    coverage = masks.double().mean(dim=-1)  # (B, M)
+    penalty = 1.0 / (torch.sin(ratio * math.pi * coverage).clamp_min(0) + 1e-10)
+    return penalty.mean(dim=0).sum().to(masks.dtype)
