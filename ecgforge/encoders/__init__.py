@@ -11,10 +11,19 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
+from ecgforge.encoders.cpc import CPC, CPCConfig
 from ecgforge.encoders.resnet1d import ResNet1d, ResNet1dConfig
+from ecgforge.encoders.wav2vec2 import Wav2Vec2, Wav2Vec2Config
+from ecgforge.encoders.xresnet1d import XResNet1d, XResNet1dConfig
 
-EncoderConfig = Annotated[Union[ResNet1dConfig], Field(discriminator="kind")]  # noqa: UP007
+EncoderConfig = Annotated[
+    Union[ResNet1dConfig, XResNet1dConfig, CPCConfig, Wav2Vec2Config],  # noqa: UP007
+    Field(discriminator="kind"),
+]
 
 ENCODERS = {
     "resnet1d": ResNet1d,
+    "xresnet1d": XResNet1d,
+    "cpc": CPC,
+    "wav2vec2": Wav2Vec2,
 }

@@ -101,7 +101,9 @@ def info_nce(pred: Tensor, pos: Tensor, negs: Tensor, temperature: float, cosine
         Scalar: mean cross-entropy with the positive at index 0 of the K + 1 candidates.
     """
     if cosine:
-        sims = F.cosine_similarity(pred[:, None, :], torch.cat([pos[:, None, :], negs], dim=1), dim=-1, eps=1e-8)
+        sims = F.cosine_similarity(
+            pred[:, None, :], torch.cat([pos[:, None, :], negs], dim=1), dim=-1, eps=1e-8
+        )
     else:
         sims = torch.einsum("nd,nkd->nk", pred, torch.cat([pos[:, None, :], negs], dim=1))
     logits = sims / temperature  # (N, K+1)

@@ -1,0 +1,225 @@
+"""PhysioNet/CinC Challenge 2020/2021 training data (Perez Alday et al. 2020; Reyna et al. 2021).
+
+Records are WFDB headers with MATLAB v4 signals; labels live in header comments (``#Age: 56``,
+``# Sex: Female``, ``#Dx: 426177001,164889003``). Label sets:
+
+- ``scored``: SNOMED codes mapped to the Challenge's scored classes (``dx_mapping_scored.csv``), with the
+  Challenge's equivalent classes merged as its metric scores them (named as the first of each pair);
+- ``dx``: every SNOMED code as a string;
+- ``chapman_rhythm``: the four rhythm groups of the Chapman-Shaoxing database (Zheng et al. 2020, as used
+  by Bo et al.): SB, AFIB, GSVT, SR; only for records whose rhythm codes fall in exactly one group.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from ecgforge.data.record import RecordError, RecordRef
+from ecgforge.data.wfdb_io import parse_header
+
+CinCLabelSet = Literal["scored", "dx", "chapman_rhythm"]
+
+# The Challenge metric treats each pair as one class (weights.csv "a|b" columns); named as the first code.
+EQUIVALENT_CODES: dict[str, str] = {
+    "164909002": "733534002",  # LBBB -> CLBBB
+    "59118001": "713427006",  # RBBB -> CRBBB
+    "63593006": "284470004",  # SVPB -> PAC
+    "17338001": "427172004",  # VPB -> PVC
+}
+
+# Chapman-Shaoxing rhythm merging (Zheng et al. 2020, Sci. Data 7:48): 11 rhythms -> 4 groups.
+CHAPMAN_RHYTHM_GROUPS: dict[str, tuple[str, ...]] = {
+    "AFIB": ("164889003", "164890007"),  # atrial fibrillation, atrial flutter
+    "GSVT": (
+        "426761007",  # supraventricular tachycardia
+        "713422000",  # atrial tachycardia
+        "17366009",  # sinus atrium to atrial wandering rhythm
+        "427084000",  # sinus tachycardia
+        "251166008",  # atrioventricular node reentrant tachycardia
+        "233897008",  # atrioventricular reentrant tachycardia
+    ),
+    "SB": ("426177001",),  # sinus bradycardia
+    "SR": ("426783006", "427393009"),  # sinus rhythm, sinus arrhythmia (sinus irregularity)
+}
+_RHYTHM_OF = {code: group for group, codes in CHAPMAN_RHYTHM_GROUPS.items() for code in codes}
+
+# Record-name prefix -> sub-database (the Challenge's naming). "JS" is split by number below.
+_PREFIXES = (
+    ("HR", "ptb-xl"),
+    ("JS", ""),
+    ("A", "cpsc_2018"),
+    ("Q", "cpsc_2018_extra"),
+    ("E", "georgia"),
+    ("S", "ptb"),
+    ("I", "incart"),
+)
+_LAST_CHAPMAN_JS = 10646  # JS00001..JS10646 are Chapman-Shaoxing; higher numbers are Ningbo
+_COMMENT = re.compile(r"^(age|sex|dx)\s*:\s*(.*)$", re.IGNORECASE)
+
+
+class CinCSourceConfig(BaseModel, extra="forbid", frozen=True):
+    kind: Literal["cinc"] = "cinc"
+    path: str = Field(description="folder searched recursively for .hea files (the Challenge training data)")
+    label_sets: list[CinCLabelSet] = Field(default_factory=lambda: ["scored"])
+    scored_mapping: str | None = Field(
+        None, description="dx_mapping_scored.csv; default evaluation-2021/dx_mapping_scored.csv under path"
+    )
+
+
+def database_of(record_name: str) -> str:
+    """Sub-database of a Challenge record from its name (``JS00001`` -> ``chapman_shaoxing``)."""
+    for prefix, source in _PREFIXES:
+        if record_name.startswith(prefix):
+            if prefix == "JS":
+                digits = record_name[2:]
+                if not digits.isdigit():
+                    return "cinc"
+                return "chapman_shaoxing" if int(digits) <= _LAST_CHAPMAN_JS else "ningbo"
+            return source
+    return "cinc"
+
+
+def parse_comments(comments: list[str]) -> tuple[float, str, list[str]]:
+    """Header comments -> (age in years or NaN, sex "M"/"F"/"", SNOMED codes in header order).
+
+    Accepts ``Age: 56``, ``Age: NaN``, ``Age: 56.0``, ``Sex: Female``/``female``/``F``/``Male``/``M``,
+    ``Dx:`` empty, and codes separated by commas with stray spaces.
+    """
+    age, sex, dx = math.nan, "", []
+    for comment in comments:
+        m = _COMMENT.match(comment.strip())
+        if m is None:
+            continue
+        key, value = m.group(1).lower(), m.group(2).strip()
+        if key == "age":
+            try:
+                age = float(value)
+            except ValueError:
+                age = math.nan
+            if not math.isfinite(age) or age < 0:  # "NaN", "Unknown", -1 all mean unknown
+                age = math.nan
+        elif key == "sex":
+            first = value[:1].upper()
+            sex = first if first in ("M", "F") else ""
+        else:
+            dx = list(dict.fromkeys(c.strip() for c in value.split(",") if c.strip()))
+    return age, sex, dx
+
+
+def load_scored_mapping(path: str | Path) -> tuple[dict[str, str], list[str]]:
+    """``dx_mapping_scored.csv`` -> (SNOMED code -> class abbreviation, class names in file order).
+
+    Equivalent codes (`EQUIVALENT_CODES`) map to the abbreviation of the first code of their pair, and the
+    second name is dropped from the class list. Handles the 2020 (``SNOMED CT Code``) and 2021
+    (``SNOMEDCTCode``) column names.
+    """
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"source.scored_mapping: {path} has no rows")
+    code_col = next((c for c in rows[0] if c and c.replace(" ", "").lower() == "snomedctcode"), None)
+    if code_col is None or "Abbreviation" not in rows[0]:
+        raise ValueError(f"source.scored_mapping: {path} lacks a SNOMED code or Abbreviation column")
+    abbrev = {row[code_col].strip(): row["Abbreviation"].strip() for row in rows}
+    code_to_class = {
+        code: abbrev.get(EQUIVALENT_CODES.get(code, code), name) for code, name in abbrev.items()
+    }
+    names = list(dict.fromkeys(code_to_class.values()))
+    return code_to_class, names
+
+
+class CinCSource:
+    """Lists Challenge records (``*.hea`` under ``path``, sorted) with labels from their header comments."""
+
+    def __init__(
+        self,
+        path: str,
+        label_sets: list[CinCLabelSet] | None = None,
+        scored_mapping: str | None = None,
+    ) -> None:
+        self.root = Path(path).expanduser()
+        self.label_sets = list(label_sets) if label_sets is not None else ["scored"]
+        self.scored_mapping = scored_mapping
+        self._cache: tuple[list[RecordRef], dict[str, list[str]]] | None = None
+
+    def _mapping(self) -> tuple[dict[str, str], list[str]]:
+        if self.scored_mapping is not None:
+            path = Path(self.scored_mapping).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"source.scored_mapping: {path} not found")
+        else:
+            path = self.root / "evaluation-2021" / "dx_mapping_scored.csv"
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"source.scored_mapping: not set and {path} not found (needed for label set 'scored')"
+                )
+        return load_scored_mapping(path)
+
+    def _load(self) -> tuple[list[RecordRef], dict[str, list[str]]]:
+        if self._cache is not None:
+            return self._cache
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"source.path: {self.root} is not a folder")
+        code_to_class, scored_names = self._mapping() if "scored" in self.label_sets else ({}, [])
+
+        refs: list[RecordRef] = []
+        seen: dict[str, Path] = {}
+        all_dx: set[str] = set()
+        for hea in sorted(self.root.rglob("*.hea"), key=lambda p: p.relative_to(self.root).as_posix()):
+            name = hea.stem
+            if name in seen:
+                raise ValueError(f"source.path: record {name} appears twice ({seen[name]} and {hea})")
+            seen[name] = hea
+            try:
+                age, sex, dx = parse_comments(parse_header(hea).comments)
+            except RecordError:
+                # Keep the record with no labels: reading it later raises the same RecordError, and the
+                # cache writer reports it as skipped with that reason instead of it silently vanishing.
+                age, sex, dx = math.nan, "", []
+            all_dx.update(dx)
+            labels: dict[str, list[str]] = {}
+            for label_set in self.label_sets:
+                if label_set == "scored":
+                    labels[label_set] = sorted({code_to_class[c] for c in dx if c in code_to_class})
+                elif label_set == "dx":
+                    labels[label_set] = sorted(dx)
+                else:
+                    groups = {_RHYTHM_OF[c] for c in dx if c in _RHYTHM_OF}
+                    labels[label_set] = sorted(groups) if len(groups) == 1 else []
+            refs.append(
+                RecordRef(
+                    record_id=name,
+                    path=str(hea.with_suffix("")),
+                    patient_id=name,
+                    source=database_of(name),
+                    meta={
+                        "fold": -1,
+                        "sex": sex,
+                        "age": age,
+                        # HR records are PTB-XL ECGs (ecg_id = the number): lets runs drop the overlap.
+                        "ptbxl_ecg_id": int(name[2:]) if name.startswith("HR") and name[2:].isdigit() else -1,
+                    },
+                    labels=labels,
+                )
+            )
+        names = {
+            "scored": scored_names,
+            "dx": sorted(all_dx),
+            "chapman_rhythm": sorted(CHAPMAN_RHYTHM_GROUPS),
+        }
+        self._cache = (refs, {s: names[s] for s in self.label_sets})
+        return self._cache
+
+    def records(self) -> list[RecordRef]:
+        """One `RecordRef` per ``.hea`` under ``path`` (sorted by relative path); reads headers, no signals."""
+        return list(self._load()[0])
+
+    def label_names(self) -> dict[str, list[str]]:
+        """Label set -> labels: scored classes in mapping-file order, dx codes sorted, the 4 rhythm groups."""
+        return {k: list(v) for k, v in self._load()[1].items()}

@@ -1,0 +1,103 @@
+"""Any folder of WFDB records, with optional labels from a CSV.
+
+Records are the ``.hea`` files found recursively under ``path``; the record id is the header's path
+relative to ``path`` without extension (``sub/rec01``), so records in different sub-folders never collide.
+The labels CSV has a ``record`` column (that relative id, or the bare file stem where it is unique) and a
+label column holding ``;``-separated labels (``"AF;LBBB"``; empty = no label).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from ecgforge.data.record import RecordRef
+
+
+class WFDBFolderSourceConfig(BaseModel, extra="forbid", frozen=True):
+    kind: Literal["wfdb_folder"] = "wfdb_folder"
+    path: str = Field(description="folder searched recursively for .hea files")
+    labels_csv: str | None = Field(None, description="CSV with a 'record' column and a label column")
+    label_column: str = Field("label", min_length=1, description="column of ';'-separated labels")
+
+
+class WFDBFolderSource:
+    """Lists every WFDB record under a folder (no header or signal reads); label set name ``"label"``."""
+
+    def __init__(self, path: str, labels_csv: str | None = None, label_column: str = "label") -> None:
+        self.root = Path(path).expanduser()
+        self.labels_csv = labels_csv
+        self.label_column = label_column
+        self._cache: tuple[list[RecordRef], dict[str, list[str]]] | None = None
+
+    def _read_labels(self, labels_csv: str) -> dict[str, list[str]]:
+        """CSV -> record key -> labels. Raises ValueError/FileNotFoundError naming the file and column."""
+        csv_path = Path(labels_csv).expanduser()
+        if not csv_path.is_file():
+            raise FileNotFoundError(f"source.labels_csv: {csv_path} not found")
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a BOM
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            for column in ("record", self.label_column):
+                if column not in columns:
+                    raise ValueError(
+                        f"source.labels_csv: {csv_path} has no column {column!r} (has {columns})"
+                    )
+            table: dict[str, list[str]] = {}
+            for row in reader:
+                key = (row["record"] or "").strip()
+                if not key:
+                    continue
+                if key in table:
+                    raise ValueError(f"source.labels_csv: record {key!r} is listed twice in {csv_path}")
+                raw = row[self.label_column] or ""
+                table[key] = sorted({lab.strip() for lab in raw.split(";") if lab.strip()})
+        return table
+
+    def _load(self) -> tuple[list[RecordRef], dict[str, list[str]]]:
+        if self._cache is not None:
+            return self._cache
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"source.path: {self.root} is not a folder")
+        ids = sorted(p.relative_to(self.root).with_suffix("").as_posix() for p in self.root.rglob("*.hea"))
+        table = self._read_labels(self.labels_csv) if self.labels_csv is not None else None
+        stems: dict[str, list[str]] = {}
+        for rid in ids:
+            stems.setdefault(rid.rsplit("/", 1)[-1], []).append(rid)
+
+        refs: list[RecordRef] = []
+        # Every label the CSV names (not only those of listed records), so cache columns do not depend on
+        # which records happen to be on disk.
+        all_labels = {lab for labs in (table or {}).values() for lab in labs}
+        for rid in ids:
+            labels: dict[str, list[str]] = {}
+            if table is not None:
+                stem = rid.rsplit("/", 1)[-1]
+                # The bare stem counts only where it names one record: otherwise labels could cross records.
+                found = table.get(rid, table.get(stem, []) if len(stems[stem]) == 1 else [])
+                labels["label"] = found
+            refs.append(
+                RecordRef(
+                    record_id=rid,
+                    path=str(self.root / rid),
+                    patient_id=rid,
+                    source="wfdb_folder",
+                    meta={"fold": -1, "sex": "", "age": math.nan},
+                    labels=labels,
+                )
+            )
+        names = {"label": sorted(all_labels)} if table is not None else {}
+        self._cache = (refs, names)
+        return self._cache
+
+    def records(self) -> list[RecordRef]:
+        """One `RecordRef` per ``.hea`` under ``path``, sorted by relative path."""
+        return list(self._load()[0])
+
+    def label_names(self) -> dict[str, list[str]]:
+        """``{"label": every label in the CSV, sorted}``, or ``{}`` without a CSV."""
+        return {k: list(v) for k, v in self._load()[1].items()}

@@ -1,0 +1,128 @@
+"""PTB-XL (Wagner et al. 2020, PhysioNet) as a record source.
+
+Labels follow the PTB-XL benchmark exactly (Strodthoff et al. 2020, "Deep learning for ECG analysis:
+benchmarks and insights from PTB-XL", `compute_label_aggregations` in helme/ecg_ptbxl_benchmarking):
+
+- ``all``: every key of ``scp_codes`` (whatever its likelihood, including 0);
+- ``diagnostic``: keys whose ``scp_statements.diagnostic == 1``;
+- ``subdiagnostic`` / ``superdiagnostic``: those keys' ``diagnostic_subclass`` / ``diagnostic_class``;
+- ``form`` / ``rhythm``: keys whose ``form == 1`` / ``rhythm == 1``.
+
+The benchmark's later step (dropping classes with few examples, dropping records without a label) is a
+choice of the evaluation, not of the listing, so it is not applied here.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from ecgforge.data.record import RecordRef
+
+PTBXLLabelSet = Literal["all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm"]
+
+
+class PTBXLSourceConfig(BaseModel, extra="forbid", frozen=True):
+    kind: Literal["ptbxl"] = "ptbxl"
+    path: str = Field(description="PTB-XL root: the folder holding ptbxl_database.csv and records100/")
+    records: Literal["records100", "records500"] = Field(
+        "records100", description="records100 (100 Hz, filename_lr) or records500 (500 Hz, filename_hr)"
+    )
+    label_sets: list[PTBXLLabelSet] = Field(default_factory=lambda: ["superdiagnostic"])
+
+
+class PTBXLSource:
+    """Lists PTB-XL records from ``ptbxl_database.csv`` and ``scp_statements.csv``; reads no signal."""
+
+    def __init__(
+        self,
+        path: str,
+        records: Literal["records100", "records500"] = "records100",
+        label_sets: list[PTBXLLabelSet] | None = None,
+    ) -> None:
+        self.root = Path(path).expanduser()
+        self.records_folder = records
+        self.label_sets = list(label_sets) if label_sets is not None else ["superdiagnostic"]
+        self._cache: tuple[list[RecordRef], dict[str, list[str]]] | None = None
+
+    def _load(self) -> tuple[list[RecordRef], dict[str, list[str]]]:
+        if self._cache is not None:
+            return self._cache
+        import pandas as pd  # deferred: `ecgforge list` must stay cheap
+
+        db_path, st_path = self.root / "ptbxl_database.csv", self.root / "scp_statements.csv"
+        for p in (db_path, st_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"source.path: {p} not found (is {self.root} the PTB-XL root?)")
+        db = pd.read_csv(db_path)
+        st = pd.read_csv(st_path, index_col=0)
+
+        def flagged(column: str) -> set[str]:
+            return {str(k) for k in st.index[st[column] == 1.0]}
+
+        diag = st[st["diagnostic"] == 1.0]
+        diag_codes = {str(k) for k in diag.index}
+        sub = {str(k): str(v) for k, v in diag["diagnostic_subclass"].items() if isinstance(v, str)}
+        sup = {str(k): str(v) for k, v in diag["diagnostic_class"].items() if isinstance(v, str)}
+        form, rhythm = flagged("form"), flagged("rhythm")
+
+        file_col = "filename_lr" if self.records_folder == "records100" else "filename_hr"
+        refs: list[RecordRef] = []
+        observed: set[str] = set()
+        for row in db.itertuples(index=False):
+            codes = [str(k) for k in ast.literal_eval(row.scp_codes)]
+            observed.update(codes)
+            per_set = {
+                "all": set(codes),
+                "diagnostic": {c for c in codes if c in diag_codes},
+                "subdiagnostic": {sub[c] for c in codes if c in sub},
+                "superdiagnostic": {sup[c] for c in codes if c in sup},
+                "form": {c for c in codes if c in form},
+                "rhythm": {c for c in codes if c in rhythm},
+            }
+            age = float(row.age)
+            sex = {0: "M", 1: "F"}.get(int(row.sex), "") if not _isnan(row.sex) else ""
+            ecg_id = int(row.ecg_id)
+            refs.append(
+                RecordRef(
+                    record_id=f"{ecg_id:05d}",
+                    path=str(self.root / str(getattr(row, file_col))),
+                    patient_id=str(int(row.patient_id)) if not _isnan(row.patient_id) else f"{ecg_id:05d}",
+                    source="ptbxl",
+                    meta={
+                        "fold": int(row.strat_fold),
+                        "sex": sex,
+                        # PTB-XL writes ages above 89 as 300 (de-identification): they are 90 or more.
+                        "age": 90.0 if age >= 300 else age,
+                        "ecg_id": ecg_id,
+                    },
+                    labels={name: sorted(per_set[name]) for name in self.label_sets},
+                )
+            )
+        names = {
+            # scp_statements lists every statement; the union guards against a code missing from it.
+            "all": sorted({str(k) for k in st.index} | observed),
+            "diagnostic": sorted(diag_codes),
+            "subdiagnostic": sorted(set(sub.values())),
+            "superdiagnostic": sorted(set(sup.values())),
+            "form": sorted(form),
+            "rhythm": sorted(rhythm),
+        }
+        self._cache = (refs, {name: names[name] for name in self.label_sets})
+        return self._cache
+
+    def records(self) -> list[RecordRef]:
+        """Every row of ``ptbxl_database.csv``, in ``ecg_id`` order; path is ``root / filename_{lr,hr}``."""
+        return list(self._load()[0])
+
+    def label_names(self) -> dict[str, list[str]]:
+        """Label set -> every label it can hold, sorted (from ``scp_statements.csv``, not just those seen)."""
+        return {k: list(v) for k, v in self._load()[1].items()}
+
+
+def _isnan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)
