@@ -21,25 +21,37 @@ def test_union_tags_and_dicts_agree() -> None:
         assert tags == set(table), f"{name}: union {sorted(tags)} vs dict {sorted(table)}"
 
 
+# Objectives that need a particular encoder family get a small one of it.
+_W2V = {"kind": "wav2vec2", "layers": 2, "dim": 32, "heads": 2, "ffn_dim": 64, "conv_pos": 16}
+SMALL_ENCODER_FOR = {
+    "cpc": {"kind": "cpc", "features": [16, 16], "hidden": 16},
+    "wav2vec2": _W2V,
+    "w2v_cmsc_rlm": _W2V,
+}
+
 # Minimal required fields for configs that have no full default.
 REQUIRED = {
     "sources": {"path": "/nonexistent"},
     "eval": {"task": "rhythm"},
+    "ssl": {"task": "rhythm"},
 }
 
 
 @pytest.mark.parametrize(("category", "kind"), CASES)
 def test_default_component_builds_and_runs(category: str, kind: str) -> None:
     union, _ = categories()[category]
-    cfg = TypeAdapter(union).validate_python({"kind": kind, **REQUIRED.get(category, {})})
+    (cls,) = [c for c in config_classes(union) if c.model_fields["kind"].default == kind]
+    required = {k: v for k, v in REQUIRED.get(category, {}).items() if k in cls.model_fields}
+    cfg = TypeAdapter(union).validate_python({"kind": kind, **required})
     if category in ("sources", "eval"):
         assert build(cfg) is not None
         return
     x = torch.randn(4, 12, 1000, requires_grad=True)
     if category == "ssl":
-        from ecgforge.encoders.resnet1d import ResNet1d
+        from ecgforge.encoders import EncoderConfig
 
-        obj = build(cfg, encoder=ResNet1d(width=8), fs_hz=100.0, window=1000, n_leads=12)
+        enc_cfg = TypeAdapter(EncoderConfig).validate_python(SMALL_ENCODER_FOR.get(kind, {"kind": "resnet1d", "width": 8}))
+        obj = build(cfg, encoder=build(enc_cfg), fs_hz=100.0, window=1000, n_leads=12)
         n_seg = obj.n_segments
         batch = {
             "x": torch.randn(4, n_seg, 12, 1000) if n_seg > 1 else torch.randn(4, 12, 1000),

@@ -8,7 +8,7 @@ are consistent with one heart: III = II - I and aVR + aVL + aVF = 0 hold exactly
 electrode, before the leads are formed).
 
 What is simulated, per record (``(12, T)`` float32, mV, canonical lead order):
-- rhythm: ``sinus`` 60-100 bpm, ``brady`` 40-60, ``tachy`` 100-150 (mean rate over the record), each with
+- rhythm: ``sinus`` 60-100 bpm, ``brady`` 40-59.5, ``tachy`` 100.5-150 (mean rate over the record), each with
   heart-rate variability (respiratory sinus arrhythmia at the breathing rate + a 0.04-0.15 Hz LF wave);
   ``afib``: i.i.d. log-normal RR (coefficient of variation 0.15-0.30, mean 60-140 bpm), no P waves,
   fibrillatory f-waves at 4-9 Hz of 0.03-0.12 mV.
@@ -48,6 +48,7 @@ from pydantic import BaseModel, Field
 
 from ecgforge.artifacts import atomic_dir
 from ecgforge.data.record import RecordRef
+from ecgforge.errors import UserError
 
 LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 RHYTHMS: tuple[str, ...] = ("sinus", "brady", "tachy", "afib")
@@ -87,7 +88,7 @@ DOWER = np.array(
 )
 
 
-class SyntheticDataError(Exception):
+class SyntheticDataError(UserError):
     """A problem with the synthetic source's folder a user can fix; one line naming the path."""
 
 
@@ -204,7 +205,9 @@ def draw_patient(rng: np.random.Generator) -> Patient:
         qrs_width=float(np.clip(rng.normal(1.0, 0.06), 0.85, 1.2) * (0.94 if female else 1.0)),
         p_width=float(np.clip(rng.normal(1.0, 0.08), 0.8, 1.25)),
         pr_s=float(np.clip(rng.normal(0.155 + 0.0004 * years, 0.018), 0.12, 0.21)),
-        qtc_s=float(np.clip(rng.normal(0.400 + (0.012 if female else 0.0) + 0.0002 * years, 0.018), 0.35, 0.47)),
+        qtc_s=float(
+            np.clip(rng.normal(0.400 + (0.012 if female else 0.0) + 0.0002 * years, 0.018), 0.35, 0.47)
+        ),
         bbb_kind="left" if rng.random() < 0.5 else "right",
         bbb_prone=bool(rng.random() < 0.3),
         line_hz=50.0 if rng.random() < 0.5 else 60.0,
@@ -247,8 +250,14 @@ def _beat_times(rhythm: str, duration_s: float, rng: np.random.Generator) -> tup
 
 
 def _waves(
-    patient: Patient, conduction: str, rhythm: str, r_times: np.ndarray, rotation: np.ndarray,
-    scales: tuple[float, float, float], width: float, resp: np.ndarray,
+    patient: Patient,
+    conduction: str,
+    rhythm: str,
+    r_times: np.ndarray,
+    rotation: np.ndarray,
+    scales: tuple[float, float, float],
+    width: float,
+    resp: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every Gaussian of every beat: centres ``(W,)`` s, sigmas ``(W,)`` s, dipole vectors ``(W, 3)`` mV."""
     qrs_scale, t_scale, p_scale = scales
@@ -262,18 +271,18 @@ def _waves(
         sigmas.append(np.broadcast_to(sigma, r_times.shape))
         vectors.append(amp[:, None] * (rotation @ np.asarray(vec))[None, :])
 
-    beats = np.ones_like(r_times)
+    ones = np.ones_like(r_times)
     for off, sig, vec in _QRS[pattern]:
         add(np.full_like(r_times, off * qrs_w), np.asarray(sig * qrs_w), vec, qrs_scale * resp)
     # QT follows the preceding RR (Fridericia, QT = QTc * RR^(1/3)); a wide QRS delays repolarisation.
     qt_factor = (patient.qtc_s / 0.400) * np.cbrt(rr_prev)
     for off, sig, vec in _T[pattern]:
-        add(off * qt_factor, sig * qt_factor, vec, t_scale * beats)
+        add(off * qt_factor, sig * qt_factor, vec, t_scale * ones)
     if rhythm != "afib":
         pr = patient.pr_s * rr_prev**0.1  # PR shortens a little at fast rates
         p_start = -pr - 0.05 * qrs_w + 2.5 * _P[0][1] * patient.p_width  # P onset 2.5 sigma before its peak
         for off, sig, vec in _P:
-            add(p_start + off * patient.p_width, np.asarray(sig * patient.p_width), vec, p_scale * beats)
+            add(p_start + off * patient.p_width, np.asarray(sig * patient.p_width), vec, p_scale * ones)
     return np.concatenate(centres), np.concatenate(sigmas), np.concatenate(vectors)
 
 
@@ -289,12 +298,14 @@ def _render(centres: np.ndarray, sigmas: np.ndarray, vectors: np.ndarray, n: int
     return np.stack([np.bincount(idx_k, weights=g_k * vectors[rows, a], minlength=n) for a in range(3)])
 
 
-def _fwaves(t: np.ndarray, rotation: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _fwaves(t: np.ndarray, fs_hz: float, rotation: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Atrial fibrillatory activity ``(3, T)`` mV: 4-9 Hz, slowly wandering frequency and amplitude."""
     f0 = rng.uniform(4.5, 8.5)
     freq = np.clip(f0 + rng.uniform(0.2, 0.5) * np.sin(2 * np.pi * rng.uniform(0.05, 0.2) * t), 4.0, 9.0)
-    phase = 2 * np.pi * np.cumsum(freq) * (t[1] - t[0] if len(t) > 1 else 0.0) + rng.uniform(0, 2 * np.pi)
-    amp = np.exp(rng.uniform(np.log(0.03), np.log(0.12))) * (1 + 0.3 * np.sin(2 * np.pi * 0.2 * t + rng.uniform(0, 6.3)))
+    phase = 2 * np.pi * np.cumsum(freq) / fs_hz + rng.uniform(0, 2 * np.pi)  # integrated frequency
+    amp = np.exp(rng.uniform(np.log(0.03), np.log(0.12))) * (
+        1 + 0.3 * np.sin(2 * np.pi * 0.2 * t + rng.uniform(0, 6.3))
+    )
     wave = amp * (np.sin(phase) + 0.25 * np.sin(2 * phase + rng.uniform(0, 2 * np.pi)))  # saw-tooth-like
     direction = rotation @ (_ATRIAL_DIR / np.linalg.norm(_ATRIAL_DIR))
     return direction[:, None] * wave[None, :]
@@ -316,11 +327,16 @@ def _electrode_noise(
     # Baseline wander: breathing (moves the chest electrodes most) plus two slow drifts, all < 0.5 Hz.
     bw = _log_uniform(rng, 0.02, 0.3)
     chest = np.r_[np.full(3, 0.5), np.ones(6)]
-    wander = (bw * chest * rng.normal(1.0, 0.5, n_el))[:, None] * np.sin(2 * np.pi * resp_hz * t + rng.uniform(0, 6.3))
+    wander = (bw * chest * rng.normal(1.0, 0.5, n_el))[:, None] * np.sin(
+        2 * np.pi * resp_hz * t + rng.uniform(0, 6.3)
+    )
     for _ in range(2):
         f = rng.uniform(0.02, 0.15)
-        wander += (bw * rng.normal(0.0, 0.6, n_el))[:, None] * np.sin(2 * np.pi * f * t[None, :] + rng.uniform(0, 6.3, (n_el, 1)))
-    # Powerline: one phase plus electrode-impedance imbalance; filtered away by any real recorder above Nyquist.
+        wander += (bw * rng.normal(0.0, 0.6, n_el))[:, None] * np.sin(
+            2 * np.pi * f * t[None, :] + rng.uniform(0, 6.3, (n_el, 1))
+        )
+    # Powerline: one phase plus electrode-impedance imbalance. Above Nyquist a real recorder's anti-alias
+    # filter removes it, so it is left out there rather than aliased.
     noise = wander
     if line_hz < fs_hz / 2:
         pl = _log_uniform(rng, 0.001, 0.05)
@@ -357,7 +373,7 @@ def simulate(
     resp = 1.0 + rng.uniform(0.02, 0.08) * np.sin(2 * np.pi * resp_hz * r_times + resp_phase)
     vcg = _render(*_waves(patient, conduction, rhythm, r_times, rotation, scales, width, resp), n, fs_hz)
     if rhythm == "afib":
-        vcg += _fwaves(t, rotation, rng)
+        vcg += _fwaves(t, fs_hz, rotation, rng)
 
     heart = DOWER @ vcg  # (8, T): I, II, V1..V6
     e = _electrode_noise(t, fs_hz, patient.line_hz, resp_hz, rng)  # RA, LA, LL, V1..V6
@@ -400,7 +416,9 @@ def make_patient(seed: int, patient_index: int) -> Patient:
     return draw_patient(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(patient_index, 0))))
 
 
-def make_record(seed: int, patient_index: int, record_index: int, duration_s: float, fs_hz: float) -> SyntheticRecord:
+def make_record(
+    seed: int, patient_index: int, record_index: int, duration_s: float, fs_hz: float
+) -> SyntheticRecord:
     """Record ``record_index`` of patient ``patient_index``: a pure function of its arguments, so any record
     can be regenerated alone (and in any order, or in parallel)."""
     patient = make_patient(seed, patient_index)
@@ -488,7 +506,7 @@ def _write_patients(
 
 def _auto_workers(n_records: int) -> int:
     # wfdb.wrsamp spends ~15 ms per record in header bookkeeping, 3x the signal synthesis: worth a few
-    # processes for hundreds of records, not for the handful a test writes (a spawned worker costs ~1 s).
+    # processes for hundreds of records, not for the handful a test writes (a spawned worker costs ~0.5 s to start).
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
@@ -526,8 +544,12 @@ def generate(
     n_workers = workers if workers > 0 else _auto_workers(n_patients * records_per_patient)
     with atomic_dir(out) as tmp:
         write = partial(
-            _write_patients, str(tmp), records_per_patient=records_per_patient, duration_s=duration_s,
-            fs_hz=fs_hz, seed=seed,
+            _write_patients,
+            str(tmp),
+            records_per_patient=records_per_patient,
+            duration_s=duration_s,
+            fs_hz=fs_hz,
+            seed=seed,
         )
         if n_workers == 1:
             rows = write(range(n_patients))
@@ -564,8 +586,11 @@ class SyntheticSource:
     ) -> None:
         self.root = Path(path).expanduser()
         self.params = dict(
-            n_patients=n_patients, records_per_patient=records_per_patient, duration_s=duration_s,
-            fs_hz=fs_hz, seed=seed,
+            n_patients=n_patients,
+            records_per_patient=records_per_patient,
+            duration_s=duration_s,
+            fs_hz=fs_hz,
+            seed=seed,
         )
         self.label_sets = list(label_sets) if label_sets is not None else ["rhythm", "conduction", "sex"]
         unknown = [s for s in self.label_sets if s not in ("rhythm", "conduction", "sex")]
