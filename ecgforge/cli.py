@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape  # messages quote TOML tables like [model.encoder]
 from rich.table import Table
 
 from ecgforge.errors import UserError
@@ -34,7 +35,7 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except UserError as exc:
             for line in str(exc).splitlines() or [type(exc).__name__]:
-                err.print(f"[red]error:[/] {line}", markup=True, highlight=False, soft_wrap=True)
+                err.print(f"[red]error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: completed work is saved; rerun with --resume to continue")
@@ -112,7 +113,7 @@ def validate(
         except RecipeError as exc:
             failed += 1
             for line in str(exc).splitlines():
-                err.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
+                err.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(2)
 
@@ -132,6 +133,62 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="print one JSON o
     for name, ks in table.items():
         t.add_row(name, ", ".join(ks))
     out.print(t)
+
+
+# ---------------------------------------------------------------------------------------- eval, report
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="run directory (resolved.toml + encoder.safetensors)")],
+    set_: SetOpt = None,
+) -> None:
+    """Re-run the run's evaluation tables (from resolved.toml, with --set overrides) on its saved encoder,
+    without pretraining; rewrites results.json."""
+    from ecgforge.artifacts import RunLock, atomic_write_json
+    from ecgforge.data.cache import Cache
+    from ecgforge.pretrained import check_contract, load_encoder_weights
+    from ecgforge.recipe import load_recipe
+    from ecgforge.report import plot_run
+    from ecgforge.train.runner import Runner
+
+    resolved = run_dir / "resolved.toml"
+    if not resolved.is_file():
+        raise UserError(f"{run_dir}: no resolved.toml here (not a run directory)")
+    r = load_recipe(resolved, set_ or [])
+    if not r.eval:
+        raise UserError(f"{resolved}: eval: the recipe has no [[eval]] table (add one with --set or in the recipe)")
+    encoder, meta = load_encoder_weights(run_dir)
+    if meta["config"] != r.model.encoder.model_dump(mode="json"):
+        # The random/supervised references are built from model.encoder: they must match the saved weights.
+        raise UserError(f"{resolved}: model.encoder differs from {run_dir / 'encoder.json'}; eval cannot change the encoder")
+    cache = Cache(r.data.cache, in_memory=r.data.in_memory)
+    check_contract(meta, fs_hz=cache.fs_hz, leads=list(cache.leads), source=str(cache.path))
+    with RunLock(run_dir):
+        rows = Runner(r, run_dir, console=err).evaluate(cache, encoder)
+        path = run_dir / "results.json"
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+        results = {**previous, "recipe": r.name, "seed": r.seed, "cache": str(cache.path),
+                   "cache_spec_hash": cache.spec_hash, "eval": rows, "eval_overrides": list(set_ or [])}
+        atomic_write_json(path, results)
+        plot_run(run_dir)
+    print_results(results)
+    out.print(f"results: {path}")
+
+
+@app.command()
+@user_errors
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="run directories to compare")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default RUN_DIR/report, or ./report)")] = None,
+) -> None:
+    """Markdown + CSV table (mean ± std over seeds, bootstrap CIs) and PNG plots comparing runs."""
+    from ecgforge.report import make_report
+
+    target = out_dir or (run_dirs[0] / "report" if len(run_dirs) == 1 else Path("report"))
+    for p in make_report(run_dirs, target):
+        out.print(f"wrote {p}", highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------- cache
@@ -236,6 +293,58 @@ def cache_verify(path: Annotated[Path, typer.Argument(help="cache file")]) -> No
     if problems:
         raise typer.Exit(1)
     out.print(f"[green]ok[/] {path}: spec hash and every record checksum match")
+
+
+# --------------------------------------------------------------------------------------- embed, export
+
+
+@app.command()
+@user_errors
+def embed(
+    encoder: Annotated[str, typer.Argument(help="run directory, export folder, or fairseq-signals .pt")],
+    cache: Annotated[Path, typer.Option("--cache", help="HDF5 cache to embed")],
+    out_path: Annotated[Path, typer.Option("--out", help="embeddings HDF5 to write (atomically)")],
+    split: Annotated[list[str] | None, typer.Option(
+        "--split", help=r"NAME={column = \[values]} (TOML inline table, as in \[data.splits]); repeatable; "
+        "default: every record")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="windows per batch")] = 256,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes")] = 0,
+) -> None:
+    """One embedding per record (mean over the encoder's windows), with ids and metadata to join back."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ecgforge.embed import embed_cache, parse_split
+
+    splits = dict(parse_split(s) for s in split or [])
+    from rich.progress import TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]embed[/] windows"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err) as bar:
+
+        def progress(total: int) -> Any:
+            task = bar.add_task("windows", total=total)
+            return lambda n: bar.advance(task, n)
+
+        summary = embed_cache(encoder, cache, out_path, splits=splits or None, batch_size=batch_size, device=device,
+                              num_workers=workers, progress=progress)
+    parts = ", ".join(f"{k or 'all'}: {v}" for k, v in summary["splits"].items())
+    out.print(f"[green]wrote[/] {summary['out']}: {summary['n_records']} records ({parts}), "
+              f"{summary['n_windows']} windows, {summary['embed_dim']}-d, on {summary['device']}", highlight=False)
+
+
+@app.command()
+@user_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="run directory (or a fairseq-signals .pt checkpoint)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder to write: encoder files + README.md model card")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing folder")] = False,
+) -> None:
+    """A self-describing folder to share as is; loads with ecgforge.load_encoder(DIR)."""
+    from ecgforge.export import export as export_encoder
+
+    path = export_encoder(run_dir, out_dir, overwrite=overwrite)
+    out.print(f"[green]exported[/] {run_dir} -> {path} (encoder.json, encoder.safetensors, README.md)", highlight=False)
 
 
 def main() -> None:

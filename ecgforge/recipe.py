@@ -111,7 +111,49 @@ class DataConfig(Strict):
 
 
 class ModelConfig(Strict):
-    encoder: EncoderConfig
+    """``[model]``: the encoder, optionally started from saved weights (``init``).
+
+    With ``init`` the saved encoder's config is used when ``[model.encoder]`` is left out, and must equal
+    ``[model.encoder]`` when both are given. ``[model.encoder] init = ...`` is accepted as well and moved here.
+    """
+
+    encoder: EncoderConfig = Field(None, validate_default=False,  # type: ignore[assignment]
+                                   description="required unless `init` gives it")
+    init: str | None = Field(
+        None, description="start from a saved encoder: a run directory, an export, its encoder.json, or a "
+        "fairseq-signals .pt; relative paths resolve against the working directory",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encoder_init(cls, data: Any) -> Any:
+        # The encoder configs forbid unknown keys (typos fail early), so `init` is lifted out of the table.
+        if isinstance(data, dict) and isinstance(data.get("encoder"), dict) and "init" in data["encoder"]:
+            enc = dict(data["encoder"])
+            init = enc.pop("init")
+            if data.get("init") is not None and data["init"] != init:
+                raise ValueError(f"init is given twice and differs: model.init {data['init']!r}, model.encoder.init {init!r}")
+            data = {**data, "init": init}
+            if enc:
+                data["encoder"] = enc
+            else:
+                data.pop("encoder")
+        enc = data.get("encoder") if isinstance(data, dict) else None
+        if isinstance(enc, dict) and enc and "kind" not in enc and data.get("init") is not None:
+            raise ValueError(f"encoder: {sorted(enc)} without `kind`: give only `init` (the saved config is "
+                             "used) or the whole encoder config (it must equal the saved one)")
+        return data
+
+    @model_validator(mode="after")
+    def _resolve_init(self) -> ModelConfig:
+        if self.init is None:
+            if self.encoder is None:
+                raise ValueError("[model.encoder] is required (or `init` to start from a saved encoder)")
+            return self
+        from ecgforge.pretrained import init_encoder_config
+
+        object.__setattr__(self, "encoder", init_encoder_config(self.init, self.encoder))
+        return self
 
 
 class OptimConfig(Strict):
@@ -196,6 +238,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             msg = "unknown key (misspelled?)"
         elif e["type"] == "missing":
             msg = "required key is missing"
+        elif e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         got = e.get("input")
         shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"{source}: {loc}: {msg}{shown}")
