@@ -83,14 +83,17 @@ def print_results(results: dict[str, Any]) -> None:
     if not rows:
         return
     metric_names = list(dict.fromkeys(k for row in rows for k in row.get("metrics", {})))[:4]
+    # Protocol-specific conditions (robustness: noise level, lead subset) get a column when present.
+    extra = [k for k in ("noise_level", "leads") if any(k in row for row in rows)]
     table = Table(title=f"{results.get('recipe', '')}: evaluation")
-    for col in ("protocol", "task", "init", "fraction", "seed", *metric_names):
+    for col in ("protocol", "task", "init", "fraction", "seed", *extra, *metric_names):
         table.add_column(col, justify="right" if col not in ("protocol", "task", "init") else "left")
     for row in rows:
         m = row.get("metrics", {})
         table.add_row(
             row.get("kind", ""), row.get("task", ""), row.get("init", ""), f"{row.get('label_fraction', 1.0):g}",
-            str(row.get("seed", "")), *(f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "-" for k in metric_names),
+            str(row.get("seed", "")), *(str(row.get(k, "")) for k in extra),
+            *(f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "-" for k in metric_names),
         )
     out.print(table)
 

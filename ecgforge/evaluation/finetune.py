@@ -1,0 +1,262 @@
+"""Fine-tuning: the whole encoder plus a linear head, trained on the labelled records of a label fraction.
+
+The protocol of Mehari & Strodthoff ("Self-supervised representation learning from 12-lead ECG data",
+Comput. Biol. Med. 2022) and of the PTB-XL benchmark (Strodthoff et al. 2021): random crops of the training
+records, model selection on the validation split (per-record mean of tiled window scores), test on the
+per-record means of the test tiles. Schedule: ``head_epochs`` with the encoder frozen (head warm-up, so the
+random head does not wreck the pretrained features with large early gradients), then ``epochs`` on the whole
+network, the encoder at ``lr * encoder_lr_ratio`` (discriminative learning rates, Howard & Ruder 2018).
+
+Initialisations (``init`` of each row):
+    ``pretrained``: this run's encoder, fine-tuned as above.
+    ``supervised``: the same architecture randomly initialised and trained with exactly the same schedule.
+        This *is* the supervised baseline: Mehari & Strodthoff's maintainers define it as training from a
+        random initialisation, so it is not a separate pretraining run.
+    ``random``: a randomly initialised, frozen encoder with only the head trained (same number of epochs):
+        the floor that says how much any training of the encoder buys.
+
+Every row states the effective learning rates and whether the encoder's weights changed (a hash before and
+after), because the official Adv-Mask code silently fine-tuned nothing (its encoder ran under ``no_grad``).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field, field_validator, model_validator
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ecgforge.data.cache import Cache
+from ecgforge.data.dataset import RandomWindows, Targets, TaskType, TiledWindows, patient_codes, task_targets
+from ecgforge.errors import UserError
+from ecgforge.evaluation.common import EvalContext, head_loss, per_record, scores_from_logits
+from ecgforge.evaluation.sampling import label_fraction
+from ecgforge.evaluation.scoring import primary_score, score_rows
+from ecgforge.pretrained import state_dict_hash
+
+
+def _check_fractions(fractions: list[float]) -> list[float]:
+    bad = [f for f in fractions if not 0 < f <= 1]
+    if bad:
+        raise ValueError(f"label fractions must lie in (0, 1], got {bad}")
+    return fractions
+
+
+@dataclass
+class TaskData:
+    """The labelled train/val/test records of one task on one cache."""
+
+    cache: Cache
+    train: Targets
+    val: Targets
+    test: Targets
+    patients: np.ndarray  # (n_train,) patient code of each training record
+
+    @property
+    def task_type(self) -> TaskType:
+        return self.train.task_type
+
+    @property
+    def n_out(self) -> int:
+        return 1 if self.task_type == "regression" else len(self.train.names)
+
+    def positions(self, fraction: float, seed: int) -> np.ndarray:
+        """Positions in ``train`` of a stratified, patient-grouped label fraction (``sampling.label_fraction``)."""
+        return label_fraction(self.train.y, self.patients, fraction, seed)
+
+    def subset(self, fraction: float, seed: int) -> Targets:
+        """The training targets of that label fraction."""
+        chosen = self.positions(fraction, seed)
+        t = self.train
+        return Targets(t.indices[chosen], t.y[chosen], t.names, t.task_type, 0)
+
+
+def load_task(ctx: EvalContext, protocol: str, task: str, task_type: TaskType | None, cache_path: str | None,
+              train_split: str, val_split: str, test_split: str) -> TaskData:
+    """Targets of ``task`` on the three splits; a UserError naming the protocol if train or test is empty."""
+    cache = ctx.open_cache(cache_path)
+    tr = task_targets(cache, task, ctx.split(cache, train_split), task_type)
+    va = task_targets(cache, task, ctx.split(cache, val_split), tr.task_type)
+    te = task_targets(cache, task, ctx.split(cache, test_split), tr.task_type)
+    for name, t in ((train_split, tr), (test_split, te)):
+        if len(t.indices) == 0:
+            raise UserError(f"{protocol} task {task!r}: split {name!r} has no labelled records")
+    return TaskData(cache, tr, va, te, patient_codes(cache)[tr.indices])
+
+
+class FinetuneConfig(BaseModel, extra="forbid", frozen=True):
+    kind: Literal["finetune"] = "finetune"
+    task: str = Field(min_length=1, description="label set of the cache, or 'sex' / 'age'")
+    task_type: Literal["multilabel", "multiclass", "regression"] | None = None
+    label_fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    inits: list[Literal["pretrained", "supervised", "random"]] = Field(
+        default_factory=lambda: ["pretrained", "supervised", "random"], min_length=1,
+        description="supervised = random init + the same full training (the supervised baseline); "
+        "random = random frozen encoder, head only",
+    )
+    head_epochs: int = Field(1, ge=0, description="epochs training the head alone (encoder frozen)")
+    epochs: int = Field(10, ge=0, description="epochs training encoder and head together")
+    lr: float = Field(1e-3, gt=0, description="head learning rate (AdamW)")
+    encoder_lr_ratio: float = Field(1.0, gt=0, le=1, description="encoder lr = lr x this (discriminative lr)")
+    weight_decay: float = Field(1e-3, ge=0)
+    batch_size: int = Field(64, gt=0)
+    bootstrap: int = Field(200, ge=0, description="bootstrap resamples of the test records for 95% CIs (0 = off)")
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    cache: str | None = Field(None, description="evaluate on another cache than [data].cache")
+
+    @field_validator("label_fractions")
+    @classmethod
+    def _fractions(cls, fractions: list[float]) -> list[float]:
+        return _check_fractions(fractions)
+
+    @model_validator(mode="after")
+    def _trains_something(self) -> FinetuneConfig:
+        if self.head_epochs + self.epochs == 0:
+            raise ValueError("head_epochs + epochs must be at least 1")
+        return self
+
+
+class Classifier(nn.Module):
+    """``encoder`` then a linear layer: ``x (B, leads, T) -> logits (B, n_out)``."""
+
+    def __init__(self, encoder: nn.Module, n_out: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(int(encoder.embed_dim), n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+@torch.no_grad()
+def record_scores(model: Classifier, tiles: TiledWindows, task_type: TaskType, device: torch.device,
+                  batch_size: int, num_workers: int = 0) -> np.ndarray:
+    """Per-record mean of window scores ``(n_records, C)`` (or ``(n_records,)`` for regression)."""
+    was = model.training
+    model.eval()
+    out = []
+    for batch in DataLoader(tiles, batch_size=batch_size, num_workers=num_workers):
+        out.append(scores_from_logits(model(batch["x"].to(device)).float(), task_type).cpu())
+    model.train(was)
+    scores = torch.cat(out).numpy() if out else np.zeros((0, model.head.out_features), dtype=np.float32)
+    return per_record(scores, tiles.record_of, len(tiles.indices))
+
+
+def _epoch(model: Classifier, loader: DataLoader, ds: RandomWindows, epoch: int, opt: torch.optim.Optimizer,
+           loss_fn: nn.Module, task_type: TaskType, device: torch.device, train_encoder: bool) -> float:
+    ds.set_epoch(epoch)
+    model.train()
+    if not train_encoder:
+        model.encoder.eval()  # frozen means frozen: BatchNorm running statistics must not move either
+    total, n = 0.0, 0
+    for batch in loader:
+        x = batch["x"].to(device)
+        y = batch["y"].to(device)
+        y = y.long() if task_type == "multiclass" else y.float().reshape(len(y), -1)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        total, n = total + float(loss.detach()) * len(x), n + len(x)
+    return total / max(n, 1)
+
+
+def fit(
+    encoder: nn.Module, train: Targets, data: TaskData, ctx: EvalContext, *, n_out: int, head_epochs: int,
+    epochs: int, lr: float, encoder_lr_ratio: float, weight_decay: float, batch_size: int, seed: int,
+    train_encoder: bool = True,
+) -> tuple[Classifier, dict[str, Any]]:
+    """Train ``encoder`` + a linear head on random crops of ``train``; keep the best validation epoch among
+    the full-network epochs (or among the head epochs when the encoder stays frozen).
+
+    Returns the model (best state loaded) and facts for the results row: effective learning rates, the
+    selected epoch and whether the encoder's weights changed.
+    """
+    torch.manual_seed(seed)
+    device = ctx.device
+    model = Classifier(encoder, n_out).to(device)
+    before = state_dict_hash(model.encoder)
+    ds = RandomWindows(data.cache, train.indices, ctx.window, seed=seed, targets=train)
+    gen = torch.Generator().manual_seed(seed)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, generator=gen, num_workers=ctx.num_workers,
+                        drop_last=len(ds) > batch_size)  # a batch of one breaks BatchNorm
+    loss_fn = head_loss(data.task_type)
+    val_tiles = TiledWindows(data.cache, data.val.indices, ctx.window, ctx.stride) if len(data.val.indices) else None
+    best = (-np.inf, copy.deepcopy(model.state_dict()), -1)
+
+    def select(epoch: int) -> None:
+        nonlocal best
+        if val_tiles is None:
+            best = (0.0, copy.deepcopy(model.state_dict()), epoch)  # no validation split: keep the last epoch
+            return
+        s = primary_score(data.task_type, data.val.y,
+                          record_scores(model, val_tiles, data.task_type, device, ctx.batch_size), data.train.names)
+        if (np.isfinite(s) and s > best[0]) or best[2] < 0:
+            best = (s if np.isfinite(s) else -np.inf, copy.deepcopy(model.state_dict()), epoch)
+
+    encoder_lr = lr * encoder_lr_ratio if train_encoder else 0.0
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    head_opt = torch.optim.AdamW(model.head.parameters(), lr=lr, weight_decay=weight_decay)
+    n_head = head_epochs if train_encoder else head_epochs + epochs
+    for e in range(n_head):
+        _epoch(model, loader, ds, e, head_opt, loss_fn, data.task_type, device, train_encoder=False)
+        if not (train_encoder and epochs):
+            select(e)  # warm-up epochs are not candidates: a fine-tuned model must have fine-tuned its encoder
+    if train_encoder and epochs:
+        for p in model.encoder.parameters():
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(
+            [{"params": model.encoder.parameters(), "lr": encoder_lr}, {"params": model.head.parameters(), "lr": lr}],
+            weight_decay=weight_decay,
+        )
+        for e in range(head_epochs, head_epochs + epochs):
+            _epoch(model, loader, ds, e, opt, loss_fn, data.task_type, device, train_encoder=True)
+            select(e)
+    model.load_state_dict(best[1])
+    for p in model.parameters():
+        p.requires_grad_(True)
+    facts = {
+        "head_lr": lr, "encoder_lr": encoder_lr, "selected_epoch": int(best[2]),
+        "encoder_changed": state_dict_hash(model.encoder) != before,
+    }
+    return model, facts
+
+
+class Finetune:
+    def __init__(self, **cfg: object) -> None:
+        self.cfg = FinetuneConfig(**cfg)
+
+    def run(self, ctx: EvalContext) -> list[dict]:
+        c = self.cfg
+        data = load_task(ctx, "finetune", c.task, c.task_type, c.cache, c.train_split, c.val_split, c.test_split)
+        test_tiles = TiledWindows(data.cache, data.test.indices, ctx.window, ctx.stride)
+        rows: list[dict] = []
+        for init in c.inits:
+            for seed in c.seeds:
+                for frac in c.label_fractions:
+                    train = data.subset(frac, seed)
+                    encoder = ctx.make_encoder("pretrained" if init == "pretrained" else "random", seed)
+                    model, facts = fit(
+                        encoder, train, data, ctx, n_out=data.n_out, head_epochs=c.head_epochs, epochs=c.epochs,
+                        lr=c.lr, encoder_lr_ratio=c.encoder_lr_ratio, weight_decay=c.weight_decay,
+                        batch_size=c.batch_size, seed=seed, train_encoder=init != "random",
+                    )
+                    scores = record_scores(model, test_tiles, data.task_type, ctx.device, ctx.batch_size, ctx.num_workers)
+                    row = {
+                        "kind": "finetune", "task": c.task, "task_type": data.task_type, "init": init,
+                        "label_fraction": frac, "seed": seed, "split": c.test_split,
+                        "n_train_records": int(len(train.indices)), "n_test_records": int(len(data.test.indices)),
+                        **facts,
+                    }
+                    row.update(score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed))
+                    rows.append(row)
+        return rows

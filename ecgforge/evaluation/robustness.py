@@ -1,0 +1,149 @@
+"""Robustness: a linear probe trained on clean data, tested on noisy inputs and on lead subsets.
+
+Noise follows Mehari & Strodthoff's robustness test ("Self-supervised representation learning from 12-lead
+ECG data", Comput. Biol. Med. 2022): baseline wander, electrode motion, powerline and baseline shift at
+graded levels 1..6 (``augment.noise.physio_noise``). The noise is drawn from a ``torch.Generator`` reseeded
+with ``noise_seed`` for every condition and every encoder (so levels differ only in amplitude), and the test tiles are visited in the same order
+in batches of the same size, so every model sees exactly the same noisy ECGs.
+
+Lead subsets (reduced-lead settings of the PhysioNet/CinC Challenge 2021, Reyna et al.): ``12``; ``6`` limb
+leads I, II, III, aVR, aVL, aVF; ``3`` I, II, V2; ``2`` I, II; ``1`` I. The other leads are zeroed, which is
+how every ecgforge encoder receives a missing lead.
+
+Rows are linear-probe rows plus ``noise_level`` (0 = clean) and ``leads`` (the subset's name). The clean,
+12-lead row appears once and is the reference of both curves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+
+from ecgforge.augment.noise import PHYSIO_NOISE_LEVELS_MV, physio_noise
+from ecgforge.data.cache import Cache
+from ecgforge.data.dataset import TiledWindows
+from ecgforge.errors import UserError
+from ecgforge.evaluation.common import EvalContext, embed, fit_linear_head, per_record
+from ecgforge.evaluation.finetune import load_task
+from ecgforge.evaluation.linear_probe import LinearProbeConfig
+from ecgforge.evaluation.scoring import primary_score, score_rows
+
+LEAD_SUBSETS: dict[str, tuple[str, ...]] = {
+    "12": ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"),
+    "6": ("I", "II", "III", "aVR", "aVL", "aVF"),
+    "3": ("I", "II", "V2"),
+    "2": ("I", "II"),
+    "1": ("I",),
+}
+
+LeadSubset = Literal["12", "6", "3", "2", "1"]
+
+
+class RobustnessConfig(LinearProbeConfig, extra="forbid", frozen=True):  # type: ignore[misc]
+    kind: Literal["robustness"] = "robustness"  # type: ignore[assignment]
+    noise_levels: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6],
+                                    description="physio_noise levels (Mehari & Strodthoff 2022), 1..6")
+    lead_subsets: list[LeadSubset] = Field(default_factory=lambda: ["6", "3", "2", "1"])
+    noise_seed: int = Field(0, ge=0, description="seed of the test noise: the same noise for every model")
+
+    @field_validator("noise_levels")
+    @classmethod
+    def _levels(cls, levels: list[int]) -> list[int]:
+        bad = [v for v in levels if v not in PHYSIO_NOISE_LEVELS_MV]
+        if bad:
+            raise ValueError(f"noise levels must be in 1..6, got {bad}")
+        return levels
+
+
+def lead_subset_transform(cache_leads: list[str], subset: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x (B, L, T) -> x`` with every lead outside ``LEAD_SUBSETS[subset]`` set to zero."""
+    missing = [lead for lead in LEAD_SUBSETS[subset] if lead not in cache_leads]
+    if missing:
+        raise UserError(f"robustness: lead subset {subset!r} needs leads {missing} that the cache lacks")
+    keep = torch.tensor([lead in LEAD_SUBSETS[subset] for lead in cache_leads])
+
+    def transform(x: torch.Tensor) -> torch.Tensor:
+        return x * keep.to(x.device, x.dtype)[None, :, None]
+
+    return transform
+
+
+def noise_transform(fs_hz: float, level: int, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Adds ``physio_noise`` at ``level`` from a fresh CPU generator seeded with ``seed``: every model gets the
+    same noise, and every level the same random draws scaled to its amplitudes, so only the amplitude grows."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def transform(x: torch.Tensor) -> torch.Tensor:
+        return physio_noise(x, fs_hz, level, generator=gen)
+
+    return transform
+
+
+def conditions(cfg: RobustnessConfig) -> list[tuple[int, str]]:
+    """``(noise_level, leads)`` pairs: clean 12 leads first, then each noise level, then each lead subset."""
+    out = [(0, "12")]
+    out += [(lv, "12") for lv in cfg.noise_levels]
+    out += [(0, s) for s in cfg.lead_subsets if s != "12"]
+    return out
+
+
+def _transform(cache: Cache, level: int, leads: str, seed: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    if level == 0 and leads == "12":
+        return None
+    if level:
+        return noise_transform(cache.fs_hz, level, seed)
+    return lead_subset_transform(list(cache.leads), leads)
+
+
+class Robustness:
+    def __init__(self, **cfg: object) -> None:
+        self.cfg = RobustnessConfig(**cfg)
+
+    def run(self, ctx: EvalContext) -> list[dict]:
+        c = self.cfg
+        data = load_task(ctx, "robustness", c.task, c.task_type, c.cache, c.train_split, c.val_split, c.test_split)
+        tiles = {s: TiledWindows(data.cache, t.indices, ctx.window, ctx.stride)
+                 for s, t in (("tr", data.train), ("va", data.val), ("te", data.test))}
+        conds = conditions(c)
+        rows: list[dict] = []
+        feats: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        test_feats: dict[tuple[str, int], dict[tuple[int, str], np.ndarray]] = {}
+        for init in c.inits:
+            for seed in c.seeds:
+                key = (init, seed if init == "random" else 0)
+                if key not in feats:
+                    enc = ctx.make_encoder(init, seed)
+                    feats[key] = {s: embed(enc, tiles[s], ctx.device, ctx.batch_size, ctx.num_workers) for s in ("tr", "va")}
+                    test_feats[key] = {
+                        cond: embed(enc, tiles["te"], ctx.device, ctx.batch_size, ctx.num_workers,
+                                    transform=_transform(data.cache, *cond, c.noise_seed))
+                        for cond in conds
+                    }
+                f = feats[key]
+                for frac in c.label_fractions:
+                    pos = data.positions(frac, seed)
+                    win = np.isin(tiles["tr"].record_of, pos)
+                    val = None
+                    if len(data.val.indices):
+                        val = (f["va"], tiles["va"].record_of, data.val.y, len(data.val.indices),
+                               lambda y, s: primary_score(data.task_type, y, s))
+                    head = fit_linear_head(
+                        f["tr"][win], data.train.y[tiles["tr"].record_of[win]], data.task_type, data.n_out, val=val,
+                        epochs=c.epochs, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size, seed=seed,
+                    )
+                    for level, leads in conds:
+                        scores = per_record(head.scores(test_feats[key][(level, leads)]), tiles["te"].record_of,
+                                            len(data.test.indices))
+                        row = {
+                            "kind": "robustness", "task": c.task, "task_type": data.task_type, "init": init,
+                            "label_fraction": frac, "seed": seed, "split": c.test_split,
+                            "noise_level": level, "leads": leads,
+                            "n_train_records": int(len(pos)), "n_test_records": int(len(data.test.indices)),
+                        }
+                        row.update(score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed))
+                        rows.append(row)
+        return rows
