@@ -1,0 +1,102 @@
+"""BYOL (Grill et al. 2020) for ECG, as one of the methods of Mehari & Strodthoff 2021.
+
+An online network (encoder → projector → predictor) regresses the projection of another view made by a
+target network (encoder → projector) whose weights are an exponential moving average of the online ones:
+ξ ← τ·ξ + (1 − τ)·θ after every optimiser step, with τ rising from ``base_tau`` to 1 on a cosine schedule,
+τ_k = 1 − (1 − τ_base)·(cos(π·k/K) + 1)/2 (Grill et al. eq. and appendix). The loss is symmetrised over the
+two views. The target network never receives gradients (its parameters have ``requires_grad = False`` and
+its outputs are computed under ``no_grad``) and is not in any optimiser group.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, Field
+from torch import Tensor, nn
+
+from ecgforge.augment import AugmentConfig
+from ecgforge.objectives.base import Objective
+from ecgforge.objectives.losses import byol_loss
+from ecgforge.objectives.projector import as_module, projector
+
+
+class BYOLConfig(BaseModel, extra="forbid", frozen=True):
+    kind: Literal["byol"] = "byol"
+    base_tau: float = Field(0.99, ge=0, le=1, description="EMA momentum at step 0; rises to 1 (cosine)")
+    projector_hidden: int = Field(4096, gt=0, description="Grill et al.: 4096")
+    projector_dim: int = Field(256, gt=0, description="Grill et al.: 256")
+    predictor_hidden: int = Field(4096, gt=0)
+    augment: list[AugmentConfig] = Field(default_factory=list, description="applied independently to each view")
+
+
+def cosine_tau(base_tau: float, step: int, total_steps: int) -> float:
+    """EMA momentum after ``step`` of ``total_steps``: 1 − (1 − base)·(cos(π·step/total) + 1)/2."""
+    progress = min(max(step / max(total_steps, 1), 0.0), 1.0)
+    return 1 - (1 - base_tau) * (math.cos(math.pi * progress) + 1) / 2
+
+
+class BYOL(Objective):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        augment: nn.Module | list,
+        base_tau: float = 0.99,
+        projector_hidden: int = 4096,
+        projector_dim: int = 256,
+        predictor_hidden: int = 4096,
+    ) -> None:
+        super().__init__(encoder)
+        self.augment = as_module(augment)
+        self.base_tau = base_tau
+        # A buffer, so that a resumed run continues with the τ it had (it is saved with the model state).
+        self.register_buffer("tau", torch.tensor(float(base_tau), dtype=torch.float64))
+        self.projector = projector(encoder.embed_dim, projector_hidden, projector_dim)
+        self.predictor = projector(projector_dim, predictor_hidden, projector_dim)
+        self.target_encoder = copy.deepcopy(encoder)
+        self.target_projector = copy.deepcopy(self.projector)
+        for p in self._target_params():
+            p.requires_grad_(False)
+
+    def _online_modules(self) -> tuple[nn.Module, nn.Module]:
+        return self.encoder, self.projector
+
+    def _target_modules(self) -> tuple[nn.Module, nn.Module]:
+        return self.target_encoder, self.target_projector
+
+    def _target_params(self) -> list[nn.Parameter]:
+        return [p for m in self._target_modules() for p in m.parameters()]
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """One group, the online network (encoder, projector, predictor); the target is updated by EMA only."""
+        target = {id(p) for p in self._target_params()}
+        return {"encoder": [p for p in self.parameters() if id(p) not in target]}
+
+    def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
+        """x (B, leads, T) -> symmetric BYOL loss, (ℓ(v1→v2) + ℓ(v2→v1)) / 2, each 2 − 2·cos in [0, 4]."""
+        x = batch["x"]
+        v1, v2 = self.augment(x), self.augment(x)
+        p1 = self.predictor(self.projector(self.encoder(v1)))
+        p2 = self.predictor(self.projector(self.encoder(v2)))
+        with torch.no_grad():
+            z1 = self.target_projector(self.target_encoder(v1))
+            z2 = self.target_projector(self.target_encoder(v2))
+        loss = (byol_loss(p1, z2) + byol_loss(p2, z1)) / 2
+        return loss, {"loss": loss.detach(), "tau": self.tau.detach().float()}
+
+    @torch.no_grad()
+    def update_target(self, tau: float) -> None:
+        """ξ ← τ·ξ + (1 − τ)·θ for parameters; buffers (BatchNorm statistics) are copied from the online net."""
+        for online, target in zip(self._online_modules(), self._target_modules(), strict=True):
+            for po, pt in zip(online.parameters(), target.parameters(), strict=True):
+                pt.mul_(tau).add_(po.detach(), alpha=1 - tau)
+            for bo, bt in zip(online.buffers(), target.buffers(), strict=True):
+                bt.copy_(bo)
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """EMA update with the current τ, then advance τ on the cosine schedule (Grill et al. 2020)."""
+        self.update_target(float(self.tau))
+        self.tau.fill_(cosine_tau(self.base_tau, step, total_steps))

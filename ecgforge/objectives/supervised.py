@@ -1,0 +1,57 @@
+"""Supervised training of the encoder with labels: the baseline every pretraining method must beat.
+
+A linear head on the pooled embedding, trained end to end with the encoder. The loss follows the targets
+the runner puts in ``batch["y"]`` (``data.dataset.task_targets`` of ``task``): float ``(B, K)`` multi-hot ->
+binary cross-entropy per label (the PTB-XL benchmark's setting, Strodthoff et al. 2020); int64 ``(B,)`` class
+ids -> cross-entropy; float ``(B,)`` values -> mean squared error (e.g. age in years).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+from torch import Tensor, nn
+
+from ecgforge.augment import AugmentConfig
+from ecgforge.objectives.base import Objective
+from ecgforge.objectives.projector import as_module
+
+
+class SupervisedConfig(BaseModel, extra="forbid", frozen=True):
+    kind: Literal["supervised"] = "supervised"
+    task: str = Field(min_length=1, description="label set of the cache, or 'sex' / 'age'")
+    augment: list[AugmentConfig] = Field(default_factory=list, description="applied to x during training")
+
+
+def supervised_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """logits (B, K) and targets y as described in the module docstring -> scalar loss."""
+    if y.is_floating_point() and y.dim() == 2:
+        return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
+    if not y.is_floating_point():
+        return F.cross_entropy(logits, y.long())
+    return F.mse_loss(logits.squeeze(-1), y.to(logits.dtype))
+
+
+class Supervised(Objective):
+    needs_labels = True
+
+    def __init__(self, encoder: nn.Module, task: str, augment: nn.Module | list, n_classes: int = 1) -> None:
+        """``n_classes``: outputs of the head (labels or classes; 1 for regression), from the run context."""
+        super().__init__(encoder)
+        self.task = task
+        self.augment = as_module(augment)
+        self.head = nn.Linear(encoder.embed_dim, n_classes)
+
+    def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
+        """x (B, leads, T), y -> loss of the linear head on the encoder's embedding."""
+        logits = self.head(self.encoder(self.augment(batch["x"])))
+        y = batch["y"]
+        loss = supervised_loss(logits, y)
+        logs = {"loss": loss.detach()}
+        if not y.is_floating_point():
+            logs["acc"] = (logits.argmax(-1) == y).float().mean()
+        return loss, logs
+
+

@@ -1,0 +1,91 @@
+"""W2V+CMSC+RLM (Oh et al. 2022, "Lead-agnostic self-supervised learning for local and global representations
+of electrocardiogram", CHIL; fairseq-signals ``examples/w2v_cmsc``).
+
+Each batch item is two windows of one record (``n_segments = 2``). Random lead masking (RLM: every lead
+zeroed independently with p 0.5, on every segment) makes the encoder lead-agnostic. Loss per batch:
+
+    L = w2v_weight · L_wav2vec2 + cmsc_weight · L_CMSC
+
+L_wav2vec2 is the full wav2vec 2.0 loss (InfoNCE + 0.1·diversity + 10·feature penalty) over the 2B
+segments; L_CMSC is the multi-positive NT-Xent (τ 0.1) between the mean-pooled transformer outputs of the
+segments, positives being segments of the same record (or, with ``per_patient``, patient). Both terms come
+from one forward pass of the masked input, as in fairseq-signals' ``Wav2Vec2CMSCModel`` whose CMSC
+representation is the averaged final-layer output of the same forward. Default weights 1 and 1: fairseq-
+signals adds the two criteria unweighted.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from torch import Tensor, nn
+
+from ecgforge.augment.leads import RandomLeadMaskConfig
+from ecgforge.objectives.cmsc import segment_groups
+from ecgforge.objectives.losses import multi_positive_nt_xent
+from ecgforge.objectives.wav2vec2 import Wav2Vec2Objective, Wav2Vec2ObjectiveConfig
+
+
+class W2VCMSCRLMConfig(Wav2Vec2ObjectiveConfig):
+    kind: Literal["w2v_cmsc_rlm"] = "w2v_cmsc_rlm"  # type: ignore[assignment]
+    rlm: RandomLeadMaskConfig = Field(default_factory=RandomLeadMaskConfig, description="p_lead 0.5 (Oh et al.)")
+    cmsc_temperature: float = Field(0.1, gt=0)
+    per_patient: bool = Field(False, description="CMSC positives: segments of the same patient, not record")
+    w2v_weight: float = Field(1.0, ge=0)
+    cmsc_weight: float = Field(1.0, ge=0)
+
+
+class W2VCMSCRLM(Wav2Vec2Objective):
+    n_segments = 2
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        augment: nn.Module | list,
+        rlm: nn.Module,
+        cmsc_temperature: float = 0.1,
+        per_patient: bool = False,
+        w2v_weight: float = 1.0,
+        cmsc_weight: float = 1.0,
+        mask_prob: float = 0.65,
+        mask_length: int = 10,
+        min_masks: int = 2,
+        quantiser_groups: int = 2,
+        quantiser_entries: int = 320,
+        quantiser_temp: tuple[float, float, float] = (2.0, 0.5, 0.999995),
+        final_dim: int = 256,
+        n_negatives: int = 100,
+        logit_temperature: float = 0.1,
+        diversity_weight: float = 0.1,
+        feature_penalty_weight: float = 10.0,
+    ) -> None:
+        # Explicit arguments, not **kwargs: the builder passes run-context keys to any **kwargs signature.
+        super().__init__(
+            encoder, augment, mask_prob, mask_length, min_masks, quantiser_groups, quantiser_entries,
+            quantiser_temp, final_dim, n_negatives, logit_temperature, diversity_weight, feature_penalty_weight,
+        )
+        self.rlm = rlm
+        self.cmsc_temperature = cmsc_temperature
+        self.per_patient = per_patient
+        self.w2v_weight, self.cmsc_weight = w2v_weight, cmsc_weight
+
+    @classmethod
+    def _kind(cls) -> str:
+        return "w2v_cmsc_rlm"
+
+    def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
+        """x (B, S, leads, T) -> weighted wav2vec2 + CMSC loss over the B·S lead-masked segments."""
+        x = batch["x"]
+        if x.dim() != 4:
+            raise ValueError(f"w2v_cmsc_rlm needs x (B, segments, leads, T), got {tuple(x.shape)}")
+        s = x.shape[1]
+        segments = self.rlm(self.augment(x.flatten(0, 1)))  # leads masked independently per segment
+        w2v, logs, context = self.w2v_loss(segments)
+        cmsc = multi_positive_nt_xent(
+            context.mean(dim=1), segment_groups(batch, self.per_patient, s), self.cmsc_temperature
+        )
+        loss = self.w2v_weight * w2v + self.cmsc_weight * cmsc
+        return loss, {"loss": loss.detach(), "w2v_loss": w2v.detach(), "cmsc_loss": cmsc.detach(), **logs}
+
+
