@@ -263,7 +263,10 @@ def test_cinc_labels_from_header_variants(tmp_path: Path, monkeypatch: pytest.Mo
         "dx": ["111", "164909002", "59118001"],
         "chapman_rhythm": [],
     }
-    assert e1.meta == {"fold": -1, "sex": "F", "age": 61.0, "ptbxl_ecg_id": -1}
+    from ecgforge.data.sources.cinc import hash_fold
+
+    assert e1.meta == {"fold": hash_fold("E00001"), "sex": "F", "age": 61.0, "ptbxl_ecg_id": -1}
+    assert {hash_fold(f"A{i:04d}") for i in range(200)} == set(range(1, 11))
     assert math.isnan(e2.meta["age"]) and e2.meta["sex"] == "F" and e2.labels["dx"] == []
     assert refs["JS00001"].labels["chapman_rhythm"] == ["AFIB"]
     assert refs["JS00002"].labels["chapman_rhythm"] == []  # two groups: excluded, not guessed
