@@ -37,8 +37,9 @@ def supervised_loss(logits: Tensor, y: Tensor) -> Tensor:
 class Supervised(Objective):
     needs_labels = True
 
-    def __init__(self, encoder: nn.Module, task: str, augment: nn.Module | list, n_classes: int = 1) -> None:
-        """``n_classes``: outputs of the head (labels or classes; 1 for regression), from the run context."""
+    def __init__(self, encoder: nn.Module, task: str, augment: nn.Module | list, n_classes: int) -> None:
+        """``n_classes``: outputs of the head (labels or classes; 1 for regression), from the run context.
+        No default: a head of the wrong width would only fail at the first batch, far from its cause."""
         super().__init__(encoder)
         self.task = task
         self.augment = as_module(augment)

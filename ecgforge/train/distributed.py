@@ -23,7 +23,9 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        # Each rank's loss depends on every rank's embeddings: sum the gradients, keep this rank's slice.
+        # Every rank's loss depends on this rank's embeddings: SUM what each sends back, keep this rank's slice.
+        # Not the mean: DDP then averages parameter gradients over the N ranks, and (1/N) * sum_s dL_s/dz_r is
+        # d/dz_r of the N*B-batch loss L = (1/N) sum_s L_s (see gather_with_grad).
         grad = grad.contiguous()
         dist.all_reduce(grad)
         rank, world_size = world()
@@ -35,6 +37,18 @@ def gather_with_grad(x: Tensor) -> Tensor:
 
     Used for contrastive negatives so that N processes with batch B optimise the same loss as one process
     with batch N*B. Identity in a single-process run.
+
+    Gradient scaling: rank r's loss L_r averages over its own anchors, so the one-process loss on the
+    combined batch is L = (1/N) sum_r L_r. Rank r's parameter gradient is J_r^T g_r (J_r: the Jacobian of its
+    embeddings z_r, g_r: the gradient its backward gives z_r) and DDP averages these over ranks; since
+    dL/dtheta = sum_r J_r^T dL/dz_r, equality needs g_r = N dL/dz_r = sum_s dL_s/dz_r, i.e. the backward sums
+    over ranks (all-reduce SUM). Checked against a one-process run in ``tests/train/test_distributed.py``.
+
+    Args:
+        x: ``(B, ...)`` this rank's tensor; every rank must pass the same shape.
+
+    Returns:
+        ``(N*B, ...)``, rank 0's rows first.
     """
     _, world_size = world()
     return _GatherWithGrad.apply(x) if world_size > 1 else x

@@ -51,7 +51,7 @@ def test_default_component_builds_and_runs(category: str, kind: str) -> None:
         from ecgforge.encoders import EncoderConfig
 
         enc_cfg = TypeAdapter(EncoderConfig).validate_python(SMALL_ENCODER_FOR.get(kind, {"kind": "resnet1d", "width": 8}))
-        obj = build(cfg, encoder=build(enc_cfg), fs_hz=100.0, window=1000, n_leads=12)
+        obj = build(cfg, encoder=build(enc_cfg), fs_hz=100.0, window=1000, n_leads=12, n_classes=2)
         n_seg = obj.n_segments
         batch = {
             "x": torch.randn(4, n_seg, 12, 1000) if n_seg > 1 else torch.randn(4, 12, 1000),
