@@ -111,7 +111,13 @@ def validate(
     for path in recipes:
         try:
             kind = "cache recipe" if is_cache_recipe(path) else "recipe"
-            (load_cache_recipe if kind == "cache recipe" else load_recipe)(path, set_ or [])
+            loaded = (load_cache_recipe if kind == "cache recipe" else load_recipe)(path, set_ or [])
+            build = getattr(getattr(loaded, "data", None), "build", None)
+            if build is not None:  # the cache recipe a run would build from must exist and be valid too
+                try:
+                    load_cache_recipe(build)
+                except RecipeError as exc:
+                    raise RecipeError(f"{path}: data.build: {str(exc).splitlines()[0]}") from None
             out.print(f"[green]ok[/] {path} ({kind})")
         except RecipeError as exc:
             failed += 1

@@ -22,10 +22,22 @@ def test_list_json_is_one_object_of_kinds() -> None:
     assert "resnet1d" in table["encoders"] and "simclr" in table["ssl"] and "linear_probe" in table["eval"]
 
 
-def test_validate_accepts_every_shipped_recipe() -> None:
+def test_validate_accepts_every_shipped_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # recipes name their cache recipes (data.build) relative to the project root
     recipes = [str(p) for p in sorted((ROOT / "recipes").rglob("*.toml"))]
     res = runner.invoke(app, ["validate", *recipes])
     assert res.exit_code == 0, res.output
+    assert res.stdout.count("ok ") == len(recipes)
+
+
+def test_validate_checks_the_cache_recipe_a_run_would_build(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text((ROOT / "recipes" / "quickstart.toml").read_text().replace(
+        'build = "recipes/caches/synthetic.toml"', f'build = "{tmp_path / "nowhere.toml"}"', 1))
+    res = runner.invoke(app, ["validate", str(bad)])
+    assert res.exit_code == 2
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "data.build" in lines[0] and "nowhere.toml" in lines[0], res.stderr
 
 
 @pytest.mark.parametrize(
