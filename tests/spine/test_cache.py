@@ -42,6 +42,9 @@ def folder(tmp_path: Path) -> Path:
     dat = d / "truncated.dat"
     dat.write_bytes(dat.read_bytes()[: dat.stat().st_size // 2])
     (d / "garbled.hea").write_text("this is not a header\n")
+    nan = ecg_like(10, 500, 5)
+    nan[3, 100:110] = np.nan  # wfdb.wrsamp stores NaN as format 16's invalid-sample value, read back as NaN
+    write_record(d, "nan", nan)
     return d
 
 
@@ -58,8 +61,9 @@ def test_build_lists_bad_records_and_keeps_good_ones(folder: Path, tmp_path: Pat
     s = build_cache(recipe(folder, out), workers=workers)
     assert s.n_records == 5
     skipped = dict(s.skipped)
-    assert set(skipped) == {"flat", "short", "truncated", "garbled"}
+    assert set(skipped) == {"flat", "short", "truncated", "garbled", "nan"}
     assert "flat" in skipped["flat"] and "short" in skipped["short"] and "truncated" in skipped["truncated"]
+    assert "10 NaN" in skipped["nan"]
     c = Cache(out)
     assert sorted(c.record_id) == ["good0", "good1", "good2", "good3", "six_leads"]
     assert c.fs_hz == 100 and c.leads == list(CANONICAL_LEADS)
@@ -105,7 +109,7 @@ def test_info_counts_and_verify(folder: Path, tmp_path: Path) -> None:
     path = build_cache(recipe(folder, tmp_path / "c.h5"), workers=1).path
     d = info(path)
     assert d["n_records"] == 5 and d["n_patients"] == 5 and d["fs_hz"] == 100
-    assert {s["record"] for s in d["skipped"]} == {"flat", "short", "truncated", "garbled"}
+    assert {s["record"] for s in d["skipped"]} == {"flat", "short", "truncated", "garbled", "nan"}
     json.dumps(d)
     assert verify(path) == []
     with h5py.File(path, "r+") as h5:
