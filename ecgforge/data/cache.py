@@ -418,6 +418,34 @@ class Cache:
             q = np.frombuffer(buf, dtype=np.int16).reshape(length, self.n_leads)
         return q.T.astype(np.float32) * np.float32(self.scale_mv)
 
+    def read_windows(self, records: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        """Many windows at once: ``(B, n_leads, length)`` float32 mV, window b = ``read(records[b], starts[b], length)``.
+
+        One ``pread`` per window and a single conversion for the batch: a training batch costs a few
+        microseconds per window instead of a Python-level read, conversion and tensor per window.
+        """
+        records, starts = np.asarray(records, np.int64), np.asarray(starts, np.int64)
+        if len(records) and ((starts < 0).any() or (starts + length > self.lengths[records]).any()):
+            b = int(np.flatnonzero((starts < 0) | (starts + length > self.lengths[records]))[0])
+            raise IndexError(f"window [{starts[b]}, {starts[b] + length}) outside record {self.record_id[records[b]]} "
+                             f"of {self.lengths[records[b]]} samples")
+        rows = self.offsets[records] + starts
+        if self._data is not None:
+            q = self._data[rows[:, None] + np.arange(length)]  # (B, length, n_leads)
+        else:
+            if self._fd is None or self._pid != os.getpid():
+                self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+            q = np.empty((len(rows), length, self.n_leads), np.int16)
+            buf = memoryview(q.reshape(-1).view(np.uint8))  # pread straight into the batch, no copies
+            nbytes = length * self.n_leads * 2
+            for b, r in enumerate(rows.tolist()):
+                if os.preadv(self._fd, [buf[b * nbytes : (b + 1) * nbytes]], self._offset + r * self.n_leads * 2) != nbytes:
+                    raise CacheError(f"{self.path}: truncated (record {self.record_id[records[b]]})")
+        # Conversion, scaling and the (time, leads) -> (leads, time) transpose in one pass.
+        out = np.empty((len(rows), self.n_leads, length), np.float32)
+        np.multiply(q.transpose(0, 2, 1), np.float32(self.scale_mv), out=out, dtype=np.float32)
+        return out
+
     def close(self) -> None:
         if self._fd is not None and self._pid == os.getpid():
             os.close(self._fd)
