@@ -67,6 +67,9 @@ def preprocess(data: np.ndarray, fs_in: float, fs_out: float, filt: FilterConfig
     Returns:
         ``(leads, T')`` float32 with ``T' = round(T * fs_out / fs_in)``.
     """
+    resample = abs(fs_in - fs_out) > 1e-6
+    if not (filt.highpass_hz or filt.lowpass_hz or filt.notch_hz or resample):
+        return data.astype(np.float32, copy=False)  # nothing to do: no float64 round trip
     x = data.astype(np.float64, copy=False)
     nyq = fs_in / 2
     if filt.highpass_hz or filt.lowpass_hz:
@@ -84,7 +87,7 @@ def preprocess(data: np.ndarray, fs_in: float, fs_out: float, filt: FilterConfig
         b, a = sps.iirnotch(filt.notch_hz, Q=30.0, fs=fs_in)
         if x.shape[-1] > 3 * max(len(a), len(b)):
             x = sps.filtfilt(b, a, x, axis=-1)
-    if abs(fs_in - fs_out) > 1e-6:
+    if resample:
         ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
         x = sps.resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
     return x.astype(np.float32)
@@ -125,10 +128,12 @@ def process_record(index: int, ref: RecordRef, recipe: CacheRecipe) -> Processed
             data = data[:, : int(round(sig.max_duration_s * raw.fs_hz))]
         out = preprocess(data, raw.fs_hz, sig.fs_hz, sig.filter)
         out[~present] = 0.0
-        q = np.rint(out / SCALE_MV)
-        clipped = int((np.abs(q) > _INT16_MAX).sum())
-        q = np.clip(q, -_INT16_MAX, _INT16_MAX).astype(np.int16)
-        return Processed(index, np.ascontiguousarray(q.T), present, clipped=clipped)
+        q = out / SCALE_MV
+        np.rint(q, out=q)
+        clipped = int(np.count_nonzero(np.abs(q) > _INT16_MAX))
+        if clipped:
+            np.clip(q, -_INT16_MAX, _INT16_MAX, out=q)
+        return Processed(index, q.T.astype(np.int16, order="C"), present, clipped=clipped)
     except RecordError as exc:
         return Processed(index, reason=str(exc))
     except (OSError, ValueError, KeyError, IndexError, EOFError) as exc:
@@ -160,6 +165,29 @@ class BuildSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     clipped_samples: int = 0
     seconds: float = 0.0
+
+
+def _copy_range(src: int, dst: int, dst_offset: int, nbytes: int) -> None:
+    """Copy the first ``nbytes`` of file ``src`` to ``dst`` at ``dst_offset`` (both file descriptors).
+
+    ``os.copy_file_range`` keeps the bytes in the kernel (no user-space round trip of the whole cache);
+    where the file system refuses it, 4 MiB blocks are read and written instead.
+    """
+    done = 0
+    try:
+        while done < nbytes:
+            n = os.copy_file_range(src, dst, nbytes - done, done, dst_offset + done)
+            if n == 0:
+                raise OSError(f"scratch file ended after {done} of {nbytes} bytes")
+            done += n
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        while done < nbytes:  # EXDEV, ENOSYS, EINVAL...: the portable way, from where it stopped
+            chunk = os.pread(src, min(1 << 22, nbytes - done), done)
+            if not chunk:
+                raise OSError(f"scratch file ended after {done} of {nbytes} bytes") from None
+            done += os.pwrite(dst, chunk, dst_offset + done)
 
 
 def _str_array(values: Sequence[str]) -> np.ndarray:
@@ -261,12 +289,12 @@ def build_cache(
                 source_kind=recipe.source.kind,
                 name=recipe.name,
             )
-            dset = h5.create_dataset("signals", shape=(total, n_leads), dtype=np.int16)
-            block = 1 << 22  # copy 4M samples at a time: constant memory whatever the cache size
-            with open(raw_path, "rb") as raw:
-                for start in range(0, total, block):
-                    rows = min(block, total - start)
-                    dset[start : start + rows] = np.frombuffer(raw.read(rows * n_leads * 2), np.int16).reshape(rows, n_leads)
+            # The samples' place in the file is fixed now and left unwritten: once HDF5 has written its
+            # metadata and closed the file, the scratch file is copied there byte for byte by the kernel.
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+            dset = h5.create_dataset("signals", shape=(total, n_leads), dtype="<i2", dcpl=dcpl, fill_time="never")
+            data_offset = dset.id.get_offset()
             kept_refs = [refs[i] for i in keep]
             h5["offsets"], h5["lengths"] = offsets, lengths[keep]
             h5["present"], h5["checksum"] = present[keep], checksums[keep]
@@ -302,6 +330,9 @@ def build_cache(
             h5.attrs["n_skipped"] = len(skipped)
             h5.attrs["clipped_samples"] = clipped
         with open(tmp, "rb+") as f:
+            if total:
+                with open(raw_path, "rb") as raw:
+                    _copy_range(raw.fileno(), f.fileno(), data_offset, total * n_leads * 2)
             os.fsync(f.fileno())
         os.replace(tmp, out)
     except BaseException:

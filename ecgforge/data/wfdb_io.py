@@ -16,9 +16,11 @@ Everything that makes a record unusable raises `RecordError` with a one-line rea
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -60,9 +62,8 @@ _FMT_RE = re.compile(r"^(\d+)(?:x(\d+))?(?::(\d+))?(?:\+(\d+))?$")
 _GAIN_RE = re.compile(r"^([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?:\(([-+]?\d+)\))?(?:/(.*))?$")
 
 
-@dataclass(frozen=True)
-class SignalSpec:
-    """One signal line of a header.
+class SignalSpec(NamedTuple):
+    """One signal line of a header (a NamedTuple: built 12 times per record, 3x cheaper than a dataclass).
 
     Attributes:
         file_name: signal file name relative to the header's directory (``00001_lr.dat``, ``A0001.mat``).
@@ -180,7 +181,7 @@ def _parse_record_line(fields: list[str], line_no: int, name: str) -> tuple[str,
             raise RecordError(
                 f"header line {line_no}: sampling frequency {fields[2]!r} is not a number: {name}"
             ) from None
-    if not np.isfinite(fs_hz) or fs_hz <= 0:
+    if not math.isfinite(fs_hz) or fs_hz <= 0:
         raise RecordError(f"sampling frequency {fs_hz:g} Hz <= 0: {name}")
     n_samples = None
     if len(fields) > 3:
@@ -196,14 +197,17 @@ def _parse_signal_line(text: str, line_no: int, index: int, name: str) -> Signal
     fields = text.split(maxsplit=8)
     if len(fields) < 2:
         raise RecordError(f"header line {line_no}: signal line needs a file name and a format: {name}")
-    m = _FMT_RE.match(fields[1])
-    if m is None:
-        raise RecordError(f"header line {line_no}: unparsable format field {fields[1]!r}: {name}")
-    fmt = int(m.group(1))
+    if fields[1].isdigit():  # the common bare "16": no regular expression needed
+        fmt, spf, skew, offset = int(fields[1]), 1, 0, 0
+    else:
+        m = _FMT_RE.match(fields[1])
+        if m is None:
+            raise RecordError(f"header line {line_no}: unparsable format field {fields[1]!r}: {name}")
+        fmt = int(m.group(1))
+        spf, skew, offset = int(m.group(2) or 1), int(m.group(3) or 0), int(m.group(4) or 0)
     if fmt not in FORMAT_BITS:
         known = ", ".join(str(f) for f in sorted(FORMAT_BITS))
         raise RecordError(f"unknown or unsupported signal format {fmt} (supported: {known}): {name}")
-    spf, skew, offset = int(m.group(2) or 1), int(m.group(3) or 0), int(m.group(4) or 0)
 
     adc_res = _int(fields[3], "ADC resolution", line_no, name) if len(fields) > 3 else 0
     adc_zero = _int(fields[4], "ADC zero", line_no, name) if len(fields) > 4 else 0
@@ -224,7 +228,7 @@ def _parse_signal_line(text: str, line_no: int, index: int, name: str) -> Signal
             units = g.group(3)
         # The WFDB spec reads gain 0 as "uncalibrated, assume 200"; for ECG that guess yields wrong
         # millivolts, so a zero (or non-finite) gain makes the record unusable instead.
-        if gain == 0 or not np.isfinite(gain):
+        if gain == 0 or not math.isfinite(gain):
             raise RecordError(
                 f"signal {index} ({lead_name}): gain {fields[2]!r} is zero or not finite: {name}"
             )
@@ -401,11 +405,9 @@ def _read_file(directory: Path, specs: list[SignalSpec], n_samples: int | None) 
 
     if any(s.fmt != first.fmt or s.byte_offset != first.byte_offset for s in specs):
         raise RecordError(f"signals in {path.name} disagree on format or byte offset")
-    buf = (
-        np.fromfile(path, dtype=np.uint8, offset=first.byte_offset)
-        if path.stat().st_size > first.byte_offset
-        else np.zeros(0, np.uint8)
-    )
+    with open(path, "rb") as f:  # one open, no separate stat: this runs once per record of a cache build
+        f.seek(first.byte_offset)
+        buf = np.frombuffer(f.read(), dtype=np.uint8)
     bits = FORMAT_BITS[first.fmt]
     available = (buf.size * 8 // bits) // n_sig  # whole frames in the file
     if n_samples is None:
@@ -417,7 +419,9 @@ def _read_file(directory: Path, specs: list[SignalSpec], n_samples: int | None) 
             f"wrong sample count: {path.name} holds {available} samples, header says {n_samples}"
         )
     flat = _decode(buf, first.fmt, n_samples * n_sig)
-    digital = flat.reshape(n_samples, n_sig).T  # frames are interleaved: s0 s1 ... s(n-1) s0 s1 ...
+    # Frames are interleaved (s0 s1 ... s(n-1) s0 s1 ...); contiguous rows make the per-signal sums and the
+    # scaling in read_signal several times faster than over the strided transpose.
+    digital = np.ascontiguousarray(flat.reshape(n_samples, n_sig).T)
     if first.fmt == 8:  # first differences from each signal's initial value
         init = np.array([s.initial_value or 0 for s in specs], np.int64)[:, None]
         digital = np.cumsum(digital, axis=1) + init
@@ -460,20 +464,25 @@ def read_signal(header: Header, directory: str | Path) -> np.ndarray:
     digital = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
     sums = digital.sum(axis=1)
-    for i, s in enumerate(header.signals):
-        if s.checksum is not None and (int(sums[i]) - s.checksum) % 65536:
-            got = (int(sums[i]) + 32768) % 65536 - 32768
-            raise RecordError(
-                f"checksum mismatch in signal {i} ({s.lead_name}): header {s.checksum}, data {got}"
-            )
+    declared = np.array([0 if s.checksum is None else s.checksum for s in header.signals], np.int64)
+    checked = np.array([s.checksum is not None for s in header.signals])
+    wrong = np.flatnonzero(checked & ((sums - declared) % 65536 != 0))
+    if len(wrong):
+        i = int(wrong[0])
+        got = (int(sums[i]) + 32768) % 65536 - 32768
+        raise RecordError(
+            f"checksum mismatch in signal {i} ({header.signals[i].lead_name}): header {declared[i]}, data {got}"
+        )
     # Physical = (digital - baseline) / gain, in float64 like wfdb (multiplying by mV/gain differs by at
     # most an ulp of float64, far below float32 rounding), then float32.
     baseline = np.array([s.baseline for s in header.signals], np.float64)[:, None]
     scale = np.array([_TO_MV[s.units.strip().lower()] / s.gain for s in header.signals], np.float64)[:, None]
     out = ((digital - baseline) * scale).astype(np.float32)
-    for i, s in enumerate(header.signals):
-        if s.fmt in MISSING_VALUE:
-            out[i, digital[i] == MISSING_VALUE[s.fmt]] = np.nan
+    has_missing = np.array([s.fmt in MISSING_VALUE for s in header.signals])[:, None]
+    missing = np.array([MISSING_VALUE.get(s.fmt, 0) for s in header.signals], np.int64)[:, None]
+    invalid = (digital == missing) & has_missing
+    if invalid.any():
+        out[invalid] = np.nan
     return out
 
 
