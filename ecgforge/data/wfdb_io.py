@@ -192,7 +192,28 @@ def _parse_record_line(fields: list[str], line_no: int, name: str) -> tuple[str,
     return record_name, n_signals, fs_hz, n_samples
 
 
+# The complete form nearly every header writes: "file fmt gain[(baseline)][/units] adcres adczero init checksum
+# blocksize description", with a bare format and a plain decimal gain. One match instead of field-by-field
+# parsing (a cache build parses 12 of these per record); anything else goes through the general parser.
+_FULL_LINE_RE = re.compile(
+    r"(\S+)\s+(\d+)\s+(\d+(?:\.\d*)?)(?:\((-?\d+)\))?(?:/(\S+))?"
+    r"\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)\s+(\S.*)"
+)
+
+
 def _parse_signal_line(text: str, line_no: int, index: int, name: str) -> SignalSpec:
+    m = _FULL_LINE_RE.fullmatch(text)
+    if m is not None:
+        file_name, fmt_text, gain_text, baseline, units, adc_res, adc_zero, init, checksum, block, lead = m.groups()
+        fmt, gain = int(fmt_text), float(gain_text)
+        if fmt in FORMAT_BITS and gain != 0:
+            return SignalSpec(file_name, fmt, gain, int(adc_zero) if baseline is None else int(baseline),
+                              units or "mV", int(adc_zero), int(init), int(checksum), lead.strip(),
+                              1, 0, 0, int(adc_res), int(block))
+    return _parse_signal_line_general(text, line_no, index, name)
+
+
+def _parse_signal_line_general(text: str, line_no: int, index: int, name: str) -> SignalSpec:
     # The description (lead name) is the free text after the eighth field and may contain spaces.
     fields = text.split(maxsplit=8)
     if len(fields) < 2:
@@ -442,21 +463,27 @@ def read_signal(header: Header, directory: str | Path) -> np.ndarray:
         RecordError: missing/truncated/over-long file, checksum mismatch, unsupported layout or units.
     """
     directory = Path(directory)
+    # One pass over the signal lines: checks, file groups, and the per-signal columns used below.
+    groups: list[list[int]] = []  # signals sharing a file are consecutive (WFDB requires it), in order
+    baseline, scale, declared, checked, missing, has_missing = [], [], [], [], [], []
     for i, s in enumerate(header.signals):
         if s.samples_per_frame != 1 or s.skew != 0:
             raise RecordError(
                 f"signal {i} ({s.lead_name}): multi-frequency or skewed signals are not supported"
             )
-        if s.units.strip().lower() not in _TO_MV:
+        to_mv = _TO_MV.get(s.units.strip().lower())
+        if to_mv is None:
             raise RecordError(f"signal {i} ({s.lead_name}): units {s.units!r} are not a voltage")
-
-    # Signals sharing a file are consecutive in the header (WFDB requires it); group them in order.
-    groups: list[list[int]] = []
-    for i, s in enumerate(header.signals):
         if groups and header.signals[groups[-1][0]].file_name == s.file_name:
             groups[-1].append(i)
         else:
             groups.append([i])
+        baseline.append(s.baseline)
+        scale.append(to_mv / s.gain)
+        declared.append(0 if s.checksum is None else s.checksum)
+        checked.append(s.checksum is not None)
+        missing.append(MISSING_VALUE.get(s.fmt, 0))
+        has_missing.append(s.fmt in MISSING_VALUE)
     parts = [_read_file(directory, [header.signals[i] for i in g], header.n_samples) for g in groups]
     lengths = {p.shape[1] for p in parts}
     if len(lengths) != 1:
@@ -464,9 +491,7 @@ def read_signal(header: Header, directory: str | Path) -> np.ndarray:
     digital = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
     sums = digital.sum(axis=1)
-    declared = np.array([0 if s.checksum is None else s.checksum for s in header.signals], np.int64)
-    checked = np.array([s.checksum is not None for s in header.signals])
-    wrong = np.flatnonzero(checked & ((sums - declared) % 65536 != 0))
+    wrong = np.flatnonzero(np.array(checked) & ((sums - np.array(declared, np.int64)) % 65536 != 0))
     if len(wrong):
         i = int(wrong[0])
         got = (int(sums[i]) + 32768) % 65536 - 32768
@@ -475,12 +500,8 @@ def read_signal(header: Header, directory: str | Path) -> np.ndarray:
         )
     # Physical = (digital - baseline) / gain, in float64 like wfdb (multiplying by mV/gain differs by at
     # most an ulp of float64, far below float32 rounding), then float32.
-    baseline = np.array([s.baseline for s in header.signals], np.float64)[:, None]
-    scale = np.array([_TO_MV[s.units.strip().lower()] / s.gain for s in header.signals], np.float64)[:, None]
-    out = ((digital - baseline) * scale).astype(np.float32)
-    has_missing = np.array([s.fmt in MISSING_VALUE for s in header.signals])[:, None]
-    missing = np.array([MISSING_VALUE.get(s.fmt, 0) for s in header.signals], np.int64)[:, None]
-    invalid = (digital == missing) & has_missing
+    out = ((digital - np.array(baseline, np.float64)[:, None]) * np.array(scale, np.float64)[:, None]).astype(np.float32)
+    invalid = (digital == np.array(missing, np.int64)[:, None]) & np.array(has_missing)[:, None]
     if invalid.any():
         out[invalid] = np.nan
     return out
