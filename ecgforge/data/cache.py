@@ -98,10 +98,37 @@ class Processed:
     """One record ready to store, or the reason it was skipped."""
 
     index: int
-    signal: np.ndarray | None = None  # (T, n_leads) int16
+    signal: np.ndarray | None = None  # (T, n_leads) int16, until a `_Scratch` stores it
     present: np.ndarray | None = None  # (n_leads,) bool
     reason: str = ""
     clipped: int = 0
+    # Where `_Scratch.store` put the samples: scratch file number, byte offset, rows, CRC32 of the bytes.
+    stored: tuple[int, int, int, int] | None = None
+
+
+class _Scratch:
+    """One process's append-only scratch file of samples (unbuffered: complete whenever a write returns).
+
+    Each reader process stores its records' samples itself, so only a few numbers per record travel back to
+    the parent, which at the end copies the byte ranges into the HDF5 file in record order.
+    """
+
+    def __init__(self, number: int, path: str) -> None:
+        self.number, self.fd, self.pos = number, os.open(path, os.O_WRONLY | os.O_APPEND), 0
+
+    def store(self, p: Processed) -> Processed:
+        if p.signal is not None:
+            buf = memoryview(p.signal).cast("B")
+            written = 0
+            while written < len(buf):
+                written += os.write(self.fd, buf[written:])
+            p.stored = (self.number, self.pos, p.signal.shape[0], zlib.crc32(buf))
+            self.pos += len(buf)
+            p.signal = None
+        return p
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def process_record(index: int, ref: RecordRef, recipe: CacheRecipe) -> Processed:
@@ -145,13 +172,14 @@ def process_record(index: int, ref: RecordRef, recipe: CacheRecipe) -> Processed
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(refs: Sequence[RecordRef], recipe: CacheRecipe) -> None:
+def _init_worker(refs: Sequence[RecordRef], recipe: CacheRecipe, scratch: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and tears the pool down
     _WORKER["refs"], _WORKER["recipe"] = refs, recipe
+    _WORKER["scratch"] = _Scratch(*scratch.get())  # a file of its own, from the parent's queue
 
 
 def _work(index: int) -> Processed:
-    return process_record(index, _WORKER["refs"][index], _WORKER["recipe"])
+    return _WORKER["scratch"].store(process_record(index, _WORKER["refs"][index], _WORKER["recipe"]))
 
 
 # ------------------------------------------------------------------------------------------- building
@@ -167,8 +195,8 @@ class BuildSummary:
     seconds: float = 0.0
 
 
-def _copy_range(src: int, dst: int, dst_offset: int, nbytes: int) -> None:
-    """Copy the first ``nbytes`` of file ``src`` to ``dst`` at ``dst_offset`` (both file descriptors).
+def _copy_range(src: int, dst: int, dst_offset: int, nbytes: int, src_offset: int = 0) -> None:
+    """Copy ``nbytes`` of file ``src`` from ``src_offset`` to ``dst`` at ``dst_offset`` (file descriptors).
 
     ``os.copy_file_range`` keeps the bytes in the kernel (no user-space round trip of the whole cache);
     where the file system refuses it, 4 MiB blocks are read and written instead.
@@ -176,7 +204,7 @@ def _copy_range(src: int, dst: int, dst_offset: int, nbytes: int) -> None:
     done = 0
     try:
         while done < nbytes:
-            n = os.copy_file_range(src, dst, nbytes - done, done, dst_offset + done)
+            n = os.copy_file_range(src, dst, nbytes - done, src_offset + done, dst_offset + done)
             if n == 0:
                 raise OSError(f"scratch file ended after {done} of {nbytes} bytes")
             done += n
@@ -184,10 +212,33 @@ def _copy_range(src: int, dst: int, dst_offset: int, nbytes: int) -> None:
         if exc.errno is None:
             raise
         while done < nbytes:  # EXDEV, ENOSYS, EINVAL...: the portable way, from where it stopped
-            chunk = os.pread(src, min(1 << 22, nbytes - done), done)
+            chunk = os.pread(src, min(1 << 22, nbytes - done), src_offset + done)
             if not chunk:
                 raise OSError(f"scratch file ended after {done} of {nbytes} bytes") from None
             done += os.pwrite(dst, chunk, dst_offset + done)
+
+
+def _gather(scratch_paths: list[str], stored: list[Any], dst: int, dst_offset: int, row_bytes: int) -> None:
+    """Copy each record's samples from the scratch files into ``dst`` at ``dst_offset``, back to back in the
+    order of ``stored`` (``(file, offset, rows, crc)`` per record); adjacent ranges of one file are copied
+    in one go (a worker's chunk of consecutive records is contiguous in its file)."""
+    fds = [os.open(path, os.O_RDONLY) for path in scratch_paths]
+    try:
+        pos, run = dst_offset, None  # run: [file, start, nbytes, destination] being extended
+        for number, offset, rows, _ in stored:
+            nbytes = rows * row_bytes
+            if run is not None and run[0] == number and run[1] + run[2] == offset:
+                run[2] += nbytes
+            else:
+                if run is not None:
+                    _copy_range(fds[run[0]], dst, run[3], run[2], src_offset=run[1])
+                run = [number, offset, nbytes, pos]
+            pos += nbytes
+        if run is not None:
+            _copy_range(fds[run[0]], dst, run[3], run[2], src_offset=run[1])
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _str_array(values: Sequence[str]) -> np.ndarray:
@@ -226,49 +277,49 @@ def build_cache(
 
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".building")
     os.close(fd)
-    raw_fd, raw_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".samples")
-    tmp, raw_path = Path(tmp_name), Path(raw_name)
+    tmp = Path(tmp_name)
+    scratch_paths: list[str] = []
+    for _ in range(workers):
+        fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".samples")
+        os.close(fd)
+        scratch_paths.append(name)
     try:
-        # Pass 1: process records (in parallel), append their samples to a raw scratch file in order.
-        results: dict[int, Processed] = {}
+        # Pass 1: process records (in parallel); each process appends their samples to its scratch file.
+        stored: list[tuple[int, int, int, int] | None] = [None] * n
         lengths = np.zeros(n, dtype=np.int64)
         present = np.zeros((n, n_leads), dtype=bool)
         checksums = np.zeros(n, dtype=np.uint32)
         ok = np.zeros(n, dtype=bool)
         reasons: dict[int, str] = {}
         clipped = 0
-        next_to_write = 0
-        with os.fdopen(raw_fd, "wb") as raw:
 
-            def drain() -> None:
-                nonlocal next_to_write, clipped
-                while next_to_write in results:
-                    p = results.pop(next_to_write)
-                    if p.signal is not None:
-                        buf = p.signal.tobytes()
-                        raw.write(buf)
-                        lengths[p.index] = p.signal.shape[0]
-                        present[p.index] = p.present
-                        checksums[p.index] = zlib.crc32(buf)
-                        ok[p.index] = True
-                        clipped += p.clipped
-                    else:
-                        reasons[p.index] = p.reason
-                    next_to_write += 1
+        def consume(stream: Iterator[Processed]) -> None:
+            nonlocal clipped
+            for done, p in enumerate(stream, 1):
+                if p.stored is not None:
+                    stored[p.index] = p.stored
+                    lengths[p.index], checksums[p.index] = p.stored[2], p.stored[3]
+                    present[p.index] = p.present
+                    ok[p.index] = True
+                    clipped += p.clipped
+                else:
+                    reasons[p.index] = p.reason
+                if progress is not None:
+                    progress(done, n)
 
-            def consume(stream: Iterator[Processed]) -> None:
-                for done, p in enumerate(stream, 1):
-                    results[p.index] = p
-                    drain()
-                    if progress is not None:
-                        progress(done, n)
-
-            if workers == 1:
-                consume(process_record(i, r, recipe) for i, r in enumerate(refs))
-            else:
-                ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context("spawn")
-                with ctx.Pool(workers, initializer=_init_worker, initargs=(refs, recipe)) as pool:
-                    consume(pool.imap_unordered(_work, range(n), chunksize=max(1, min(64, n // (workers * 8) or 1))))
+        if workers == 1:
+            sink = _Scratch(0, scratch_paths[0])
+            try:
+                consume(sink.store(process_record(i, r, recipe)) for i, r in enumerate(refs))
+            finally:
+                sink.close()
+        else:
+            ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context("spawn")
+            queue = ctx.SimpleQueue()
+            for number, path in enumerate(scratch_paths):
+                queue.put((number, path))
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(refs, recipe, queue)) as pool:
+                consume(pool.imap_unordered(_work, range(n), chunksize=max(1, min(64, n // (workers * 8) or 1))))
 
         # Pass 2: the HDF5 file, with the signals as one contiguous dataset of known size.
         keep = np.flatnonzero(ok)
@@ -330,9 +381,7 @@ def build_cache(
             h5.attrs["n_skipped"] = len(skipped)
             h5.attrs["clipped_samples"] = clipped
         with open(tmp, "rb+") as f:
-            if total:
-                with open(raw_path, "rb") as raw:
-                    _copy_range(raw.fileno(), f.fileno(), data_offset, total * n_leads * 2)
+            _gather(scratch_paths, [stored[i] for i in keep], f.fileno(), data_offset, n_leads * 2)
             os.fsync(f.fileno())
         os.replace(tmp, out)
     except BaseException:
@@ -340,8 +389,9 @@ def build_cache(
             tmp.unlink()
         raise
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            raw_path.unlink()
+        for path in scratch_paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
     return BuildSummary(
         path=out,
         n_records=len(keep),

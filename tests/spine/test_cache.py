@@ -152,3 +152,22 @@ def test_not_a_cache(tmp_path: Path) -> None:
         Cache(tmp_path / "x.h5")
     with pytest.raises(CacheError, match="no such cache"):
         Cache(tmp_path / "missing.h5")
+
+
+def test_build_without_copy_file_range(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the kernel refuses copy_file_range (EXDEV across file systems, ENOSYS), samples are copied by hand."""
+    import errno
+    import os
+
+    normal = Cache(build_cache(recipe(folder, tmp_path / "a.h5"), workers=2).path)
+
+    def refuse(*a: object) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    path = build_cache(recipe(folder, tmp_path / "b.h5"), workers=2).path
+    assert verify(path) == []
+    by_hand = Cache(path)
+    assert list(by_hand.record_id) == list(normal.record_id)
+    for i in range(len(normal)):
+        np.testing.assert_array_equal(by_hand.read(i), normal.read(i))
