@@ -22,6 +22,7 @@ process's memory), which is what lets the loader match a raw memmap's speed.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -172,14 +173,40 @@ def process_record(index: int, ref: RecordRef, recipe: CacheRecipe) -> Processed
 _WORKER: dict[str, Any] = {}
 
 
+@dataclass
+class _Batch:
+    """What a reader reports for records ``start .. start + k - 1``: one small message per batch, not per record."""
+
+    start: int
+    stored: np.ndarray  # (k, 4) int64: scratch file, byte offset, rows, CRC32; all -1 for a skipped record
+    present: np.ndarray  # (k, n_leads) bool
+    clipped: int
+    reasons: dict[int, str]  # record index -> why it was skipped
+
+
+def _process_range(refs: Sequence[RecordRef], recipe: CacheRecipe, scratch: _Scratch, start: int, stop: int) -> _Batch:
+    """Process records ``start .. stop - 1`` in order, their samples appended to ``scratch``."""
+    stored = np.full((stop - start, 4), -1, dtype=np.int64)
+    present = np.zeros((stop - start, len(recipe.signal.leads)), dtype=bool)
+    clipped, reasons = 0, {}
+    for i in range(start, stop):
+        p = scratch.store(process_record(i, refs[i], recipe))
+        if p.stored is None:
+            reasons[i] = p.reason
+        else:
+            stored[i - start], present[i - start] = p.stored, p.present
+            clipped += p.clipped
+    return _Batch(start, stored, present, clipped, reasons)
+
+
 def _init_worker(refs: Sequence[RecordRef], recipe: CacheRecipe, scratch: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and tears the pool down
     _WORKER["refs"], _WORKER["recipe"] = refs, recipe
     _WORKER["scratch"] = _Scratch(*scratch.get())  # a file of its own, from the parent's queue
 
 
-def _work(index: int) -> Processed:
-    return _WORKER["scratch"].store(process_record(index, _WORKER["refs"][index], _WORKER["recipe"]))
+def _work(bounds: tuple[int, int]) -> _Batch:
+    return _process_range(_WORKER["refs"], _WORKER["recipe"], _WORKER["scratch"], *bounds)
 
 
 # ------------------------------------------------------------------------------------------- building
@@ -260,6 +287,29 @@ def build_cache(
         workers: reader processes (default: ``recipe.workers`` or the CPU count); 1 reads in-process.
         progress: optional callable ``progress(done, total)`` called as records complete.
     """
+    with _frozen_heap():
+        return _build(recipe, out, workers, progress)
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Keep Python's cyclic garbage collector off every object that exists when a build starts.
+
+    With torch imported that is ~300,000 objects, which each full collection traverses: a few of them during
+    the listing and in every reader process cost more than the listing itself, and in forked readers the
+    traversal also un-shares memory pages (copy on write). `gc.freeze` is Python's tool for this case.
+    """
+    if gc.get_freeze_count():  # the caller manages frozen objects: leave their arrangement alone
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _build(recipe: CacheRecipe, out: str | Path | None, workers: int | None, progress: Any | None) -> BuildSummary:
     import time
 
     from ecgforge.registry import build
@@ -284,33 +334,29 @@ def build_cache(
         os.close(fd)
         scratch_paths.append(name)
     try:
-        # Pass 1: process records (in parallel); each process appends their samples to its scratch file.
-        stored: list[tuple[int, int, int, int] | None] = [None] * n
-        lengths = np.zeros(n, dtype=np.int64)
+        # Pass 1: process records (in parallel) in batches of consecutive records; each process appends the
+        # samples to its own scratch file and reports where they are.
+        stored = np.full((n, 4), -1, dtype=np.int64)
         present = np.zeros((n, n_leads), dtype=bool)
-        checksums = np.zeros(n, dtype=np.uint32)
-        ok = np.zeros(n, dtype=bool)
         reasons: dict[int, str] = {}
-        clipped = 0
+        clipped, done = 0, 0
+        size = max(1, min(64, n // (workers * 8) or 1))
+        batches = [(start, min(n, start + size)) for start in range(0, n, size)]
 
-        def consume(stream: Iterator[Processed]) -> None:
-            nonlocal clipped
-            for done, p in enumerate(stream, 1):
-                if p.stored is not None:
-                    stored[p.index] = p.stored
-                    lengths[p.index], checksums[p.index] = p.stored[2], p.stored[3]
-                    present[p.index] = p.present
-                    ok[p.index] = True
-                    clipped += p.clipped
-                else:
-                    reasons[p.index] = p.reason
+        def consume(stream: Iterator[_Batch]) -> None:
+            nonlocal clipped, done
+            for b in stream:
+                k = len(b.stored)
+                stored[b.start : b.start + k], present[b.start : b.start + k] = b.stored, b.present
+                reasons.update(b.reasons)
+                clipped, done = clipped + b.clipped, done + k
                 if progress is not None:
                     progress(done, n)
 
         if workers == 1:
             sink = _Scratch(0, scratch_paths[0])
             try:
-                consume(sink.store(process_record(i, r, recipe)) for i, r in enumerate(refs))
+                consume(_process_range(refs, recipe, sink, start, stop) for start, stop in batches)
             finally:
                 sink.close()
         else:
@@ -318,8 +364,11 @@ def build_cache(
             queue = ctx.SimpleQueue()
             for number, path in enumerate(scratch_paths):
                 queue.put((number, path))
+            gc.freeze()  # the listing too: readers collect only what they allocate themselves
             with ctx.Pool(workers, initializer=_init_worker, initargs=(refs, recipe, queue)) as pool:
-                consume(pool.imap_unordered(_work, range(n), chunksize=max(1, min(64, n // (workers * 8) or 1))))
+                consume(pool.imap_unordered(_work, batches))
+        ok = stored[:, 2] >= 0
+        lengths, checksums = stored[:, 2], stored[:, 3].astype(np.uint32)
 
         # Pass 2: the HDF5 file, with the signals as one contiguous dataset of known size.
         keep = np.flatnonzero(ok)
@@ -381,7 +430,7 @@ def build_cache(
             h5.attrs["n_skipped"] = len(skipped)
             h5.attrs["clipped_samples"] = clipped
         with open(tmp, "rb+") as f:
-            _gather(scratch_paths, [stored[i] for i in keep], f.fileno(), data_offset, n_leads * 2)
+            _gather(scratch_paths, stored[keep].tolist(), f.fileno(), data_offset, n_leads * 2)
             os.fsync(f.fileno())
         os.replace(tmp, out)
     except BaseException:
