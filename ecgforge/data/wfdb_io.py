@@ -17,6 +17,7 @@ Everything that makes a record unusable raises `RecordError` with a one-line rea
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,14 +279,15 @@ def parse_header(path: str | Path) -> Header:
     ADC zero, units mV, fs 250 Hz), ``gain(baseline)/units``, ``fmtxspf:skew+offset`` and ``.mat`` file names.
     Raises `RecordError` for a missing, empty, binary or unparsable header.
     """
-    path = Path(path)
+    path = os.fspath(path)  # a str, not a Path: pathlib costs more than parsing a line (once per record)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise RecordError(f"missing header: {path}") from None
     except OSError as exc:
         raise RecordError(f"unreadable header: {path}: {exc.strerror}") from None
-    lines = _decode_header(raw, str(path))
+    lines = _decode_header(raw, path)
 
     comments: list[str] = []
     record: tuple[str, int, float, int | None] | None = None
@@ -298,9 +300,9 @@ def parse_header(path: str | Path) -> Header:
             comments.append(text[1:].strip())
             continue
         if record is None:
-            record = _parse_record_line(text.split(), line_no, str(path))
+            record = _parse_record_line(text.split(), line_no, path)
         elif len(signals) < record[1]:
-            signals.append(_parse_signal_line(text, line_no, len(signals), str(path)))
+            signals.append(_parse_signal_line(text, line_no, len(signals), path))
         else:
             raise RecordError(
                 f"header line {line_no}: more signal lines than the {record[1]} declared: {path}"
@@ -310,7 +312,7 @@ def parse_header(path: str | Path) -> Header:
     record_name, n_signals, fs_hz, n_samples = record
     if len(signals) != n_signals:
         raise RecordError(f"header declares {n_signals} signals but has {len(signals)} signal lines: {path}")
-    return Header(record_name, n_signals, fs_hz, n_samples, signals, comments, str(path))
+    return Header(record_name, n_signals, fs_hz, n_samples, signals, comments, path)
 
 
 # ---------------------------------------------------------------------------------------------- signal
@@ -408,24 +410,25 @@ def _read_mat(path: Path, n_signals: int) -> np.ndarray:
     return val.astype(np.int64)
 
 
-def _read_file(directory: Path, specs: list[SignalSpec], n_samples: int | None) -> np.ndarray:
+def _read_file(directory: str, specs: list[SignalSpec], n_samples: int | None) -> np.ndarray:
     """One signal file holding ``specs`` interleaved -> ``(len(specs), T)`` int64 digital samples."""
     first = specs[0]
-    path = directory / first.file_name
-    if not path.is_file():
+    path = os.path.join(directory, first.file_name)
+    if not os.path.isfile(path):
         raise RecordError(f"missing signal file: {path}")
     n_sig = len(specs)
-    if path.suffix.lower() == ".mat":
-        digital = _read_mat(path, n_sig)
+    name = os.path.basename(path)
+    if name.lower().endswith(".mat"):
+        digital = _read_mat(Path(path), n_sig)
         n = digital.shape[1]
         if n_samples is not None and n < n_samples:
-            raise RecordError(f"truncated signal: {n} of {n_samples} samples ({path.name})")
+            raise RecordError(f"truncated signal: {n} of {n_samples} samples ({name})")
         if n_samples is not None and n != n_samples:
-            raise RecordError(f"wrong sample count: {path.name} holds {n} samples, header says {n_samples}")
+            raise RecordError(f"wrong sample count: {name} holds {n} samples, header says {n_samples}")
         return digital
 
     if any(s.fmt != first.fmt or s.byte_offset != first.byte_offset for s in specs):
-        raise RecordError(f"signals in {path.name} disagree on format or byte offset")
+        raise RecordError(f"signals in {name} disagree on format or byte offset")
     with open(path, "rb") as f:  # one open, no separate stat: this runs once per record of a cache build
         f.seek(first.byte_offset)
         buf = np.frombuffer(f.read(), dtype=np.uint8)
@@ -434,10 +437,10 @@ def _read_file(directory: Path, specs: list[SignalSpec], n_samples: int | None) 
     if n_samples is None:
         n_samples = available
     elif available < n_samples:
-        raise RecordError(f"truncated signal: {available} of {n_samples} samples ({path.name})")
+        raise RecordError(f"truncated signal: {available} of {n_samples} samples ({name})")
     elif available > n_samples:
         raise RecordError(
-            f"wrong sample count: {path.name} holds {available} samples, header says {n_samples}"
+            f"wrong sample count: {name} holds {available} samples, header says {n_samples}"
         )
     flat = _decode(buf, first.fmt, n_samples * n_sig)
     # Frames are interleaved (s0 s1 ... s(n-1) s0 s1 ...); contiguous rows make the per-signal sums and the
@@ -462,7 +465,7 @@ def read_signal(header: Header, directory: str | Path) -> np.ndarray:
     Raises:
         RecordError: missing/truncated/over-long file, checksum mismatch, unsupported layout or units.
     """
-    directory = Path(directory)
+    directory = os.fspath(directory)
     # One pass over the signal lines: checks, file groups, and the per-signal columns used below.
     groups: list[list[int]] = []  # signals sharing a file are consecutive (WFDB requires it), in order
     baseline, scale, declared, checked, missing, has_missing = [], [], [], [], [], []
@@ -521,5 +524,5 @@ def read_record(path_without_ext: str | Path) -> Signal:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise RecordError(f"duplicated lead names {dupes}: {base}.hea")
-    data = read_signal(header, Path(base).parent)
+    data = read_signal(header, os.path.dirname(base))
     return Signal(data=data, fs_hz=header.fs_hz, lead_names=names)
