@@ -143,11 +143,14 @@ def process_record(index: int, ref: RecordRef, recipe: CacheRecipe) -> Processed
         if not np.isfinite(data12).all():
             bad = int((~np.isfinite(data12)).sum())
             raise RecordError(f"{bad} NaN/infinite samples")
-        pick = [CANONICAL_LEADS.index(lead) for lead in sig.leads]
-        data, present = data12[pick], present12[pick]
+        if tuple(sig.leads) == CANONICAL_LEADS:  # the usual 12 leads: no copy
+            data, present = data12, present12
+        else:
+            pick = [CANONICAL_LEADS.index(lead) for lead in sig.leads]
+            data, present = data12[pick], present12[pick]
         if not present.any():
             raise RecordError(f"none of the leads {sig.leads} is in the record")
-        if np.ptp(data[present], axis=-1).max() < 1e-4:
+        if (data.max(axis=-1) - data.min(axis=-1))[present].max() < 1e-4:
             raise RecordError("flat line: every lead is constant")
         duration = data.shape[1] / raw.fs_hz
         if duration < sig.min_duration_s:
