@@ -108,25 +108,36 @@ class Processed:
 
 
 class _Scratch:
-    """One process's append-only scratch file of samples (unbuffered: complete whenever a write returns).
+    """One process's append-only scratch file of samples.
 
     Each reader process stores its records' samples itself, so only a few numbers per record travel back to
-    the parent, which at the end copies the byte ranges into the HDF5 file in record order.
+    the parent, which at the end copies the byte ranges into the HDF5 file in record order. Samples are
+    written once per batch (`flush`, one ``writev``): a write per record costs twice as much.
     """
 
     def __init__(self, number: int, path: str) -> None:
         self.number, self.fd, self.pos = number, os.open(path, os.O_WRONLY | os.O_APPEND), 0
+        self.pending: list[memoryview] = []
 
     def store(self, p: Processed) -> Processed:
         if p.signal is not None:
             buf = memoryview(p.signal).cast("B")
-            written = 0
-            while written < len(buf):
-                written += os.write(self.fd, buf[written:])
+            self.pending.append(buf)
             p.stored = (self.number, self.pos, p.signal.shape[0], zlib.crc32(buf))
             self.pos += len(buf)
             p.signal = None
         return p
+
+    def flush(self) -> None:
+        """Write everything stored since the last flush."""
+        for start in range(0, len(self.pending), 512):  # below every system's IOV_MAX (Linux: 1024)
+            bufs = self.pending[start : start + 512]
+            done = os.writev(self.fd, bufs)
+            if done < sum(len(b) for b in bufs):  # a short write (rare on regular files): the rest in one piece
+                rest = b"".join(bufs)[done:]
+                while rest:
+                    rest = rest[os.write(self.fd, rest) :]
+        self.pending.clear()
 
     def close(self) -> None:
         os.close(self.fd)
@@ -199,6 +210,7 @@ def _process_range(refs: Sequence[RecordRef], recipe: CacheRecipe, scratch: _Scr
         else:
             stored[i - start], present[i - start] = p.stored, p.present
             clipped += p.clipped
+    scratch.flush()
     return _Batch(start, stored, present, clipped, reasons)
 
 

@@ -64,6 +64,8 @@ def canonicalize(signal: Signal) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(signal.data)
     if data.ndim != 2 or data.shape[0] != len(signal.lead_names):
         raise RecordError(f"{len(signal.lead_names)} lead names for data of shape {data.shape}")
+    if tuple(resolve_lead(name) for name in signal.lead_names) == CANONICAL_LEADS:  # the usual order: one copy
+        return data.astype(np.float32), np.ones(len(CANONICAL_LEADS), bool)
     out = np.zeros((len(CANONICAL_LEADS), data.shape[1]), np.float32)
     present = np.zeros(len(CANONICAL_LEADS), bool)
     source_of: dict[str, str] = {}
