@@ -1,7 +1,8 @@
 """Windows from a cache: split selection, random crops for training, tiles for evaluation, task targets.
 
-Crops are drawn from ``numpy.random.default_rng((seed, epoch, item))``: the same recipe and seed give the
-same windows whatever the number of DataLoader workers, and a resumed run sees the windows it would have.
+Crop starts are drawn for a whole epoch at once from ``numpy.random.default_rng((seed, epoch))``, one per
+item (and segment): the same recipe and seed give the same windows whatever the number of DataLoader workers
+or the batch size, and a resumed run sees the windows it would have.
 """
 
 from __future__ import annotations
@@ -120,6 +121,11 @@ class RandomWindows(Dataset):
 
     Item: ``x (leads, window)`` or ``(n_segments, leads, window)``, ``lead_mask (leads,)`` bool,
     ``patient`` and ``record`` int64, and ``y`` when ``targets`` is given.
+
+    ``__getitems__`` (what a DataLoader calls with a batch of indices) returns the whole batch as one dict of
+    stacked tensors, the same values ``collate_windows`` makes of the items: a DataLoader over this dataset
+    needs ``collate_fn=collate_windows``. Building 256 items one by one (a numpy draw, five small tensors
+    each, then a stack per key) costs several times the read itself.
     """
 
     def __init__(
@@ -137,6 +143,7 @@ class RandomWindows(Dataset):
         self.indices = np.asarray(targets.indices if targets is not None else indices, dtype=np.int64)
         self.patients = patient_codes(cache)
         self.epoch = 0
+        self._starts: tuple[int, np.ndarray] | None = None  # (epoch, (len, n_segments) starts), per process
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -144,12 +151,17 @@ class RandomWindows(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def starts(self) -> np.ndarray:
+        """``(len(self), n_segments)`` int64 crop starts of the current epoch (0 for records shorter than the window)."""
+        if self._starts is None or self._starts[0] != self.epoch:
+            span = np.maximum(0, self.cache.lengths[self.indices] - self.window)
+            rng = np.random.default_rng((self.seed, self.epoch))
+            self._starts = (self.epoch, rng.integers(0, span[:, None] + 1, size=(len(self.indices), self.n_segments)))
+        return self._starts[1]
+
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         i = int(self.indices[k])
-        rng = np.random.default_rng((self.seed, self.epoch, k))
-        span = max(0, int(self.cache.lengths[i]) - self.window)
-        starts = rng.integers(0, span + 1, size=self.n_segments)
-        xs = [_window(self.cache, i, int(s), self.window) for s in starts]
+        xs = [_window(self.cache, i, int(s), self.window) for s in self.starts()[k]]
         item = {
             "x": torch.from_numpy(xs[0] if self.n_segments == 1 else np.stack(xs)),
             "lead_mask": torch.from_numpy(self.cache.present[i].copy()),
@@ -159,6 +171,41 @@ class RandomWindows(Dataset):
         if self.targets is not None:
             item["y"] = torch.as_tensor(self.targets.y[k])
         return item
+
+    def __getitems__(self, ks: list[int]) -> dict[str, torch.Tensor]:
+        """The items ``ks`` as one batch: ``x (B, leads, window)`` or ``(B, n_segments, leads, window)``, ..."""
+        ks_arr = np.asarray(ks, dtype=np.int64)
+        idx = self.indices[ks_arr]
+        starts = self.starts()[ks_arr]  # (B, n_segments)
+        rec = np.repeat(idx, self.n_segments)
+        flat = starts.reshape(-1)
+        full = self.cache.lengths[rec] >= self.window
+        if full.all():
+            x = self.cache.read_windows(rec, flat, self.window)
+        else:
+            x = np.empty((len(rec), self.cache.n_leads, self.window), np.float32)
+            x[full] = self.cache.read_windows(rec[full], flat[full], self.window)
+            for b in np.flatnonzero(~full):  # shorter than the window: zero-padded, as in __getitem__
+                x[b] = _window(self.cache, int(rec[b]), 0, self.window)
+        if self.n_segments > 1:
+            x = x.reshape(len(idx), self.n_segments, self.cache.n_leads, self.window)
+        batch = {
+            "x": torch.from_numpy(x),
+            "lead_mask": torch.from_numpy(self.cache.present[idx]),
+            "patient": torch.from_numpy(self.patients[idx]),
+            "record": torch.from_numpy(idx),
+        }
+        if self.targets is not None:
+            batch["y"] = torch.from_numpy(np.asarray(self.targets.y[ks_arr]))
+        return batch
+
+
+def collate_windows(items: list[dict[str, torch.Tensor]] | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DataLoader ``collate_fn`` for window datasets: stacks item dicts per key; a batch that a dataset's
+    ``__getitems__`` already stacked (`RandomWindows`) passes through unchanged."""
+    if isinstance(items, dict):
+        return items
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
 class TiledWindows(Dataset):

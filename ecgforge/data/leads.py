@@ -8,6 +8,7 @@ canonical name, and `canonicalize` reorders a record's leads into the canonical 
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -16,6 +17,7 @@ from ecgforge.data.record import RecordError, Signal
 
 CANONICAL_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
+_CANONICAL_INDEX = {lead: j for j, lead in enumerate(CANONICAL_LEADS)}
 _LIMB = {"i": "I", "ii": "II", "iii": "III", "avr": "aVR", "avl": "aVL", "avf": "aVF"}
 # Normalised spelling (lower case, no spaces/underscores/dots) -> canonical name.
 _ALIASES: dict[str, str] = {}
@@ -33,6 +35,7 @@ _PREFIX = re.compile(r"^(?:lead|ecg|ekg)[\s_:-]*")
 _STRIP = re.compile(r"[\s_.]+")
 
 
+@functools.lru_cache(maxsize=4096)  # a dataset spells its leads a handful of ways; a cache build asks 12x per record
 def resolve_lead(name: str) -> str | None:
     """Canonical name for a header's lead name, or None if it is not one of the 12 standard leads.
 
@@ -61,6 +64,8 @@ def canonicalize(signal: Signal) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(signal.data)
     if data.ndim != 2 or data.shape[0] != len(signal.lead_names):
         raise RecordError(f"{len(signal.lead_names)} lead names for data of shape {data.shape}")
+    if tuple(resolve_lead(name) for name in signal.lead_names) == CANONICAL_LEADS:  # the usual order: one copy
+        return data.astype(np.float32), np.ones(len(CANONICAL_LEADS), bool)
     out = np.zeros((len(CANONICAL_LEADS), data.shape[1]), np.float32)
     present = np.zeros(len(CANONICAL_LEADS), bool)
     source_of: dict[str, str] = {}
@@ -71,7 +76,7 @@ def canonicalize(signal: Signal) -> tuple[np.ndarray, np.ndarray]:
         if lead in source_of:
             raise RecordError(f"duplicated lead: {source_of[lead]!r} and {name!r} are both {lead}")
         source_of[lead] = name
-        j = CANONICAL_LEADS.index(lead)
+        j = _CANONICAL_INDEX[lead]
         out[j] = data[row]
         present[j] = True
     return out, present

@@ -32,7 +32,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ecgforge.data.cache import Cache
-from ecgforge.data.dataset import RandomWindows, Targets, TaskType, TiledWindows, patient_codes, task_targets
+from ecgforge.data.dataset import (
+    RandomWindows,
+    Targets,
+    TaskType,
+    TiledWindows,
+    collate_windows,
+    patient_codes,
+    task_targets,
+)
 from ecgforge.errors import UserError
 from ecgforge.evaluation.common import EvalContext, head_loss, per_record, scores_from_logits
 from ecgforge.evaluation.sampling import label_fraction
@@ -187,7 +195,7 @@ def fit(
     ds = RandomWindows(data.cache, train.indices, ctx.window, seed=seed, targets=train)
     gen = torch.Generator().manual_seed(seed)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=True, generator=gen, num_workers=ctx.num_workers,
-                        drop_last=len(ds) > batch_size)  # a batch of one breaks BatchNorm
+                        drop_last=len(ds) > batch_size, collate_fn=collate_windows)  # a batch of one breaks BatchNorm
     loss_fn = head_loss(data.task_type)
     val_tiles = TiledWindows(data.cache, data.val.indices, ctx.window, ctx.stride) if len(data.val.indices) else None
     best = (-np.inf, copy.deepcopy(model.state_dict()), -1)

@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Sampler
 import ecgforge
 from ecgforge.artifacts import MetricsLog, atomic_write_json, atomic_write_text
 from ecgforge.data.cache import Cache
-from ecgforge.data.dataset import RandomWindows, select, task_targets
+from ecgforge.data.dataset import RandomWindows, collate_windows, select, task_targets
 from ecgforge.errors import UserError
 from ecgforge.evaluation.common import EvalContext
 from ecgforge.pretrained import initial_encoder
@@ -93,8 +93,7 @@ def make_schedule(cfg: ScheduleConfig, opt: torch.optim.Optimizer, total_steps: 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+collate = collate_windows  # RandomWindows hands the loader whole batches (its __getitems__)
 
 
 @dataclass

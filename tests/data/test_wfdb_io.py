@@ -10,6 +10,7 @@ import pytest
 import scipy.io
 import wfdb
 
+from ecgforge.data import wfdb_io
 from ecgforge.data.record import RecordError
 from ecgforge.data.wfdb_io import parse_header, read_record, read_signal
 
@@ -417,3 +418,25 @@ def test_error_mat_cut_short(cinc_copy: Path) -> None:
     mat = cinc_copy.with_suffix(".mat")
     mat.write_bytes(mat.read_bytes()[:50_000])
     _raises(cinc_copy, r"^truncated signal: 2082 of 5000 samples \(A0002\.mat\)")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "00001_lr.dat 16 1000.0(0)/mV 16 0 -119 1508 0 I",
+        "A0001.mat 16+24 1000/mV 16 0 28 -1716 0 aVR",  # not the full form: general parser
+        "r.dat 212 200(-12)/uV 12 5 7 -3 0 lead V1 with spaces",
+        "r.dat 16 4880/mV 16 0 136 -28477 0 II",
+        "r.dat 16 1000. 16 0 1 2 0 III",
+        "r.dat 16 0(0)/mV 16 0 1 2 0 V2",  # gain 0: the general parser's error
+        "r.dat 99 1000/mV 16 0 1 2 0 V3",  # unknown format: the general parser's error
+    ],
+)
+def test_full_line_fast_path_equals_general_parser(line: str) -> None:
+    def parse(fn: object) -> object:
+        try:
+            return fn(line, 2, 0, "r.hea")  # type: ignore[operator]
+        except RecordError as exc:
+            return str(exc)
+
+    assert parse(wfdb_io._parse_signal_line) == parse(wfdb_io._parse_signal_line_general)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import h5py
@@ -42,6 +43,9 @@ def folder(tmp_path: Path) -> Path:
     dat = d / "truncated.dat"
     dat.write_bytes(dat.read_bytes()[: dat.stat().st_size // 2])
     (d / "garbled.hea").write_text("this is not a header\n")
+    nan = ecg_like(10, 500, 5)
+    nan[3, 100:110] = np.nan  # wfdb.wrsamp stores NaN as format 16's invalid-sample value, read back as NaN
+    write_record(d, "nan", nan)
     return d
 
 
@@ -58,8 +62,9 @@ def test_build_lists_bad_records_and_keeps_good_ones(folder: Path, tmp_path: Pat
     s = build_cache(recipe(folder, out), workers=workers)
     assert s.n_records == 5
     skipped = dict(s.skipped)
-    assert set(skipped) == {"flat", "short", "truncated", "garbled"}
+    assert set(skipped) == {"flat", "short", "truncated", "garbled", "nan"}
     assert "flat" in skipped["flat"] and "short" in skipped["short"] and "truncated" in skipped["truncated"]
+    assert "10 NaN" in skipped["nan"]
     c = Cache(out)
     assert sorted(c.record_id) == ["good0", "good1", "good2", "good3", "six_leads"]
     assert c.fs_hz == 100 and c.leads == list(CANONICAL_LEADS)
@@ -105,7 +110,7 @@ def test_info_counts_and_verify(folder: Path, tmp_path: Path) -> None:
     path = build_cache(recipe(folder, tmp_path / "c.h5"), workers=1).path
     d = info(path)
     assert d["n_records"] == 5 and d["n_patients"] == 5 and d["fs_hz"] == 100
-    assert {s["record"] for s in d["skipped"]} == {"flat", "short", "truncated", "garbled"}
+    assert {s["record"] for s in d["skipped"]} == {"flat", "short", "truncated", "garbled", "nan"}
     json.dumps(d)
     assert verify(path) == []
     with h5py.File(path, "r+") as h5:
@@ -148,3 +153,41 @@ def test_not_a_cache(tmp_path: Path) -> None:
         Cache(tmp_path / "x.h5")
     with pytest.raises(CacheError, match="no such cache"):
         Cache(tmp_path / "missing.h5")
+
+
+def test_build_without_copy_file_range(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the kernel refuses copy_file_range (EXDEV across file systems, ENOSYS), samples are copied by hand."""
+    import errno
+    import os
+
+    normal = Cache(build_cache(recipe(folder, tmp_path / "a.h5"), workers=2).path)
+
+    def refuse(*a: object) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    path = build_cache(recipe(folder, tmp_path / "b.h5"), workers=2).path
+    assert verify(path) == []
+    by_hand = Cache(path)
+    assert list(by_hand.record_id) == list(normal.record_id)
+    for i in range(len(normal)):
+        np.testing.assert_array_equal(by_hand.read(i), normal.read(i))
+
+
+def test_scratch_file_offsets_and_large_flush(tmp_path: Path) -> None:
+    """Samples stored by a reader land at the offsets it reports, also past the writev buffer limit."""
+    from ecgforge.data.cache import Processed, _Scratch
+
+    path = tmp_path / "s.samples"
+    path.touch()
+    scratch = _Scratch(3, str(path))
+    rng = np.random.default_rng(0)
+    sigs = [rng.integers(-999, 999, size=(int(n), 12)).astype(np.int16) for n in rng.integers(1, 9, size=1100)]
+    stored = [scratch.store(Processed(i, signal=s.copy())).stored for i, s in enumerate(sigs)]
+    scratch.flush()
+    scratch.close()
+    raw = path.read_bytes()
+    assert len(raw) == sum(s.nbytes for s in sigs)
+    for s, (number, offset, rows, crc) in zip(sigs, stored, strict=True):
+        assert number == 3 and rows == len(s)
+        assert raw[offset : offset + s.nbytes] == s.tobytes() and zlib.crc32(s.tobytes()) == crc

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from ecgforge.data.cache import Cache, build_cache
-from ecgforge.data.dataset import DatasetError, RandomWindows, TiledWindows, select, task_targets
+from ecgforge.data.dataset import (
+    DatasetError,
+    RandomWindows,
+    TiledWindows,
+    collate_windows,
+    select,
+    task_targets,
+)
 from tests.spine.test_cache import ecg_like, recipe, write_record
 
 
@@ -58,3 +65,51 @@ def test_select_and_unknown_column(cache: Cache) -> None:
 def test_task_errors(cache: Cache) -> None:
     with pytest.raises(DatasetError, match="no label set 'rhythm'"):
         task_targets(cache, "rhythm", np.arange(len(cache)))
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_read_windows_equals_read(cache: Cache, in_memory: bool) -> None:
+    c = Cache(cache.path, in_memory=in_memory)
+    recs, starts = np.array([2, 0, 2, 1]), np.array([0, 750, 980, 450])
+    x = c.read_windows(recs, starts, 250)
+    assert x.shape == (4, 12, 250) and x.dtype == np.float32
+    for b in range(4):
+        np.testing.assert_array_equal(x[b], c.read(int(recs[b]), int(starts[b]), 250))
+    with pytest.raises(IndexError, match="outside record r1"):
+        c.read_windows(np.array([0, 1]), np.array([0, 451]), 250)  # r1 has 700 samples
+
+
+@pytest.mark.parametrize("n_segments", [1, 2])
+def test_batches_equal_stacked_items(cache: Cache, n_segments: int) -> None:
+    ds = RandomWindows(cache, np.arange(len(cache)), 800, n_segments=n_segments, seed=5)  # r1 (700) is padded
+    ds.set_epoch(2)
+    ks = [2, 0, 1, 2]
+    batch = ds.__getitems__(ks)
+    items = collate_windows([ds[k] for k in ks])
+    assert batch.keys() == items.keys() == {"x", "lead_mask", "patient", "record"}
+    for key in batch:
+        assert batch[key].dtype == items[key].dtype, key
+        np.testing.assert_array_equal(batch[key].numpy(), items[key].numpy(), err_msg=key)
+    assert batch["x"].shape == ((4, 12, 800) if n_segments == 1 else (4, 2, 12, 800))
+    assert np.all(batch["x"].numpy()[2, ..., 700:] == 0)  # the 7 s record, zero-padded at the end
+
+
+def test_loader_batches_do_not_depend_on_workers(cache: Cache) -> None:
+    from torch.utils.data import DataLoader
+
+    from ecgforge.data.dataset import Targets
+
+    y = np.eye(3, dtype=np.float32)
+    ds = RandomWindows(cache, np.arange(3), 250, seed=1, targets=Targets(np.arange(3), y, ["a", "b", "c"], "multilabel", 0))
+    ds.set_epoch(4)
+
+    def batches(workers: int) -> list[dict]:
+        loader = DataLoader(ds, batch_size=2, num_workers=workers, collate_fn=collate_windows)
+        return [{k: v.numpy() for k, v in b.items()} for b in loader]
+
+    a, b = batches(0), batches(2)
+    assert [len(x["x"]) for x in a] == [2, 1]
+    for x, z in zip(a, b, strict=True):
+        for key in x:
+            np.testing.assert_array_equal(x[key], z[key], err_msg=key)
+    np.testing.assert_array_equal(np.concatenate([x["y"] for x in a]), y)
