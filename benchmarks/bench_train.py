@@ -92,15 +92,11 @@ def rate_from_rows(rows: list[dict[str, Any]], warmup: int) -> tuple[float, floa
 
 
 def run_ecgforge(r: dict[str, Any], out: Path, warmup: int) -> tuple[float, float]:
-    from accelerate.state import AcceleratorState, GradientState
-
     from ecgforge.artifacts import read_jsonl
     from ecgforge.data.cache import Cache
     from ecgforge.recipe import Recipe
     from ecgforge.train.runner import Runner
 
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
     runner = Runner(Recipe.model_validate(r), out, console=Console(stderr=True, quiet=True))
     cache = Cache(r["data"]["cache"], in_memory=True)
     runner.pretrain(cache)

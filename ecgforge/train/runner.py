@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import is_tensorboard_available, set_seed
 from rich.console import Console
 from rich.progress import (
@@ -188,6 +189,12 @@ class Runner:
         # Alternating phases change which parameters get gradients; one phase may still leave some unused
         # (wav2vec2's mask embedding under SimCLR): a static graph lets DDP learn that set once.
         multi_phase = recipe.ssl is not None and len(self._phases()) > 1
+        if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            # Accelerate keeps its settings in process-wide singletons, so a second Runner in one process (a
+            # notebook, `ecgforge eval` after a run, a test session) with another precision would be refused.
+            # Not launched as several processes: nothing else shares that state, start it afresh.
+            AcceleratorState._reset_state(reset_partial_state=True)
+            GradientState._reset_state()
         ddp = DistributedDataParallelKwargs(find_unused_parameters=multi_phase, static_graph=not multi_phase)
         self.accelerator = Accelerator(
             mixed_precision=t.precision,

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-from accelerate.state import AcceleratorState, GradientState
 
 from ecgforge.data.cache import build_cache
 from ecgforge.recipe import CacheRecipe, load_recipe
@@ -81,8 +80,6 @@ def test_paper_recipe_runs_two_steps_on_a_tiny_cache(name: str, synthetic_caches
     recipe = load_recipe(path, overrides)
     assert recipe.ssl is not None and recipe.ssl.kind == paper.ssl.kind  # the paper's objective is what runs
     assert recipe.model.encoder.kind == paper.model.encoder.kind
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
     results = Runner(recipe, tmp_path / "run").run()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics" / "train.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
 
 from ecgforge.errors import UserError
@@ -18,9 +17,7 @@ from tests.train.conftest import recipe_dict
 
 
 def run(recipe: dict[str, Any], out: Path) -> dict[str, torch.Tensor]:
-    """One run in this process (Accelerate's singletons reset first); returns the saved encoder weights."""
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    """One run in this process; returns the saved encoder weights."""
     Runner(Recipe.model_validate(recipe), out).run()
     return load_file(str(out / "encoder.safetensors"))
 
