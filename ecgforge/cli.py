@@ -253,10 +253,15 @@ def cache_build(
         if not source.is_dir():
             raise UserError(f"--source {source}: no such directory")
         overrides.append(f"source.path={json.dumps(str(source))}")
+    from ecgforge.data.cache import CacheError
+
     r = load_cache_recipe(spec, overrides)
     if r.source.kind != "synthetic" and not Path(r.source.path).is_dir():
         raise UserError(f"{spec}: source.path: no such directory {r.source.path!r} (use --source DIR)")
-    build_cache_with_progress(r, out_path, err, workers)
+    try:
+        build_cache_with_progress(r, out_path, err, workers)
+    except CacheError as exc:  # a source's listing failed (labels CSV missing, ...): name the recipe too
+        raise CacheError(f"{spec}: {exc}") from None
 
 
 @cache_app.command("info")

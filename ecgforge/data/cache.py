@@ -189,8 +189,11 @@ def build_cache(
     out = Path(out or recipe.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     source = build(recipe.source)
-    refs = source.records()
-    label_names = source.label_names()
+    try:
+        refs = source.records()
+        label_names = source.label_names()
+    except (OSError, ValueError) as exc:  # sources name the recipe field: "source.labels_csv: x.csv not found"
+        raise CacheError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     n = len(refs)
     n_leads = len(recipe.signal.leads)
     workers = workers or recipe.workers or os.cpu_count() or 1
