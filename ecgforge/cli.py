@@ -38,7 +38,10 @@ def user_errors(fn: F) -> F:
                 err.print(f"[red]error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]: completed work is saved; rerun with --resume to continue")
+            if fn.__name__ == "run":  # the runner saved a checkpoint at the step it stopped
+                err.print("[yellow]interrupted[/]: completed work is saved; rerun with --resume to continue")
+            else:  # the other commands write atomically and have no --resume: nothing half-written is left
+                err.print("[yellow]interrupted[/]: nothing was written; rerun the command to start again")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]

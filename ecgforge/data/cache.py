@@ -22,11 +22,14 @@ process's memory), which is what lets the loader match a raw memmap's speed.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import multiprocessing as mp
 import os
 import signal
+import socket
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -145,11 +148,77 @@ def _init_worker(refs: Sequence[RecordRef], recipe: CacheRecipe) -> None:
     _WORKER["refs"], _WORKER["recipe"] = refs, recipe
 
 
-def _work(index: int) -> Processed:
-    return process_record(index, _WORKER["refs"][index], _WORKER["recipe"])
+def _work(indices: list[int]) -> list[Processed]:
+    return [process_record(i, _WORKER["refs"][i], _WORKER["recipe"]) for i in indices]
+
+
+class _DeferredInterrupt:
+    """While a reader pool runs, Ctrl-C sets a flag instead of raising wherever the main thread happens to be.
+
+    A KeyboardInterrupt raised inside the pool's own code (an at-fork hook while workers start, or with a pool
+    lock held) is swallowed ("Exception ignored") or leaves the pool unable to shut down, and the build then
+    ignores the Ctrl-C or hangs. The flag is checked between results, where raising is safe; a second Ctrl-C
+    raises at once."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def results(self, it: Any, n_chunks: int) -> Iterator[Processed]:
+        """The results of a pool's ``imap_unordered`` over chunks, raising KeyboardInterrupt between them once
+        Ctrl-C was pressed."""
+        for _ in range(n_chunks):
+            while True:
+                if self.set:
+                    raise KeyboardInterrupt
+                try:
+                    chunk = it.next(timeout=0.2)
+                except mp.TimeoutError:
+                    continue
+                yield from chunk
+                break
 
 
 # ------------------------------------------------------------------------------------------- building
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "_") or "localhost"
+
+
+def _remove_stale_scratch(out: Path) -> None:
+    """Delete scratch files beside ``out`` left by builds on this host whose process is gone (SIGKILL, SIGTERM,
+    power loss): a killed build of a large dataset would otherwise leave gigabytes behind at every attempt."""
+    prefix = f".{out.name}.{_host()}."
+    for p in out.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = p.name[len(prefix):].split(".", 1)[0]
+        if p.suffix in (".building", ".samples") and pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 @dataclass
@@ -199,9 +268,11 @@ def build_cache(
     workers = workers or recipe.workers or os.cpu_count() or 1
     workers = max(1, min(workers, n or 1))
 
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".building")
+    _remove_stale_scratch(out)
+    scratch = f".{out.name}.{_host()}.{os.getpid()}."  # whose they are, for _remove_stale_scratch
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=scratch, suffix=".building")
     os.close(fd)
-    raw_fd, raw_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".samples")
+    raw_fd, raw_name = tempfile.mkstemp(dir=out.parent, prefix=scratch, suffix=".samples")
     tmp, raw_path = Path(tmp_name), Path(raw_name)
     try:
         # Pass 1: process records (in parallel), append their samples to a raw scratch file in order.
@@ -242,8 +313,11 @@ def build_cache(
                 consume(process_record(i, r, recipe) for i, r in enumerate(refs))
             else:
                 ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context("spawn")
-                with ctx.Pool(workers, initializer=_init_worker, initargs=(refs, recipe)) as pool:
-                    consume(pool.imap_unordered(_work, range(n), chunksize=max(1, min(64, n // (workers * 8) or 1))))
+                with _DeferredInterrupt() as ctrl_c, ctx.Pool(workers, initializer=_init_worker,
+                                                              initargs=(refs, recipe)) as pool:
+                    size = max(1, min(64, n // (workers * 8) or 1))
+                    chunks = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+                    consume(ctrl_c.results(pool.imap_unordered(_work, chunks), len(chunks)))
 
         # Pass 2: the HDF5 file, with the signals as one contiguous dataset of known size.
         keep = np.flatnonzero(ok)

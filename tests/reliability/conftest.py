@@ -1,7 +1,6 @@
 """Reliability suite: shared fixtures and the end-of-session summary of what was tried.
 
-The training fixtures (a tiny WFDB-built cache, run recipes that train in seconds) come from
-``tests/train/conftest.py``; they are imported here so the two suites share one definition.
+The training fixtures (a tiny WFDB-built cache, an uninterrupted reference run) come from ``tests/train``; they are imported here so the two suites share one definition.
 """
 
 from __future__ import annotations
@@ -9,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from tests.reliability.ledger import LEDGER, summary_lines
-from tests.train.conftest import tiny_cache  # noqa: F401  (fixture re-exported for this folder)
+from tests.train.conftest import tiny_cache  # noqa: F401  (fixtures re-exported for this folder)
+from tests.train.test_resume import reference  # noqa: F401
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
