@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -27,7 +28,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(fn: F) -> F:
-    """Turn UserError into one-line messages and exit 2; Ctrl-C into a short note and exit 130."""
+    """Turn UserError into one-line messages and exit 2; a full disk into one line and exit 1; Ctrl-C into a
+    short note and exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -37,6 +39,15 @@ def user_errors(fn: F) -> F:
             for line in str(exc).splitlines() or [type(exc).__name__]:
                 err.print(f"[red]error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except Exception as exc:  # only a full disk is handled here; anything else keeps its traceback
+            if not _disk_full(exc):
+                raise
+            # Every file is written to a scratch name and renamed: what was there before is intact.
+            where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+            then = "rerun with --resume to continue" if fn.__name__ == "run" else "rerun the command"
+            err.print(f"[red]error:[/] no space left on device{escape(where)}; nothing complete was lost: free some "
+                      f"space, then {then}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             if fn.__name__ == "run":  # the runner saved a checkpoint at the step it stopped
                 err.print("[yellow]interrupted[/]: completed work is saved; rerun with --resume to continue")
@@ -45,6 +56,15 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """ENOSPC / EDQUOT, also where a library reports it only in its message (HDF5: "errno = 28", safetensors:
+    "StorageFull")."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return any(s in text for s in ("No space left on device", "Disk quota exceeded", "errno = 28,", "StorageFull"))
 
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a recipe field: dotted.key=TOML-value")]
