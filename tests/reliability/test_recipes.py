@@ -346,19 +346,22 @@ def invoke(args: list[str]) -> tuple[int, list[str], bool]:
     return res.exit_code, [x for x in res.stderr.splitlines() if x.strip()], escaped
 
 
-def check_refused(category: str, recipe: Path, args: list[str], path: tuple[str | int, ...] | None,
+def check_refused(mutation: str, recipe: Path, args: list[str], path: tuple[str | int, ...] | None,
                   *, syntax: bool = False) -> None:
     """Assert exit 2, one ``error: FILE: FIELD: message`` line per problem, one of them naming ``path``."""
     code, lines, escaped = invoke(args)
     good = not escaped and code == 2 and bool(lines) and all(x.startswith(f"error: {recipe}: ") for x in lines)
     named = False
     if good and syntax:
-        named = len(lines) == 1 and "TOML syntax error" in lines[0] and "line" in lines[0]
+        # tomllib says where: "(at line 12, column 5)", or "(at end of document)" for an unclosed array or table
+        named = len(lines) == 1 and "TOML syntax error" in lines[0] and ("line" in lines[0] or "end of document" in lines[0])
     elif good and path is not None:
         for x in lines:
             loc, _, msg = x.removeprefix(f"error: {recipe}: ").partition(": ")
             named = named or names_field(loc, msg, path)
-    record("recipes", f"exit {code}" if not escaped else "exception", output="\n".join(lines), traceback=escaped)
+    via = "--set" if "--set" in args else "file"
+    outcome = "exception" if escaped else f"exit {code}" + ("" if named else ", field not named")
+    record("recipes", f"{mutation} ({via}): {outcome}", output="\n".join(lines), traceback=escaped)
     assert not escaped, f"{args}: exception escaped"
     assert code == 2, f"{args}: exit {code}: {lines}"
     assert lines and all(x.startswith(f"error: {recipe}: ") for x in lines), lines
@@ -427,7 +430,7 @@ def test_deleted_required_key(recipe: Path, scratch: Path, data: st.DataObject) 
     delete(raw, node.path)
     target = _target(recipe, scratch)
     target.write_text(tomli_w.dumps(raw))
-    check_refused("recipes", target, command(recipe, target, data.draw, []), node.path)
+    check_refused("deleted key", target, command(recipe, target, data.draw, []), node.path)
 
 
 @pytest.mark.parametrize("recipe", ALL_RECIPES, ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -448,7 +451,7 @@ def test_misspelled_key(recipe: Path, via: str, scratch: Path, data: st.DataObje
     else:  # --set adds the misspelled key beside the right one
         overrides = [f"{dotted(new_path)}={toml_value(node.value)}"]
     target.write_text(tomli_w.dumps(raw))
-    check_refused("recipes", target, command(recipe, target, data.draw, overrides), new_path)
+    check_refused("misspelled key", target, command(recipe, target, data.draw, overrides), new_path)
 
 
 @pytest.mark.parametrize("recipe", ALL_RECIPES, ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -459,7 +462,7 @@ def test_wrong_type(recipe: Path, via: str, scratch: Path, data: st.DataObject) 
     candidates = [n for n in nodes(recipe) if wrong_type_values(n) and n.path[-1] != "schema_version"]
     node = data.draw(st.sampled_from(candidates))
     value = data.draw(st.sampled_from(wrong_type_values(node)))
-    _mutate_and_check(recipe, via, scratch, data, node.path, value)
+    _mutate_and_check("wrong type", recipe, via, scratch, data, node.path, value)
 
 
 @pytest.mark.parametrize("recipe", ALL_RECIPES, ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -469,7 +472,7 @@ def test_wrong_type(recipe: Path, via: str, scratch: Path, data: st.DataObject) 
 def test_out_of_range(recipe: Path, via: str, scratch: Path, data: st.DataObject) -> None:
     node = data.draw(st.sampled_from([n for n in nodes(recipe) if n.field is not None and not isinstance(n.value, dict)]))
     value = data.draw(out_of_range(node))
-    _mutate_and_check(recipe, via, scratch, data, node.path, value)
+    _mutate_and_check("out of range", recipe, via, scratch, data, node.path, value)
 
 
 @pytest.mark.parametrize("recipe", ALL_RECIPES, ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -480,11 +483,11 @@ def test_unknown_kind(recipe: Path, via: str, scratch: Path, data: st.DataObject
     node = data.draw(st.sampled_from([n for n in nodes(recipe) if n.path[-1] == "kind"]))
     kind = data.draw(st.text(string.ascii_lowercase + string.digits + "_-", min_size=1, max_size=12))
     assume(kind not in KIND_TAGS and kind not in ("adam", "adamw", "sgd", "constant", "cosine", "linear"))
-    _mutate_and_check(recipe, via, scratch, data, node.path, kind)
+    _mutate_and_check("unknown kind", recipe, via, scratch, data, node.path, kind)
 
 
-def _mutate_and_check(recipe: Path, via: str, scratch: Path, data: st.DataObject, path: tuple[str | int, ...],
-                      value: Any) -> None:
+def _mutate_and_check(mutation: str, recipe: Path, via: str, scratch: Path, data: st.DataObject,
+                      path: tuple[str | int, ...], value: Any) -> None:
     target = _target(recipe, scratch)
     raw = tomllib.loads(recipe.read_text(encoding="utf-8"))
     overrides = []
@@ -493,7 +496,7 @@ def _mutate_and_check(recipe: Path, via: str, scratch: Path, data: st.DataObject
     else:
         overrides = [f"{dotted(path)}={toml_value(value)}"]
     target.write_text(tomli_w.dumps(raw))
-    check_refused("recipes", target, command(recipe, target, data.draw, overrides), path)
+    check_refused(mutation, target, command(recipe, target, data.draw, overrides), path)
 
 
 @pytest.mark.parametrize("recipe", ALL_RECIPES, ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -508,7 +511,7 @@ def test_broken_toml_syntax(recipe: Path, scratch: Path, data: st.DataObject) ->
         pass
     target = _target(recipe, scratch)
     target.write_text(text)
-    check_refused("recipes", target, ["validate", str(target)], None, syntax=True)
+    check_refused("broken TOML", target, ["validate", str(target)], None, syntax=True)
 
 
 @pytest.mark.parametrize("recipe", RUN_RECIPES, ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -522,7 +525,8 @@ def test_set_value_that_is_not_toml(recipe: Path, scratch: Path, data: st.DataOb
     raw_value = data.draw(st.sampled_from(["[1,", "{ a = ", "1..2", "0x", '"unterminated', "1e", "[[]"]))
     target = _target(recipe, scratch)
     target.write_text(recipe.read_text(encoding="utf-8"))
-    check_refused("recipes", target, command(recipe, target, data.draw, [f"{dotted(node.path)}={raw_value}"]), node.path)
+    check_refused("value that is not TOML", target, command(recipe, target, data.draw,
+                                                            [f"{dotted(node.path)}={raw_value}"]), node.path)
 
 
 BAD_SETS = [
@@ -538,7 +542,8 @@ BAD_SETS = [
 @pytest.mark.parametrize(("item", "why"), BAD_SETS)
 def test_malformed_set_names_the_override(item: str, why: str, tmp_path: Path) -> None:
     code, lines, escaped = invoke(["validate", str(ROOT / "recipes" / "quickstart.toml"), "--set", item])
-    record("recipes", f"exit {code}" if not escaped else "exception", output="\n".join(lines), traceback=escaped)
+    record("recipes", f"malformed --set: {'exception' if escaped else f'exit {code}'}", output="\n".join(lines),
+           traceback=escaped)
     assert not escaped and code == 2, lines
     assert len(lines) == 1 and lines[0].startswith(f"error: --set {item!r}: ") and why in lines[0], lines
 
@@ -549,7 +554,8 @@ def test_missing_and_unreadable_recipe_files(tmp_path: Path) -> None:
     latin.write_bytes((ROOT / "recipes" / "quickstart.toml").read_bytes().replace(b"quickstart", b"quick\xe9"))
     for path, why in ((missing, "no such file"), (latin, "cannot read"), (tmp_path, "cannot read")):
         code, lines, escaped = invoke(["validate", str(path)])
-        record("recipes", f"exit {code}" if not escaped else "exception", output="\n".join(lines), traceback=escaped)
+        record("recipes", f"missing/unreadable file: {'exception' if escaped else f'exit {code}'}",
+               output="\n".join(lines), traceback=escaped)
         assert not escaped and code == 2, (path, lines)
         assert len(lines) == 1 and lines[0].startswith(f"error: {path}: ") and why in lines[0], lines
 
@@ -574,7 +580,7 @@ def test_real_process_prints_one_line_and_no_traceback(args: list[str], edit: tu
         cmd += ["--out", str(tmp_path / "run")]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "COLUMNS": "80"})
-    record("recipes", f"exit {proc.returncode}", output=proc.stdout + proc.stderr)
+    record("recipes", f"real process: exit {proc.returncode}", output=proc.stdout + proc.stderr)
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
