@@ -215,8 +215,8 @@ def test_sigkill_at_exact_points_inside_a_build(records_folder: Path, tmp_path: 
         assert {"after_record": scratch_size == 0, "writing_hdf5": scratch_size >= 0,
                 "before_rename": scratch_size > 0}[point], (point, scratch_size)
         intact = (sha256(out) == before) if previous else not out.exists()
-        record("interruptions", ("previous cache untouched" if previous else "no file at output") if intact
-               else "output changed by a killed build", lost=int(not intact))
+        record("interruptions", ("exact point: previous cache untouched" if previous else "exact point: no file at output")
+               if intact else "exact point: output changed by a killed build", lost=int(not intact))
         assert intact, point
     # A SIGKILL leaves its scratch files; each next build removes those of dead builds: only the last kill's remain.
     assert len(list(tmp_path.glob(".c.h5.*"))) == 2, sorted(os.listdir(tmp_path))
