@@ -46,7 +46,8 @@ KIND_TAGS = {k for ks in kinds().values() for k in ks}
 runner = CliRunner()
 
 # Reproducible in CI (derandomize), bounded, and no deadline: a CLI call on a loaded 2-core machine varies.
-# The fixtures are module-scoped and only read, so reusing them across examples is safe.
+# Function-scoped fixtures (the suite's autouse seeding) are fine to share across examples: nothing here uses
+# the global RNGs, and each example writes its own mutated recipe before reading it.
 EXAMPLES = settings(max_examples=10, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
