@@ -321,16 +321,20 @@ def test_sigkill_while_a_checkpoint_is_written_then_resume(reference: tuple[Path
 
 
 @pytest.mark.slow
-def test_ctrl_c_at_a_random_step_then_resume(reference: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_at_a_random_step_then_resume(reference: tuple[Path, Path], tmp_path: Path,
+                                                        sig: signal.Signals) -> None:
+    """Ctrl-C, or the SIGTERM a scheduler sends before its SIGKILL (preemption): stop at the step, save, resume."""
     recipe, ref = reference
     out = tmp_path / "run"
-    step = random.Random(SEED + 5).randint(1, TOTAL_STEPS - 2)
-    stopped = interrupt_at(recipe, out, step=step, sig=signal.SIGINT)
+    step = random.Random(SEED + 5 + int(sig)).randint(1, TOTAL_STEPS - 2)
+    stopped = interrupt_at(recipe, out, step=step, sig=sig)
     lines = [x for x in stopped.stderr.splitlines() if "interrupted" in x]
-    record("interruptions", f"Ctrl-C during training: exit {stopped.returncode}", output=stopped.stderr)
+    what = "Ctrl-C" if sig == signal.SIGINT else "SIGTERM"
+    record("interruptions", f"{what} during training: exit {stopped.returncode}", output=stopped.stderr)
     assert stopped.returncode == 130 and TRACEBACK not in stopped.stderr, stopped.stderr[-2000:]
     assert len(lines) == 1 and "--resume" in lines[0], lines
     assert not (out / ".lock").exists(), "a clean stop releases the run lock"
     saved = sorted(int(p.name.split("_")[1]) for p in (out / "checkpoints").glob("step_*"))
     assert saved and saved[-1] == max(losses(out))  # the step it stopped at is saved
-    _resume_and_compare(recipe, out, ref, f"Ctrl-C at step >= {step}")
+    _resume_and_compare(recipe, out, ref, f"{what} at step >= {step}")
