@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -27,7 +28,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(fn: F) -> F:
-    """Turn UserError into one-line messages and exit 2; Ctrl-C into a short note and exit 130."""
+    """Turn UserError into one-line messages and exit 2; a full disk into one line and exit 1; Ctrl-C into a
+    short note and exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -37,11 +39,32 @@ def user_errors(fn: F) -> F:
             for line in str(exc).splitlines() or [type(exc).__name__]:
                 err.print(f"[red]error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except Exception as exc:  # only a full disk is handled here; anything else keeps its traceback
+            if not _disk_full(exc):
+                raise
+            # Every file is written to a scratch name and renamed: what was there before is intact.
+            where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+            then = "rerun with --resume to continue" if fn.__name__ == "run" else "rerun the command"
+            err.print(f"[red]error:[/] no space left on device{escape(where)}; nothing complete was lost: free some "
+                      f"space, then {then}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]: completed work is saved; rerun with --resume to continue")
+            if fn.__name__ == "run":  # the runner saved a checkpoint at the step it stopped
+                err.print("[yellow]interrupted[/]: completed work is saved; rerun with --resume to continue")
+            else:  # the other commands write atomically and have no --resume: nothing half-written is left
+                err.print("[yellow]interrupted[/]: nothing was written; rerun the command to start again")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """ENOSPC / EDQUOT, also where a library reports it only in its message (HDF5: "errno = 28", safetensors:
+    "StorageFull")."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return any(s in text for s in ("No space left on device", "Disk quota exceeded", "errno = 28,", "StorageFull"))
 
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a recipe field: dotted.key=TOML-value")]
@@ -253,10 +276,15 @@ def cache_build(
         if not source.is_dir():
             raise UserError(f"--source {source}: no such directory")
         overrides.append(f"source.path={json.dumps(str(source))}")
+    from ecgforge.data.cache import CacheError
+
     r = load_cache_recipe(spec, overrides)
     if r.source.kind != "synthetic" and not Path(r.source.path).is_dir():
         raise UserError(f"{spec}: source.path: no such directory {r.source.path!r} (use --source DIR)")
-    build_cache_with_progress(r, out_path, err, workers)
+    try:
+        build_cache_with_progress(r, out_path, err, workers)
+    except CacheError as exc:  # a source's listing failed (labels CSV missing, ...): name the recipe too
+        raise CacheError(f"{spec}: {exc}") from None
 
 
 @cache_app.command("info")

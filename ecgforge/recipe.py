@@ -10,6 +10,7 @@ run. ``--set dotted.key=value`` overrides are parsed as TOML values, merged, the
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import tomllib
@@ -241,6 +242,13 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         elif e["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
         got = e.get("input")
+        if e["type"] == "union_tag_not_found":
+            # pydantic says "Unable to extract tag": say which key is missing, and point at a misspelling of it.
+            tag = str(e.get("ctx", {}).get("discriminator", "kind")).strip("'")
+            msg = f"required key {tag!r} is missing"
+            close = difflib.get_close_matches(tag, [str(k) for k in got], n=1) if isinstance(got, dict) else []
+            if close:
+                msg += f"; {close[0]!r} is an unknown key (misspelled?)"
         shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"{source}: {loc}: {msg}{shown}")
     return "\n".join(lines)
@@ -330,9 +338,13 @@ def load_cache_recipe(path: str | Path, overrides: list[str] | None = None) -> C
 
 
 def is_cache_recipe(path: str | Path) -> bool:
-    """Cache recipes have a [source] table; run recipes have [data]."""
+    """Cache recipes have [source], [signal] and ``out``; run recipes have [data] and [model].
+
+    Any one of the cache keys decides, so that a cache recipe missing its [source] is reported as that,
+    not as a run recipe missing [data] and [model].
+    """
     raw = read_toml(path)
-    return "source" in raw and "data" not in raw
+    return bool({"source", "signal", "out"} & raw.keys()) and not {"data", "model"} & raw.keys()
 
 
 def to_toml_dict(model: BaseModel) -> dict[str, Any]:

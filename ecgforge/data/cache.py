@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import glob
 import json
 import multiprocessing as mp
 import os
 import signal
+import socket
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -224,7 +227,73 @@ def _work(bounds: tuple[int, int]) -> _Batch:
     return _process_range(_WORKER["refs"], _WORKER["recipe"], _WORKER["scratch"], *bounds)
 
 
+class _DeferredInterrupt:
+    """While a reader pool runs, Ctrl-C sets a flag instead of raising wherever the main thread happens to be.
+
+    A KeyboardInterrupt raised inside the pool's own code (an at-fork hook while workers start, or with a pool
+    lock held) is swallowed ("Exception ignored") or leaves the pool unable to shut down, and the build then
+    ignores the Ctrl-C or hangs. The flag is checked between results, where raising is safe; a second Ctrl-C
+    raises at once."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def results(self, it: Any, n: int) -> Iterator[Any]:
+        """The ``n`` results of a pool's ``imap_unordered``, raising KeyboardInterrupt between them once Ctrl-C
+        was pressed."""
+        for _ in range(n):
+            while True:
+                if self.set:
+                    raise KeyboardInterrupt
+                try:
+                    result = it.next(timeout=0.2)
+                except mp.TimeoutError:
+                    continue
+                yield result
+                break
+
+
 # ------------------------------------------------------------------------------------------- building
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "_") or "localhost"
+
+
+def _remove_stale_scratch(out: Path) -> None:
+    """Delete scratch files beside ``out`` left by builds on this host whose process is gone (SIGKILL, SIGTERM,
+    power loss): a killed build of a large dataset would otherwise leave gigabytes behind at every attempt."""
+    prefix = f".{out.name}.{_host()}."
+    for p in out.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = p.name[len(prefix):].split(".", 1)[0]
+        if p.suffix in (".building", ".samples") and pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 @dataclass
@@ -333,19 +402,24 @@ def _build(recipe: CacheRecipe, out: str | Path | None, workers: int | None, pro
     out = Path(out or recipe.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     source = build(recipe.source)
-    refs = source.records()
-    label_names = source.label_names()
+    try:
+        refs = source.records()
+        label_names = source.label_names()
+    except (OSError, ValueError) as exc:  # sources name the recipe field: "source.labels_csv: x.csv not found"
+        raise CacheError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     n = len(refs)
     n_leads = len(recipe.signal.leads)
     workers = workers or recipe.workers or os.cpu_count() or 1
     workers = max(1, min(workers, n or 1))
 
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".building")
+    _remove_stale_scratch(out)
+    scratch = f".{out.name}.{_host()}.{os.getpid()}."  # whose they are, for _remove_stale_scratch
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=scratch, suffix=".building")
     os.close(fd)
     tmp = Path(tmp_name)
     scratch_paths: list[str] = []
     for _ in range(workers):
-        fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".samples")
+        fd, name = tempfile.mkstemp(dir=out.parent, prefix=scratch, suffix=".samples")
         os.close(fd)
         scratch_paths.append(name)
     try:
@@ -380,8 +454,9 @@ def _build(recipe: CacheRecipe, out: str | Path | None, workers: int | None, pro
             for number, path in enumerate(scratch_paths):
                 queue.put((number, path))
             gc.freeze()  # the listing too: readers collect only what they allocate themselves
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(refs, recipe, queue)) as pool:
-                consume(pool.imap_unordered(_work, batches))
+            with _DeferredInterrupt() as ctrl_c, ctx.Pool(workers, initializer=_init_worker,
+                                                          initargs=(refs, recipe, queue)) as pool:
+                consume(ctrl_c.results(pool.imap_unordered(_work, batches), len(batches)))
         ok = stored[:, 2] >= 0
         lengths, checksums = stored[:, 2], stored[:, 3].astype(np.uint32)
 

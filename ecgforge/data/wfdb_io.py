@@ -405,7 +405,10 @@ def _read_mat(path: Path, n_signals: int) -> np.ndarray:
     if not np.issubdtype(val.dtype, np.number) or np.iscomplexobj(val):
         raise RecordError(f".mat variable 'val' is not real numeric ({val.dtype}): {path.name}")
     if np.issubdtype(val.dtype, np.floating):
-        if not np.isfinite(val).all() or not (val == np.round(val)).all():
+        finite = np.isfinite(val)
+        if not finite.all():
+            raise RecordError(f".mat variable 'val' holds {int((~finite).sum())} NaN/infinite samples: {path.name}")
+        if not (val == np.round(val)).all():
             raise RecordError(f".mat variable 'val' holds non-integer samples: {path.name}")
     return val.astype(np.int64)
 

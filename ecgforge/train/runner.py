@@ -10,6 +10,7 @@ case here.
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import math
 import os
@@ -373,7 +374,16 @@ class Runner:
                 tmp.mkdir(parents=True)
             acc.wait_for_everyone()
             state.pending_logs = list(reduced)
-            acc.save_state(str(tmp), safe_serialization=True)
+            try:
+                acc.save_state(str(tmp), safe_serialization=True)
+            except RuntimeError as exc:
+                # torch's zip writer reports a write that failed (a full disk) as "unexpected pos N vs M": say so,
+                # so the CLI prints one line; the previous checkpoints are untouched and the scratch folder goes
+                # at the next start.
+                if "unexpected pos" in str(exc) or "file write failed" in str(exc) or \
+                        shutil.disk_usage(tmp).free < 1 << 20:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from exc
+                raise
             acc.wait_for_everyone()
             if self.is_main:
                 atomic_write_json(tmp / "progress.json", asdict(state))
