@@ -228,7 +228,14 @@ def report(
 
 def build_cache_with_progress(spec: Any, out_path: str | Path | None, console: Console, workers: int | None = None) -> Any:
     """Build a cache with a progress bar and print the summary table (skipped records with reasons)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from ecgforge.data.cache import build_cache
 

@@ -22,13 +22,13 @@ import contextlib
 import json
 import os
 import tempfile
+import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
-import tomllib
 import torch
 from torch import nn
 

@@ -20,9 +20,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from ecgforge.data.leads import CANONICAL_LEADS
-from ecgforge.errors import UserError
 from ecgforge.data.sources import SourceConfig
 from ecgforge.encoders import EncoderConfig
+from ecgforge.errors import UserError
 from ecgforge.evaluation import EvalConfig
 from ecgforge.objectives import SSLConfig
 

@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field, field_validator
 from ecgforge.data.dataset import TiledWindows, patient_codes, task_targets
 from ecgforge.errors import UserError
 from ecgforge.evaluation.common import EvalContext, embed, fit_linear_head, per_record
-from ecgforge.evaluation.scoring import primary_score, score_rows
 from ecgforge.evaluation.sampling import label_fraction
+from ecgforge.evaluation.scoring import primary_score, score_rows
 
 
 class LinearProbeConfig(BaseModel, extra="forbid", frozen=True):

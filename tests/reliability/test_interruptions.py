@@ -19,10 +19,10 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 import ecgforge.data.cache as cache_mod
 from ecgforge.data.cache import Cache, build_cache, verify

@@ -16,6 +16,7 @@ import re
 import string
 import subprocess
 import sys
+import tomllib
 import types
 import typing
 from collections.abc import Iterator
@@ -26,7 +27,6 @@ from typing import Any
 import annotated_types as at
 import pytest
 import tomli_w
-import tomllib
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
