@@ -11,15 +11,38 @@ import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, Field, field_validator
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ecgforge.data.cache import Cache
 from ecgforge.data.dataset import TaskType, TiledWindows, select
+
+
+class ProtocolConfig(BaseModel, extra="forbid", frozen=True):
+    """What every transfer protocol's ``[[eval]]`` table says: the task, the label fractions and seeds, the
+    splits, the bootstrap. Each protocol's config adds its ``kind``, ``inits`` and hyperparameters."""
+
+    task: str = Field(min_length=1, description="label set of the cache, or 'sex' / 'age'")
+    task_type: Literal["multilabel", "multiclass", "regression"] | None = None
+    label_fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    bootstrap: int = Field(200, ge=0, description="bootstrap resamples of the test records for 95% CIs (0 = off)")
+    train_split: str = "train"
+    test_split: str = "test"
+    cache: str | None = Field(None, description="evaluate on another cache than [data].cache")
+
+    @field_validator("label_fractions")
+    @classmethod
+    def _fractions(cls, fractions: list[float]) -> list[float]:
+        bad = [f for f in fractions if not 0 < f <= 1]
+        if bad:
+            raise ValueError(f"label fractions must lie in (0, 1], got {bad}")
+        return fractions
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -42,17 +42,10 @@ from ecgforge.data.dataset import (
     task_targets,
 )
 from ecgforge.errors import UserError
-from ecgforge.evaluation.common import EvalContext, head_loss, per_record, scores_from_logits
+from ecgforge.evaluation.common import EvalContext, ProtocolConfig, head_loss, per_record, scores_from_logits
 from ecgforge.evaluation.sampling import label_fraction
 from ecgforge.evaluation.scoring import primary_score, score_rows
 from ecgforge.pretrained import state_dict_hash
-
-
-def _check_fractions(fractions: list[float]) -> list[float]:
-    bad = [f for f in fractions if not 0 < f <= 1]
-    if bad:
-        raise ValueError(f"label fractions must lie in (0, 1], got {bad}")
-    return fractions
 
 
 @dataclass
@@ -97,12 +90,8 @@ def load_task(ctx: EvalContext, protocol: str, task: str, task_type: TaskType | 
     return TaskData(cache, tr, va, te, patient_codes(cache)[tr.indices])
 
 
-class FinetuneConfig(BaseModel, extra="forbid", frozen=True):
+class FinetuneConfig(ProtocolConfig, extra="forbid", frozen=True):
     kind: Literal["finetune"] = "finetune"
-    task: str = Field(min_length=1, description="label set of the cache, or 'sex' / 'age'")
-    task_type: Literal["multilabel", "multiclass", "regression"] | None = None
-    label_fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     inits: list[Literal["pretrained", "supervised", "random"]] = Field(
         default_factory=lambda: ["pretrained", "supervised", "random"], min_length=1,
         description="supervised = random init + the same full training (the supervised baseline); "
@@ -114,16 +103,7 @@ class FinetuneConfig(BaseModel, extra="forbid", frozen=True):
     encoder_lr_ratio: float = Field(1.0, gt=0, le=1, description="encoder lr = lr x this (discriminative lr)")
     weight_decay: float = Field(1e-3, ge=0)
     batch_size: int = Field(64, gt=0)
-    bootstrap: int = Field(200, ge=0, description="bootstrap resamples of the test records for 95% CIs (0 = off)")
-    train_split: str = "train"
     val_split: str = "val"
-    test_split: str = "test"
-    cache: str | None = Field(None, description="evaluate on another cache than [data].cache")
-
-    @field_validator("label_fractions")
-    @classmethod
-    def _fractions(cls, fractions: list[float]) -> list[float]:
-        return _check_fractions(fractions)
 
     @model_validator(mode="after")
     def _trains_something(self) -> FinetuneConfig:

@@ -11,31 +11,18 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field
 
 from ecgforge.data.dataset import TaskType, TiledWindows
-from ecgforge.evaluation.common import EvalContext, embed, per_record
-from ecgforge.evaluation.finetune import _check_fractions, load_task
+from ecgforge.evaluation.common import EvalContext, ProtocolConfig, embed, per_record
+from ecgforge.evaluation.finetune import load_task
 from ecgforge.evaluation.scoring import score_rows
 
 
-class KNNConfig(BaseModel, extra="forbid", frozen=True):
+class KNNConfig(ProtocolConfig, extra="forbid", frozen=True):
     kind: Literal["knn"] = "knn"
-    task: str = Field(min_length=1, description="label set of the cache, or 'sex' / 'age'")
-    task_type: Literal["multilabel", "multiclass", "regression"] | None = None
     k: int = Field(20, gt=0, description="neighbours (fewer if the training subset is smaller)")
-    label_fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     inits: list[Literal["pretrained", "random"]] = Field(default_factory=lambda: ["pretrained", "random"], min_length=1)
-    bootstrap: int = Field(200, ge=0, description="bootstrap resamples of the test records for 95% CIs (0 = off)")
-    train_split: str = "train"
-    test_split: str = "test"
-    cache: str | None = Field(None, description="evaluate on another cache than [data].cache")
-
-    @field_validator("label_fractions")
-    @classmethod
-    def _fractions(cls, fractions: list[float]) -> list[float]:
-        return _check_fractions(fractions)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -10,39 +10,23 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field
 
 from ecgforge.data.dataset import TiledWindows, patient_codes, task_targets
 from ecgforge.errors import UserError
-from ecgforge.evaluation.common import EvalContext, embed, fit_linear_head, per_record
+from ecgforge.evaluation.common import EvalContext, ProtocolConfig, embed, fit_linear_head, per_record
 from ecgforge.evaluation.sampling import label_fraction
 from ecgforge.evaluation.scoring import primary_score, score_rows
 
 
-class LinearProbeConfig(BaseModel, extra="forbid", frozen=True):
+class LinearProbeConfig(ProtocolConfig, extra="forbid", frozen=True):
     kind: Literal["linear_probe"] = "linear_probe"
-    task: str = Field(min_length=1, description="label set of the cache, or 'sex' / 'age'")
-    task_type: Literal["multilabel", "multiclass", "regression"] | None = None
-    label_fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     inits: list[Literal["pretrained", "random"]] = Field(default_factory=lambda: ["pretrained", "random"], min_length=1)
     epochs: int = Field(100, gt=0)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(256, gt=0)
-    bootstrap: int = Field(200, ge=0, description="bootstrap resamples of the test records for 95% CIs (0 = off)")
-    train_split: str = "train"
     val_split: str = "val"
-    test_split: str = "test"
-    cache: str | None = Field(None, description="evaluate on another cache than [data].cache")
-
-    @field_validator("label_fractions")
-    @classmethod
-    def _fractions(cls, fractions: list[float]) -> list[float]:
-        bad = [f for f in fractions if not 0 < f <= 1]
-        if bad:
-            raise ValueError(f"label fractions must lie in (0, 1], got {bad}")
-        return fractions
 
 
 class LinearProbe:
