@@ -296,7 +296,8 @@ def _condition_plot(curves: dict[tuple[str, str, str, float], dict[int, list[flo
     fracs = {k[3] for k in curves}
     colours = _Colours()
     xs_all: set[int] = set()
-    for (run, task, init, frac), by_x in sorted(curves.items()):
+    order = list(runs)  # runs in the order given, as in the label-efficiency figure: a run keeps its colour
+    for (run, task, init, frac), by_x in sorted(curves.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1:])):
         xs = sorted(by_x, reverse=invert)
         xs_all.update(xs)
         mean = np.array([np.mean(by_x[x]) for x in xs])
