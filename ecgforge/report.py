@@ -21,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ecgforge.artifacts import atomic_write_text, read_jsonl  # noqa: E402
@@ -68,26 +69,50 @@ def label_efficiency(rows: list[dict[str, Any]], metric: str) -> dict[tuple[str,
     return out
 
 
+def _init_style(init: str) -> str:
+    """Line style by initialisation: pretrained solid, supervised dotted, random (the floor) dashed."""
+    return {"pretrained": "-", "supervised": ":"}.get(init, "--")
+
+
+class _Colours:
+    """One colour per compared model (run x task x ...), shared by its inits: with several runs on one axis
+    each run's pretrained line and its random floor must read as a pair, not as unrelated curves."""
+
+    def __init__(self) -> None:
+        self.cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        self.given: dict[tuple[Any, ...], str] = {}
+
+    def __call__(self, key: tuple[Any, ...]) -> str:
+        return self.given.setdefault(key, self.cycle[len(self.given) % len(self.cycle)])
+
+
 def plot_label_efficiency(runs: dict[str, list[dict[str, Any]]], metric: str, path: Path) -> Path | None:
-    """Metric vs label fraction (log x), mean +- std over seeds; one line per run x protocol x init."""
+    """Metric vs label fraction (log x, ticks at the measured fractions), mean +- std over seeds; one line
+    per run x protocol x init, a colour per run x protocol and a line style per init."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     drawn = 0
     curves = {run_name: label_efficiency(rows, metric) for run_name, rows in runs.items()}
     tasks = {task for c in curves.values() for (_, task, _) in c}
+    colours = _Colours()
+    fractions: set[float] = set()
     for run_name, curve in curves.items():
         for (kind, task, init), by_frac in sorted(curve.items()):
             fr = sorted(by_frac)
+            fractions.update(fr)
             mean = np.array([np.mean(by_frac[f]) for f in fr])
             std = np.array([_std(by_frac[f]) for f in fr])
             label = " ".join([*([run_name] if len(runs) > 1 else []), kind, *([task] if len(tasks) > 1 else []), init])
-            style = {"pretrained": "-", "supervised": ":"}.get(init, "--")  # random (the floor) dashed
-            line = ax.plot(fr, mean, marker="o", lw=1.5, ls=style, label=label)[0]
-            ax.fill_between(fr, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+            colour = colours((run_name, kind, task))
+            ax.plot(fr, mean, marker="o", lw=1.5, ls=_init_style(init), color=colour, label=label)
+            ax.fill_between(fr, mean - std, mean + std, color=colour, alpha=0.15)
             drawn += 1
     if not drawn:
         plt.close(fig)
         return None
     ax.set_xscale("log")
+    # Log ticks (10^-1, 10^0) would hide which fractions were measured: tick exactly those.
+    ax.set_xticks(sorted(fractions), [f"{f:g}" for f in sorted(fractions)])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("label fraction of the training split")
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(f"label efficiency: {metric} (mean ± std over seeds)")
@@ -256,20 +281,23 @@ def plot_lead_subsets(runs: dict[str, list[dict[str, Any]]], metric: str, path: 
             v = r.get("metrics", {}).get(metric)
             if r.get("kind") == "robustness" and int(r.get("noise_level", 0)) == 0 and isinstance(v, (int, float)):
                 curves[(run, r["task"], r["init"], float(r.get("label_fraction", 1.0)))][int(r["leads"])].append(float(v))
-    p = _condition_plot(curves, runs, metric, path, "leads kept (others zeroed)", f"reduced leads: {metric}",
-                        invert=True)
-    return p
+    return _condition_plot(curves, runs, metric, path, "leads kept (others zeroed)", f"reduced leads: {metric}",
+                           invert=True)
 
 
 def _condition_plot(curves: dict[tuple[str, str, str, float], dict[int, list[float]]], runs: dict[str, Any],
                     metric: str, path: Path, xlabel: str, title: str, invert: bool = False) -> Path | None:
-    if not curves:
+    # The clean, 12-lead condition alone is the reference of both curves, not a curve: a recipe that tested no
+    # noise level (or no lead subset) gets no figure rather than one point drawn as if it were a result.
+    if len({x for by_x in curves.values() for x in by_x}) < 2:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     tasks = {k[1] for k in curves}
     fracs = {k[3] for k in curves}
+    colours = _Colours()
     xs_all: set[int] = set()
-    for (run, task, init, frac), by_x in sorted(curves.items()):
+    order = list(runs)  # runs in the order given, as in the label-efficiency figure: a run keeps its colour
+    for (run, task, init, frac), by_x in sorted(curves.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1:])):
         xs = sorted(by_x, reverse=invert)
         xs_all.update(xs)
         mean = np.array([np.mean(by_x[x]) for x in xs])
@@ -277,8 +305,9 @@ def _condition_plot(curves: dict[tuple[str, str, str, float], dict[int, list[flo
         label = " ".join([*([run] if len(runs) > 1 else []), *([task] if len(tasks) > 1 else []), init,
                           *([f"{frac:g} labels"] if len(fracs) > 1 else [])])
         pos = [str(x) for x in xs] if invert else xs
-        line = ax.plot(pos, mean, marker="o", lw=1.5, ls="--" if init == "random" else "-", label=label)[0]
-        ax.fill_between(pos, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        colour = colours((run, task, frac))
+        ax.plot(pos, mean, marker="o", lw=1.5, ls=_init_style(init), color=colour, label=label)
+        ax.fill_between(pos, mean - std, mean + std, color=colour, alpha=0.15)
     if not invert:
         ax.set_xticks(sorted(xs_all))
     ax.set_xlabel(xlabel)

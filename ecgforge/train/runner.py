@@ -549,8 +549,10 @@ class Runner:
             torch.manual_seed(r.seed)
             encoder = initial_encoder(r.model, fs_hz=cache.fs_hz, leads=cache.leads, source=str(cache.path))
         self.save_encoder(encoder, cache)
+        pretrain_seconds = time.perf_counter() - t0  # before the evaluations, which can take longer than pretraining
         results: dict[str, Any] = {}
         if self.is_main:
+            t1 = time.perf_counter()
             rows = self.evaluate(cache, encoder)
             results = {
                 "recipe": r.name,
@@ -558,7 +560,8 @@ class Runner:
                 "seed": r.seed,
                 "cache": str(cache.path),
                 "cache_spec_hash": cache.spec_hash,
-                "pretrain_seconds": time.perf_counter() - t0,
+                "pretrain_seconds": pretrain_seconds,
+                "eval_seconds": time.perf_counter() - t1,
                 "eval": rows,
             }
             atomic_write_json(self.run_dir / "results.json", results)

@@ -12,9 +12,20 @@ import tomli_w
 import torch
 from typer.testing import CliRunner
 
+from ecgforge import report
 from ecgforge.cli import app
 from ecgforge.data.cache import Cache
-from ecgforge.report import load_runs, make_report, plot_masks, summarise, table_markdown
+from ecgforge.report import (
+    load_runs,
+    make_report,
+    plot_label_efficiency,
+    plot_lead_subsets,
+    plot_masks,
+    plot_noise_robustness,
+    plt,
+    summarise,
+    table_markdown,
+)
 from tests.evaluation.test_protocols import SPLITS, cache  # noqa: F401  (module fixture: a tiny cache)
 
 
@@ -82,6 +93,34 @@ def test_report_files_and_plots(runs: list[Path], tmp_path: Path) -> None:
     assert len(rows) == len(summarise(load_runs(runs)))
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_label_efficiency_pairs_each_run_by_colour_and_ticks_the_fractions(runs: list[Path], tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn: dict[str, object] = {}
+
+    def keep(fig: plt.Figure, path: Path) -> Path:
+        ax = fig.axes[0]
+        drawn.update(colours={ln.get_label(): ln.get_color() for ln in ax.get_lines()},
+                     ticks=[float(t) for t in ax.get_xticks()])
+        plt.close(fig)
+        return path
+
+    monkeypatch.setattr(report, "_save", keep)
+    plot_label_efficiency(load_runs(runs), "macro_auroc", tmp_path / "le.png")
+    c = drawn["colours"]
+    assert c["ssl linear_probe pretrained"] == c["ssl linear_probe random"]  # a run's floor reads as its pair
+    assert c["other linear_probe pretrained"] == c["other linear_probe random"] != c["ssl linear_probe random"]
+    assert drawn["ticks"] == [0.1, 1.0]  # the measured fractions, not 10^-1 / 10^0 decades
+
+
+def test_condition_plots_need_a_condition_besides_the_clean_reference(tmp_path: Path) -> None:
+    rows = [_row("robustness", init, 1.0, seed, 0.8 - 0.01 * level, noise_level=level, leads="12")
+            for init in ("pretrained", "random") for seed in (0, 1) for level in (0, 3)]
+    assert plot_noise_robustness({"r": rows}, "macro_auroc", tmp_path / "noise.png") is not None
+    # No lead subset was tested: the 12-lead reference alone is no reduced-lead curve.
+    assert plot_lead_subsets({"r": rows}, "macro_auroc", tmp_path / "leads.png") is None
+    assert not (tmp_path / "leads.png").exists()
 
 
 def test_report_refuses_a_directory_without_results(tmp_path: Path) -> None:

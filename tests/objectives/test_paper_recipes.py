@@ -1,5 +1,6 @@
-"""Every paper recipe validates and runs end to end (2 pretraining steps + a tiny linear probe) on a small
-synthetic cache, with only sizes, data paths and evaluation overridden through ``--set``-style overrides."""
+"""Every paper recipe, and every CPU recipe of recipes/ptbxl_cpu/, validates and runs end to end (2 pretraining
+steps + a tiny linear probe) on a small synthetic cache, with only sizes, data paths and evaluation overridden
+through ``--set``-style overrides."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from ecgforge.train.runner import Runner
 ROOT = Path(__file__).resolve().parents[2]
 PAPERS = ROOT / "recipes" / "papers"
 RECIPES = sorted(PAPERS.glob("*/*.toml"))
+CPU = ROOT / "recipes" / "ptbxl_cpu"
+CPU_RECIPES = sorted(CPU.glob("*.toml"))
 
 SMALL_W2V = ["model.encoder.layers=1", "model.encoder.dim=32", "model.encoder.heads=2", "model.encoder.ffn_dim=64",
              "model.encoder.conv_pos=16", "model.encoder.conv_pos_groups=4"]
@@ -34,12 +37,19 @@ SMALL: dict[str, list[str]] = {
     "strodthoff/byol": ["model.encoder.width=4", "ssl.projector_hidden=32", "ssl.projector_dim=16",
                         "ssl.predictor_hidden=32", "train.schedule.warmup_steps=1"],
 }
+CPU_SMALL: dict[str, list[str]] = {
+    "ptbxl_cpu/simclr": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16"],
+    "ptbxl_cpu/adv_mask": ["model.encoder.width=8", "ssl.masker.width=4", "ssl.projector_hidden=32",
+                           "ssl.projector_dim=16"],
+    "ptbxl_cpu/cpc": ["model.encoder.features=[16, 16, 16, 16]", "model.encoder.hidden=16"],
+}
 TINY_EVAL = ('eval=[{kind = "linear_probe", task = "rhythm", label_fractions = [1.0], seeds = [0], epochs = 2, '
              'bootstrap = 0, inits = ["pretrained"]}]')
 
 
 def test_every_paper_recipe_is_covered() -> None:
     assert {str(p.relative_to(PAPERS).with_suffix("")) for p in RECIPES} == set(SMALL)
+    assert {f"ptbxl_cpu/{p.stem}" for p in CPU_RECIPES} == set(CPU_SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +73,10 @@ def synthetic_caches(tmp_path_factory: pytest.TempPathFactory) -> dict[float, tu
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("name", [*sorted(SMALL), *sorted(CPU_SMALL)])
 def test_paper_recipe_runs_two_steps_on_a_tiny_cache(name: str, synthetic_caches: dict[float, tuple[Path, Path]],
                                                      tmp_path: Path) -> None:
-    path = PAPERS / f"{name}.toml"
+    path = CPU / f"{name.removeprefix('ptbxl_cpu/')}.toml" if name.startswith("ptbxl_cpu/") else PAPERS / f"{name}.toml"
     paper = load_recipe(path)
     fs = 500.0 if "cinc2021" in paper.data.cache else 100.0
     overrides = [
@@ -75,7 +85,7 @@ def test_paper_recipe_runs_two_steps_on_a_tiny_cache(name: str, synthetic_caches
         "data.splits={train = {fold = [1, 2, 3, 4, 5, 6]}, val = {fold = [7, 8]}, test = {fold = [9, 10]}}",
         "data.pretrain_split=train", "data.window_s=2.5",
         "train.max_steps=2", "train.batch_size=4", "train.grad_accum_steps=1", "train.precision=no",
-        "train.log_every_steps=1", TINY_EVAL, *SMALL[name],
+        "train.log_every_steps=1", TINY_EVAL, *{**SMALL, **CPU_SMALL}[name],
     ]
     recipe = load_recipe(path, overrides)
     assert recipe.ssl is not None and recipe.ssl.kind == paper.ssl.kind  # the paper's objective is what runs
