@@ -35,6 +35,19 @@ class RunDirError(UserError):
     """A run-directory problem a user can fix (exists, locked); one line."""
 
 
+def as_if_opened(path_or_fd: str | Path | int, *, directory: bool = False) -> None:
+    """Give a scratch file or folder from ``tempfile.mkstemp``/``mkdtemp`` (private: 0600/0700) the mode a plain
+    ``open()``/``mkdir()`` would have given it (0666/0777 less the umask), before it is renamed into place:
+    caches, results and exports are shared with a team, and the rename must not make them private."""
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = (0o777 if directory else 0o666) & ~umask
+    if isinstance(path_or_fd, int):
+        os.fchmod(path_or_fd, mode)
+    else:
+        os.chmod(path_or_fd, mode)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,6 +57,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            as_if_opened(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -75,6 +89,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
+        as_if_opened(tmp, directory=True)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 import ecgforge
+from ecgforge.artifacts import as_if_opened
 from ecgforge.data.cache import Cache
 from ecgforge.data.dataset import TiledWindows, select
 from ecgforge.errors import UserError
@@ -149,6 +150,7 @@ def write_embeddings(
                 labels[name].attrs["names"] = json.dumps(cache.label_names[name])
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+            as_if_opened(f.fileno())
         os.replace(tmp, out)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -43,6 +43,7 @@ import numpy as np
 from scipy import signal as sps
 
 import ecgforge
+from ecgforge.artifacts import as_if_opened
 from ecgforge.data.leads import CANONICAL_LEADS, canonicalize
 from ecgforge.data.record import RecordError, RecordRef
 from ecgforge.data.wfdb_io import read_record
@@ -522,6 +523,7 @@ def _build(recipe: CacheRecipe, out: str | Path | None, workers: int | None, pro
         with open(tmp, "rb+") as f:
             _gather(scratch_paths, stored[keep].tolist(), f.fileno(), data_offset, n_leads * 2)
             os.fsync(f.fileno())
+            as_if_opened(f.fileno())
         os.replace(tmp, out)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from pathlib import Path
 
@@ -145,6 +146,9 @@ def test_rebuild_replaces_previous_cache_atomically(folder: Path, tmp_path: Path
     build_cache(recipe(folder, out, min_duration_s=0.1), workers=1)
     c = Cache(out)
     assert c.spec_hash != first and "short" in c.record_id
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain open() would make it, not mkstemp's 0600
 
 
 def test_not_a_cache(tmp_path: Path) -> None:
