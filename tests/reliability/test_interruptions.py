@@ -246,7 +246,9 @@ def test_ctrl_c_during_a_build_is_one_clean_line(records_folder: Path, reference
             record("interruptions", "Ctrl-C during build: hung", lost=1)
             raise AssertionError("the build did not stop within 60 s of Ctrl-C") from None
         lines = [x for x in stderr.splitlines() if "interrupted" in x]
-        complete = proc.returncode == 0 and fingerprint(out) == references[100][0]
+        # A Ctrl-C that lands after the cache was renamed into place, while the interpreter exits, ends the
+        # process by the signal (-SIGINT) rather than 0: the work is done, and the cache must be complete.
+        complete = proc.returncode in (0, -signal.SIGINT) and fingerprint(out) == references[100][0]
         clean = proc.returncode == 130 and len(lines) == 1 and not out.exists() and not list(tmp_path.glob(".c.h5.*"))
         record("interruptions", "Ctrl-C during build: exit 130, nothing written" if clean else
                "Ctrl-C after the build: complete cache" if complete else f"Ctrl-C during build: exit {proc.returncode}",

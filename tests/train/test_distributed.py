@@ -16,7 +16,6 @@ difference is the data-parallel machinery (sharding, gradient averaging, gathere
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,9 +41,10 @@ def _data() -> tuple[torch.Tensor, torch.Tensor, torch.nn.Linear]:
     return x1, x2, torch.nn.Linear(D_IN, D)
 
 
-def _worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=N)
+def _worker(rank: int, out: str) -> None:
+    # A file store: no TCP store server on rank 0 to outlive or race (a free port picked by the test could be
+    # taken by another process before rank 0 binds it).
+    dist.init_process_group("gloo", init_method=f"file://{out}/store", rank=rank, world_size=N)
     try:
         x1, x2, model = _data()
         ddp = torch.nn.parallel.DistributedDataParallel(model)
@@ -52,6 +52,9 @@ def _worker(rank: int, port: int, out: str) -> None:
         loss = nt_xent(ddp(x1[rows]), ddp(x2[rows]), temperature=0.5)
         loss.backward()
         torch.save({"grad": model.weight.grad.clone(), "loss": loss.detach()}, f"{out}/{rank}.pt")
+        # Both ranks meet before tearing down: a rank that destroys the group while its peer still talks to it
+        # can abort inside gloo ("terminate called without an active exception"), seen on a loaded machine.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -60,12 +63,7 @@ def test_two_processes_with_gathered_negatives_get_the_gradient_of_the_combined_
     x1, x2, model = _data()
     loss = nt_xent(model(x1), model(x2), temperature=0.5)
     loss.backward()
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_worker, args=(port, str(tmp_path)), nprocs=N, start_method="spawn")
+    mp.start_processes(_worker, args=(str(tmp_path),), nprocs=N, start_method="spawn")
     parts = [torch.load(tmp_path / f"{r}.pt") for r in range(N)]
     for p in parts:  # DDP leaves the averaged gradient on every process
         torch.testing.assert_close(p["grad"], model.weight.grad, rtol=1e-5, atol=1e-6)
