@@ -30,7 +30,6 @@ import os
 import signal
 import socket
 import tempfile
-import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from ecgforge.data.leads import CANONICAL_LEADS, canonicalize
 from ecgforge.data.record import RecordError, RecordRef
 from ecgforge.data.wfdb_io import read_record
 from ecgforge.errors import UserError
+from ecgforge.signals import StopOnSignal
 
 if TYPE_CHECKING:  # recipe.py imports the data layer; the cache needs the schema only for type hints
     from ecgforge.recipe import CacheRecipe, FilterConfig
@@ -226,47 +226,6 @@ def _init_worker(refs: Sequence[RecordRef], recipe: CacheRecipe, scratch: Any) -
 
 def _work(bounds: tuple[int, int]) -> _Batch:
     return _process_range(_WORKER["refs"], _WORKER["recipe"], _WORKER["scratch"], *bounds)
-
-
-class _DeferredInterrupt:
-    """While a reader pool runs, Ctrl-C sets a flag instead of raising wherever the main thread happens to be.
-
-    A KeyboardInterrupt raised inside the pool's own code (an at-fork hook while workers start, or with a pool
-    lock held) is swallowed ("Exception ignored") or leaves the pool unable to shut down, and the build then
-    ignores the Ctrl-C or hangs. The flag is checked between results, where raising is safe; a second Ctrl-C
-    raises at once."""
-
-    def __init__(self) -> None:
-        self.set = False
-        self._previous: Any = None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.set:
-            raise KeyboardInterrupt
-        self.set = True
-
-    def __enter__(self) -> _DeferredInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def results(self, it: Any, n: int) -> Iterator[Any]:
-        """The ``n`` results of a pool's ``imap_unordered``, raising KeyboardInterrupt between them once Ctrl-C
-        was pressed."""
-        for _ in range(n):
-            while True:
-                if self.set:
-                    raise KeyboardInterrupt
-                try:
-                    result = it.next(timeout=0.2)
-                except mp.TimeoutError:
-                    continue
-                yield result
-                break
 
 
 # ------------------------------------------------------------------------------------------- building
@@ -455,9 +414,13 @@ def _build(recipe: CacheRecipe, out: str | Path | None, workers: int | None, pro
             for number, path in enumerate(scratch_paths):
                 queue.put((number, path))
             gc.freeze()  # the listing too: readers collect only what they allocate themselves
-            with _DeferredInterrupt() as ctrl_c, ctx.Pool(workers, initializer=_init_worker,
-                                                          initargs=(refs, recipe, queue)) as pool:
-                consume(ctrl_c.results(pool.imap_unordered(_work, batches), len(batches)))
+            # Ctrl-C sets a flag checked between results: raised inside the pool's own code, a KeyboardInterrupt
+            # is swallowed or hangs its shutdown (see ecgforge.signals). Not SIGTERM: a scheduler sends it to the
+            # whole process group, and a reader it kills while it holds the pool's task-queue lock would hang the
+            # shutdown; SIGTERM ends the build at once, like SIGKILL (the next build removes its scratch files).
+            with StopOnSignal((signal.SIGINT,)) as stop, ctx.Pool(workers, initializer=_init_worker,
+                                                  initargs=(refs, recipe, queue)) as pool:
+                consume(stop.results(pool.imap_unordered(_work, batches), len(batches)))
         ok = stored[:, 2] >= 0
         lengths, checksums = stored[:, 2], stored[:, 3].astype(np.uint32)
 

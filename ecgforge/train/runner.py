@@ -18,7 +18,6 @@ import platform
 import shutil
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -51,6 +50,7 @@ from ecgforge.evaluation.common import EvalContext
 from ecgforge.pretrained import initial_encoder
 from ecgforge.recipe import OptimConfig, Recipe, ScheduleConfig, to_toml_dict
 from ecgforge.registry import build
+from ecgforge.signals import StopOnSignal
 
 
 class EpochSampler(Sampler[int]):
@@ -112,34 +112,6 @@ class LoopState:
 def _ignore_sigint(worker_id: int) -> None:
     """DataLoader worker init: leave Ctrl-C to the main process, which stops at a step boundary and saves."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-class StopOnSignal:
-    """Within the block, SIGINT and SIGTERM set a flag instead of raising, so the loop can finish its step,
-    save a checkpoint and stop; a second signal raises KeyboardInterrupt at once. Only in the main thread."""
-
-    def __init__(self) -> None:
-        self._flag = False
-        self._previous: dict[int, Any] = {}
-
-    def is_set(self) -> bool:
-        return self._flag
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self._flag:
-            raise KeyboardInterrupt
-        self._flag = True
-
-    def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
 
 
 def _checkpoints(run_dir: Path) -> list[Path]:
