@@ -103,7 +103,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one of another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except OSError as exc:
@@ -132,7 +133,7 @@ class RunLock:
                     pid = int(self.path.read_text().strip() or 0)
                 except (OSError, ValueError):
                     pid = 0
-                if pid and _pid_alive(pid) and pid != os.getpid():
+                if pid and pid_alive(pid) and pid != os.getpid():
                     raise RunDirError(
                         f"{self.path.parent}: another ecgforge process (pid {pid}) is running in this directory"
                     ) from None

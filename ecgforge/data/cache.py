@@ -42,7 +42,7 @@ import numpy as np
 from scipy import signal as sps
 
 import ecgforge
-from ecgforge.artifacts import as_if_opened
+from ecgforge.artifacts import as_if_opened, pid_alive
 from ecgforge.data.leads import CANONICAL_LEADS, canonicalize
 from ecgforge.data.record import RecordError, RecordRef
 from ecgforge.data.wfdb_io import read_record
@@ -241,19 +241,9 @@ def _remove_stale_scratch(out: Path) -> None:
     prefix = f".{out.name}.{_host()}."
     for p in out.parent.glob(f"{glob.escape(prefix)}*"):
         pid = p.name[len(prefix):].split(".", 1)[0]
-        if p.suffix in (".building", ".samples") and pid.isdigit() and not _pid_alive(int(pid)):
+        if p.suffix in (".building", ".samples") and pid.isdigit() and not pid_alive(int(pid)):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
 
 
 @dataclass
