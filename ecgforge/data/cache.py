@@ -32,6 +32,7 @@ import socket
 import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -147,11 +148,12 @@ class _Scratch:
         os.close(self.fd)
 
 
-def process_record(index: int, ref: RecordRef, recipe: CacheRecipe) -> Processed:
-    """Read, check, canonicalise, filter, resample and quantise one record. Never raises for bad data."""
+def process_record(index: int, path: str, recipe: CacheRecipe) -> Processed:
+    """Read, check, canonicalise, filter, resample and quantise the record at ``path`` (WFDB, without extension).
+    Never raises for bad data."""
     sig = recipe.signal
     try:
-        raw = read_record(ref.path)
+        raw = read_record(path)
         if raw.data.ndim != 2 or raw.data.shape[1] == 0:
             raise RecordError("empty signal")
         data12, present12 = canonicalize(raw)
@@ -173,11 +175,13 @@ def process_record(index: int, ref: RecordRef, recipe: CacheRecipe) -> Processed
         if sig.max_duration_s is not None and duration > sig.max_duration_s:
             data = data[:, : int(round(sig.max_duration_s * raw.fs_hz))]
         out = preprocess(data, raw.fs_hz, sig.fs_hz, sig.filter)
-        out[~present] = 0.0
+        if not present.all():
+            out[~present] = 0.0
         q = out / SCALE_MV
         np.rint(q, out=q)
-        clipped = int(np.count_nonzero(np.abs(q) > _INT16_MAX))
-        if clipped:
+        clipped = 0
+        if q.max() > _INT16_MAX or q.min() < -_INT16_MAX:  # two reductions, no temporary: clipping is rare
+            clipped = int(np.count_nonzero(np.abs(q) > _INT16_MAX))
             np.clip(q, -_INT16_MAX, _INT16_MAX, out=q)
         return Processed(index, q.T.astype(np.int16, order="C"), present, clipped=clipped)
     except RecordError as exc:
@@ -202,30 +206,30 @@ class _Batch:
     reasons: dict[int, str]  # record index -> why it was skipped
 
 
-def _process_range(refs: Sequence[RecordRef], recipe: CacheRecipe, scratch: _Scratch, start: int, stop: int) -> _Batch:
-    """Process records ``start .. stop - 1`` in order, their samples appended to ``scratch``."""
-    stored = np.full((stop - start, 4), -1, dtype=np.int64)
-    present = np.zeros((stop - start, len(recipe.signal.leads)), dtype=bool)
+def _process_range(start: int, paths: Sequence[str], recipe: CacheRecipe, scratch: _Scratch) -> _Batch:
+    """Process records ``start .. start + len(paths) - 1`` in order, their samples appended to ``scratch``."""
+    stored = np.full((len(paths), 4), -1, dtype=np.int64)
+    present = np.zeros((len(paths), len(recipe.signal.leads)), dtype=bool)
     clipped, reasons = 0, {}
-    for i in range(start, stop):
-        p = scratch.store(process_record(i, refs[i], recipe))
+    for k, path in enumerate(paths):
+        p = scratch.store(process_record(start + k, path, recipe))
         if p.stored is None:
-            reasons[i] = p.reason
+            reasons[start + k] = p.reason
         else:
-            stored[i - start], present[i - start] = p.stored, p.present
+            stored[k], present[k] = p.stored, p.present
             clipped += p.clipped
     scratch.flush()
     return _Batch(start, stored, present, clipped, reasons)
 
 
-def _init_worker(refs: Sequence[RecordRef], recipe: CacheRecipe, scratch: Any) -> None:
+def _init_worker(recipe: CacheRecipe, scratch: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and tears the pool down
-    _WORKER["refs"], _WORKER["recipe"] = refs, recipe
+    _WORKER["recipe"] = recipe
     _WORKER["scratch"] = _Scratch(*scratch.get())  # a file of its own, from the parent's queue
 
 
-def _work(bounds: tuple[int, int]) -> _Batch:
-    return _process_range(_WORKER["refs"], _WORKER["recipe"], _WORKER["scratch"], *bounds)
+def _work(task: tuple[int, list[str]]) -> _Batch:
+    return _process_range(*task, _WORKER["recipe"], _WORKER["scratch"])
 
 
 # ------------------------------------------------------------------------------------------- building
@@ -352,74 +356,72 @@ def _build(recipe: CacheRecipe, out: str | Path | None, workers: int | None, pro
     out = Path(out or recipe.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     source = build(recipe.source)
-    try:
-        refs = source.records()
-        label_names = source.label_names()
-    except (OSError, ValueError) as exc:  # sources name the recipe field: "source.labels_csv: x.csv not found"
-        raise CacheError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-    n = len(refs)
     n_leads = len(recipe.signal.leads)
-    workers = workers or recipe.workers or os.cpu_count() or 1
-    workers = max(1, min(workers, n or 1))
+    workers = max(1, workers or recipe.workers or os.cpu_count() or 1)
 
     _remove_stale_scratch(out)
     scratch = f".{out.name}.{_host()}.{os.getpid()}."  # whose they are, for _remove_stale_scratch
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=scratch, suffix=".building")
-    os.close(fd)
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=scratch, suffix=".building")  # fd: kept to the end
     tmp = Path(tmp_name)
     scratch_paths: list[str] = []
-    for _ in range(workers):
-        fd, name = tempfile.mkstemp(dir=out.parent, prefix=scratch, suffix=".samples")
-        os.close(fd)
-        scratch_paths.append(name)
     try:
-        # Pass 1: process records (in parallel) in batches of consecutive records; each process appends the
-        # samples to its own scratch file and reports where they are.
-        stored = np.full((n, 4), -1, dtype=np.int64)
-        present = np.zeros((n, n_leads), dtype=bool)
-        reasons: dict[int, str] = {}
-        clipped, done = 0, 0
-        size = max(1, min(64, n // (workers * 8) or 1))
-        batches = [(start, min(n, start + size)) for start in range(0, n, size)]
-
-        def consume(stream: Iterator[_Batch]) -> None:
-            nonlocal clipped, done
-            for b in stream:
-                k = len(b.stored)
-                stored[b.start : b.start + k], present[b.start : b.start + k] = b.stored, b.present
-                reasons.update(b.reasons)
-                clipped, done = clipped + b.clipped, done + k
-                if progress is not None:
-                    progress(done, n)
-
-        if workers == 1:
-            sink = _Scratch(0, scratch_paths[0])
+        for _ in range(workers):
+            sfd, name = tempfile.mkstemp(dir=out.parent, prefix=scratch, suffix=".samples")
+            os.close(sfd)
+            scratch_paths.append(name)
+        with contextlib.ExitStack() as stack:
+            pool = stop = None
+            if workers > 1:
+                # The readers start while the source lists its records: they need the recipe, and each task
+                # brings the paths it reads. Ctrl-C sets a flag checked between results: raised inside the
+                # pool's own code, a KeyboardInterrupt is swallowed or hangs its shutdown (see ecgforge.signals).
+                # Not SIGTERM: a scheduler sends it to the whole process group, and a reader it kills while it
+                # holds the pool's task-queue lock would hang the shutdown; SIGTERM ends the build at once, like
+                # SIGKILL (the next build removes its scratch files).
+                ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context("spawn")
+                queue = ctx.SimpleQueue()
+                for number, path in enumerate(scratch_paths):
+                    queue.put((number, path))
+                stop = stack.enter_context(StopOnSignal((signal.SIGINT,)))
+                pool = stack.enter_context(ctx.Pool(workers, initializer=_init_worker, initargs=(recipe, queue)))
             try:
-                consume(_process_range(refs, recipe, sink, start, stop) for start, stop in batches)
-            finally:
-                sink.close()
-        else:
-            ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context("spawn")
-            queue = ctx.SimpleQueue()
-            for number, path in enumerate(scratch_paths):
-                queue.put((number, path))
-            gc.freeze()  # the listing too: readers collect only what they allocate themselves
-            # Ctrl-C sets a flag checked between results: raised inside the pool's own code, a KeyboardInterrupt
-            # is swallowed or hangs its shutdown (see ecgforge.signals). Not SIGTERM: a scheduler sends it to the
-            # whole process group, and a reader it kills while it holds the pool's task-queue lock would hang the
-            # shutdown; SIGTERM ends the build at once, like SIGKILL (the next build removes its scratch files).
-            with StopOnSignal((signal.SIGINT,)) as stop, ctx.Pool(workers, initializer=_init_worker,
-                                                  initargs=(refs, recipe, queue)) as pool:
-                consume(stop.results(pool.imap_unordered(_work, batches), len(batches)))
-        ok = stored[:, 2] >= 0
-        lengths, checksums = stored[:, 2], stored[:, 3].astype(np.uint32)
+                refs = source.records()
+                label_names = source.label_names()
+            except (OSError, ValueError) as exc:  # sources name the field: "source.labels_csv: x.csv not found"
+                raise CacheError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+            # Pass 1: process records in batches of consecutive records; each process appends the samples to
+            # its own scratch file and reports where they are.
+            n = len(refs)
+            stored = np.full((n, 4), -1, dtype=np.int64)
+            present = np.zeros((n, n_leads), dtype=bool)
+            reasons: dict[int, str] = {}
+            clipped, done = 0, 0
+            size = max(1, min(64, n // (workers * 8) or 1))
+            tasks = [(start, [r.path for r in refs[start : start + size]]) for start in range(0, n, size)]
+
+            def consume(stream: Iterator[_Batch]) -> None:
+                nonlocal clipped, done
+                for b in stream:
+                    k = len(b.stored)
+                    stored[b.start : b.start + k], present[b.start : b.start + k] = b.stored, b.present
+                    reasons.update(b.reasons)
+                    clipped, done = clipped + b.clipped, done + k
+                    if progress is not None:
+                        progress(done, n)
+
+            if pool is None or stop is None:
+                sink = stack.enter_context(contextlib.closing(_Scratch(0, scratch_paths[0])))
+                consume(_process_range(start, paths, recipe, sink) for start, paths in tasks)
+            else:
+                consume(stop.results(pool.imap_unordered(_work, tasks), len(tasks)))
+        keep = np.flatnonzero(stored[:, 2] >= 0)
+        lengths, checksums = stored[keep, 2], stored[keep, 3].astype(np.uint32)
 
         # Pass 2: the HDF5 file, with the signals as one contiguous dataset of known size.
-        keep = np.flatnonzero(ok)
         offsets = np.zeros(len(keep), dtype=np.int64)
-        offsets[1:] = np.cumsum(lengths[keep])[:-1]
-        total = int(lengths[keep].sum())
-        with h5py.File(tmp, "w") as h5:
+        offsets[1:] = np.cumsum(lengths)[:-1]
+        with h5py.File(tmp, "w") as h5, ThreadPoolExecutor(1) as flusher:  # `fd` is this same file
             h5.attrs.update(
                 layout_version=LAYOUT_VERSION,
                 spec_hash=recipe.spec_hash(),
@@ -432,68 +434,80 @@ def _build(recipe: CacheRecipe, out: str | Path | None, workers: int | None, pro
                 n_records=len(keep),
                 source_kind=recipe.source.kind,
                 name=recipe.name,
+                n_skipped=len(reasons),
+                clipped_samples=clipped,
             )
-            # The samples' place in the file is fixed now and left unwritten: once HDF5 has written its
-            # metadata and closed the file, the scratch file is copied there byte for byte by the kernel.
+            # The samples' place in the file is fixed now. The kernel copies them there from the scratch files
+            # (HDF5 never writes that range: no fill values), then a thread flushes them to disk while HDF5
+            # writes the metadata, and the scratch files' pages are freed.
             dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
             dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-            dset = h5.create_dataset("signals", shape=(total, n_leads), dtype="<i2", dcpl=dcpl, fill_time="never")
-            data_offset = dset.id.get_offset()
-            kept_refs = [refs[i] for i in keep]
-            h5["offsets"], h5["lengths"] = offsets, lengths[keep]
-            h5["present"], h5["checksum"] = present[keep], checksums[keep]
-            h5["record_id"] = _str_array([r.record_id for r in kept_refs])
-            h5["patient_id"] = _str_array([r.patient_id for r in kept_refs])
-            h5["source"] = _str_array([r.source for r in kept_refs])
-            h5["sex"] = _str_array([str(r.meta.get("sex", "")) for r in kept_refs])
-            h5["fold"] = np.array([int(r.meta.get("fold", -1)) for r in kept_refs], dtype=np.int64)
-            h5["age"] = np.array([float(r.meta.get("age", np.nan)) for r in kept_refs], dtype=np.float64)
-            extra = sorted({k for r in kept_refs for k in r.meta} - {"sex", "fold", "age"})
-            meta = h5.create_group("meta")
-            for col in extra:
-                values = [r.meta.get(col) for r in kept_refs]
-                if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-                    meta[col] = np.array(values, dtype=np.int64)
-                elif all(isinstance(v, (int, float, np.number)) for v in values):
-                    meta[col] = np.array(values, dtype=np.float64)
-                else:
-                    meta[col] = _str_array(["" if v is None else str(v) for v in values])
-            labels = h5.create_group("labels")
-            for set_name, names in label_names.items():
-                col = {name: j for j, name in enumerate(names)}
-                mat = np.zeros((len(keep), len(names)), dtype=np.uint8)
-                for row, r in enumerate(kept_refs):
-                    for lab in r.labels.get(set_name, []):
-                        if lab in col:
-                            mat[row, col[lab]] = 1
-                labels[set_name] = mat
-                labels[set_name].attrs["names"] = json.dumps(list(names))
+            dset = h5.create_dataset("signals", shape=(int(lengths.sum()), n_leads), dtype="<i2", dcpl=dcpl,
+                                     fill_time="never")
+            _gather(scratch_paths, stored[keep].tolist(), fd, dset.id.get_offset(), n_leads * 2)
+            flushed = flusher.submit(os.fsync, fd)
+            _unlink(scratch_paths)
+            h5["offsets"], h5["lengths"] = offsets, lengths
+            h5["present"], h5["checksum"] = present[keep], checksums
+            _write_columns(h5, [refs[i] for i in keep], label_names)
             skipped = sorted(reasons.items())
             h5["skipped/record_id"] = _str_array([refs[i].record_id for i, _ in skipped])
             h5["skipped/reason"] = _str_array([reason for _, reason in skipped])
-            h5.attrs["n_skipped"] = len(skipped)
-            h5.attrs["clipped_samples"] = clipped
-        with open(tmp, "rb+") as f:
-            _gather(scratch_paths, stored[keep].tolist(), f.fileno(), data_offset, n_leads * 2)
-            os.fsync(f.fileno())
-            as_if_opened(f.fileno())
+            flushed.result()
+        os.fsync(fd)  # what HDF5 wrote meanwhile: the metadata
+        as_if_opened(fd)
         os.replace(tmp, out)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
     finally:
-        for path in scratch_paths:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        os.close(fd)
+        _unlink(scratch_paths)
     return BuildSummary(
         path=out,
         n_records=len(keep),
         n_skipped=len(reasons),
-        skipped=[(refs[i].record_id, reason) for i, reason in sorted(reasons.items())],
+        skipped=[(refs[i].record_id, reason) for i, reason in skipped],
         clipped_samples=clipped,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _unlink(paths: Sequence[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _write_columns(h5: h5py.File, refs: Sequence[RecordRef], label_names: dict[str, list[str]]) -> None:
+    """What the source knows of each stored record: ids, sex, fold, age, ``meta/*`` and ``labels/*``."""
+    h5["record_id"] = _str_array([r.record_id for r in refs])
+    h5["patient_id"] = _str_array([r.patient_id for r in refs])
+    h5["source"] = _str_array([r.source for r in refs])
+    h5["sex"] = _str_array([str(r.meta.get("sex", "")) for r in refs])
+    h5["fold"] = np.array([int(r.meta.get("fold", -1)) for r in refs], dtype=np.int64)
+    h5["age"] = np.array([float(r.meta.get("age", np.nan)) for r in refs], dtype=np.float64)
+    extra = sorted({k for r in refs for k in r.meta} - {"sex", "fold", "age"})
+    meta = h5.create_group("meta")
+    for col in extra:
+        values = [r.meta.get(col) for r in refs]
+        if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+            meta[col] = np.array(values, dtype=np.int64)
+        elif all(isinstance(v, (int, float, np.number)) for v in values):
+            meta[col] = np.array(values, dtype=np.float64)
+        else:
+            meta[col] = _str_array(["" if v is None else str(v) for v in values])
+    labels = h5.create_group("labels")
+    for set_name, names in label_names.items():
+        col = {name: j for j, name in enumerate(names)}
+        mat = np.zeros((len(refs), len(names)), dtype=np.uint8)
+        for row, r in enumerate(refs):
+            for lab in r.labels.get(set_name, []):
+                if lab in col:
+                    mat[row, col[lab]] = 1
+        labels[set_name] = mat
+        labels[set_name].attrs["names"] = json.dumps(list(names))
 
 
 # -------------------------------------------------------------------------------------------- reading

@@ -16,6 +16,7 @@ Everything that makes a record unusable raises `RecordError` with a one-line rea
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -129,6 +130,23 @@ class Header:
 # ---------------------------------------------------------------------------------------------- header
 
 
+def _read_bytes(path: str, offset: int = 0) -> bytes:
+    """The bytes of file ``path`` from ``offset`` on. Raw ``os`` calls: half the cost of ``open().read()``,
+    which a cache build pays twice per record (header and signal file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        want = max(os.fstat(fd).st_size - offset, 0)
+        out = os.pread(fd, want, offset)
+        while len(out) < want:  # a short read of a regular file: the rest, or the file shrank meanwhile
+            more = os.pread(fd, want - len(out), offset + len(out))
+            if not more:
+                break
+            out += more
+        return out
+    finally:
+        os.close(fd)
+
+
 def _decode_header(raw: bytes, name: str) -> list[str]:
     """Header bytes -> lines. Latin-1 is accepted in comment lines only (free text, e.g. German reports):
     a non-UTF-8 byte in a record or signal line would silently change a field, so it is an error."""
@@ -196,21 +214,38 @@ def _parse_record_line(fields: list[str], line_no: int, name: str) -> tuple[str,
 # The complete form nearly every header writes: "file fmt gain[(baseline)][/units] adcres adczero init checksum
 # blocksize description", with a bare format and a plain decimal gain. One match instead of field-by-field
 # parsing (a cache build parses 12 of these per record); anything else goes through the general parser.
+# The second group, "fmt gain[(baseline)][/units] adcres adczero", is the same on every line of a dataset, so
+# it is converted once (`_layout`); only the initial value, checksum and block size differ from line to line.
 _FULL_LINE_RE = re.compile(
-    r"(\S+)\s+(\d+)\s+(\d+(?:\.\d*)?)(?:\((-?\d+)\))?(?:/(\S+))?"
-    r"\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)\s+(\S.*)"
+    r"(\S+)\s+(\d+\s+\d+(?:\.\d*)?(?:\(-?\d+\))?(?:/\S+)?\s+-?\d+\s+-?\d+)"
+    r"\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)\s+(\S.*)"
 )
+_LAYOUT_RE = re.compile(r"(\d+)\s+(\d+(?:\.\d*)?)(?:\((-?\d+)\))?(?:/(\S+))?\s+(-?\d+)\s+(-?\d+)")
+
+
+@functools.lru_cache(maxsize=1024)
+def _layout(text: str) -> tuple[int, float, int, str, int, int] | None:
+    """``"16 1000.0(0)/mV 16 0"`` -> (fmt, gain, baseline, units, adc_zero, adc_res), or None where the
+    general parser must decide (an unknown format, a zero gain: it words the error)."""
+    m = _LAYOUT_RE.fullmatch(text)
+    if m is None:
+        return None
+    fmt_text, gain_text, baseline, units, adc_res, adc_zero = m.groups()
+    fmt, gain, zero = int(fmt_text), float(gain_text), int(adc_zero)
+    if fmt not in FORMAT_BITS or gain == 0:
+        return None
+    return fmt, gain, zero if baseline is None else int(baseline), units or "mV", zero, int(adc_res)
 
 
 def _parse_signal_line(text: str, line_no: int, index: int, name: str) -> SignalSpec:
     m = _FULL_LINE_RE.fullmatch(text)
     if m is not None:
-        file_name, fmt_text, gain_text, baseline, units, adc_res, adc_zero, init, checksum, block, lead = m.groups()
-        fmt, gain = int(fmt_text), float(gain_text)
-        if fmt in FORMAT_BITS and gain != 0:
-            return SignalSpec(file_name, fmt, gain, int(adc_zero) if baseline is None else int(baseline),
-                              units or "mV", int(adc_zero), int(init), int(checksum), lead.strip(),
-                              1, 0, 0, int(adc_res), int(block))
+        file_name, layout, init, checksum, block, lead = m.groups()
+        known = _layout(layout)
+        if known is not None:
+            fmt, gain, baseline, units, adc_zero, adc_res = known
+            return SignalSpec(file_name, fmt, gain, baseline, units, adc_zero, int(init), int(checksum),
+                              lead.strip(), 1, 0, 0, adc_res, int(block))
     return _parse_signal_line_general(text, line_no, index, name)
 
 
@@ -281,8 +316,7 @@ def parse_header(path: str | Path) -> Header:
     """
     path = os.fspath(path)  # a str, not a Path: pathlib costs more than parsing a line (once per record)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = _read_bytes(path)
     except FileNotFoundError:
         raise RecordError(f"missing header: {path}") from None
     except OSError as exc:
@@ -319,15 +353,16 @@ def parse_header(path: str | Path) -> Header:
 
 
 def _decode(buf: np.ndarray, fmt: int, n_values: int) -> np.ndarray:
-    """Raw bytes (uint8) -> the first ``n_values`` stored integers (int64, frame-interleaved order)."""
+    """Raw bytes (uint8) -> the first ``n_values`` stored integers (frame-interleaved order; the plain 16- and
+    32-bit formats as a view of ``buf``, the caller widens them to int64 in the same pass as it transposes)."""
     if fmt == 16:
-        return buf[: 2 * n_values].view("<i2").astype(np.int64)
+        return buf[: 2 * n_values].view("<i2")
     if fmt == 61:
-        return buf[: 2 * n_values].view(">i2").astype(np.int64)
+        return buf[: 2 * n_values].view(">i2")
     if fmt == 160:
         return buf[: 2 * n_values].view("<u2").astype(np.int64) - 32768
     if fmt == 32:
-        return buf[: 4 * n_values].view("<i4").astype(np.int64)
+        return buf[: 4 * n_values].view("<i4")
     if fmt == 80:
         return buf[:n_values].astype(np.int64) - 128
     if fmt == 8:
@@ -417,11 +452,11 @@ def _read_file(directory: str, specs: list[SignalSpec], n_samples: int | None) -
     """One signal file holding ``specs`` interleaved -> ``(len(specs), T)`` int64 digital samples."""
     first = specs[0]
     path = os.path.join(directory, first.file_name)
-    if not os.path.isfile(path):
-        raise RecordError(f"missing signal file: {path}")
     n_sig = len(specs)
     name = os.path.basename(path)
     if name.lower().endswith(".mat"):
+        if not os.path.isfile(path):
+            raise RecordError(f"missing signal file: {path}")
         digital = _read_mat(Path(path), n_sig)
         n = digital.shape[1]
         if n_samples is not None and n < n_samples:
@@ -432,9 +467,12 @@ def _read_file(directory: str, specs: list[SignalSpec], n_samples: int | None) -
 
     if any(s.fmt != first.fmt or s.byte_offset != first.byte_offset for s in specs):
         raise RecordError(f"signals in {name} disagree on format or byte offset")
-    with open(path, "rb") as f:  # one open, no separate stat: this runs once per record of a cache build
-        f.seek(first.byte_offset)
-        buf = np.frombuffer(f.read(), dtype=np.uint8)
+    try:
+        buf = np.frombuffer(_read_bytes(path, first.byte_offset), dtype=np.uint8)
+    except (FileNotFoundError, IsADirectoryError):
+        raise RecordError(f"missing signal file: {path}") from None
+    except OSError as exc:
+        raise RecordError(f"unreadable signal file: {path}: {exc.strerror}") from None
     bits = FORMAT_BITS[first.fmt]
     available = (buf.size * 8 // bits) // n_sig  # whole frames in the file
     if n_samples is None:
@@ -448,7 +486,7 @@ def _read_file(directory: str, specs: list[SignalSpec], n_samples: int | None) -
     flat = _decode(buf, first.fmt, n_samples * n_sig)
     # Frames are interleaved (s0 s1 ... s(n-1) s0 s1 ...); contiguous rows make the per-signal sums and the
     # scaling in read_signal several times faster than over the strided transpose.
-    digital = np.ascontiguousarray(flat.reshape(n_samples, n_sig).T)
+    digital = flat.reshape(n_samples, n_sig).T.astype(np.int64, order="C")
     if first.fmt == 8:  # first differences from each signal's initial value
         init = np.array([s.initial_value or 0 for s in specs], np.int64)[:, None]
         digital = np.cumsum(digital, axis=1) + init
@@ -469,47 +507,63 @@ def read_signal(header: Header, directory: str | Path) -> np.ndarray:
         RecordError: missing/truncated/over-long file, checksum mismatch, unsupported layout or units.
     """
     directory = os.fspath(directory)
-    # One pass over the signal lines: checks, file groups, and the per-signal columns used below.
-    groups: list[list[int]] = []  # signals sharing a file are consecutive (WFDB requires it), in order
-    baseline, scale, declared, checked, missing, has_missing = [], [], [], [], [], []
-    for i, s in enumerate(header.signals):
+    sigs = header.signals
+    # Per-signal columns as comprehensions (a cache build runs this once per record; a loop of appends costs
+    # more than the arithmetic on the samples).
+    for i, s in enumerate(sigs):
         if s.samples_per_frame != 1 or s.skew != 0:
-            raise RecordError(
-                f"signal {i} ({s.lead_name}): multi-frequency or skewed signals are not supported"
-            )
-        to_mv = _TO_MV.get(s.units.strip().lower())
-        if to_mv is None:
-            raise RecordError(f"signal {i} ({s.lead_name}): units {s.units!r} are not a voltage")
-        if groups and header.signals[groups[-1][0]].file_name == s.file_name:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-        baseline.append(s.baseline)
-        scale.append(to_mv / s.gain)
-        declared.append(0 if s.checksum is None else s.checksum)
-        checked.append(s.checksum is not None)
-        missing.append(MISSING_VALUE.get(s.fmt, 0))
-        has_missing.append(s.fmt in MISSING_VALUE)
-    parts = [_read_file(directory, [header.signals[i] for i in g], header.n_samples) for g in groups]
+            raise RecordError(f"signal {i} ({s.lead_name}): multi-frequency or skewed signals are not supported")
+    to_mv = {u: _TO_MV.get(u.strip().lower()) for u in {s.units for s in sigs}}
+    if None in to_mv.values():
+        i, s = next((i, s) for i, s in enumerate(sigs) if to_mv[s.units] is None)
+        raise RecordError(f"signal {i} ({s.lead_name}): units {s.units!r} are not a voltage")
+    files = [s.file_name for s in sigs]
+    if files.count(files[0]) == len(files):
+        groups = [sigs]
+    else:  # signals sharing a file are consecutive (WFDB requires it), in order
+        groups, start = [], 0
+        for i in range(1, len(sigs) + 1):
+            if i == len(sigs) or files[i] != files[start]:
+                groups.append(sigs[start:i])
+                start = i
+    parts = [_read_file(directory, g, header.n_samples) for g in groups]
     lengths = {p.shape[1] for p in parts}
     if len(lengths) != 1:
         raise RecordError(f"wrong sample count: signal files hold {sorted(lengths)} samples")
     digital = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
+    declared = [s.checksum for s in sigs]
     sums = digital.sum(axis=1)
-    wrong = np.flatnonzero(np.array(checked) & ((sums - np.array(declared, np.int64)) % 65536 != 0))
-    if len(wrong):
-        i = int(wrong[0])
+    wrong = (sums - np.array([c or 0 for c in declared], np.int64)) % 65536 != 0
+    if None in declared:
+        wrong &= np.array([c is not None for c in declared])
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
         got = (int(sums[i]) + 32768) % 65536 - 32768
         raise RecordError(
-            f"checksum mismatch in signal {i} ({header.signals[i].lead_name}): header {declared[i]}, data {got}"
+            f"checksum mismatch in signal {i} ({sigs[i].lead_name}): header {declared[i]}, data {got}"
         )
     # Physical = (digital - baseline) / gain, in float64 like wfdb (multiplying by mV/gain differs by at
-    # most an ulp of float64, far below float32 rounding), then float32.
-    out = ((digital - np.array(baseline, np.float64)[:, None]) * np.array(scale, np.float64)[:, None]).astype(np.float32)
-    invalid = (digital == np.array(missing, np.int64)[:, None]) & np.array(has_missing)[:, None]
-    if invalid.any():
-        out[invalid] = np.nan
+    # most an ulp of float64, far below float32 rounding), then float32. Scalars where every signal shares
+    # them (the usual case), as broadcasting a column costs several times more.
+    baseline = [s.baseline for s in sigs]
+    scale = [to_mv[s.units] / s.gain for s in sigs]
+    x = digital.astype(np.float64)
+    if baseline.count(baseline[0]) != len(baseline):
+        x -= np.array(baseline, np.float64)[:, None]
+    elif baseline[0]:
+        x -= baseline[0]
+    x *= scale[0] if scale.count(scale[0]) == len(scale) else np.array(scale, np.float64)[:, None]
+    out = x.astype(np.float32)
+    # WFDB's invalid-sample value is the lowest its format can store, so one minimum rules it out for nearly
+    # every record; only a record that reaches it is compared sample by sample.
+    missing = [MISSING_VALUE.get(s.fmt) for s in sigs]
+    lowest = max((m for m in missing if m is not None), default=None)
+    if lowest is not None and digital.min() <= lowest:
+        has = np.array([m is not None for m in missing])[:, None]
+        invalid = (digital == np.array([m or 0 for m in missing], np.int64)[:, None]) & has
+        if invalid.any():
+            out[invalid] = np.nan
     return out
 
 
@@ -524,8 +578,8 @@ def read_record(path_without_ext: str | Path) -> Signal:
         base = base[:-4]
     header = parse_header(base + ".hea")
     names = [n.strip() for n in header.lead_names]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
         raise RecordError(f"duplicated lead names {dupes}: {base}.hea")
     data = read_signal(header, os.path.dirname(base))
     return Signal(data=data, fs_hz=header.fs_hz, lead_names=names)

@@ -71,6 +71,13 @@ def test_missing_files_name_the_field(tmp_path: Path) -> None:
         WFDBFolderSource(path=str(tmp_path / "absent")).records()
 
 
+def test_ptbxl_database_without_a_needed_column_names_it(tmp_path: Path) -> None:
+    (tmp_path / "ptbxl_database.csv").write_text("ecg_id,patient_id,age,sex,scp_codes,strat_fold\n1,2,50,0,{},1\n")
+    (tmp_path / "scp_statements.csv").write_text(",diagnostic,form,rhythm,diagnostic_class,diagnostic_subclass\n")
+    with pytest.raises(ValueError, match=r"^source\.path: .*ptbxl_database\.csv has no column filename_lr$"):
+        PTBXLSource(path=str(tmp_path)).records()
+
+
 # ----------------------------------------------------------------------------------------------- PTB-XL
 
 

@@ -60,7 +60,12 @@ class PTBXLSource:
         for p in (db_path, st_path):
             if not p.is_file():
                 raise FileNotFoundError(f"source.path: {p} not found (is {self.root} the PTB-XL root?)")
-        db = pd.read_csv(db_path)
+        file_col = "filename_lr" if self.records_folder == "records100" else "filename_hr"
+        used = ("ecg_id", "patient_id", "age", "sex", "scp_codes", "strat_fold", file_col)
+        db = pd.read_csv(db_path, usecols=lambda c: c in used)  # the free-text columns cost most to parse
+        absent = [c for c in used if c not in db.columns]
+        if absent:
+            raise ValueError(f"source.path: {db_path} has no column {', '.join(absent)}")
         st = pd.read_csv(st_path, index_col=0)
 
         def flagged(column: str) -> set[str]:
@@ -72,39 +77,43 @@ class PTBXLSource:
         sup = {str(k): str(v) for k, v in diag["diagnostic_class"].items() if isinstance(v, str)}
         form, rhythm = flagged("form"), flagged("rhythm")
 
-        file_col = "filename_lr" if self.records_folder == "records100" else "filename_hr"
+        # Label set -> {statement code: the label it gives}; "all" keeps every code as it is.
+        label_of: dict[str, dict[str, str] | None] = {
+            "all": None,
+            "diagnostic": {c: c for c in diag_codes},
+            "subdiagnostic": sub,
+            "superdiagnostic": sup,
+            "form": {c: c for c in form},
+            "rhythm": {c: c for c in rhythm},
+        }
+        wanted = [(name, label_of[name]) for name in self.label_sets]
         refs: list[RecordRef] = []
         observed: set[str] = set()
-        root = str(self.root)
-        # Only the columns used: iterating the free-text columns too costs more than the rest of the listing.
-        for row in db[["ecg_id", "patient_id", "age", "sex", "scp_codes", "strat_fold", file_col]].itertuples(index=False):
-            codes = _scp_keys(row.scp_codes)
+        root = os.path.join(str(self.root), "")  # with the separator: records are root + file name
+        # Plain lists of the columns used: iterating the frame's rows costs more than the rest of the listing.
+        columns = [db[c].tolist() for c in used]
+        for ecg_id, patient_id, age, sex, scp_codes, fold, file_name in zip(*columns, strict=True):
+            codes = _scp_keys(scp_codes)
             observed.update(codes)
-            per_set = {
-                "all": set(codes),
-                "diagnostic": {c for c in codes if c in diag_codes},
-                "subdiagnostic": {sub[c] for c in codes if c in sub},
-                "superdiagnostic": {sup[c] for c in codes if c in sup},
-                "form": {c for c in codes if c in form},
-                "rhythm": {c for c in codes if c in rhythm},
-            }
-            age = float(row.age)
-            sex = {0: "M", 1: "F"}.get(int(row.sex), "") if not _isnan(row.sex) else ""
-            ecg_id = int(row.ecg_id)
+            ecg_id = int(ecg_id)
+            age = float(age)
             refs.append(
                 RecordRef(
                     record_id=f"{ecg_id:05d}",
-                    path=os.path.join(root, str(getattr(row, file_col))),
-                    patient_id=str(int(row.patient_id)) if not _isnan(row.patient_id) else f"{ecg_id:05d}",
+                    path=root + str(file_name),
+                    patient_id=str(int(patient_id)) if not _isnan(patient_id) else f"{ecg_id:05d}",
                     source="ptbxl",
                     meta={
-                        "fold": int(row.strat_fold),
-                        "sex": sex,
+                        "fold": int(fold),
+                        "sex": _SEX.get(sex, ""),
                         # PTB-XL writes ages above 89 as 300 (de-identification): they are 90 or more.
                         "age": 90.0 if age >= 300 else age,
                         "ecg_id": ecg_id,
                     },
-                    labels={name: sorted(per_set[name]) for name in self.label_sets},
+                    labels={
+                        name: sorted(set(codes) if of is None else {of[c] for c in codes if c in of})
+                        for name, of in wanted
+                    },
                 )
             )
         names = {
@@ -127,6 +136,8 @@ class PTBXLSource:
         """Label set -> every label it can hold, sorted (from ``scp_statements.csv``, not just those seen)."""
         return {k: list(v) for k, v in self._load()[1].items()}
 
+
+_SEX = {0: "M", 1: "F"}  # PTB-XL's sex column: 0 male, 1 female (floats 0.0/1.0 find these keys; NaN: unknown)
 
 # A key of the scp_codes dict literal: PTB-XL writes "{'NORM': 100.0, 'SR': 0.0}".
 _SCP_KEY = re.compile(r"'([^':]*)'\s*:")
