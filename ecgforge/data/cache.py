@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
-from scipy import signal as sps
 
 import ecgforge
 from ecgforge.artifacts import as_if_opened, pid_alive
@@ -76,6 +75,9 @@ def preprocess(data: np.ndarray, fs_in: float, fs_out: float, filt: FilterConfig
     resample = abs(fs_in - fs_out) > 1e-6
     if not (filt.highpass_hz or filt.lowpass_hz or filt.notch_hz or resample):
         return data.astype(np.float32, copy=False)  # nothing to do: no float64 round trip
+    # Deferred: scipy.signal takes half a second to import, and `cache info` / `cache verify` never need it.
+    from scipy import signal as sps
+
     x = data.astype(np.float64, copy=False)
     nyq = fs_in / 2
     if filt.highpass_hz or filt.lowpass_hz:
