@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -113,44 +114,49 @@ def pid_alive(pid: int) -> bool:
 
 
 class RunLock:
-    """An exclusive lock on a run directory that a dead process does not hold forever.
+    """An exclusive lock on a run directory, which the kernel releases when its process ends, however it ends.
 
-    The lock file holds the owner's PID; it is created with O_EXCL. A lock whose PID is no longer alive on
-    this host is stale and is taken over.
+    ``fcntl.flock`` on ``.lock``; the file also holds the owner's PID, for the message a second process gets.
+    A PID alone would be wrong twice: a reused PID looks alive, and two processes taking over one stale file at
+    the same instant could both believe they hold it.
     """
 
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / ".lock"
-        self.held = False
+        self._fd: int | None = None
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
+        while True:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and pid_alive(pid) and pid != os.getpid():
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                owner = os.pread(fd, 32, 0).decode("utf-8", "replace").strip() or "unknown"
+                os.close(fd)
+                if isinstance(exc, BlockingIOError):
                     raise RunDirError(
-                        f"{self.path.parent}: another ecgforge process (pid {pid}) is running in this directory"
+                        f"{self.path.parent}: another ecgforge process (pid {owner}) is running in this directory"
                     ) from None
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path)  # stale: its owner is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            self.held = True
-            return
-        raise RunDirError(f"{self.path}: could not take the run lock")
+                raise RunDirError(f"{self.path}: cannot lock: {exc.strerror}") from None
+            # The holder may have released (removed) the file between our open and our lock: lock the new one.
+            try:
+                current = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
 
     def release(self) -> None:
-        if self.held:
+        if self._fd is not None:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-            self.held = False
+                os.unlink(self.path)  # while still locked, so no one holds the removed file
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> RunLock:
         self.acquire()

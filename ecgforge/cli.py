@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -226,8 +227,11 @@ def report(
 # ---------------------------------------------------------------------------------------------- cache
 
 
-def build_cache_with_progress(spec: Any, out_path: str | Path | None, console: Console, workers: int | None = None) -> Any:
-    """Build a cache with a progress bar and print the summary table (skipped records with reasons)."""
+def build_cache_with_progress(
+    spec: Any, out_path: str | Path | None, console: Console, workers: int | None = None, *, quiet_after: bool = False
+) -> Any:
+    """Build a cache with a progress bar and print the summary table (skipped records with reasons).
+    ``quiet_after``: the whole command's work is done once the cache is in place (see `_quiet_ctrl_c`)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -247,6 +251,8 @@ def build_cache_with_progress(spec: Any, out_path: str | Path | None, console: C
             bar.update(task, completed=done, total=total)
 
         summary = build_cache(spec, out_path, workers=workers, progress=advance)
+    if quiet_after:
+        _quiet_ctrl_c()
     t = Table(title=f"cache {summary.path}")
     t.add_column("records")
     t.add_column("skipped")
@@ -289,7 +295,7 @@ def cache_build(
     if r.source.kind != "synthetic" and not Path(r.source.path).is_dir():
         raise UserError(f"{spec}: source.path: no such directory {r.source.path!r} (use --source DIR)")
     try:
-        build_cache_with_progress(r, out_path, err, workers)
+        build_cache_with_progress(r, out_path, err, workers, quiet_after=True)
     except CacheError as exc:  # a source's listing failed (labels CSV missing, ...): name the recipe too
         raise CacheError(f"{spec}: {exc}") from None
 
@@ -392,7 +398,17 @@ def export(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        _quiet_ctrl_c()
+
+
+def _quiet_ctrl_c() -> None:
+    """From here on the command's work is done (or reported): a Ctrl-C ends the process by the signal, instead
+    of a KeyboardInterrupt traceback from whatever cleanup the interpreter runs at exit, or a note that
+    nothing was written."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -327,8 +327,14 @@ def build_cache(
         workers: reader processes (default: ``recipe.workers`` or the CPU count); 1 reads in-process.
         progress: optional callable ``progress(done, total)`` called as records complete.
     """
-    with _frozen_heap():
-        return _build(recipe, out, workers, progress)
+    # Ctrl-C sets a flag that the build checks at safe points (between batches, before the rename): raised
+    # wherever the main thread happens to be, a KeyboardInterrupt is swallowed inside h5py's or the pool's own
+    # code ("Exception ignored"), or hangs the pool's shutdown (see ecgforge.signals). Not SIGTERM: a
+    # scheduler sends it to the whole process group, and a reader it kills while it holds the pool's task-queue
+    # lock would hang the shutdown; SIGTERM ends the build at once, like SIGKILL (the next build removes its
+    # scratch files).
+    with _frozen_heap(), StopOnSignal((signal.SIGINT,)) as stop:
+        return _build(recipe, out, workers, progress, stop)
 
 
 @contextlib.contextmanager
@@ -349,7 +355,9 @@ def _frozen_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _build(recipe: CacheRecipe, out: str | Path | None, workers: int | None, progress: Any | None) -> BuildSummary:
+def _build(
+    recipe: CacheRecipe, out: str | Path | None, workers: int | None, progress: Any | None, stop: StopOnSignal
+) -> BuildSummary:
     import time
 
     from ecgforge.registry import build
@@ -372,19 +380,14 @@ def _build(recipe: CacheRecipe, out: str | Path | None, workers: int | None, pro
             os.close(sfd)
             scratch_paths.append(name)
         with contextlib.ExitStack() as stack:
-            pool = stop = None
+            pool = None
             if workers > 1:
                 # The readers start while the source lists its records: they need the recipe, and each task
-                # brings the paths it reads. Ctrl-C sets a flag checked between results: raised inside the
-                # pool's own code, a KeyboardInterrupt is swallowed or hangs its shutdown (see ecgforge.signals).
-                # Not SIGTERM: a scheduler sends it to the whole process group, and a reader it kills while it
-                # holds the pool's task-queue lock would hang the shutdown; SIGTERM ends the build at once, like
-                # SIGKILL (the next build removes its scratch files).
+                # brings the paths it reads.
                 ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context("spawn")
                 queue = ctx.SimpleQueue()
                 for number, path in enumerate(scratch_paths):
                     queue.put((number, path))
-                stop = stack.enter_context(StopOnSignal((signal.SIGINT,)))
                 pool = stack.enter_context(ctx.Pool(workers, initializer=_init_worker, initargs=(recipe, queue)))
             try:
                 refs = source.records()
@@ -405,6 +408,8 @@ def _build(recipe: CacheRecipe, out: str | Path | None, workers: int | None, pro
             def consume(stream: Iterator[_Batch]) -> None:
                 nonlocal clipped, done
                 for b in stream:
+                    if stop.is_set():
+                        raise KeyboardInterrupt
                     k = len(b.stored)
                     stored[b.start : b.start + k], present[b.start : b.start + k] = b.stored, b.present
                     reasons.update(b.reasons)
@@ -412,7 +417,7 @@ def _build(recipe: CacheRecipe, out: str | Path | None, workers: int | None, pro
                     if progress is not None:
                         progress(done, n)
 
-            if pool is None or stop is None:
+            if pool is None:
                 sink = stack.enter_context(contextlib.closing(_Scratch(0, scratch_paths[0])))
                 consume(_process_range(start, paths, recipe, sink) for start, paths in tasks)
             else:
@@ -458,6 +463,8 @@ def _build(recipe: CacheRecipe, out: str | Path | None, workers: int | None, pro
             flushed.result()
         os.fsync(fd)  # what HDF5 wrote meanwhile: the metadata
         as_if_opened(fd)
+        if stop.is_set():
+            raise KeyboardInterrupt
         os.replace(tmp, out)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

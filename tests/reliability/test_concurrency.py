@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -91,22 +92,71 @@ def test_second_run_on_a_live_run_directory_is_refused(reference: tuple[Path, Pa
 def test_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    cases = {"dead pid": str(dead.pid), "empty file": "", "garbage": "not a pid\n"}
+    # Files no live process holds a lock on, whatever they say: a dead PID, nothing, garbage, and a live PID
+    # (pytest's parent process): a PID that is alive again after reuse must not keep a run out.
+    cases = {"dead pid": str(dead.pid), "empty file": "", "garbage": "not a pid\n", "live pid, no lock": str(os.getppid())}
     for what, content in cases.items():
-        d = tmp_path / what.replace(" ", "_")
+        d = tmp_path / what.replace(" ", "_").replace(",", "")
         d.mkdir()
         (d / ".lock").write_text(content)
         with RunLock(d):
             taken = (d / ".lock").read_text() == str(os.getpid())
         record("concurrency", f"stale lock ({what}) taken over" if taken else f"stale lock ({what}) kept", lost=0)
         assert taken and not (d / ".lock").exists(), what
+
+
+def test_lock_held_by_a_live_process_is_refused_until_it_dies(tmp_path: Path) -> None:
     live = tmp_path / "live"
-    live.mkdir()
-    (live / ".lock").write_text(str(os.getppid()))  # pytest's parent process: alive, not us
-    with pytest.raises(RunDirError, match=rf"another ecgforge process \(pid {os.getppid()}\)"):
-        RunLock(live).acquire()
-    record("concurrency", "live lock refused")
-    assert (live / ".lock").read_text() == str(os.getppid())
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from ecgforge.artifacts import RunLock; RunLock(sys.argv[1]).acquire(); "
+         "print('held', flush=True); time.sleep(600)", str(live)],
+        cwd=ROOT, env=env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunDirError, match=rf"^{re.escape(str(live))}: another ecgforge process \(pid {holder.pid}\)"):
+            RunLock(live).acquire()
+        record("concurrency", "live lock refused")
+        assert (live / ".lock").read_text() == str(holder.pid)
+    finally:
+        holder.kill()  # SIGKILL: no release() runs, the kernel drops the lock
+        holder.wait()
+    with RunLock(live):
+        taken = (live / ".lock").read_text() == str(os.getpid())
+    record("concurrency", "lock of a killed process taken over" if taken else "lock of a killed process kept")
+    assert taken
+
+
+def test_two_processes_racing_for_one_lock_never_both_hold_it(tmp_path: Path) -> None:
+    """Six processes try the same (stale) lock at once, 10 rounds: at most one holds it at any time."""
+    script = (
+        "import os, sys, time\n"
+        "from ecgforge.artifacts import RunDirError, RunLock\n"
+        "d, log = sys.argv[1], sys.argv[2]\n"
+        "while not os.path.exists(os.path.join(d, 'go')): time.sleep(0.001)\n"
+        "try:\n"
+        "    with RunLock(d):\n"
+        "        with open(log, 'a') as f: f.write(f'in {os.getpid()} {time.monotonic()}\\n')\n"
+        "        time.sleep(0.02)\n"
+        "        with open(log, 'a') as f: f.write(f'out {os.getpid()} {time.monotonic()}\\n')\n"
+        "except RunDirError:\n"
+        "    pass\n"
+    )
+    for round_ in range(10):
+        d, log = tmp_path / f"r{round_}", tmp_path / f"r{round_}.log"
+        d.mkdir()
+        (d / ".lock").write_text("999999999")  # stale
+        procs = [subprocess.Popen([sys.executable, "-c", script, str(d), str(log)], cwd=ROOT, env=env()) for _ in range(6)]
+        time.sleep(0.3)  # let them start and wait at the line
+        (d / "go").touch()
+        assert all(p.wait(60) == 0 for p in procs)
+        events = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+        holders, overlap = 0, False
+        for kind, _, _ in sorted(events, key=lambda e: float(e[2])):
+            holders += 1 if kind == "in" else -1
+            overlap |= holders > 1
+        record("concurrency", "racing for a stale lock: one holder at a time" if not overlap else "racing: two holders",
+               lost=int(overlap))
+        assert events and not overlap, events
 
 
 # ---------------------------------------------------------------------------------- readers and builds

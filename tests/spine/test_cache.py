@@ -139,6 +139,30 @@ def test_failed_build_leaves_no_file(folder: Path, tmp_path: Path, monkeypatch: 
     assert not out.exists() and list(tmp_path.iterdir()) == [folder]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_while_hdf5_is_written_stops_before_the_rename(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """Ctrl-C in pass 2 is held until a safe point: HDF5's writing finishes, then the build stops unrenamed.
+    (Raised at once, it lands inside h5py's weakref callbacks, which print "Exception ignored" and go on.)"""
+    import signal
+
+    import ecgforge.data.cache as cache_mod
+
+    out = tmp_path / "c.h5"
+    real, finished = cache_mod._write_columns, []
+
+    def interrupted(*a: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        real(*a)  # type: ignore[arg-type]
+        finished.append(True)
+
+    monkeypatch.setattr(cache_mod, "_write_columns", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(recipe(folder, out), workers=workers)
+    assert finished and not out.exists() and list(tmp_path.iterdir()) == [folder]
+
+
 def test_rebuild_replaces_previous_cache_atomically(folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "c.h5"
     build_cache(recipe(folder, out), workers=1)

@@ -122,8 +122,9 @@ def test_short_run_writes_a_valid_run_directory(tmp_path: Path) -> None:
 def test_locked_run_directory_is_refused(tmp_path: Path) -> None:
     import os
 
+    from ecgforge.artifacts import RunLock
+
     out = tmp_path / "run"
-    out.mkdir()
-    (out / ".lock").write_text(str(os.getppid()))  # a live process holds it
-    res = runner.invoke(app, ["run", str(tiny_recipe(tmp_path)), "--out", str(out)])
-    assert res.exit_code == 2 and "another ecgforge process" in res.stderr
+    with RunLock(out):  # held through a descriptor of its own: the command's lock conflicts with it
+        res = runner.invoke(app, ["run", str(tiny_recipe(tmp_path)), "--out", str(out)])
+    assert res.exit_code == 2 and f"another ecgforge process (pid {os.getpid()})" in res.stderr
