@@ -18,10 +18,7 @@ Output layout (``FORMAT`` ``ecgforge-embeddings`` v1)::
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,7 +30,7 @@ import torch
 from torch import nn
 
 import ecgforge
-from ecgforge.artifacts import as_if_opened
+from ecgforge.artifacts import atomic_file
 from ecgforge.data.cache import Cache
 from ecgforge.data.dataset import TiledWindows, select
 from ecgforge.errors import UserError
@@ -125,11 +122,7 @@ def write_embeddings(
 ) -> Path:
     """Write the embeddings file (see the module docstring) atomically: temporary file, fsync, rename."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_file(out) as tmp:
         with h5py.File(tmp, "w") as h5:
             h5.attrs.update({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in attrs.items()})
             h5["embedding"] = z.astype(np.float32)
@@ -148,14 +141,6 @@ def write_embeddings(
             for name, mat in cache.labels.items():
                 labels[name] = mat[indices].astype(np.uint8)
                 labels[name].attrs["names"] = json.dumps(cache.label_names[name])
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-            as_if_opened(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
     return out
 
 

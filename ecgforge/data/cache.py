@@ -529,7 +529,8 @@ def _strings(ds: h5py.Dataset) -> np.ndarray:
 class Cache:
     """Read-only view of a cache: metadata in memory, signals read per window.
 
-    Safe to use from DataLoader workers: the signal file descriptor is opened lazily in each process.
+    Safe to use from DataLoader workers: each process reads through a descriptor of its own, of the very file
+    the metadata came from (a cache rebuilt at the same path meanwhile is refused, not mixed in).
     With ``in_memory=True`` the whole signal array is loaded once (fast for caches that fit in RAM).
     """
 
@@ -541,11 +542,18 @@ class Cache:
             h5 = h5py.File(self.path, "r")
         except OSError as exc:
             raise CacheError(f"{self.path}: not an HDF5 file ({exc})") from None
+        self._data: np.ndarray | None = None
+        self._fd: int | None = None
+        self._pid: int | None = None
         with h5:
             if "layout_version" not in h5.attrs or "signals" not in h5:
                 raise CacheError(f"{self.path}: not an ecgforge cache (no layout_version / signals)")
             if int(h5.attrs["layout_version"]) != LAYOUT_VERSION:
                 raise CacheError(f"{self.path}: layout_version {h5.attrs['layout_version']}, this ecgforge reads {LAYOUT_VERSION}")
+            # The descriptor that later reads go through: HDF5's own, duplicated, so both are the same file.
+            self._fd, self._pid = os.dup(h5.id.get_vfd_handle()), os.getpid()
+            st = os.fstat(self._fd)
+            self._identity = (st.st_dev, st.st_ino)
             a = h5.attrs
             self.spec_hash = str(a["spec_hash"])
             self.spec = json.loads(a["spec"])
@@ -570,12 +578,9 @@ class Cache:
             sig = h5["signals"]
             self.n_leads = int(sig.shape[1])
             self._offset = sig.id.get_offset()  # byte offset of the contiguous dataset; None if empty
-        self._data: np.ndarray | None = None
-        self._fd: int | None = None
-        self._pid: int | None = None
-        if in_memory:
-            with h5py.File(self.path, "r") as h5:
-                self._data = h5["signals"][()]
+            if in_memory:
+                self._data = sig[()]
+                self.close()
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -597,6 +602,21 @@ class Cache:
     def columns(self) -> list[str]:
         return ["fold", "age", "sex", "source", "patient_id", "record_id", *sorted(self.meta)]
 
+    def _descriptor(self) -> int:
+        """This process's descriptor of the cache file. In another process (a DataLoader worker, forked or
+        spawned) the path is opened again, and must still be the file the metadata came from."""
+        if self._fd is None or self._pid != os.getpid():
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise CacheError(f"{self.path}: the cache was removed after it was opened") from None
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != self._identity:
+                os.close(fd)
+                raise CacheError(f"{self.path}: the cache was replaced (rebuilt?) after it was opened; open it again")
+            self._fd, self._pid = fd, os.getpid()
+        return self._fd
+
     def read(self, i: int, start: int = 0, length: int | None = None) -> np.ndarray:
         """Samples ``[start, start + length)`` of record ``i`` as ``(n_leads, length)`` float32 mV."""
         rec_len = int(self.lengths[i])
@@ -607,10 +627,8 @@ class Cache:
         if self._data is not None:
             q = self._data[row : row + length]
         else:
-            if self._fd is None or self._pid != os.getpid():
-                self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
             nbytes = length * self.n_leads * 2
-            buf = os.pread(self._fd, nbytes, self._offset + row * self.n_leads * 2)
+            buf = os.pread(self._descriptor(), nbytes, self._offset + row * self.n_leads * 2)
             if len(buf) != nbytes:
                 raise CacheError(f"{self.path}: truncated (record {self.record_id[i]})")
             q = np.frombuffer(buf, dtype=np.int16).reshape(length, self.n_leads)
@@ -631,13 +649,12 @@ class Cache:
         if self._data is not None:
             q = self._data[rows[:, None] + np.arange(length)]  # (B, length, n_leads)
         else:
-            if self._fd is None or self._pid != os.getpid():
-                self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+            fd = self._descriptor()
             q = np.empty((len(rows), length, self.n_leads), np.int16)
             buf = memoryview(q.reshape(-1).view(np.uint8))  # pread straight into the batch, no copies
             nbytes = length * self.n_leads * 2
             for b, r in enumerate(rows.tolist()):
-                if os.preadv(self._fd, [buf[b * nbytes : (b + 1) * nbytes]], self._offset + r * self.n_leads * 2) != nbytes:
+                if os.preadv(fd, [buf[b * nbytes : (b + 1) * nbytes]], self._offset + r * self.n_leads * 2) != nbytes:
                     raise CacheError(f"{self.path}: truncated (record {self.record_id[records[b]]})")
         # Conversion, scaling and the (time, leads) -> (leads, time) transpose in one pass.
         out = np.empty((len(rows), self.n_leads, length), np.float32)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ecgforge.artifacts import atomic_dir, atomic_write_json
+from ecgforge.artifacts import atomic_dir, atomic_file, atomic_write_json
 
 
 @pytest.fixture
@@ -33,3 +33,15 @@ def test_atomic_file_and_folder_follow_the_umask(tmp_path: Path, umask_027: None
         (d / "x").write_text("x")
     assert mode(tmp_path / "export") == 0o750
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "results.json"]  # no scratch left
+
+
+def test_atomic_file_failure_keeps_the_old_file_and_leaves_no_scratch(tmp_path: Path) -> None:
+    target = tmp_path / "embeddings.h5"
+    with atomic_file(target) as tmp:
+        assert tmp.parent == tmp_path and tmp != target and not target.exists()
+        tmp.write_bytes(b"first")
+    assert target.read_bytes() == b"first"
+    with pytest.raises(KeyboardInterrupt), atomic_file(target) as tmp:
+        tmp.write_bytes(b"half of the second")
+        raise KeyboardInterrupt
+    assert target.read_bytes() == b"first" and [p.name for p in tmp_path.iterdir()] == ["embeddings.h5"]

@@ -163,6 +163,27 @@ def test_ctrl_c_while_hdf5_is_written_stops_before_the_rename(
     assert finished and not out.exists() and list(tmp_path.iterdir()) == [folder]
 
 
+def test_cache_rebuilt_under_an_open_reader_is_never_mixed_in(folder: Path, tmp_path: Path) -> None:
+    """A rebuild at the same path: the open `Cache` goes on reading the file its metadata came from; a copy in
+    another process (pickled, as for a spawned DataLoader worker) refuses the new file instead of pairing the
+    old offsets with its samples."""
+    import pickle
+
+    out = tmp_path / "c.h5"
+    build_cache(recipe(folder, out), workers=1)
+    c = Cache(out)
+    first = c.read(0).copy()
+    copy = pickle.loads(pickle.dumps(c))  # made before the rebuild; opens its descriptor at the first read
+    build_cache(recipe(folder, out, fs_hz=50), workers=1)  # other samples at the same path
+    np.testing.assert_array_equal(c.read(0), first)
+    with pytest.raises(CacheError, match=r"c\.h5: the cache was replaced \(rebuilt\?\) after it was opened"):
+        copy.read(0)
+    c.close()  # a closed cache reopens by path on its next read, under the same check
+    with pytest.raises(CacheError, match="replaced"):
+        c.read(0)
+    assert Cache(out).fs_hz == 50
+
+
 def test_rebuild_replaces_previous_cache_atomically(folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "c.h5"
     build_cache(recipe(folder, out), workers=1)
