@@ -116,6 +116,17 @@ def _window(cache: Cache, i: int, start: int, window: int) -> np.ndarray:
     return out
 
 
+class WindowBatch(dict):
+    """A batch that `RandomWindows.__getitems__` already stacked: key -> tensor. PyTorch's default collate
+    indexes a batch by position; this one then says which ``collate_fn`` to use, instead of ``KeyError: 0``."""
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if isinstance(key, int):
+            raise TypeError("RandomWindows returns whole batches: give the DataLoader "
+                            "collate_fn=ecgforge.data.dataset.collate_windows")
+        return super().__getitem__(key)
+
+
 class RandomWindows(Dataset):
     """Training items: a random ``window``-sample crop (or ``n_segments`` crops) of each selected record.
 
@@ -172,7 +183,7 @@ class RandomWindows(Dataset):
             item["y"] = torch.as_tensor(self.targets.y[k])
         return item
 
-    def __getitems__(self, ks: list[int]) -> dict[str, torch.Tensor]:
+    def __getitems__(self, ks: list[int]) -> WindowBatch:
         """The items ``ks`` as one batch: ``x (B, leads, window)`` or ``(B, n_segments, leads, window)``, ..."""
         ks_arr = np.asarray(ks, dtype=np.int64)
         idx = self.indices[ks_arr]
@@ -189,12 +200,12 @@ class RandomWindows(Dataset):
                 x[b] = _window(self.cache, int(rec[b]), 0, self.window)
         if self.n_segments > 1:
             x = x.reshape(len(idx), self.n_segments, self.cache.n_leads, self.window)
-        batch = {
-            "x": torch.from_numpy(x),
-            "lead_mask": torch.from_numpy(self.cache.present[idx]),
-            "patient": torch.from_numpy(self.patients[idx]),
-            "record": torch.from_numpy(idx),
-        }
+        batch = WindowBatch(
+            x=torch.from_numpy(x),
+            lead_mask=torch.from_numpy(self.cache.present[idx]),
+            patient=torch.from_numpy(self.patients[idx]),
+            record=torch.from_numpy(idx),
+        )
         if self.targets is not None:
             batch["y"] = torch.from_numpy(np.asarray(self.targets.y[ks_arr]))
         return batch

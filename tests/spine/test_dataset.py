@@ -94,6 +94,14 @@ def test_batches_equal_stacked_items(cache: Cache, n_segments: int) -> None:
     assert np.all(batch["x"].numpy()[2, ..., 700:] == 0)  # the 7 s record, zero-padded at the end
 
 
+def test_loader_without_collate_windows_says_so(cache: Cache) -> None:
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(RandomWindows(cache, np.arange(3), 250, seed=1), batch_size=2)  # default collate
+    with pytest.raises(TypeError, match=r"whole batches: .*collate_fn=ecgforge\.data\.dataset\.collate_windows"):
+        next(iter(loader))
+
+
 def test_loader_batches_do_not_depend_on_workers(cache: Cache) -> None:
     from torch.utils.data import DataLoader
 
