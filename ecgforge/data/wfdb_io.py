@@ -559,7 +559,7 @@ def read_signal(header: Header, directory: str | Path) -> np.ndarray:
     # every record; only a record that reaches it is compared sample by sample.
     missing = [MISSING_VALUE.get(s.fmt) for s in sigs]
     lowest = max((m for m in missing if m is not None), default=None)
-    if lowest is not None and digital.min() <= lowest:
+    if lowest is not None and digital.size and digital.min() <= lowest:
         has = np.array([m is not None for m in missing])[:, None]
         invalid = (digital == np.array([m or 0 for m in missing], np.int64)[:, None]) & has
         if invalid.any():

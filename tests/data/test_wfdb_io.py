@@ -117,6 +117,14 @@ def test_nsamp_missing_is_taken_from_file(tmp_path: Path) -> None:
     assert read_record(path).data.shape == (3, 777)
 
 
+def test_empty_signal_file_without_nsamp_reads_as_no_samples(tmp_path: Path) -> None:
+    """Nothing to decode, no sample count or checksum to contradict it: zero samples (the cache writer then
+    skips the record as "empty signal"), not an exception from a reduction over nothing."""
+    (tmp_path / "e.hea").write_text("e 2 500\ne.dat 16\ne.dat 16\n")
+    (tmp_path / "e.dat").write_bytes(b"")
+    assert read_record(str(tmp_path / "e")).data.shape == (2, 0)
+
+
 # --------------------------------------------------------------------------------------------- formats
 
 
