@@ -1,90 +1,27 @@
-"""Recipe schema: what a TOML recipe may say, validated once, with errors that name the file and field.
-
-Two kinds of recipe share this module:
-- a *run recipe* (``ecgforge run``): data, encoder, objective, training and evaluations;
-- a *cache recipe* (``ecgforge cache build``): a dataset source and how to preprocess it into HDF5.
+"""The run recipe (``ecgforge run RECIPE``): data, encoder, objective, training and evaluations.
 
 Every model is frozen and forbids unknown keys, so a typo fails when the recipe is read, not hours into a
-run. ``--set dotted.key=value`` overrides are parsed as TOML values, merged, then validated with the rest.
+run. ``--set dotted.key=value`` overrides are parsed as TOML values, merged, then validated with the rest
+(``config_files``). Validators check the recipe itself and read no file: ``[model] init`` is resolved by the
+application (``app.recipes.resolve_init``), which reads the saved encoder's config.
 """
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import json
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from ecgforge.data.leads import CANONICAL_LEADS
-from ecgforge.data.sources import SourceConfig
-from ecgforge.encoders import EncoderConfig
-from ecgforge.errors import UserError
-from ecgforge.evaluation import EvalConfig
-from ecgforge.objectives import SSLConfig
+from ecgforge.config_files import Strict, load_model
+from ecgforge.encoders import ENCODERS
+from ecgforge.evaluation import PROTOCOLS
+from ecgforge.objectives import OBJECTIVES
 
-SCHEMA_VERSION = 1
+EncoderConfig = ENCODERS.union
+SSLConfig = OBJECTIVES.union
+EvalConfig = PROTOCOLS.union
 
-
-class RecipeError(UserError):
-    """A recipe problem a user can fix. ``str(err)`` is one or more lines, each naming file and field."""
-
-
-class Strict(BaseModel, extra="forbid", frozen=True):
-    pass
-
-
-# --------------------------------------------------------------------------------------------- cache
-
-
-class FilterConfig(Strict):
-    """Optional zero-phase filtering applied before resampling. Absent keys mean no filter."""
-
-    highpass_hz: float | None = Field(None, gt=0, description="baseline-wander removal (e.g. 0.5)")
-    lowpass_hz: float | None = Field(None, gt=0)
-    notch_hz: float | None = Field(None, gt=0, description="powerline notch (50 or 60)")
-    order: int = Field(3, ge=1, le=8, description="Butterworth order, applied forward and backward")
-
-
-class SignalConfig(Strict):
-    fs_hz: float = Field(gt=0, description="target sampling rate; records are resampled polyphase")
-    leads: list[str] = Field(default_factory=lambda: list(CANONICAL_LEADS))
-    min_duration_s: float = Field(1.0, ge=0, description="shorter records are skipped with a reason")
-    max_duration_s: float | None = Field(None, gt=0, description="longer records are truncated")
-    filter: FilterConfig = FilterConfig()
-
-    @field_validator("leads")
-    @classmethod
-    def _known_leads(cls, leads: list[str]) -> list[str]:
-        unknown = [lead for lead in leads if lead not in CANONICAL_LEADS]
-        if unknown:
-            raise ValueError(f"unknown lead(s) {unknown}; expected names from {list(CANONICAL_LEADS)}")
-        if len(set(leads)) != len(leads):
-            raise ValueError("duplicated lead names")
-        return leads
-
-
-class CacheRecipe(Strict):
-    """``ecgforge cache build SPEC.toml``: one HDF5 file per dataset and preprocessing spec."""
-
-    schema_version: Literal[1] = 1
-    name: str = Field(min_length=1)
-    out: str = Field(description="path of the HDF5 cache to write")
-    source: SourceConfig
-    signal: SignalConfig
-    workers: int = Field(0, ge=0, description="reader processes; 0 = number of CPU cores")
-
-    def spec_hash(self) -> str:
-        """Hash of everything that determines the cache's content (not where it is written)."""
-        payload = self.model_dump(mode="json", exclude={"out", "name", "workers"})
-        payload["source"].pop("path", None)  # the same data moved elsewhere is the same cache
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# ----------------------------------------------------------------------------------------------- run
 
 
 Selector = dict[str, list[int] | list[str] | int | str]
@@ -146,14 +83,9 @@ class ModelConfig(Strict):
         return data
 
     @model_validator(mode="after")
-    def _resolve_init(self) -> ModelConfig:
-        if self.init is None:
-            if self.encoder is None:
-                raise ValueError("[model.encoder] is required (or `init` to start from a saved encoder)")
-            return self
-        from ecgforge.pretrained import init_encoder_config
-
-        object.__setattr__(self, "encoder", init_encoder_config(self.init, self.encoder))
+    def _encoder_or_init(self) -> ModelConfig:
+        if self.init is None and self.encoder is None:
+            raise ValueError("[model.encoder] is required (or `init` to start from a saved encoder)")
         return self
 
 
@@ -205,156 +137,13 @@ class Recipe(Strict):
     @model_validator(mode="after")
     def _optim_groups(self) -> Recipe:
         if self.ssl is not None:
-            from ecgforge.objectives import OBJECTIVES
-
             missing = [g for g in dict.fromkeys(OBJECTIVES[self.ssl.kind].phases) if g not in self.train.optim]
             if missing:
                 raise ValueError(f"ssl kind {self.ssl.kind!r} needs [train.optim.{missing[0]}] (optimiser groups: {missing})")
         return self
 
 
-# ------------------------------------------------------------------------------------ loading, errors
-
-
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif parts:
-            parts.append(f".{item}")
-        else:
-            parts.append(str(item))
-    return "".join(parts) or "(top level)"
-
-
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem: ``file: field.path: message (got value)``."""
-    lines = []
-    for e in err.errors():
-        # Tagged unions add the tag to the location ("ssl.simclr.temperature"): keep it, it says which kind.
-        loc = _format_loc(tuple(e["loc"]))
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (misspelled?)"
-        elif e["type"] == "missing":
-            msg = "required key is missing"
-        elif e["type"] == "value_error":
-            msg = msg.removeprefix("Value error, ")
-        got = e.get("input")
-        if e["type"] == "union_tag_not_found":
-            # pydantic says "Unable to extract tag": say which key is missing, and point at a misspelling of it.
-            tag = str(e.get("ctx", {}).get("discriminator", "kind")).strip("'")
-            msg = f"required key {tag!r} is missing"
-            close = difflib.get_close_matches(tag, [str(k) for k in got], n=1) if isinstance(got, dict) else []
-            if close:
-                msg += f"; {close[0]!r} is an unknown key (misspelled?)"
-        shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{source}: {loc}: {msg}{shown}")
-    return "\n".join(lines)
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{path}: cannot read: {exc}") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{path}: TOML syntax error: {exc}") from None
-
-
-def parse_override(item: str) -> tuple[list[str | int], Any]:
-    """``"train.optim.encoder.lr=3e-4"`` -> (["train", "optim", "encoder", "lr"], 0.0003).
-
-    The value is parsed as a TOML value (numbers, booleans, arrays, inline tables, quoted strings); a bare
-    word that is not valid TOML is taken as a string, so ``--set name=my-run`` works. List items are
-    addressed by index: ``eval.0.seeds=[0,1]``.
-    """
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise RecipeError(f"--set {item!r}: expected dotted.key=value")
-    try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    path: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
-    return path, value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    for item in overrides:
-        path, value = parse_override(item)
-        node: Any = raw
-        for i, part in enumerate(path[:-1]):
-            nxt = path[i + 1]
-            if isinstance(part, int):
-                if not isinstance(node, list) or part >= len(node):
-                    raise RecipeError(f"--set {item!r}: {_format_loc(tuple(path[: i + 1]))} does not exist")
-                node = node[part]
-            else:
-                if not isinstance(node, dict):
-                    raise RecipeError(f"--set {item!r}: {_format_loc(tuple(path[:i]))} is not a table")
-                node = node.setdefault(part, [] if isinstance(nxt, int) else {})
-        last = path[-1]
-        if isinstance(last, int):
-            if not isinstance(node, list) or last >= len(node):
-                raise RecipeError(f"--set {item!r}: {_format_loc(tuple(path))} does not exist")
-            node[last] = value
-        elif isinstance(node, dict):
-            node[last] = value
-        else:
-            raise RecipeError(f"--set {item!r}: {_format_loc(tuple(path[:-1]))} is not a table")
-    return raw
-
-
-def migrate(raw: dict[str, Any], source: str) -> dict[str, Any]:
-    """Bring an older recipe to the current schema. Version 1 is the first; newer ones are refused."""
-    version = raw.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        raise RecipeError(f"{source}: schema_version: this ecgforge reads version {SCHEMA_VERSION}, got {version!r}")
-    return raw
-
-
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override and validate a run recipe; raises RecipeError with one line per problem."""
-    raw = migrate(apply_overrides(read_toml(path), overrides or []), str(path))
-    try:
-        return Recipe.model_validate(raw)
-    except ValidationError as exc:
-        raise RecipeError(format_validation_error(exc, str(path))) from None
-
-
-def load_cache_recipe(path: str | Path, overrides: list[str] | None = None) -> CacheRecipe:
-    raw = migrate(apply_overrides(read_toml(path), overrides or []), str(path))
-    try:
-        return CacheRecipe.model_validate(raw)
-    except ValidationError as exc:
-        raise RecipeError(format_validation_error(exc, str(path))) from None
-
-
-def is_cache_recipe(path: str | Path) -> bool:
-    """Cache recipes have [source], [signal] and ``out``; run recipes have [data] and [model].
-
-    Any one of the cache keys decides, so that a cache recipe missing its [source] is reported as that,
-    not as a run recipe missing [data] and [model].
-    """
-    raw = read_toml(path)
-    return bool({"source", "signal", "out"} & raw.keys()) and not {"data", "model"} & raw.keys()
-
-
-def to_toml_dict(model: BaseModel) -> dict[str, Any]:
-    """A validated model as a TOML-writable dict (TOML has no null: None fields are left out)."""
-
-    def strip(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: strip(x) for k, x in v.items() if x is not None}
-        if isinstance(v, (list, tuple)):
-            return [strip(x) for x in v]
-        return v
-
-    return strip(model.model_dump(mode="json"))
+    """Read, override and validate a run recipe; RecipeError with one line per problem. ``[model] init`` is
+    not resolved here (see ``app.recipes.load_run_recipe``)."""
+    return load_model(Recipe, path, overrides)

@@ -3,65 +3,26 @@
 Every augmentation is an ``nn.Module`` drawing from torch's global generator on ``x.device``, independently
 per sample, with a probability ``p`` of being applied to each sample. Modules that need the sampling rate
 take the run-context keyword ``fs_hz``. Add one: write it next to its family (or in a new file) with its
-``<Name>Config``, then add it to the union and the dict below.
+``<Name>Config``, then add one line to the table.
 """
 
-from typing import Annotated, Union
+from ecgforge.registry import Table
 
-from pydantic import Field
-
-from ecgforge.augment.amplitude import (
-    AmplitudeScale,
-    AmplitudeScaleConfig,
-    ChannelResize,
-    ChannelResizeConfig,
+AUGMENTS = Table(
+    "augment",
+    {
+        "gaussian_noise": "ecgforge.augment.noise:GaussianNoise",
+        "baseline_wander": "ecgforge.augment.noise:BaselineWander",
+        "powerline": "ecgforge.augment.noise:Powerline",
+        "electrode_motion": "ecgforge.augment.noise:ElectrodeMotion",
+        "baseline_shift": "ecgforge.augment.noise:BaselineShift",
+        "random_resized_crop": "ecgforge.augment.crop:RandomResizedCrop",
+        "time_out": "ecgforge.augment.crop:TimeOut",
+        "amplitude_scale": "ecgforge.augment.amplitude:AmplitudeScale",
+        "channel_resize": "ecgforge.augment.amplitude:ChannelResize",
+        "random_lead_mask": "ecgforge.augment.leads:RandomLeadMask",
+        "threekg": "ecgforge.augment.three_kg_views:ThreeKG",
+    },
 )
-from ecgforge.augment.crop import RandomResizedCrop, RandomResizedCropConfig, TimeOut, TimeOutConfig
-from ecgforge.augment.leads import RandomLeadMask, RandomLeadMaskConfig
-from ecgforge.augment.noise import (
-    BaselineShift,
-    BaselineShiftConfig,
-    BaselineWander,
-    BaselineWanderConfig,
-    ElectrodeMotion,
-    ElectrodeMotionConfig,
-    GaussianNoise,
-    GaussianNoiseConfig,
-    Powerline,
-    PowerlineConfig,
-    physio_noise,
-)
-from ecgforge.augment.threekg import ThreeKG, ThreeKGConfig
 
-AugmentConfig = Annotated[
-    Union[  # noqa: UP007
-        GaussianNoiseConfig,
-        BaselineWanderConfig,
-        PowerlineConfig,
-        ElectrodeMotionConfig,
-        BaselineShiftConfig,
-        RandomResizedCropConfig,
-        TimeOutConfig,
-        AmplitudeScaleConfig,
-        ChannelResizeConfig,
-        RandomLeadMaskConfig,
-        ThreeKGConfig,
-    ],
-    Field(discriminator="kind"),
-]
-
-AUGMENTS = {
-    "gaussian_noise": GaussianNoise,
-    "baseline_wander": BaselineWander,
-    "powerline": Powerline,
-    "electrode_motion": ElectrodeMotion,
-    "baseline_shift": BaselineShift,
-    "random_resized_crop": RandomResizedCrop,
-    "time_out": TimeOut,
-    "amplitude_scale": AmplitudeScale,
-    "channel_resize": ChannelResize,
-    "random_lead_mask": RandomLeadMask,
-    "threekg": ThreeKG,
-}
-
-__all__ = ["AUGMENTS", "AugmentConfig", "physio_noise"]
+__getattr__ = AUGMENTS.module_getattr("AugmentConfig")  # the config union, made on first use

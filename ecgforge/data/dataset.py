@@ -1,4 +1,4 @@
-"""Windows from a cache: split selection, random crops for training, tiles for evaluation, task targets.
+"""Windows from a cache: random crops for training, tiles for evaluation (splits and targets: ``data.splits``).
 
 Crop starts are drawn for a whole epoch at once from ``numpy.random.default_rng((seed, epoch))``, one per
 item (and segment): the same recipe and seed give the same windows whatever the number of DataLoader workers
@@ -7,103 +7,12 @@ or the batch size, and a resumed run sees the windows it would have.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ecgforge.data.cache import Cache
-from ecgforge.errors import UserError
-
-
-class DatasetError(UserError):
-    """A split/task request the cache cannot serve (unknown column or label set); one line."""
-
-
-def select(cache: Cache, selector: Mapping[str, object], exclude_ptbxl_overlap: bool = False) -> np.ndarray:
-    """Indices of records whose metadata match every ``column: value(s)`` pair of ``selector``.
-
-    Folds that have no records simply select nothing (a full-PTB-XL recipe runs unchanged on a subset).
-    ``exclude_ptbxl_overlap`` drops PhysioNet/CinC 'HR*' records, which are PTB-XL ECGs at 500 Hz.
-    """
-    keep = np.ones(len(cache), dtype=bool)
-    for column, wanted in selector.items():
-        try:
-            values = cache.column(column)
-        except KeyError:
-            raise DatasetError(
-                f"{cache.path}: split selects on unknown column {column!r}; columns: {cache.columns()}"
-            ) from None
-        wanted_list = list(wanted) if isinstance(wanted, (list, tuple)) else [wanted]
-        if values.dtype == object:
-            keep &= np.isin(values.astype(str), [str(w) for w in wanted_list])
-        else:
-            keep &= np.isin(values, wanted_list)
-    if exclude_ptbxl_overlap and "ptbxl_ecg_id" in cache.meta:
-        keep &= np.asarray(cache.meta["ptbxl_ecg_id"]) < 0
-    return np.flatnonzero(keep)
-
-
-def patient_codes(cache: Cache) -> np.ndarray:
-    """``(N,)`` int64 patient index per record (stable: sorted patient ids)."""
-    return np.unique(cache.patient_id.astype(str), return_inverse=True)[1].astype(np.int64)
-
-
-TaskType = Literal["multilabel", "multiclass", "regression"]
-
-
-@dataclass
-class Targets:
-    """What an evaluation task asks of each record.
-
-    Attributes:
-        indices: records that have a target (others are left out and counted).
-        y: ``(n, C)`` float32 multi-hot (multilabel), ``(n,)`` int64 (multiclass) or ``(n,)`` float32.
-        names: class names (empty for regression).
-        task_type: how the metric and the head treat ``y``.
-        dropped: records of the input without a usable target.
-    """
-
-    indices: np.ndarray
-    y: np.ndarray
-    names: list[str]
-    task_type: TaskType
-    dropped: int
-
-
-def task_targets(cache: Cache, task: str, indices: np.ndarray, task_type: TaskType | None = None) -> Targets:
-    """Targets of ``task`` for the records ``indices``.
-
-    ``task`` is a label set of the cache (``superdiagnostic``, ``rhythm``, ``scored``, ...), ``sex`` or
-    ``age``. A label set in which every record has exactly one label is multiclass unless told otherwise;
-    records with no label in the set are dropped (as in the PTB-XL benchmark).
-    """
-    indices = np.asarray(indices, dtype=np.int64)
-    if task == "age":
-        age = cache.age[indices]
-        ok = np.isfinite(age)
-        return Targets(indices[ok], age[ok].astype(np.float32), [], "regression", int((~ok).sum()))
-    if task == "sex" and "sex" not in cache.labels:
-        sex = cache.sex[indices].astype(str)
-        ok = np.isin(sex, ["M", "F"])
-        return Targets(indices[ok], (sex[ok] == "F").astype(np.int64), ["M", "F"], "multiclass", int((~ok).sum()))
-    if task not in cache.labels:
-        raise DatasetError(f"{cache.path}: no label set {task!r}; label sets: {sorted(cache.labels)} (or 'sex', 'age')")
-    mat = cache.labels[task][indices].astype(np.float32)
-    names = list(cache.label_names[task])
-    counts = mat.sum(axis=1)
-    if task_type is None:
-        task_type = "multiclass" if len(indices) and (counts[counts > 0] == 1).all() else "multilabel"
-    if task_type == "multiclass":
-        ok = counts == 1
-        return Targets(indices[ok], mat[ok].argmax(axis=1).astype(np.int64), names, "multiclass", int((~ok).sum()))
-    if task_type == "regression":
-        raise DatasetError(f"task {task!r}: a label set cannot be a regression target")
-    ok = counts > 0
-    return Targets(indices[ok], mat[ok], names, "multilabel", int((~ok).sum()))
+from ecgforge.data.splits import Targets, patient_codes
 
 
 def _window(cache: Cache, i: int, start: int, window: int) -> np.ndarray:

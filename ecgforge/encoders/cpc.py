@@ -16,13 +16,14 @@ Each front-end layer is conv -> BatchNorm -> ReLU (BatchNorm on, as their ``bn_e
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field, model_validator
 from torch import Tensor, nn
 
-from ecgforge.encoders.xresnet1d import chain_receptive_field
+from ecgforge.layers.receptive_field import chain_receptive_field
 
 
 def _resolve(
@@ -79,7 +80,7 @@ class CPC(nn.Module):
     def __init__(
         self,
         frontend: str = "linear",
-        features: list[int] | None = None,
+        features: Sequence[int] = (512, 512, 512, 512),
         strides: list[int] | None = None,
         kernel_sizes: list[int] | None = None,
         hidden: int = 512,
@@ -89,7 +90,7 @@ class CPC(nn.Module):
         in_leads: int = 12,
     ) -> None:
         super().__init__()
-        features = list(features or [512] * 4)
+        features = list(features)
         strides, kernel_sizes = _resolve(frontend, len(features), strides, kernel_sizes)
         layers: list[nn.Module] = []
         c_in = in_leads

@@ -17,7 +17,8 @@ Submodule names follow fairseq-signals so that its state dicts map key for key (
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,8 @@ from pydantic import BaseModel, Field, model_validator
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from ecgforge.encoders.xresnet1d import chain_receptive_field
+from ecgforge.layers.grad import GradMultiply
+from ecgforge.layers.receptive_field import chain_receptive_field
 
 
 class Wav2Vec2Config(BaseModel, extra="forbid", frozen=True):
@@ -73,19 +75,6 @@ class Wav2Vec2Config(BaseModel, extra="forbid", frozen=True):
                 f"dim ({self.dim}) must be divisible by conv_pos_groups ({self.conv_pos_groups})"
             )
         return self
-
-
-class _GradMultiply(torch.autograd.Function):
-    """Identity forward; gradient scaled by ``scale`` backward (fairseq's GradMultiply)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, scale: float) -> Tensor:
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return grad * ctx.scale, None
 
 
 class _Fp32GroupNorm(nn.GroupNorm):
@@ -266,7 +255,7 @@ class Wav2Vec2(nn.Module):
 
     def __init__(
         self,
-        conv_layers: list[tuple[int, int, int]] | None = None,
+        conv_layers: Sequence[tuple[int, int, int]] = ((256, 2, 2),) * 4,
         extractor_mode: str = "default",
         conv_bias: bool = False,
         layers: int = 12,
@@ -326,7 +315,7 @@ class Wav2Vec2(nn.Module):
         else:
             feats = self.feature_extractor(x)
             if self.feature_grad_mult != 1.0 and feats.requires_grad:
-                feats = _GradMultiply.apply(feats, self.feature_grad_mult)
+                feats = GradMultiply.apply(feats, self.feature_grad_mult)
         return self.layer_norm(feats.transpose(1, 2))
 
     def project(self, feats: Tensor) -> Tensor:

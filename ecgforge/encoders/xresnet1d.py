@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 from torch import Tensor, nn
 
+from ecgforge.layers.receptive_field import chain_receptive_field
+
 _STAGES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 _EXPANSION = 4  # bottleneck blocks widen their output 4x
 
@@ -73,15 +75,6 @@ class Bottleneck1d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.convs(x) + self.shortcut(x))
-
-
-def chain_receptive_field(layers: list[tuple[int, int]]) -> int:
-    """Receptive field in input samples of a chain of (kernel, stride) layers: 1 + sum (k-1) * jump."""
-    rf, jump = 1, 1
-    for k, s in layers:
-        rf += (k - 1) * jump
-        jump *= s
-    return rf
 
 
 class XResNet1d(nn.Module):

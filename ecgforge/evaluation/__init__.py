@@ -1,28 +1,21 @@
-"""Evaluation protocols (``[[eval]]`` tables in a recipe): each has ``run(ctx: EvalContext) -> rows``.
+"""Evaluation protocols (``[[eval]]`` tables in a recipe).
 
-Add one: write ``<name>.py`` with ``<Name>Config`` and a class whose constructor takes the config's fields
-and whose ``run`` returns results.json rows, then add it to the union and the dict below.
+A protocol is a class whose constructor takes its validated config and whose ``run(ctx: EvalContext)``
+returns `ResultRow`s (``evaluation.rows``). Add one: write ``<name>.py`` with the class and its
+``<Name>Config``, then add one line to the table; reports, the CLI table and exports read the typed rows.
 """
 
-from typing import Annotated, Union
+from ecgforge.registry import Table
 
-from pydantic import Field
+PROTOCOLS = Table(
+    "eval",
+    {
+        "linear_probe": "ecgforge.evaluation.linear_probe:LinearProbe",
+        "finetune": "ecgforge.evaluation.finetune:Finetune",
+        "knn": "ecgforge.evaluation.knn:KNN",
+        "identification": "ecgforge.evaluation.identification:Identification",
+        "robustness": "ecgforge.evaluation.robustness:Robustness",
+    },
+)
 
-from ecgforge.evaluation.finetune import Finetune, FinetuneConfig
-from ecgforge.evaluation.identify import Identification, IdentificationConfig
-from ecgforge.evaluation.knn import KNN, KNNConfig
-from ecgforge.evaluation.linear_probe import LinearProbe, LinearProbeConfig
-from ecgforge.evaluation.robustness import Robustness, RobustnessConfig
-
-EvalConfig = Annotated[
-    Union[LinearProbeConfig, FinetuneConfig, KNNConfig, IdentificationConfig, RobustnessConfig],  # noqa: UP007
-    Field(discriminator="kind"),
-]
-
-PROTOCOLS = {
-    "linear_probe": LinearProbe,
-    "finetune": Finetune,
-    "knn": KNN,
-    "identification": Identification,
-    "robustness": Robustness,
-}
+__getattr__ = PROTOCOLS.module_getattr("EvalConfig")  # the config union, made on first use

@@ -22,7 +22,6 @@ after), because the official Adv-Mask code silently fine-tuned nothing (its enco
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -31,63 +30,16 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ecgforge.data.cache import Cache
-from ecgforge.data.dataset import (
-    RandomWindows,
-    Targets,
-    TaskType,
-    TiledWindows,
-    collate_windows,
-    patient_codes,
-    task_targets,
-)
-from ecgforge.errors import UserError
-from ecgforge.evaluation.common import EvalContext, ProtocolConfig, head_loss, per_record, scores_from_logits
-from ecgforge.evaluation.sampling import label_fraction
-from ecgforge.evaluation.scoring import primary_score, score_rows
-from ecgforge.pretrained import state_dict_hash
-
-
-@dataclass
-class TaskData:
-    """The labelled train/val/test records of one task on one cache."""
-
-    cache: Cache
-    train: Targets
-    val: Targets
-    test: Targets
-    patients: np.ndarray  # (n_train,) patient code of each training record
-
-    @property
-    def task_type(self) -> TaskType:
-        return self.train.task_type
-
-    @property
-    def n_out(self) -> int:
-        return 1 if self.task_type == "regression" else len(self.train.names)
-
-    def positions(self, fraction: float, seed: int) -> np.ndarray:
-        """Positions in ``train`` of a stratified, patient-grouped label fraction (``sampling.label_fraction``)."""
-        return label_fraction(self.train.y, self.patients, fraction, seed)
-
-    def subset(self, fraction: float, seed: int) -> Targets:
-        """The training targets of that label fraction."""
-        chosen = self.positions(fraction, seed)
-        t = self.train
-        return Targets(t.indices[chosen], t.y[chosen], t.names, t.task_type, 0)
-
-
-def load_task(ctx: EvalContext, protocol: str, task: str, task_type: TaskType | None, cache_path: str | None,
-              train_split: str, val_split: str, test_split: str) -> TaskData:
-    """Targets of ``task`` on the three splits; a UserError naming the protocol if train or test is empty."""
-    cache = ctx.open_cache(cache_path)
-    tr = task_targets(cache, task, ctx.split(cache, train_split), task_type)
-    va = task_targets(cache, task, ctx.split(cache, val_split), tr.task_type)
-    te = task_targets(cache, task, ctx.split(cache, test_split), tr.task_type)
-    for name, t in ((train_split, tr), (test_split, te)):
-        if len(t.indices) == 0:
-            raise UserError(f"{protocol} task {task!r}: split {name!r} has no labelled records")
-    return TaskData(cache, tr, va, te, patient_codes(cache)[tr.indices])
+from ecgforge.data.dataset import RandomWindows, TiledWindows, collate_windows
+from ecgforge.data.splits import Targets, TaskType
+from ecgforge.evaluation.context import EvalContext
+from ecgforge.evaluation.features import per_record
+from ecgforge.evaluation.heads import head_loss, scores_from_logits
+from ecgforge.evaluation.protocol import ProtocolConfig
+from ecgforge.evaluation.rows import ResultRow
+from ecgforge.evaluation.scoring import PRIMARY, primary_score, score_rows
+from ecgforge.evaluation.tasks import TaskData, load_task
+from ecgforge.layers.weights import state_dict_hash
 
 
 class FinetuneConfig(ProtocolConfig, extra="forbid", frozen=True):
@@ -220,14 +172,14 @@ def fit(
 
 
 class Finetune:
-    def __init__(self, **cfg: object) -> None:
-        self.cfg = FinetuneConfig(**cfg)
+    def __init__(self, cfg: FinetuneConfig) -> None:
+        self.cfg = cfg
 
-    def run(self, ctx: EvalContext) -> list[dict]:
+    def run(self, ctx: EvalContext) -> list[ResultRow]:
         c = self.cfg
         data = load_task(ctx, "finetune", c.task, c.task_type, c.cache, c.train_split, c.val_split, c.test_split)
         test_tiles = TiledWindows(data.cache, data.test.indices, ctx.window, ctx.stride)
-        rows: list[dict] = []
+        rows: list[ResultRow] = []
         for init in c.inits:
             for seed in c.seeds:
                 for frac in c.label_fractions:
@@ -239,12 +191,11 @@ class Finetune:
                         batch_size=c.batch_size, seed=seed, train_encoder=init != "random",
                     )
                     scores = record_scores(model, test_tiles, data.task_type, ctx.device, ctx.batch_size, ctx.num_workers)
-                    row = {
-                        "kind": "finetune", "task": c.task, "task_type": data.task_type, "init": init,
-                        "label_fraction": frac, "seed": seed, "split": c.test_split,
-                        "n_train_records": int(len(train.indices)), "n_test_records": int(len(data.test.indices)),
-                        **facts,
-                    }
-                    row.update(score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed))
-                    rows.append(row)
+                    rows.append(ResultRow(
+                        kind="finetune", task=c.task, task_type=data.task_type, init=init, label_fraction=frac,
+                        seed=seed, split=c.test_split, primary=PRIMARY[data.task_type],
+                        n_train_records=int(len(train.indices)), n_val_records=int(len(data.val.indices)),
+                        n_test_records=int(len(data.test.indices)), facts=facts,
+                        **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed),
+                    ))
         return rows

@@ -1,90 +1,68 @@
-"""Patient identification from frozen embeddings (Oh et al., "Lead-agnostic Self-supervised Learning for
-Local and Global Representations of Electrocardiogram", CHIL 2022).
+"""Patient identification protocol (Oh et al., "Lead-agnostic Self-supervised Learning for Local and Global
+Representations of Electrocardiogram", CHIL 2022): are a patient's records closest to each other?
 
-An encoder whose embeddings keep a patient's records close together has learned patient-specific
-morphology. Over the patients with at least two records, one record per patient (drawn with the seed) forms
-the gallery and every other record is a probe; a probe is identified when its most cosine-similar gallery
-record belongs to the same patient.
+Per-record embeddings (mean of the record's tiled window embeddings) over one split; over the patients with
+at least two records, one record per patient (drawn with the seed) is the gallery and the others are probes
+(``retrieval.identification_top1``). Rows report top-1 / top-5 accuracy and a 95% Wilson interval for
+top-1 over the probes. No label is used, so ``label_fraction`` is always 1.0.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import numpy as np
+from pydantic import BaseModel, Field
 
-_CHUNK = 4096  # probes per similarity block: bounds memory to CHUNK x gallery floats on large datasets
+from ecgforge.data.splits import patient_codes
+from ecgforge.errors import UserError
+from ecgforge.evaluation.context import EvalContext
+from ecgforge.evaluation.retrieval import identification_top1
+from ecgforge.evaluation.rows import ResultRow
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (a zero row stays zero, so it is similar to nothing)."""
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
+class IdentificationConfig(BaseModel, extra="forbid", frozen=True):
+    kind: Literal["identification"] = "identification"
+    split: str = Field("test", description="records whose patients are identified")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="gallery draws")
+    inits: list[Literal["pretrained", "random"]] = Field(default_factory=lambda: ["pretrained", "random"], min_length=1)
+    distractors: bool = Field(False, description="put single-record patients in the gallery as wrong answers")
+    cache: str | None = Field(None, description="evaluate on another cache than [data].cache")
 
 
-def identification_top1(
-    embeddings: np.ndarray,
-    patients: np.ndarray,
-    seed: int = 0,
-    distractors: bool = False,
-) -> dict[str, float]:
-    """Top-1 and top-5 patient-identification accuracy by cosine similarity.
+def wilson_interval(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (sound near 0 and 1, unlike the normal approximation)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
-    Args:
-        embeddings: (N, D) one embedding per record.
-        patients: (N,) patient id of each record.
-        seed: picks which record of each patient is its gallery record.
-        distractors: also put the records of single-record patients in the gallery; they can only be wrong
-            answers, which makes the task harder and closer to searching a whole database.
 
-    Returns:
-        ``top1``, ``top5`` (accuracies over probes), ``n_patients`` (patients with >= 2 records),
-        ``n_probes``, ``n_gallery`` and ``n_distractors``. A probe counts as found at rank k only if fewer
-        than k other gallery records are at least as similar as its own patient's (ties count against it).
-        Accuracies are NaN when no patient has two records.
-    """
-    embeddings = np.asarray(embeddings, dtype=np.float64)
-    patients = np.asarray(patients)
-    if embeddings.ndim != 2 or patients.shape != (embeddings.shape[0],):
-        raise ValueError(
-            f"embeddings must be (N, D) and patients (N,); got {embeddings.shape}, {patients.shape}"
-        )
-    if not np.isfinite(embeddings).all():
-        raise ValueError("embeddings contain NaN or infinity")
-    _, inverse, counts = np.unique(patients, return_inverse=True, return_counts=True)
-    rng = np.random.default_rng(seed)
+class Identification:
+    def __init__(self, cfg: IdentificationConfig) -> None:
+        self.cfg = cfg
 
-    multi = np.flatnonzero(counts >= 2)  # patient ids (as indices into the unique ids)
-    # Gallery record of each patient: the one with the smallest random key, i.e. uniform within the patient.
-    by_patient = np.lexsort((rng.random(len(patients)), inverse))
-    first = np.concatenate([[0], np.cumsum(counts)[:-1]])  # where each patient starts in by_patient
-    gallery = by_patient[first[multi]].astype(np.int64)
-    is_multi = counts[inverse] >= 2
-    probe_mask = is_multi.copy()
-    probe_mask[gallery] = False
-    probes = np.flatnonzero(probe_mask)
-    extra = np.flatnonzero(~is_multi) if distractors else np.zeros(0, dtype=np.int64)
-    gallery_all = np.concatenate([gallery, extra])
-
-    result: dict[str, float] = {
-        "n_patients": float(len(multi)),
-        "n_probes": float(len(probes)),
-        "n_gallery": float(len(gallery_all)),
-        "n_distractors": float(len(extra)),
-    }
-    if len(probes) == 0:
-        return {"top1": float("nan"), "top5": float("nan"), **result}
-
-    g = _normalise(embeddings[gallery_all])  # (G, D)
-    # Column of each probe's own patient in the gallery: gallery[j] belongs to patient multi[j].
-    column_of_patient = np.full(len(counts), -1, dtype=np.int64)
-    column_of_patient[multi] = np.arange(len(multi))
-    true_col = column_of_patient[inverse[probes]]
-    hits1 = hits5 = 0
-    for start in range(0, len(probes), _CHUNK):
-        rows = probes[start : start + _CHUNK]
-        sim = _normalise(embeddings[rows]) @ g.T  # (B, G)
-        own = sim[np.arange(len(rows)), true_col[start : start + _CHUNK]]
-        # Pessimistic rank: other gallery records at least as similar as the right one (itself excluded).
-        rank = (sim >= own[:, None]).sum(axis=1) - 1
-        hits1 += int((rank < 1).sum())
-        hits5 += int((rank < 5).sum())
-    return {"top1": hits1 / len(probes), "top5": hits5 / len(probes), **result}
+    def run(self, ctx: EvalContext) -> list[ResultRow]:
+        c = self.cfg
+        cache = ctx.open_cache(c.cache)
+        idx = ctx.split(cache, c.split)
+        patients = patient_codes(cache)[idx]
+        if len(idx) == 0 or np.bincount(patients).max(initial=0) < 2:
+            raise UserError(f"identification: split {c.split!r} has no patient with two or more records")
+        rows: list[ResultRow] = []
+        for init in c.inits:
+            for seed in c.seeds:
+                z = ctx.features.records(init, seed, cache, idx)
+                res = identification_top1(z, patients, seed=seed, distractors=c.distractors)
+                low, high = wilson_interval(res["top1"] * res["n_probes"], res["n_probes"])
+                rows.append(ResultRow(
+                    kind="identification", task="patient_identification", task_type="identification", init=init,
+                    label_fraction=1.0, seed=seed, split=c.split, primary="top1",
+                    metrics={"top1": res["top1"], "top5": res["top5"]}, ci95={"top1": [low, high]},
+                    facts={"n_patients": int(res["n_patients"]), "n_probes": int(res["n_probes"]),
+                           "n_gallery": int(res["n_gallery"])},
+                ))
+        return rows

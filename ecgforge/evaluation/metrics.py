@@ -335,31 +335,6 @@ def compute_metrics(
     raise ValueError(f"task_type must be multilabel, multiclass or regression, got {task_type!r}")
 
 
-# --------------------------------------------------------------------------------------------- windows
-
-
-def aggregate_windows(scores: np.ndarray, record_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of the window scores of each record (the PTB-XL benchmark's test-time aggregation).
-
-    Args:
-        scores: (W, C) per-window scores (or (W,)).
-        record_index: (W,) record id of each window (any sortable ids).
-
-    Returns:
-        ``records (R,)`` the sorted unique record ids and ``scores (R, C)`` (or (R,)), row r the mean over
-        the windows of ``records[r]``.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    record_index = np.asarray(record_index)
-    if record_index.ndim != 1 or scores.shape[0] != record_index.shape[0]:
-        raise ValueError(f"record_index must be (W,) matching scores' first axis; got {record_index.shape}")
-    records, inverse = np.unique(record_index, return_inverse=True)
-    sums = np.zeros((len(records),) + scores.shape[1:])
-    np.add.at(sums, inverse, scores)
-    counts = np.bincount(inverse, minlength=len(records)).astype(np.float64)
-    return records, sums / counts.reshape((-1,) + (1,) * (scores.ndim - 1))
-
-
 # --------------------------------------------------------------------------------------------- bootstrap
 
 

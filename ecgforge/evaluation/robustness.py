@@ -19,18 +19,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-import numpy as np
 import torch
 from pydantic import Field, field_validator
 
 from ecgforge.augment.noise import PHYSIO_NOISE_LEVELS_MV, physio_noise
 from ecgforge.data.cache import Cache
-from ecgforge.data.dataset import TiledWindows
 from ecgforge.errors import UserError
-from ecgforge.evaluation.common import EvalContext, embed, fit_linear_head, per_record
-from ecgforge.evaluation.finetune import load_task
-from ecgforge.evaluation.linear_probe import LinearProbeConfig
-from ecgforge.evaluation.scoring import primary_score, score_rows
+from ecgforge.evaluation.context import EvalContext
+from ecgforge.evaluation.features import per_record
+from ecgforge.evaluation.probing import train_probe
+from ecgforge.evaluation.protocol import ProbeConfig
+from ecgforge.evaluation.rows import ResultRow
+from ecgforge.evaluation.scoring import PRIMARY, score_rows
+from ecgforge.evaluation.tasks import load_task
 
 LEAD_SUBSETS: dict[str, tuple[str, ...]] = {
     "12": ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"),
@@ -43,8 +44,8 @@ LEAD_SUBSETS: dict[str, tuple[str, ...]] = {
 LeadSubset = Literal["12", "6", "3", "2", "1"]
 
 
-class RobustnessConfig(LinearProbeConfig, extra="forbid", frozen=True):  # type: ignore[misc]
-    kind: Literal["robustness"] = "robustness"  # type: ignore[assignment]
+class RobustnessConfig(ProbeConfig, extra="forbid", frozen=True):
+    kind: Literal["robustness"] = "robustness"
     noise_levels: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6],
                                     description="physio_noise levels (Mehari & Strodthoff 2022), 1..6")
     lead_subsets: list[LeadSubset] = Field(default_factory=lambda: ["6", "3", "2", "1"])
@@ -91,59 +92,39 @@ def conditions(cfg: RobustnessConfig) -> list[tuple[int, str]]:
     return out
 
 
-def _transform(cache: Cache, level: int, leads: str, seed: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+def _transform(cache: Cache, level: int, leads: str, seed: int) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None:
+    """The named test-time transform of a condition (the name keys the feature cache), None when clean."""
     if level == 0 and leads == "12":
         return None
     if level:
-        return noise_transform(cache.fs_hz, level, seed)
-    return lead_subset_transform(list(cache.leads), leads)
+        return f"physio_noise/level{level}/seed{seed}", noise_transform(cache.fs_hz, level, seed)
+    return f"leads/{leads}", lead_subset_transform(list(cache.leads), leads)
 
 
 class Robustness:
-    def __init__(self, **cfg: object) -> None:
-        self.cfg = RobustnessConfig(**cfg)
+    def __init__(self, cfg: RobustnessConfig) -> None:
+        self.cfg = cfg
 
-    def run(self, ctx: EvalContext) -> list[dict]:
+    def run(self, ctx: EvalContext) -> list[ResultRow]:
         c = self.cfg
         data = load_task(ctx, "robustness", c.task, c.task_type, c.cache, c.train_split, c.val_split, c.test_split)
-        tiles = {s: TiledWindows(data.cache, t.indices, ctx.window, ctx.stride)
-                 for s, t in (("tr", data.train), ("va", data.val), ("te", data.test))}
         conds = conditions(c)
-        rows: list[dict] = []
-        feats: dict[tuple[str, int], dict[str, np.ndarray]] = {}
-        test_feats: dict[tuple[str, int], dict[tuple[int, str], np.ndarray]] = {}
+        rows: list[ResultRow] = []
         for init in c.inits:
             for seed in c.seeds:
-                key = (init, seed if init == "random" else 0)
-                if key not in feats:
-                    enc = ctx.make_encoder(init, seed)
-                    feats[key] = {s: embed(enc, tiles[s], ctx.device, ctx.batch_size, ctx.num_workers) for s in ("tr", "va")}
-                    test_feats[key] = {
-                        cond: embed(enc, tiles["te"], ctx.device, ctx.batch_size, ctx.num_workers,
-                                    transform=_transform(data.cache, *cond, c.noise_seed))
-                        for cond in conds
-                    }
-                f = feats[key]
+                test = {cond: ctx.features.windows(init, seed, data.cache, data.test.indices,
+                                                   _transform(data.cache, *cond, c.noise_seed))[0] for cond in conds}
+                record_of = ctx.features.tiles(data.cache, data.test.indices).record_of
                 for frac in c.label_fractions:
-                    pos = data.positions(frac, seed)
-                    win = np.isin(tiles["tr"].record_of, pos)
-                    val = None
-                    if len(data.val.indices):
-                        val = (f["va"], tiles["va"].record_of, data.val.y, len(data.val.indices),
-                               lambda y, s: primary_score(data.task_type, y, s))
-                    head = fit_linear_head(
-                        f["tr"][win], data.train.y[tiles["tr"].record_of[win]], data.task_type, data.n_out, val=val,
-                        epochs=c.epochs, lr=c.lr, weight_decay=c.weight_decay, batch_size=c.batch_size, seed=seed,
-                    )
+                    head, pos = train_probe(ctx, data, c, init, seed, frac)
                     for level, leads in conds:
-                        scores = per_record(head.scores(test_feats[key][(level, leads)]), tiles["te"].record_of,
-                                            len(data.test.indices))
-                        row = {
-                            "kind": "robustness", "task": c.task, "task_type": data.task_type, "init": init,
-                            "label_fraction": frac, "seed": seed, "split": c.test_split,
-                            "noise_level": level, "leads": leads,
-                            "n_train_records": int(len(pos)), "n_test_records": int(len(data.test.indices)),
-                        }
-                        row.update(score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed))
-                        rows.append(row)
+                        scores = per_record(head.scores(test[(level, leads)]), record_of, len(data.test.indices))
+                        rows.append(ResultRow(
+                            kind="robustness", task=c.task, task_type=data.task_type, init=init, label_fraction=frac,
+                            seed=seed, split=c.test_split, primary=PRIMARY[data.task_type],
+                            reference=(level, leads) == (0, "12"), conditions={"noise_level": level, "leads": leads},
+                            n_train_records=int(len(pos)), n_val_records=int(len(data.val.indices)),
+                            n_test_records=int(len(data.test.indices)),
+                            **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed),
+                        ))
         return rows

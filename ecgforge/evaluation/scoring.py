@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ecgforge.data.dataset import TaskType
+from ecgforge.data.splits import TaskType
 from ecgforge.evaluation.metrics import auroc_columns, bootstrap_ci, compute_metrics
 
 PRIMARY = {"multilabel": "macro_auroc", "multiclass": "macro_auroc", "regression": "mae"}

@@ -1,16 +1,15 @@
 """Maskers: ``x (B, leads, T) -> masks (B, n_masks, T)`` in [0, 1], trained adversarially to the encoder.
 
-Add one: write ``<name>.py`` with ``<Name>Config`` and the module, then add it to the union and the dict.
+Add one: write ``<name>.py`` with the module and its ``<Name>Config``, then add one line to the table.
 """
 
-from typing import Annotated, Union
+from ecgforge.registry import Table
 
-from pydantic import Field
+MASKERS = Table(
+    "maskers",
+    {
+        "unet1d": "ecgforge.maskers.unet1d:UNet1d",
+    },
+)
 
-from ecgforge.maskers.unet1d import UNet1d, UNet1dConfig
-
-MaskerConfig = Annotated[Union[UNet1dConfig], Field(discriminator="kind")]  # noqa: UP007
-
-MASKERS = {
-    "unet1d": UNet1d,
-}
+__getattr__ = MASKERS.module_getattr("MaskerConfig")  # the config union, made on first use

@@ -22,6 +22,7 @@ uses a 12-sample window, the lead count, at every scale).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -102,12 +103,12 @@ class UNet1d(nn.Module):
         n_masks: int = 1,
         width: int = 32,
         depth: int = 1,
-        strides: list[int] | None = None,
+        strides: Sequence[int] = (1, 5, 5, 5),
         kernel_size: int = 5,
         in_leads: int = 12,
     ) -> None:
         super().__init__()
-        self.strides = list(strides or [1, 5, 5, 5])
+        self.strides = list(strides)
         self.n_masks = n_masks
         self.in_leads = in_leads
         widths = [width * (i + 1) for i in range(len(self.strides))]

@@ -22,11 +22,11 @@ from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from ecgforge.augment import AugmentConfig
+from ecgforge.layers.projector import projector
 from ecgforge.maskers import MaskerConfig
 from ecgforge.maskers.unet1d import UNet1dConfig
 from ecgforge.objectives.base import Objective
 from ecgforge.objectives.losses import nt_xent, sparsity_penalty
-from ecgforge.objectives.projector import as_module, projector
 
 
 class AdvMaskConfig(BaseModel, extra="forbid", frozen=True):
@@ -62,7 +62,7 @@ class AdvMask(Objective):
         self,
         encoder: nn.Module,
         masker: nn.Module,
-        augment: nn.Module | list,
+        augment: nn.Module,
         temperature: float = 0.1,
         sparsity_alpha: float = 1.0,
         sparsity_ratio: float = 1.0,
@@ -72,7 +72,7 @@ class AdvMask(Objective):
     ) -> None:
         super().__init__(encoder)
         self.masker = masker
-        self.augment = as_module(augment)
+        self.augment = augment
         self.temperature = temperature
         self.sparsity_alpha = sparsity_alpha
         self.sparsity_ratio = sparsity_ratio

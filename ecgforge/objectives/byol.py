@@ -19,9 +19,9 @@ from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from ecgforge.augment import AugmentConfig
+from ecgforge.layers.projector import projector
 from ecgforge.objectives.base import Objective
 from ecgforge.objectives.losses import byol_loss
-from ecgforge.objectives.projector import as_module, projector
 
 
 class BYOLConfig(BaseModel, extra="forbid", frozen=True):
@@ -43,14 +43,14 @@ class BYOL(Objective):
     def __init__(
         self,
         encoder: nn.Module,
-        augment: nn.Module | list,
+        augment: nn.Module,
         base_tau: float = 0.99,
         projector_hidden: int = 4096,
         projector_dim: int = 256,
         predictor_hidden: int = 4096,
     ) -> None:
         super().__init__(encoder)
-        self.augment = as_module(augment)
+        self.augment = augment
         self.base_tau = base_tau
         # A buffer, so that a resumed run continues with the τ it had (it is saved with the model state).
         self.register_buffer("tau", torch.tensor(float(base_tau), dtype=torch.float64))

@@ -14,9 +14,9 @@ from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from ecgforge.augment import AugmentConfig
+from ecgforge.layers.projector import projector
 from ecgforge.objectives.base import Objective
 from ecgforge.objectives.losses import multi_positive_nt_xent
-from ecgforge.objectives.projector import as_module, projector
 
 
 class CMSCConfig(BaseModel, extra="forbid", frozen=True):
@@ -40,14 +40,14 @@ class CMSC(Objective):
     def __init__(
         self,
         encoder: nn.Module,
-        augment: nn.Module | list,
+        augment: nn.Module,
         temperature: float = 0.1,
         per_patient: bool = False,
         projector_hidden: int = 2048,
         projector_dim: int = 128,
     ) -> None:
         super().__init__(encoder)
-        self.augment = as_module(augment)
+        self.augment = augment
         self.temperature = temperature
         self.per_patient = per_patient
         self.projector = projector(encoder.embed_dim, projector_hidden, projector_dim)

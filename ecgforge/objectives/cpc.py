@@ -27,7 +27,6 @@ from ecgforge.augment import AugmentConfig
 from ecgforge.encoders.cpc import CPC
 from ecgforge.errors import UserError
 from ecgforge.objectives.base import Objective
-from ecgforge.objectives.projector import as_module
 
 
 class CPCObjectiveConfig(BaseModel, extra="forbid", frozen=True):
@@ -42,7 +41,7 @@ class CPCObjective(Objective):
     def __init__(
         self,
         encoder: nn.Module,
-        augment: nn.Module | list,
+        augment: nn.Module,
         n_steps: int = 12,
         n_negatives: int = 128,
         negatives_from_same_seq_only: bool = True,
@@ -52,7 +51,7 @@ class CPCObjective(Objective):
                 f"ssl.kind = 'cpc' needs model.encoder.kind = 'cpc' (latents + LSTM context), got {type(encoder).__name__}"
             )
         super().__init__(encoder)
-        self.augment = as_module(augment)
+        self.augment = augment
         self.n_steps = n_steps
         self.n_negatives = n_negatives
         self.same_seq = negatives_from_same_seq_only

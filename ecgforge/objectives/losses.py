@@ -1,7 +1,7 @@
 """Pure loss functions shared by the objectives: batched tensors in, scalar tensor out.
 
 Contrastive losses use cosine similarity divided by a temperature and gather candidates across processes
-with ``train.distributed.gather_with_grad``, so N processes with batch B optimise the same loss as one
+with ``layers.distributed.gather_with_grad``, so N processes with batch B optimise the same loss as one
 process with batch N·B (each process averages over its own anchors; the data-parallel gradient average
 then gives the global mean).
 """
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ecgforge.train.distributed import gather_with_grad, world
+from ecgforge.layers.distributed import gather_with_grad, world
 
 
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:

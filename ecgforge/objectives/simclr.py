@@ -11,9 +11,9 @@ from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from ecgforge.augment import AugmentConfig
+from ecgforge.layers.projector import projector
 from ecgforge.objectives.base import Objective
 from ecgforge.objectives.losses import nt_xent
-from ecgforge.objectives.projector import as_module, projector
 
 
 class SimCLRConfig(BaseModel, extra="forbid", frozen=True):
@@ -28,13 +28,13 @@ class SimCLR(Objective):
     def __init__(
         self,
         encoder: nn.Module,
-        augment: nn.Module | list,
+        augment: nn.Module,
         temperature: float = 0.1,
         projector_hidden: int = 2048,
         projector_dim: int = 128,
     ) -> None:
         super().__init__(encoder)
-        self.augment = as_module(augment)
+        self.augment = augment
         self.temperature = temperature
         self.projector = projector(encoder.embed_dim, projector_hidden, projector_dim)
 

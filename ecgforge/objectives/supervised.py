@@ -16,7 +16,6 @@ from torch import Tensor, nn
 
 from ecgforge.augment import AugmentConfig
 from ecgforge.objectives.base import Objective
-from ecgforge.objectives.projector import as_module
 
 
 class SupervisedConfig(BaseModel, extra="forbid", frozen=True):
@@ -37,12 +36,12 @@ def supervised_loss(logits: Tensor, y: Tensor) -> Tensor:
 class Supervised(Objective):
     needs_labels = True
 
-    def __init__(self, encoder: nn.Module, task: str, augment: nn.Module | list, n_classes: int) -> None:
+    def __init__(self, encoder: nn.Module, task: str, augment: nn.Module, n_classes: int) -> None:
         """``n_classes``: outputs of the head (labels or classes; 1 for regression), from the run context.
         No default: a head of the wrong width would only fail at the first batch, far from its cause."""
         super().__init__(encoder)
         self.task = task
-        self.augment = as_module(augment)
+        self.augment = augment
         self.head = nn.Linear(encoder.embed_dim, n_classes)
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:

@@ -16,11 +16,12 @@ signals adds the two criteria unweighted.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from torch import Tensor, nn
 
+from ecgforge.augment import AUGMENTS
 from ecgforge.augment.leads import RandomLeadMaskConfig
 from ecgforge.objectives.cmsc import segment_groups
 from ecgforge.objectives.losses import multi_positive_nt_xent
@@ -29,7 +30,7 @@ from ecgforge.objectives.wav2vec2 import Wav2Vec2Objective, Wav2Vec2ObjectiveCon
 
 class W2VCMSCRLMConfig(Wav2Vec2ObjectiveConfig):
     kind: Literal["w2v_cmsc_rlm"] = "w2v_cmsc_rlm"  # type: ignore[assignment]
-    rlm: RandomLeadMaskConfig = Field(default_factory=RandomLeadMaskConfig, description="p_lead 0.5 (Oh et al.)")
+    rlm: Annotated[RandomLeadMaskConfig, AUGMENTS] = Field(default_factory=RandomLeadMaskConfig, description="p_lead 0.5 (Oh et al.)")
     cmsc_temperature: float = Field(0.1, gt=0)
     per_patient: bool = Field(False, description="CMSC positives: segments of the same patient, not record")
     w2v_weight: float = Field(1.0, ge=0)
@@ -42,7 +43,7 @@ class W2VCMSCRLM(Wav2Vec2Objective):
     def __init__(
         self,
         encoder: nn.Module,
-        augment: nn.Module | list,
+        augment: nn.Module,
         rlm: nn.Module,
         cmsc_temperature: float = 0.1,
         per_patient: bool = False,

@@ -25,11 +25,11 @@ from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from ecgforge.augment import AugmentConfig
-from ecgforge.encoders.wav2vec2 import Wav2Vec2, _GradMultiply
+from ecgforge.encoders.wav2vec2 import Wav2Vec2
 from ecgforge.errors import UserError
+from ecgforge.layers.grad import GradMultiply
 from ecgforge.objectives.base import Objective
 from ecgforge.objectives.losses import info_nce
-from ecgforge.objectives.projector import as_module
 
 
 def compute_mask_indices(
@@ -125,7 +125,7 @@ class Wav2Vec2Objective(Objective):
     def __init__(
         self,
         encoder: nn.Module,
-        augment: nn.Module | list,
+        augment: nn.Module,
         mask_prob: float = 0.65,
         mask_length: int = 10,
         min_masks: int = 2,
@@ -143,7 +143,7 @@ class Wav2Vec2Objective(Objective):
                 f"ssl.kind = '{self._kind()}' needs model.encoder.kind = 'wav2vec2', got {type(encoder).__name__}"
             )
         super().__init__(encoder)
-        self.augment = as_module(augment)
+        self.augment = augment
         self.mask_prob, self.mask_length, self.min_masks = mask_prob, mask_length, min_masks
         self.n_negatives = n_negatives
         self.logit_temperature = logit_temperature
@@ -163,7 +163,7 @@ class Wav2Vec2Objective(Objective):
         if enc.feature_grad_mult > 0:
             raw = enc.feature_extractor(x)
             if enc.feature_grad_mult != 1.0 and raw.requires_grad:
-                raw = _GradMultiply.apply(raw, enc.feature_grad_mult)
+                raw = GradMultiply.apply(raw, enc.feature_grad_mult)
         else:
             with torch.no_grad():
                 raw = enc.feature_extractor(x)

@@ -10,8 +10,7 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 from scipy.spatial.transform import Rotation
 
-from ecgforge import registry
-from ecgforge.augment import AUGMENTS, AugmentConfig, physio_noise
+from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.augment.crop import RandomResizedCrop, TimeOut
 from ecgforge.augment.leads import RandomLeadMask
 from ecgforge.augment.noise import (
@@ -19,9 +18,11 @@ from ecgforge.augment.noise import (
     baseline_shift_noise,
     baseline_wander_noise,
     electrode_motion_noise,
+    physio_noise,
     powerline_noise,
 )
-from ecgforge.augment.threekg import INDEPENDENT_LEADS, LEADS_TO_VCG, ThreeKG, limb_leads, rotation_zyx
+from ecgforge.augment.three_kg_views import INDEPENDENT_LEADS, LEADS_TO_VCG, ThreeKG, limb_leads, rotation_zyx
+from ecgforge.registry import build as registry_build
 
 FS_HZ = 100.0
 
@@ -38,7 +39,7 @@ def ecg_like(b: int = 4, t_len: int = 500, seed: int = 0) -> torch.Tensor:
 
 
 def _config_classes() -> list[type]:
-    return list(registry.config_classes(AugmentConfig))
+    return list(AUGMENTS.configs())
 
 
 def test_union_tags_match_registry_dict() -> None:
@@ -53,13 +54,9 @@ def test_union_tags_match_registry_dict() -> None:
 
 
 @pytest.fixture
-def build(monkeypatch: pytest.MonkeyPatch):
-    """``registry.build``; while other categories cannot import yet, with ``categories()`` narrowed to ours."""
-    try:
-        registry.categories()
-    except (ImportError, AttributeError):
-        monkeypatch.setattr(registry, "categories", lambda: {"augment": (AugmentConfig, AUGMENTS)})
-    return registry.build
+def build():
+    """``registry.build`` on the augmentation table."""
+    return lambda cfg, **context: registry_build(AUGMENTS, cfg, **context)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

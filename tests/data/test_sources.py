@@ -22,7 +22,6 @@ from ecgforge.data.sources.cinc import CinCSource, database_of, load_scored_mapp
 from ecgforge.data.sources.folder import WFDBFolderSource
 from ecgforge.data.sources.ptbxl import PTBXLSource
 from ecgforge.data.wfdb_io import read_record
-from ecgforge.registry import config_classes
 
 ADAPTER = TypeAdapter(SourceConfig)
 PTBXL_SETS = ["all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm"]
@@ -38,7 +37,7 @@ def build(raw: dict):
 
 
 def test_every_config_matches_its_constructor() -> None:
-    classes = config_classes(SourceConfig)
+    classes = SOURCES.configs()
     assert {c.model_fields["kind"].default for c in classes} == set(SOURCES)
     for cfg_cls in classes:
         fields = set(cfg_cls.model_fields) - {"kind"}

@@ -193,7 +193,7 @@ def test_registry_builds_default_configs(kind: str) -> None:
 
     cfg = TypeAdapter(EncoderConfig).validate_python({"kind": kind})
     try:
-        model = build(cfg, fs_hz=100.0, window=1000, n_leads=12)
+        model = build(ENCODERS, cfg, fs_hz=100.0, window=1000, n_leads=12)
     except ImportError as err:  # another category's package not written yet
         pytest.skip(f"registry.categories() import failed: {err}")
     assert isinstance(model, ENCODERS[kind])

@@ -70,7 +70,7 @@ def test_registry_builds_default_config() -> None:
 
     cfg = TypeAdapter(MaskerConfig).validate_python({"kind": "unet1d"})
     try:
-        masker = build(cfg, fs_hz=500.0, window=5000, n_leads=12)
+        masker = build(MASKERS, cfg, fs_hz=500.0, window=5000, n_leads=12)
     except ImportError as err:  # another category's package not written yet
         pytest.skip(f"registry.categories() import failed: {err}")
     assert isinstance(masker, MASKERS["unet1d"])

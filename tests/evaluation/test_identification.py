@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ecgforge.evaluation.identification import identification_top1
+from ecgforge.evaluation.retrieval import identification_top1
 
 
 def _clustered(n_patients: int, per_patient: int, dim: int = 32, noise: float = 0.05, seed: int = 0):

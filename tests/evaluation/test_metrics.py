@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from ecgforge.evaluation.metrics import (
-    aggregate_windows,
     auroc_columns,
     bootstrap_ci,
     challenge_metric,
@@ -154,16 +153,6 @@ def test_compute_metrics_dispatch() -> None:
     assert values == pytest.approx({"mae": 0.0, "rmse": 0.0, "r2": 1.0}) and dropped == []
     with pytest.raises(ValueError, match="task_type"):
         compute_metrics("ranking", Y_ML, S_ML, ["a", "b", "c"])  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------------------------------- windows
-
-
-def test_aggregate_windows_means_per_record() -> None:
-    scores = np.array([[0.2, 1.0], [0.4, 0.0], [0.9, 0.5], [0.6, 0.3], [0.0, 0.3]])
-    records, agg = aggregate_windows(scores, np.array([7, 7, 3, 7, 3]))
-    assert records.tolist() == [3, 7]
-    np.testing.assert_allclose(agg, [[0.45, 0.4], [0.4, 1.3 / 3]])
 
 
 # --------------------------------------------------------------------------------------------- bootstrap

@@ -10,16 +10,36 @@ import pytest
 import torch
 from torch import nn
 
-from ecgforge.data.cache import Cache, build_cache
-from ecgforge.evaluation.common import EvalContext
+from ecgforge.data.cache import Cache
+from ecgforge.data.cache_build import build_cache
+from ecgforge.data.cache_spec import CacheRecipe
+from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.finetune import Finetune
-from ecgforge.evaluation.identify import Identification, wilson_interval
+from ecgforge.evaluation.identification import Identification, wilson_interval
 from ecgforge.evaluation.knn import KNN, knn_scores
 from ecgforge.evaluation.linear_probe import LinearProbe
 from ecgforge.evaluation.robustness import LEAD_SUBSETS, Robustness, lead_subset_transform, noise_transform
-from ecgforge.pretrained import state_dict_hash
-from ecgforge.recipe import CacheRecipe
-from tests.spine.test_cache import write_record
+from ecgforge.layers.weights import state_dict_hash
+from tests.data.test_cache import write_record
+
+
+class _AsJSON:
+    """A protocol whose ``run`` returns the results.json rows (dicts), as the tests read them."""
+
+    def __init__(self, protocol: object) -> None:
+        self.protocol = protocol
+
+    def run(self, ctx: EvalContext) -> list[dict]:
+        return [row.to_json() for row in self.protocol.run(ctx)]
+
+
+def _protocol(cls: type, **cfg: object) -> _AsJSON:
+    """``cls`` built from its config, as the registry builds it."""
+    from ecgforge.evaluation import PROTOCOLS
+
+    kind = next(k for k in PROTOCOLS if PROTOCOLS[k] is cls)
+    return _AsJSON(cls(PROTOCOLS.config(kind)(**cfg)))
+
 
 FS = 100
 N_PATIENTS, N_REC = 16, 3
@@ -111,10 +131,10 @@ def test_finetune_changes_encoder_weights_and_linear_probe_does_not(cache: Cache
     shared = tiny_encoder(0)  # make_encoder hands out this very module: any training shows in its hash
     before = state_dict_hash(shared)
     ctx = context(cache, lambda init, seed: shared if init == "pretrained" else tiny_encoder(seed))
-    lp = LinearProbe(task="label", inits=["pretrained"], epochs=5, bootstrap=0).run(ctx)
+    lp = _protocol(LinearProbe, task="label", inits=["pretrained"], epochs=5, bootstrap=0).run(ctx)
     assert state_dict_hash(shared) == before and len(lp) == 1
 
-    rows = Finetune(task="label", inits=["pretrained", "supervised", "random"], head_epochs=1, epochs=2,
+    rows = _protocol(Finetune, task="label", inits=["pretrained", "supervised", "random"], head_epochs=1, epochs=2,
                     encoder_lr_ratio=0.1, bootstrap=10, batch_size=8).run(ctx)
     assert state_dict_hash(shared) != before
     by_init = {r["init"]: r for r in rows}
@@ -129,7 +149,7 @@ def test_finetune_changes_encoder_weights_and_linear_probe_does_not(cache: Cache
 
 def test_finetune_label_fraction_uses_fewer_records(cache: Cache) -> None:
     ctx = context(cache, lambda init, seed: tiny_encoder(seed))
-    rows = Finetune(task="label", inits=["supervised"], label_fractions=[0.3, 1.0], head_epochs=0, epochs=1,
+    rows = _protocol(Finetune, task="label", inits=["supervised"], label_fractions=[0.3, 1.0], head_epochs=0, epochs=1,
                     bootstrap=0, batch_size=8).run(ctx)
     n = {r["label_fraction"]: r["n_train_records"] for r in rows}
     assert n[1.0] == 24 and 0 < n[0.3] < 24 and n[0.3] % N_REC == 0  # whole patients only
@@ -137,7 +157,7 @@ def test_finetune_label_fraction_uses_fewer_records(cache: Cache) -> None:
 
 def test_knn_reads_the_rhythm(cache: Cache) -> None:
     ctx = context(cache, lambda init, seed: Reader(250) if init == "pretrained" else tiny_encoder(seed))
-    rows = KNN(task="label", k=3, seeds=[0, 1], bootstrap=0).run(ctx)
+    rows = _protocol(KNN, task="label", k=3, seeds=[0, 1], bootstrap=0).run(ctx)
     assert [(r["init"], r["seed"]) for r in rows] == [("pretrained", 0), ("pretrained", 1), ("random", 0), ("random", 1)]
     reader = [r for r in rows if r["init"] == "pretrained"]
     assert all(r["metrics"]["accuracy"] > 0.9 for r in reader)
@@ -159,7 +179,7 @@ def test_identification_on_a_known_gallery(cache: Cache) -> None:
             return torch.ones(len(x), 4)
 
     ctx = context(cache, lambda init, seed: Reader(250, rhythm=False) if init == "pretrained" else Constant())
-    rows = Identification(split="all", seeds=[0, 1]).run(ctx)
+    rows = _protocol(Identification, split="all", seeds=[0, 1]).run(ctx)
     assert len(rows) == 4
     for r in rows:
         assert r["n_patients"] == N_PATIENTS and r["n_probes"] == N_PATIENTS * (N_REC - 1)
@@ -198,7 +218,7 @@ def test_lead_subsets_zero_the_other_leads() -> None:
 
 def test_robustness_rows_degrade_with_noise(cache: Cache) -> None:
     ctx = context(cache, lambda init, seed: Reader(250) if init == "pretrained" else tiny_encoder(seed))
-    rows = Robustness(task="label", epochs=60, bootstrap=0, seeds=[0]).run(ctx)
+    rows = _protocol(Robustness, task="label", epochs=60, bootstrap=0, seeds=[0]).run(ctx)
     conds = [(r["noise_level"], r["leads"]) for r in rows if r["init"] == "pretrained"]
     assert conds == [(0, "12"), *((lv, "12") for lv in range(1, 7)), (0, "6"), (0, "3"), (0, "2"), (0, "1")]
     assert {r["init"] for r in rows} == {"pretrained", "random"}

@@ -10,14 +10,14 @@ from torch import Tensor, nn
 
 from ecgforge.augment.leads import RandomLeadMask
 from ecgforge.augment.noise import GaussianNoise
-from ecgforge.augment.threekg import ThreeKG
+from ecgforge.augment.three_kg_views import ThreeKG
 from ecgforge.encoders.cpc import CPC
 from ecgforge.encoders.resnet1d import ResNet1d
 from ecgforge.encoders.wav2vec2 import Wav2Vec2
 from ecgforge.encoders.xresnet1d import XResNet1d
 from ecgforge.errors import UserError
 from ecgforge.maskers.unet1d import UNet1d
-from ecgforge.objectives import OBJECTIVES, SSLConfig
+from ecgforge.objectives import OBJECTIVES
 from ecgforge.objectives.adv_mask import AdvMask
 from ecgforge.objectives.byol import BYOL, cosine_tau
 from ecgforge.objectives.cmsc import CMSC
@@ -27,7 +27,7 @@ from ecgforge.objectives.supervised import Supervised
 from ecgforge.objectives.three_kg import ThreeKGObjective
 from ecgforge.objectives.w2v_cmsc_rlm import W2VCMSCRLM
 from ecgforge.objectives.wav2vec2 import GumbelQuantiser, Wav2Vec2Objective, compute_mask_indices
-from ecgforge.registry import build, config_classes
+from ecgforge.registry import build
 
 # ------------------------------------------------------------------------------------------ helpers
 
@@ -84,17 +84,17 @@ def train(obj: nn.Module, batch: dict[str, Tensor], steps: int, lr: float = 1e-3
 
 
 def test_every_objective_kind_is_registered_and_builds_from_defaults() -> None:
-    kinds = {c.model_fields["kind"].default for c in config_classes(SSLConfig)}
+    kinds = {c.model_fields["kind"].default for c in OBJECTIVES.configs()}
     assert kinds == set(OBJECTIVES)
-    built = build(config_classes(SSLConfig)[2](), encoder=small_resnet(), fs_hz=100.0, window=250, n_leads=12)
+    built = build(OBJECTIVES, OBJECTIVES.config("adv_mask")(), encoder=small_resnet(), fs_hz=100.0, window=250, n_leads=12)
     assert isinstance(built, AdvMask) and isinstance(built.masker, UNet1d)
 
 
 def test_cpc_and_wav2vec2_refuse_other_encoders_naming_the_field() -> None:
     with pytest.raises(UserError, match="model.encoder.kind"):
-        CPCObjective(small_resnet(), [])
+        CPCObjective(small_resnet(), nn.Sequential())
     with pytest.raises(UserError, match="model.encoder.kind"):
-        Wav2Vec2Objective(small_resnet(), [])
+        Wav2Vec2Objective(small_resnet(), nn.Sequential())
 
 
 # ------------------------------------------------------------------------------------ adversarial
@@ -113,7 +113,7 @@ class TinyEncoder(nn.Module):
 
 
 def small_advmask(alpha: float = 1.0, binarization: float = 50.0, n_masks: int = 1, encoder: nn.Module | None = None) -> AdvMask:
-    return AdvMask(encoder or TinyEncoder(), UNet1d(n_masks=n_masks, width=4), [], temperature=0.1,
+    return AdvMask(encoder or TinyEncoder(), UNet1d(n_masks=n_masks, width=4), nn.Sequential(), temperature=0.1,
                    sparsity_alpha=alpha, binarization=binarization, projector_hidden=32, projector_dim=16)
 
 
@@ -245,7 +245,7 @@ def test_quantiser_uses_more_than_one_code_and_anneals_temperature() -> None:
 
 @pytest.mark.slow  # ~20-60 s on a busy 2-core CPU
 def test_wav2vec2_objective_masks_configured_fraction_and_learns() -> None:
-    obj = Wav2Vec2Objective(small_wav2vec2(), [], final_dim=32, n_negatives=20, quantiser_entries=16)
+    obj = Wav2Vec2Objective(small_wav2vec2(), nn.Sequential(), final_dim=32, n_negatives=20, quantiser_entries=16)
     batch = batch_of(ecg_like(8, 2000, fs=500.0))
     _, logs = obj(batch, "encoder")
     assert 0.35 < logs["mask_frac"].item() < 0.6
@@ -260,7 +260,7 @@ def test_wav2vec2_objective_masks_configured_fraction_and_learns() -> None:
 
 @pytest.mark.slow  # ~20-60 s on a busy 2-core CPU
 def test_cpc_loss_falls_on_predictable_signals() -> None:
-    obj = CPCObjective(small_cpc(), [], n_steps=4, n_negatives=16, negatives_from_same_seq_only=True)
+    obj = CPCObjective(small_cpc(), nn.Sequential(), n_steps=4, n_negatives=16, negatives_from_same_seq_only=True)
     batch = batch_of(ecg_like(16, 400))
     before = loss_at(obj, batch, "encoder")
     train(obj, batch, 30, lr=0.05, opt="sgd")
@@ -270,7 +270,7 @@ def test_cpc_loss_falls_on_predictable_signals() -> None:
 
 
 def test_cpc_batch_negatives_also_learn() -> None:
-    obj = CPCObjective(small_cpc(), [], n_steps=2, n_negatives=32, negatives_from_same_seq_only=False)
+    obj = CPCObjective(small_cpc(), nn.Sequential(), n_steps=2, n_negatives=32, negatives_from_same_seq_only=False)
     batch = batch_of(ecg_like(4, 128))
     before = loss_at(obj, batch, "encoder")
     train(obj, batch, 20, lr=0.05, opt="sgd")
@@ -281,7 +281,7 @@ def test_cpc_batch_negatives_also_learn() -> None:
 
 
 def test_cmsc_treats_segments_of_one_record_as_positives() -> None:
-    obj = CMSC(small_resnet(), [], projector_hidden=64, projector_dim=32)
+    obj = CMSC(small_resnet(), nn.Sequential(), projector_hidden=64, projector_dim=32)
     x = ecg_like(16, 250)
     same = batch_of(torch.stack([x, x], dim=1))
     shuffled = batch_of(torch.stack([x, x[torch.roll(torch.arange(16), 1)]], dim=1))
@@ -289,7 +289,7 @@ def test_cmsc_treats_segments_of_one_record_as_positives() -> None:
 
 
 def test_cmsc_per_patient_groups_records_of_a_patient() -> None:
-    obj = CMSC(small_resnet(), [], per_patient=True, projector_hidden=64, projector_dim=32)
+    obj = CMSC(small_resnet(), nn.Sequential(), per_patient=True, projector_hidden=64, projector_dim=32)
     x = ecg_like(8, 250)
     seg = torch.stack([x, x], dim=1)
     # Records 0 and 1 (different signals) belong to patient 0: per patient, each is a positive of the other,
@@ -312,7 +312,7 @@ def test_supervised_loss_falls(kind: str) -> None:
         y, n = (amp > amp.median()).long(), 2
     else:
         y, n = amp.float(), 1
-    obj = Supervised(small_resnet(), "task", [], n_classes=n)
+    obj = Supervised(small_resnet(), "task", nn.Sequential(), n_classes=n)
     batch = batch_of(x, y=y)
     before = loss_at(obj, batch, "encoder")
     train(obj, batch, 10, lr=1e-3)
@@ -332,7 +332,7 @@ def make_pair(name: str) -> tuple[nn.Module, dict[str, Tensor], str]:
 
         return SimCLR(small_resnet(), GaussianNoise(std_mv=0.05), **small_proj), batch_of(x100), "encoder"
     if name == "resnet1d-three_kg":
-        obj = ThreeKGObjective(small_resnet(), ThreeKG(), [], patient_positives=True, **small_proj)
+        obj = ThreeKGObjective(small_resnet(), ThreeKG(), nn.Sequential(), patient_positives=True, **small_proj)
         return obj, batch_of(x100), "encoder"
     if name == "xresnet1d-simclr":
         from ecgforge.objectives.simclr import SimCLR
@@ -343,16 +343,16 @@ def make_pair(name: str) -> tuple[nn.Module, dict[str, Tensor], str]:
                    predictor_hidden=64)
         return obj, batch_of(x100[:4]), "encoder"
     if name == "cpc-cpc":
-        return CPCObjective(small_cpc(), [], n_steps=4, n_negatives=16), batch_of(x100), "encoder"
+        return CPCObjective(small_cpc(), nn.Sequential(), n_steps=4, n_negatives=16), batch_of(x100), "encoder"
     x500 = ecg_like(8, 1000, fs=500.0)
     seg = torch.stack([x500, torch.roll(x500, 100, dims=-1)], dim=1)
     w2v = dict(final_dim=32, n_negatives=20, quantiser_entries=16)
     if name == "wav2vec2-wav2vec2":
-        return Wav2Vec2Objective(small_wav2vec2(), [], **w2v), batch_of(x500), "encoder"
+        return Wav2Vec2Objective(small_wav2vec2(), nn.Sequential(), **w2v), batch_of(x500), "encoder"
     if name == "wav2vec2-cmsc":
-        return CMSC(small_wav2vec2(), [], **small_proj), batch_of(seg), "encoder"
+        return CMSC(small_wav2vec2(), nn.Sequential(), **small_proj), batch_of(seg), "encoder"
     if name == "wav2vec2-w2v_cmsc_rlm":
-        return W2VCMSCRLM(small_wav2vec2(), [], RandomLeadMask(p_lead=0.5), **w2v), batch_of(seg), "encoder"
+        return W2VCMSCRLM(small_wav2vec2(), nn.Sequential(), RandomLeadMask(p_lead=0.5), **w2v), batch_of(seg), "encoder"
     raise KeyError(name)
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from ecgforge.data.cache import build_cache
-from ecgforge.recipe import CacheRecipe, load_recipe
-from ecgforge.train.runner import Runner
+from ecgforge.app.recipes import load_run_recipe as load_recipe
+from ecgforge.app.run import Run as Runner
+from ecgforge.data.cache_build import build_cache
+from ecgforge.data.cache_spec import CacheRecipe
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPERS = ROOT / "recipes" / "papers"

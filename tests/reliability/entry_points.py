@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import ecgforge.train.runner as runner
+import ecgforge.train.loop as runner
 from ecgforge.cli import main
 
 FAULT, STEP = sys.argv[1], int(sys.argv[2])

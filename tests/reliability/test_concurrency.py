@@ -27,11 +27,13 @@ import torch
 from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
-from ecgforge.artifacts import RunDirError, RunLock
 from ecgforge.cli import app
-from ecgforge.data.cache import Cache, CacheError, build_cache, verify
+from ecgforge.data.cache import Cache, CacheError
+from ecgforge.data.cache_build import build_cache
+from ecgforge.data.cache_inspect import verify
+from ecgforge.data.cache_spec import CacheRecipe
 from ecgforge.data.dataset import RandomWindows, TiledWindows, collate_windows
-from ecgforge.recipe import CacheRecipe
+from ecgforge.rundir import RunDirError, RunLock
 from tests.reliability.ledger import TRACEBACK, record
 from tests.train.conftest import ROOT, cli, env
 from tests.train.test_resume import assert_same_run
@@ -108,7 +110,7 @@ def test_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
 def test_lock_held_by_a_live_process_is_refused_until_it_dies(tmp_path: Path) -> None:
     live = tmp_path / "live"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from ecgforge.artifacts import RunLock; RunLock(sys.argv[1]).acquire(); "
+        [sys.executable, "-c", "import sys, time; from ecgforge.rundir import RunLock; RunLock(sys.argv[1]).acquire(); "
          "print('held', flush=True); time.sleep(600)", str(live)],
         cwd=ROOT, env=env(), stdout=subprocess.PIPE, text=True)
     try:
@@ -130,7 +132,7 @@ def test_two_processes_racing_for_one_lock_never_both_hold_it(tmp_path: Path) ->
     """Six processes try the same (stale) lock at once, 10 rounds: at most one holds it at any time."""
     script = (
         "import os, sys, time\n"
-        "from ecgforge.artifacts import RunDirError, RunLock\n"
+        "from ecgforge.rundir import RunDirError, RunLock\n"
         "d, log = sys.argv[1], sys.argv[2]\n"
         "while not os.path.exists(os.path.join(d, 'go')): time.sleep(0.001)\n"
         "try:\n"

@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import ecgforge.data.cache as cache_mod
+import ecgforge.data.cache_build as cache_mod
 from ecgforge.cli import app
-from ecgforge.data.cache import Cache, verify
+from ecgforge.data.cache import Cache
+from ecgforge.data.cache_inspect import verify
 from tests.reliability.ledger import TRACEBACK, record
 from tests.train.conftest import ROOT, env, losses
 from tests.train.test_resume import assert_same_run

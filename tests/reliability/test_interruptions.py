@@ -24,9 +24,11 @@ from pathlib import Path
 
 import pytest
 
-import ecgforge.data.cache as cache_mod
-from ecgforge.data.cache import Cache, build_cache, verify
-from ecgforge.recipe import CacheRecipe
+import ecgforge.data.cache_build as cache_mod
+from ecgforge.data.cache import Cache
+from ecgforge.data.cache_build import build_cache
+from ecgforge.data.cache_inspect import verify
+from ecgforge.data.cache_spec import CacheRecipe
 from tests.reliability.ledger import TRACEBACK, record
 from tests.train.conftest import ROOT, cli, env, losses, run_cli
 from tests.train.test_resume import assert_same_run, interrupt_at

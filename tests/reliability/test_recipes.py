@@ -33,9 +33,12 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from typer.testing import CliRunner
 
+from ecgforge.app.catalog import kinds
+from ecgforge.app.recipes import load_run_recipe as load_recipe
 from ecgforge.cli import app
-from ecgforge.recipe import CacheRecipe, Recipe, RecipeError, load_cache_recipe, load_recipe
-from ecgforge.registry import kinds
+from ecgforge.config_files import RecipeError
+from ecgforge.data.cache_spec import CacheRecipe, load_cache_recipe
+from ecgforge.recipe import Recipe
 from tests.reliability.ledger import record
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,9 +22,10 @@ import pytest
 import scipy.io
 import wfdb
 
-from ecgforge.data.cache import SCALE_MV, Cache, build_cache
+from ecgforge.data.cache import SCALE_MV, Cache
+from ecgforge.data.cache_build import build_cache
+from ecgforge.data.cache_spec import CacheRecipe
 from ecgforge.data.leads import CANONICAL_LEADS
-from ecgforge.recipe import CacheRecipe
 from tests.reliability.ledger import record
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,9 +14,9 @@ import pytest
 import tomli_w
 import wfdb
 
-from ecgforge.data.cache import build_cache
+from ecgforge.data.cache_build import build_cache
+from ecgforge.data.cache_spec import CacheRecipe
 from ecgforge.data.leads import CANONICAL_LEADS
-from ecgforge.recipe import CacheRecipe
 
 ROOT = Path(__file__).resolve().parents[2]
 N_RECORDS = 24

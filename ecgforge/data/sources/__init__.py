@@ -1,32 +1,20 @@
 """Dataset sources: each lists `RecordRef`s (where a record lives, its metadata and labels), reading no signal.
 
 Every source has ``records() -> list[RecordRef]`` and ``label_names() -> {label set: [every label]}``.
-Add one: write ``<name>.py`` with ``<Name>SourceConfig`` (``kind`` literal) and the source class, then add
-the config to `SourceConfig` and the class to `SOURCES`.
+Add one: write ``<name>.py`` with the source class and its ``<Name>Config`` (``kind`` literal), then add one
+line to the table.
 """
 
-from typing import Annotated, Union
+from ecgforge.registry import Table
 
-from pydantic import Field
+SOURCES = Table(
+    "sources",
+    {
+        "ptbxl": "ecgforge.data.sources.ptbxl:PTBXLSource",
+        "cinc": "ecgforge.data.sources.cinc:CinCSource",
+        "wfdb_folder": "ecgforge.data.sources.folder:WFDBFolderSource",
+        "synthetic": "ecgforge.data.sources.synthetic:SyntheticSource",
+    },
+)
 
-from ecgforge.data.sources.cinc import CinCSource, CinCSourceConfig
-from ecgforge.data.sources.folder import WFDBFolderSource, WFDBFolderSourceConfig
-from ecgforge.data.sources.ptbxl import PTBXLSource, PTBXLSourceConfig
-from ecgforge.data.sources.synthetic import SyntheticSource, SyntheticSourceConfig
-
-SourceConfig = Annotated[
-    Union[  # noqa: UP007
-        PTBXLSourceConfig,
-        CinCSourceConfig,
-        WFDBFolderSourceConfig,
-        SyntheticSourceConfig,
-    ],
-    Field(discriminator="kind"),
-]
-
-SOURCES: dict[str, type] = {
-    "ptbxl": PTBXLSource,
-    "cinc": CinCSource,
-    "wfdb_folder": WFDBFolderSource,
-    "synthetic": SyntheticSource,
-}
+__getattr__ = SOURCES.module_getattr("SourceConfig")  # the config union, made on first use

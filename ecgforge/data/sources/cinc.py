@@ -16,6 +16,7 @@ import csv
 import math
 import re
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -146,11 +147,11 @@ class CinCSource:
     def __init__(
         self,
         path: str,
-        label_sets: list[CinCLabelSet] | None = None,
+        label_sets: Sequence[CinCLabelSet] = ("scored",),
         scored_mapping: str | None = None,
     ) -> None:
         self.root = Path(path).expanduser()
-        self.label_sets = list(label_sets) if label_sets is not None else ["scored"]
+        self.label_sets = list(label_sets)
         self.scored_mapping = scored_mapping
         self._cache: tuple[list[RecordRef], dict[str, list[str]]] | None = None
 

@@ -18,6 +18,7 @@ import ast
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -44,11 +45,11 @@ class PTBXLSource:
         self,
         path: str,
         records: Literal["records100", "records500"] = "records100",
-        label_sets: list[PTBXLLabelSet] | None = None,
+        label_sets: Sequence[PTBXLLabelSet] = ("superdiagnostic",),
     ) -> None:
         self.root = Path(path).expanduser()
         self.records_folder = records
-        self.label_sets = list(label_sets) if label_sets is not None else ["superdiagnostic"]
+        self.label_sets = list(label_sets)
         self._cache: tuple[list[RecordRef], dict[str, list[str]]] | None = None
 
     def _load(self) -> tuple[list[RecordRef], dict[str, list[str]]]:

@@ -37,6 +37,7 @@ import json
 import math
 import multiprocessing
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -46,9 +47,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from ecgforge.artifacts import atomic_dir
 from ecgforge.data.record import RecordRef
 from ecgforge.errors import UserError
+from ecgforge.fsio import atomic_dir
 
 LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 RHYTHMS: tuple[str, ...] = ("sinus", "brady", "tachy", "afib")
@@ -582,7 +583,7 @@ class SyntheticSource:
         duration_s: float = 10.0,
         fs_hz: float = 500.0,
         seed: int = 0,
-        label_sets: list[SyntheticLabelSet] | None = None,
+        label_sets: Sequence[SyntheticLabelSet] = ("rhythm", "conduction", "sex"),
     ) -> None:
         self.root = Path(path).expanduser()
         self.params = dict(
@@ -592,7 +593,7 @@ class SyntheticSource:
             fs_hz=fs_hz,
             seed=seed,
         )
-        self.label_sets = list(label_sets) if label_sets is not None else ["rhythm", "conduction", "sex"]
+        self.label_sets = list(label_sets)
         unknown = [s for s in self.label_sets if s not in ("rhythm", "conduction", "sex")]
         if unknown:
             raise ValueError(f"source.label_sets: unknown label set(s) {unknown}")

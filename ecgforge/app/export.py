@@ -1,0 +1,172 @@
+"""``ecgforge export``: a run's encoder as a folder to share as is, loadable by ``ecgforge.load_encoder(DIR)``.
+
+The folder holds ``encoder.safetensors`` and ``encoder.json`` (copied byte for byte, so the weights' hash in
+``encoder.json`` still holds), ``results.json`` when the run has one, and a ``README.md`` model card: what the
+encoder is, the input contract it refuses to break, the recipe it was trained with, the data, and the run's
+evaluation table. A fairseq-signals ``.pt`` checkpoint can be exported too (converted to safetensors, with
+the assumed fairseq-signals contract), after which it loads without fairseq or pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecgforge.errors import UserError
+from ecgforge.evaluation.rows import ResultRow, rows_from_json
+from ecgforge.fsio import atomic_dir, atomic_write_json, atomic_write_text
+
+
+class ExportError(UserError):
+    """An export that cannot be made (no encoder, destination occupied); one line."""
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def eval_table(rows: list[ResultRow]) -> str:
+    """Markdown table of results rows: mean ± sd of each row's primary metric over seeds, per setting."""
+    groups: dict[tuple[Any, ...], list[ResultRow]] = defaultdict(list)
+    for row in rows:
+        groups[(row.kind, row.task, row.init, row.label_fraction, tuple(row.conditions.items()), row.split)].append(row)
+    lines = ["| protocol | task | init | label fraction | condition | split | metric | value | seeds | test records |",
+             "|---|---|---|---:|---|---|---|---:|---:|---:|"]
+    for (kind, task, init, frac, cond, split), rs in groups.items():
+        metric = rs[0].primary
+        vals = [v for r in rs if (v := r.value()) is not None]
+        if not vals:
+            value = "n/a"
+        elif len(vals) == 1:
+            ci = rs[0].ci95.get(metric)
+            value = f"{vals[0]:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci and None not in ci else "")
+        else:
+            value = f"{np.mean(vals):.4f} ± {np.std(vals, ddof=1):.4f}"
+        condition = ", ".join(f"{k} {v}" for k, v in cond) or "-"
+        n_test = rs[0].n_test_records if rs[0].n_test_records is not None else ""
+        lines.append(f"| {kind} | {task} | {init} | {frac:g} | {condition} | {split} | {metric} | {value} | "
+                     f"{len(rs)} | {n_test} |")
+    return "\n".join(lines)
+
+
+def model_card(meta: dict[str, Any], *, name: str, folder: str, recipe_text: str | None, results: dict[str, Any] | None,
+               env: dict[str, Any] | None, cache_spec: dict[str, Any] | None) -> str:
+    """The README.md of an export (Markdown)."""
+    cfg = meta.get("config", {})
+    lines = [
+        f"# {name}: {cfg.get('kind', 'encoder')} ECG encoder",
+        "",
+        f"An ECG encoder exported by ecgforge {meta.get('ecgforge_version', '?')}"
+        + (f", pretrained with `{meta['pretrained']}`" if meta.get("pretrained") else "")
+        + (f" ({meta['source']})" if meta.get("source") else "") + ".",
+        "",
+        "```python",
+        "import ecgforge",
+        f'enc = ecgforge.load_encoder("{folder}")  # this folder; eval mode, weights checked',
+        "x = enc.preprocess(signal, fs_hz, lead_names)   # signal (leads, T) in the units below",
+        f"z = enc(x)                                     # (1, {meta.get('embed_dim', 'D')})",
+        "```",
+        "",
+        f"or `ecgforge embed {folder} --cache CACHE.h5 --out embeddings.h5` for a whole cache.",
+        "",
+        "## Input contract",
+        "",
+        "Loading refuses data that breaks it (no silent resampling or lead reordering).",
+        "",
+        "| field | value |",
+        "|---|---|",
+        f"| sampling rate | {meta.get('fs_hz')} Hz |",
+        f"| window | {meta.get('window_s')} s |",
+        f"| leads (in this order) | {' '.join(meta.get('leads', []))} |",
+        f"| units | {meta.get('units', '')} |",
+        f"| normalisation | {meta.get('normalisation', '')} |",
+        f"| embedding size | {meta.get('embed_dim', '')} |",
+    ]
+    if meta.get("assumed"):
+        lines += ["", "The checkpoint did not store its contract: the values above are fairseq-signals' defaults."]
+    lines += ["", "## Architecture", "", "```json", json.dumps(cfg, indent=2), "```"]
+    lines += ["", "## Data", ""]
+    if env or cache_spec:
+        if env:
+            lines.append(f"- cache: `{env.get('cache')}` (spec hash `{env.get('cache_spec_hash')}`)")
+            lines.append(f"- trained on: {env.get('device_name', env.get('device', '?'))}, "
+                         f"world size {env.get('world_size', 1)}, precision {env.get('precision', '?')}, "
+                         f"torch {env.get('torch', '?')}")
+        if cache_spec:
+            src = {k: v for k, v in cache_spec.get("source", {}).items() if k != "path"}
+            lines.append(f"- source: `{json.dumps(src)}`")
+            lines.append(f"- signal: `{json.dumps(cache_spec.get('signal', {}))}`")
+    else:
+        lines.append("Not recorded.")
+    lines += ["", "## Evaluation", ""]
+    rows = (results or {}).get("eval", [])
+    if rows:
+        lines += [f"From the run's results.json (recipe `{results.get('recipe', '')}`, seed {results.get('seed', '')}); "
+                  "values are test-split scores, 95% bootstrap CI in brackets where one seed ran.", "",
+                  eval_table(rows_from_json(rows))]
+    else:
+        lines.append("The run has no evaluation results.")
+    if recipe_text:
+        lines += ["", "## Recipe", "", "As resolved (defaults and overrides applied; rerunnable with `ecgforge run`):",
+                  "", "```toml", recipe_text.rstrip(), "```"]
+    lines += ["", "## Provenance", "",
+              f"- recipe hash: `{meta.get('recipe_hash', 'n/a')}`",
+              f"- weights sha256: `{meta.get('weights_sha256', 'n/a')}`", ""]
+    return "\n".join(lines)
+
+
+def export(src: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Export a run directory (or a fairseq-signals ``.pt``) to ``out``; atomic, verified by a strict load.
+
+    Returns:
+        ``out`` as a Path.
+    """
+    from ecgforge.encoder_files import is_fairseq_checkpoint, load_encoder_weights, save_encoder
+
+    src, out = Path(src), Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ExportError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+    if src.resolve() == out.resolve():
+        raise ExportError(f"{out}: the export folder must differ from the run directory")
+    encoder, meta = load_encoder_weights(src)  # refuses missing/unexpected keys before anything is written
+    run_dir = src.parent if src.is_file() else src
+    results = _read_json(run_dir / "results.json") if not is_fairseq_checkpoint(src) else None
+    env = _read_json(run_dir / "env.json") if not is_fairseq_checkpoint(src) else None
+    recipe_text = None
+    for name in ("resolved.toml", "recipe.toml"):
+        if not is_fairseq_checkpoint(src) and (run_dir / name).is_file():
+            recipe_text = (run_dir / name).read_text(encoding="utf-8")
+            break
+    cache_spec = None
+    if env and env.get("cache") and Path(env["cache"]).is_file():
+        from ecgforge.data.cache import Cache
+
+        try:
+            cache_spec = Cache(env["cache"]).spec
+        except UserError:
+            cache_spec = None
+    name = meta.get("recipe") or (src.stem if src.is_file() else src.name)
+    with atomic_dir(out) as tmp:
+        if is_fairseq_checkpoint(src):
+            from ecgforge.encoders.wav2vec2 import Wav2Vec2Config
+
+            contract = {k: v for k, v in meta.items() if k not in ("format", "format_version", "ecgforge_version",
+                                                                    "config", "embed_dim")}
+            save_encoder(encoder, Wav2Vec2Config(**meta["config"]), tmp, contract)
+            meta = json.loads((tmp / "encoder.json").read_text())
+        else:
+            for f in ("encoder.safetensors", "encoder.json"):
+                shutil.copy2(run_dir / f, tmp / f)
+        if results is not None:
+            atomic_write_json(tmp / "results.json", results)
+        atomic_write_text(tmp / "README.md", model_card(meta, name=str(name), folder=out.name, recipe_text=recipe_text,
+                                                        results=results, env=env, cache_spec=cache_spec))
+    return out

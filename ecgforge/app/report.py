@@ -1,0 +1,463 @@
+"""Pictures and tables of runs (PNG via matplotlib, headless; Markdown and CSV tables).
+
+``make_report(run_dirs, out_dir)`` compares runs: a table of every results row group (mean ± std over seeds,
+with the test-record bootstrap 95% interval averaged over seeds), label-efficiency curves, a curve per test
+condition of a protocol (robustness: noise level, lead subset) and, for runs whose objective has a ``masks(x)`` method
+(adversarial masking, Bo et al. 2022), the learned masks drawn over a few test ECGs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ecgforge.errors import UserError  # noqa: E402
+from ecgforge.evaluation.rows import ResultRow, rows_from_json  # noqa: E402
+from ecgforge.evaluation.scoring import PRIMARY  # noqa: E402
+from ecgforge.fsio import atomic_file, atomic_write_text  # noqa: E402
+from ecgforge.rundir import read_jsonl  # noqa: E402
+
+#: The fields that, with the run and a row's conditions, make one table row; seeds are what a group averages over.
+GROUP_FIELDS = ("kind", "task", "init", "label_fraction")
+
+Runs = dict[str, list[ResultRow]]
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def plot_losses(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
+    """Every ``*loss*`` column of metrics/train.jsonl against the optimiser step."""
+    keys = sorted({k for r in rows for k, v in r.items() if "loss" in k and isinstance(v, (int, float))})
+    if not rows or not keys:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for k in keys:
+        pts = [(r["step"], r[k]) for r in rows if k in r]
+        ax.plot(*zip(*pts, strict=True), label=k, lw=1.5)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title or "pretraining loss")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    return _save(fig, path)
+
+
+def label_efficiency(rows: list[ResultRow], metric: str) -> dict[tuple[str, str, str], dict[float, list[float]]]:
+    """(protocol, task, init) -> fraction -> metric values over seeds, for supervised tasks' rows of protocols
+    without test conditions (those are drawn against their conditions)."""
+    out: dict[tuple[str, str, str], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r.conditions or r.task_type not in PRIMARY:
+            continue
+        v = r.value(metric)
+        if v is not None:
+            out[(r.kind, r.task, r.init)][float(r.label_fraction)].append(v)
+    return out
+
+
+def _init_style(init: str) -> str:
+    """Line style by initialisation: pretrained solid, supervised dotted, random (the floor) dashed."""
+    return {"pretrained": "-", "supervised": ":"}.get(init, "--")
+
+
+class _Colours:
+    """One colour per compared model (run x task x ...), shared by its inits: with several runs on one axis
+    each run's pretrained line and its random floor must read as a pair, not as unrelated curves."""
+
+    def __init__(self) -> None:
+        self.cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        self.given: dict[tuple[Any, ...], str] = {}
+
+    def __call__(self, key: tuple[Any, ...]) -> str:
+        return self.given.setdefault(key, self.cycle[len(self.given) % len(self.cycle)])
+
+
+def plot_label_efficiency(runs: Runs, metric: str, path: Path) -> Path | None:
+    """Metric vs label fraction (log x, ticks at the measured fractions), mean +- std over seeds; one line
+    per run x protocol x init, a colour per run x protocol and a line style per init."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    drawn = 0
+    curves = {run_name: label_efficiency(rows, metric) for run_name, rows in runs.items()}
+    tasks = {task for c in curves.values() for (_, task, _) in c}
+    colours = _Colours()
+    fractions: set[float] = set()
+    for run_name, curve in curves.items():
+        for (kind, task, init), by_frac in sorted(curve.items()):
+            fr = sorted(by_frac)
+            fractions.update(fr)
+            mean = np.array([np.mean(by_frac[f]) for f in fr])
+            std = np.array([_std(by_frac[f]) for f in fr])
+            label = " ".join([*([run_name] if len(runs) > 1 else []), kind, *([task] if len(tasks) > 1 else []), init])
+            colour = colours((run_name, kind, task))
+            ax.plot(fr, mean, marker="o", lw=1.5, ls=_init_style(init), color=colour, label=label)
+            ax.fill_between(fr, mean - std, mean + std, color=colour, alpha=0.15)
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xscale("log")
+    # Log ticks (10^-1, 10^0) would hide which fractions were measured: tick exactly those.
+    ax.set_xticks(sorted(fractions), [f"{f:g}" for f in sorted(fractions)])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("label fraction of the training split")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(f"label efficiency: {metric} (mean ± std over seeds)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a line
+    return _save(fig, path)
+
+
+def plot_run(run_dir: str | Path) -> list[Path]:
+    """The plots of one run directory into ``run_dir/plots``."""
+    run_dir = Path(run_dir)
+    made = []
+    loss = plot_losses(read_jsonl(run_dir / "metrics" / "train.jsonl"), run_dir / "plots" / "loss.png", run_dir.name)
+    if loss:
+        made.append(loss)
+    results = run_dir / "results.json"
+    if results.is_file():
+        rows = rows_from_json(json.loads(results.read_text()).get("eval", []))
+        made += _result_plots({run_dir.name: rows}, run_dir / "plots")
+    return made
+
+
+# ------------------------------------------------------------------------------------ comparing runs
+
+
+def _std(values: list[float]) -> float:
+    """Sample standard deviation over seeds (ddof = 1); 0.0 for a single seed (the table shows n)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def _primary_metrics(rows: list[ResultRow]) -> list[str]:
+    """The primary metric of each supervised task present (macro AUROC, MAE), in a stable order."""
+    return list(dict.fromkeys(r.primary for r in rows if r.task_type in PRIMARY))
+
+
+def load_runs(run_dirs: list[str | Path]) -> Runs:
+    """Run name (the directory's name, or ``parent/name`` where names repeat) -> its results.json rows."""
+    dirs = [Path(d) for d in run_dirs]
+    names = [d.name for d in dirs]
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for d in dirs:
+        f = d / "results.json"
+        if not f.is_file():
+            raise UserError(f"{d}: no results.json (not a finished run directory?)")
+        try:
+            rows = json.loads(f.read_text()).get("eval", [])
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{f}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        name = d.name if names.count(d.name) == 1 else f"{d.parent.name}/{d.name}"
+        runs[name] = rows_from_json(rows)
+    return runs
+
+
+def summarise(runs: Runs) -> list[dict[str, Any]]:
+    """One entry per (run, kind, task, init, label_fraction, conditions..., metric).
+
+    ``mean`` and ``std`` (ddof = 1) over the seeds' values, ``n`` seeds, and ``ci_low``/``ci_high``: each
+    seed's 95% interval (results.json ``ci95``), averaged over the seeds (NaN where the rows carry none for
+    that metric). Undefined (None) metric values are left out. Conditions appear as their own keys.
+    """
+    groups: dict[tuple[Any, ...], dict[str, list[Any]]] = {}
+    for run, rows in runs.items():
+        for r in rows:
+            key = (run, *(getattr(r, f) for f in GROUP_FIELDS), tuple(r.conditions.items()))
+            g = groups.setdefault(key, defaultdict(list))
+            for metric, v in r.metrics.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    g[metric].append(float(v))
+                    ci = r.ci95.get(metric)
+                    if ci and all(isinstance(c, (int, float)) and math.isfinite(c) for c in ci):
+                        g[f"ci:{metric}"].append(tuple(ci))
+    out = []
+    for key, g in groups.items():
+        for metric, values in g.items():
+            if metric.startswith("ci:"):
+                continue
+            cis = g.get(f"ci:{metric}", [])
+            out.append({
+                "run": key[0], **dict(zip(GROUP_FIELDS, key[1:-1], strict=True)), **dict(key[-1]),
+                "conditions": [k for k, _ in key[-1]], "metric": metric,
+                "mean": float(np.mean(values)), "std": _std(values), "n": len(values),
+                "ci_low": float(np.mean([c[0] for c in cis])) if cis else float("nan"),
+                "ci_high": float(np.mean([c[1] for c in cis])) if cis else float("nan"),
+            })
+    return out
+
+
+def _condition_fields(summary: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(k for s in summary for k in s.get("conditions", [])))
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:g}"
+    return str(v)
+
+
+def table_csv(summary: list[dict[str, Any]]) -> str:
+    """The summary as CSV, full precision, one line per (group, metric)."""
+    fields = ["run", *GROUP_FIELDS, *_condition_fields(summary), "metric", "mean", "std", "n", "ci_low", "ci_high"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for s in summary:
+        w.writerow({k: ("" if s.get(k) is None else (repr(s[k]) if isinstance(s[k], float) else s[k])) for k in fields})
+    return buf.getvalue()
+
+
+def table_markdown(summary: list[dict[str, Any]]) -> str:
+    """One Markdown table per (protocol, task): a row per run x init x fraction x condition, a column per
+    metric showing ``mean ± std`` (4 decimals) and, where the rows had one, the 95% bootstrap interval."""
+    lines = ["# ecgforge report", "",
+             "mean ± std over seeds (std with ddof = 1; n = seeds); [low, high] = the rows' 95% interval "
+             "(bootstrap over test records; Wilson interval over probes for identification top-1), averaged "
+             "over seeds.", ""]
+    by_table: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for s in summary:
+        by_table[(str(s["kind"]), str(s["task"]))].append(s)
+    for (kind, task), items in by_table.items():
+        metrics = list(dict.fromkeys(s["metric"] for s in items))
+        extra = _condition_fields(items)
+        head = ["run", "init", "label_fraction", *extra, "n", *metrics]
+        lines += [f"## {kind}: {task}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        rows: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+        for s in items:
+            rows.setdefault((s["run"], s["init"], s["label_fraction"], *(s.get(f) for f in extra)), {})[s["metric"]] = s
+        for key, cells in rows.items():
+            n = max(c["n"] for c in cells.values())
+            vals = []
+            for m in metrics:
+                c = cells.get(m)
+                if c is None:
+                    vals.append("")
+                    continue
+                cell = f"{c['mean']:.4f} ± {c['std']:.4f}"
+                if not math.isnan(c["ci_low"]):
+                    cell += f" [{c['ci_low']:.4f}, {c['ci_high']:.4f}]"
+                vals.append(cell)
+            lines.append("| " + " | ".join([*map(_fmt, key), str(n), *vals]) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def condition_curves(runs: Runs, kind: str, condition: str, metric: str) -> dict[tuple[str, str, str, float], dict[Any, list[float]]]:
+    """(run, task, init, fraction) -> value of ``condition`` -> metric over seeds, for the rows of ``kind``
+    whose other conditions are at their reference value (the reference row's), in the order tested."""
+    curves: dict[tuple[str, str, str, float], dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run, rows in runs.items():
+        rows = [r for r in rows if r.kind == kind and condition in r.conditions]
+        ref = next((r.conditions for r in rows if r.reference), None)
+        if ref is None:
+            continue
+        for r in rows:
+            v = r.value(metric)
+            if v is not None and all(r.conditions.get(k) == ref.get(k) for k in r.conditions if k != condition):
+                curves[(run, r.task, r.init, float(r.label_fraction))][r.conditions[condition]].append(v)
+    return curves
+
+
+def plot_condition(runs: Runs, kind: str, condition: str, metric: str, path: Path) -> Path | None:
+    """Metric vs one test condition of a protocol (e.g. robustness: ``noise_level``, ``leads``), mean ± std
+    over seeds; one line per run x task x init x label fraction, starting at the reference condition."""
+    curves = condition_curves(runs, kind, condition, metric)
+    return _condition_plot(curves, runs, metric, path, condition.replace("_", " "), f"{kind}: {metric} vs {condition}")
+
+
+def _condition_plot(curves: dict[tuple[str, str, str, float], dict[Any, list[float]]], runs: dict[str, Any],
+                    metric: str, path: Path, xlabel: str, title: str) -> Path | None:
+    # The clean, 12-lead condition alone is the reference of both curves, not a curve: a recipe that tested no
+    # noise level (or no lead subset) gets no figure rather than one point drawn as if it were a result.
+    if len({x for by_x in curves.values() for x in by_x}) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    tasks = {k[1] for k in curves}
+    fracs = {k[3] for k in curves}
+    colours = _Colours()
+    order = list(runs)  # runs in the order given, as in the label-efficiency figure: a run keeps its colour
+    for (run, task, init, frac), by_x in sorted(curves.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1:])):
+        xs = list(by_x)  # the order tested: the reference condition first
+        mean = np.array([np.mean(by_x[x]) for x in xs])
+        std = np.array([_std(by_x[x]) for x in xs])
+        label = " ".join([*([run] if len(runs) > 1 else []), *([task] if len(tasks) > 1 else []), init,
+                          *([f"{frac:g} labels"] if len(fracs) > 1 else [])])
+        pos = [str(x) for x in xs]  # categorical: a lead subset or a level, in the order tested
+        colour = colours((run, task, frac))
+        ax.plot(pos, mean, marker="o", lw=1.5, ls=_init_style(init), color=colour, label=label)
+        ax.fill_between(pos, mean - std, mean + std, color=colour, alpha=0.15)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title + " (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a line
+    return _save(fig, path)
+
+
+def _result_plots(runs: Runs, out_dir: Path) -> list[Path]:
+    made = []
+    all_rows = [r for rows in runs.values() for r in rows]
+    for metric in _primary_metrics(all_rows):
+        # One label-efficiency figure per protocol: all of them on one axis is unreadable past a few runs.
+        for kind in dict.fromkeys(r.kind for r in all_rows):
+            p = plot_label_efficiency({n: [r for r in rows if r.kind == kind] for n, rows in runs.items()},
+                                      metric, out_dir / f"label_efficiency_{kind}_{metric}.png")
+            if p:
+                made.append(p)
+        kinds_conditions = dict.fromkeys((r.kind, c) for r in all_rows for c in r.conditions)
+        for kind, condition in kinds_conditions:
+            p = plot_condition(runs, kind, condition, metric, out_dir / f"{kind}_{condition}_{metric}.png")
+            if p:
+                made.append(p)
+    return made
+
+
+# ---------------------------------------------------------------------------------------- masks
+
+
+def _latest_checkpoint(run_dir: Path) -> Path | None:
+    d = run_dir / "checkpoints"
+    found = [p for p in d.glob("step_*") if (p / "model.safetensors").is_file()] if d.is_dir() else []
+    return max(found, key=lambda p: int(p.name.split("_")[1])) if found else None
+
+
+@dataclass
+class MaskerRun:
+    """An adversarial-masking run's objective with its checkpoint weights, and the data it was trained on."""
+
+    objective: Any
+    cache: Any
+    recipe: Any
+    window: int
+    checkpoint: Path
+
+
+def load_masker_objective(run_dir: str | Path) -> MaskerRun | None:
+    """The run's objective rebuilt from ``resolved.toml`` with its last checkpoint's weights, if that objective
+    has a ``masks(x)`` method (adversarial masking); None otherwise (no [ssl], no checkpoint, no masks)."""
+    from safetensors.torch import load_file
+
+    from ecgforge.app.recipes import load_run_recipe
+    from ecgforge.data.cache import Cache
+    from ecgforge.encoders import ENCODERS
+    from ecgforge.objectives import OBJECTIVES
+    from ecgforge.registry import build
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "resolved.toml").is_file():
+        return None
+    recipe = load_run_recipe(run_dir / "resolved.toml")
+    ckpt = _latest_checkpoint(run_dir)
+    if recipe.ssl is None or ckpt is None:
+        return None
+    if not hasattr(OBJECTIVES.get(recipe.ssl.kind), "masks"):
+        return None
+    cache = Cache(recipe.data.cache)
+    window = int(round(recipe.data.window_s * cache.fs_hz))
+    objective = build(OBJECTIVES, recipe.ssl, encoder=build(ENCODERS, recipe.model.encoder), fs_hz=cache.fs_hz, window=window,
+                      n_leads=cache.n_leads)
+    # A compiled encoder saves its weights under "_orig_mod."; the rebuilt one is not compiled.
+    state = {k.replace("_orig_mod.", ""): v for k, v in load_file(str(ckpt / "model.safetensors")).items()}
+    try:
+        objective.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise UserError(f"{ckpt}: checkpoint does not fit {recipe.ssl.kind}: {str(exc).splitlines()[0]}") from None
+    return MaskerRun(objective.eval(), cache, recipe, window, ckpt)
+
+
+def plot_masks(x: np.ndarray, masks: np.ndarray, fs_hz: float, leads: list[str], path: Path, title: str = "",
+               show_leads: tuple[str, ...] = ("II", "V1")) -> Path:
+    """Learned masks over ECGs: one panel per ECG and lead, the signal in black, each mask's value (0..1)
+    as a coloured line on the right axis and the time steps where it exceeds 0.5 shaded.
+
+    Args:
+        x: ``(B, leads, T)`` mV; masks: ``(B, M, T)`` in [0, 1] (Bo et al.: one mask for all leads).
+    """
+    shown = [lead for lead in show_leads if lead in leads] or [leads[0]]
+    b, m = masks.shape[0], masks.shape[1]
+    t = np.arange(x.shape[-1]) / fs_hz
+    fig, axes = plt.subplots(b, len(shown), figsize=(5.2 * len(shown), 1.9 * b), squeeze=False, sharex=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i in range(b):
+        for j, lead in enumerate(shown):
+            ax = axes[i, j]
+            sig = x[i, leads.index(lead)]
+            ax.plot(t, sig, color="black", lw=0.8)
+            lo, hi = float(sig.min()), float(sig.max())
+            pad = 0.1 * (hi - lo + 1e-6)
+            for k in range(m):
+                ax.fill_between(t, lo - pad, hi + pad, where=masks[i, k] > 0.5, color=colours[k % len(colours)],
+                                alpha=0.25, step="mid", lw=0)
+            ax2 = ax.twinx()
+            for k in range(m):
+                ax2.plot(t, masks[i, k], color=colours[k % len(colours)], lw=1.0, label=f"mask {k}")
+            ax2.set_ylim(-0.05, 1.05)
+            ax2.set_ylabel("mask", fontsize=7)
+            ax.set_ylabel(f"ECG {i} {lead} (mV)", fontsize=7)
+            if i == 0 and j == len(shown) - 1:
+                ax2.legend(frameon=False, fontsize=7, loc="upper right")
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)")
+    fig.subplots_adjust(wspace=0.4, hspace=0.3)  # room for each panel's right-hand mask axis
+    fig.suptitle(title or "learned masks (shaded where mask > 0.5)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_run_masks(run_dir: str | Path, path: Path, n_ecgs: int = 3) -> Path | None:
+    """Draw the masks of an adversarial-masking run's last checkpoint over ``n_ecgs`` test (or first) ECGs."""
+    import torch
+
+    run = load_masker_objective(run_dir)
+    if run is None:
+        return None
+    from ecgforge.data.dataset import TiledWindows
+    from ecgforge.data.splits import select
+
+    cache, recipe = run.cache, run.recipe
+    split = "test" if "test" in recipe.data.splits else recipe.data.pretrain_split
+    idx = select(cache, recipe.data.splits[split], recipe.data.exclude_ptbxl_overlap)[:n_ecgs]
+    if len(idx) == 0:
+        return None
+    tiles = TiledWindows(cache, idx, run.window)
+    first = [int(np.flatnonzero(tiles.record_of == p)[0]) for p in range(len(idx))]  # first window of each ECG
+    x = torch.stack([tiles[k]["x"] for k in first])
+    with torch.no_grad():
+        masks = run.objective.masks(x).float().numpy()
+    return plot_masks(x.numpy(), masks, cache.fs_hz, list(cache.leads), path,
+                      f"{Path(run_dir).name}: {run.checkpoint.name} masks (shaded where > 0.5)")
+
+
+def make_report(run_dirs: list[str | Path], out_dir: str | Path) -> list[Path]:
+    """``report.md``, ``report.csv`` and the PNG plots comparing ``run_dirs`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    runs = load_runs(run_dirs)
+    summary = summarise(runs)
+    made = [out_dir / "report.md", out_dir / "report.csv"]
+    atomic_write_text(made[0], table_markdown(summary))
+    atomic_write_text(made[1], table_csv(summary))
+    made += _result_plots(runs, out_dir)
+    for d, name in zip(run_dirs, runs, strict=True):
+        p = plot_run_masks(d, out_dir / f"masks_{name.replace('/', '_')}.png")
+        if p:
+            made.append(p)
+    return made

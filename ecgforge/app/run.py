@@ -1,0 +1,226 @@
+"""Running a recipe: its cache, pretraining, the saved encoder, the evaluations, results.json and plots.
+
+The application layer: it orchestrates the layers below and reports through a `Reporter`, and knows
+nothing of the command line or of how progress is drawn.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+
+from ecgforge.app.recipes import load_run_recipe
+from ecgforge.config_files import to_toml_dict
+from ecgforge.data.cache import Cache, CacheError
+from ecgforge.data.cache_build import BuildSummary, build_cache
+from ecgforge.data.cache_spec import CacheRecipe, load_cache_recipe
+from ecgforge.encoder_files import initial_encoder, save_encoder
+from ecgforge.encoders import ENCODERS
+from ecgforge.evaluation import PROTOCOLS
+from ecgforge.evaluation.context import EvalContext
+from ecgforge.evaluation.rows import ResultRow
+from ecgforge.fsio import atomic_write_json, atomic_write_text
+from ecgforge.layers.device import default_device
+from ecgforge.progress import Reporter
+from ecgforge.recipe import Recipe
+from ecgforge.registry import build
+from ecgforge.train.loop import Trainer, make_accelerator
+from ecgforge.version import __version__
+
+
+def build_cache_reported(spec: CacheRecipe, out: str | Path | None, reporter: Reporter,
+                         workers: int | None = None) -> BuildSummary:
+    """``build_cache`` with its progress sent to ``reporter``."""
+    with reporter.task(f"cache {spec.name}") as update:
+        return build_cache(spec, out, workers=workers, progress=lambda done, total: update(done, total))
+
+
+def env_info(accelerator: Accelerator, recipe: Recipe, cache: Cache | None) -> dict[str, Any]:
+    import accelerate
+    import h5py
+    import scipy
+    import sklearn
+    import wfdb
+
+    return {
+        "ecgforge": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "accelerate": accelerate.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "h5py": h5py.__version__,
+        "scikit-learn": sklearn.__version__,
+        "wfdb": wfdb.__version__,
+        "device": str(accelerator.device),
+        "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+        "world_size": accelerator.num_processes,
+        "precision": recipe.train.precision,
+        "cache": str(cache.path) if cache else None,
+        "cache_spec_hash": cache.spec_hash if cache else None,
+        "argv": sys.argv,
+    }
+
+
+def evaluate(recipe: Recipe, cache: Cache, encoder: nn.Module, device: torch.device, reporter: Reporter,
+             run_dir: Path | None = None) -> list[ResultRow]:
+    """Every ``[[eval]]`` table of ``recipe`` on ``encoder`` (and its reference initialisations)."""
+    r = recipe
+    window = int(round(r.data.window_s * cache.fs_hz))
+    stride = int(round((r.data.eval_stride_s or r.data.window_s) * cache.fs_hz))
+    trained = copy.deepcopy(getattr(encoder, "_orig_mod", encoder)).cpu()
+
+    def make_encoder(init: str, seed: int) -> nn.Module:
+        if init == "pretrained":
+            return copy.deepcopy(trained)
+        torch.manual_seed(seed)
+        return build(ENCODERS, r.model.encoder)
+
+    ctx = EvalContext(
+        cache=cache, splits=r.data.splits, window=window, stride=stride, make_encoder=make_encoder,
+        device=device, batch_size=max(r.train.batch_size, 64), num_workers=r.data.num_workers,
+        exclude_ptbxl_overlap=r.data.exclude_ptbxl_overlap, run_dir=run_dir,
+    )
+    rows: list[ResultRow] = []
+    for i, ev in enumerate(r.eval):
+        reporter.note(f"eval [{i}] {ev.kind} on {getattr(ev, 'task', '')}")
+        rows += PROTOCOLS[ev.kind](ev).run(ctx)
+    ctx.features.clear()
+    return rows
+
+
+class Run:
+    """Pretrain (if the recipe has ``[ssl]``), save the encoder, run the evaluations, write results."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, *, resume: bool = False, reporter: Reporter | None = None,
+                 recipe_text: str | None = None) -> None:
+        self.recipe, self.run_dir, self.resume = recipe, Path(run_dir), resume
+        self.reporter = reporter or Reporter()
+        self.recipe_text = recipe_text
+        self.accelerator = make_accelerator(recipe, self.run_dir)
+        self.is_main = self.accelerator.is_main_process
+
+    def ensure_cache(self) -> Cache:
+        """Open the recipe's cache, building it from ``[data].build`` when absent or built from another spec."""
+        d = self.recipe.data
+        if d.build is None:
+            if not Path(d.cache).is_file():
+                raise CacheError(f"{d.cache}: no such cache; build it with `ecgforge cache build` or set [data].build")
+            return Cache(d.cache, in_memory=d.in_memory)
+        if self.is_main:
+            spec = load_cache_recipe(d.build)
+            why = "is absent" if not Path(d.cache).is_file() else None
+            if why is None and Cache(d.cache).spec_hash != spec.spec_hash():
+                why = "was built from another spec"
+            if why:
+                self.reporter.note(f"cache {d.cache} {why}: building it from {d.build}")
+                summary = build_cache_reported(spec, d.cache, self.reporter)
+                self.reporter.note(f"cache {summary.path}: {summary.n_records} records, {summary.n_skipped} "
+                                   f"skipped, {summary.seconds:.1f} s")
+        self.accelerator.wait_for_everyone()
+        return Cache(d.cache, in_memory=d.in_memory)
+
+    def write_run_files(self, cache: Cache | None) -> None:
+        if not self.is_main:
+            return
+        if self.recipe_text is not None and not (self.resume and (self.run_dir / "recipe.toml").exists()):
+            atomic_write_text(self.run_dir / "recipe.toml", self.recipe_text)
+        import tomli_w
+
+        atomic_write_text(self.run_dir / "resolved.toml", tomli_w.dumps(to_toml_dict(self.recipe)))
+        atomic_write_json(self.run_dir / "env.json", env_info(self.accelerator, self.recipe, cache))
+
+    def save_encoder(self, encoder: nn.Module, cache: Cache) -> None:
+        if not self.is_main:
+            return
+        enc = getattr(encoder, "_orig_mod", encoder)
+        save_encoder(
+            enc, self.recipe.model.encoder, self.run_dir,
+            {
+                "fs_hz": cache.fs_hz, "window_s": self.recipe.data.window_s, "leads": cache.leads, "units": "mV",
+                "normalisation": "none (physical units, mV)", "recipe": self.recipe.name,
+                "recipe_hash": hashlib.sha256(self.recipe.model_dump_json().encode()).hexdigest()[:16],
+                "pretrained": self.recipe.ssl.kind if self.recipe.ssl else None,
+            },
+        )
+
+    def run(self) -> dict[str, Any]:
+        r = self.recipe
+        set_seed(r.seed)
+        cache = self.ensure_cache()
+        self.write_run_files(cache)
+        t0 = time.perf_counter()
+        # Fresh, or the saved weights of [model] init (contract checked against this cache, strict load).
+        encoder = initial_encoder(r.model, fs_hz=cache.fs_hz, leads=cache.leads, source=str(cache.path))
+        if r.ssl is not None:
+            trainer = Trainer(r, self.run_dir, self.accelerator, cache, resume=self.resume, reporter=self.reporter)
+            encoder = trainer.fit(encoder)
+        self.save_encoder(encoder, cache)
+        pretrain_seconds = time.perf_counter() - t0  # before the evaluations, which can take longer than pretraining
+        results: dict[str, Any] = {}
+        if self.is_main:
+            t1 = time.perf_counter()
+            rows = evaluate(r, cache, encoder, self.accelerator.device, self.reporter, self.run_dir)
+            results = {
+                "recipe": r.name,
+                "ecgforge_version": __version__,
+                "seed": r.seed,
+                "cache": str(cache.path),
+                "cache_spec_hash": cache.spec_hash,
+                "pretrain_seconds": pretrain_seconds,
+                "eval_seconds": time.perf_counter() - t1,
+                "eval": [row.to_json() for row in rows],
+            }
+            atomic_write_json(self.run_dir / "results.json", results)
+            from ecgforge.app.report import plot_run
+
+            plot_run(self.run_dir)
+        self.accelerator.wait_for_everyone()
+        return results
+
+
+def evaluate_run(run_dir: Path, overrides: list[str], reporter: Reporter | None = None) -> dict[str, Any]:
+    """``ecgforge eval``: the run's ``[[eval]]`` tables (from resolved.toml with ``overrides``) on its saved
+    encoder, without pretraining; rewrites results.json (other fields kept) and the plots."""
+    import json
+
+    from ecgforge.app.report import plot_run
+    from ecgforge.encoder_files import check_contract, load_encoder_weights
+    from ecgforge.errors import UserError
+    from ecgforge.rundir import RunLock
+
+    reporter = reporter or Reporter()
+    resolved = run_dir / "resolved.toml"
+    if not resolved.is_file():
+        raise UserError(f"{run_dir}: no resolved.toml here (not a run directory)")
+    r = load_run_recipe(resolved, overrides)
+    if not r.eval:
+        raise UserError(f"{resolved}: eval: the recipe has no [[eval]] table (add one with --set or in the recipe)")
+    encoder, meta = load_encoder_weights(run_dir)
+    if meta["config"] != r.model.encoder.model_dump(mode="json"):
+        # The random/supervised references are built from model.encoder: they must match the saved weights.
+        raise UserError(f"{resolved}: model.encoder differs from {run_dir / 'encoder.json'}; eval cannot change the encoder")
+    cache = Cache(r.data.cache, in_memory=r.data.in_memory)
+    check_contract(meta, fs_hz=cache.fs_hz, leads=list(cache.leads), source=str(cache.path))
+    with RunLock(run_dir):
+        rows = evaluate(r, cache, encoder, default_device(), reporter, run_dir)
+        path = run_dir / "results.json"
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+        results = {**previous, "recipe": r.name, "seed": r.seed, "cache": str(cache.path),
+                   "cache_spec_hash": cache.spec_hash, "eval": [row.to_json() for row in rows],
+                   "eval_overrides": list(overrides)}
+        atomic_write_json(path, results)
+        plot_run(run_dir)
+    return results

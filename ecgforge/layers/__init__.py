@@ -1,0 +1,1 @@
+"""Building blocks shared by components: layers, heads, gradient tools and distributed collectives."""

@@ -1,0 +1,15 @@
+"""The MLP projection head shared by the contrastive objectives (SimCLR, Chen et al. 2020)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def projector(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """``(B, in_dim) -> (B, out_dim)``: Linear-BN-ReLU-Linear (Bo et al. 2022 use 512 -> 2048 -> 128)."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim, bias=False),
+        nn.BatchNorm1d(hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, out_dim),
+    )

@@ -1,0 +1,407 @@
+"""The pretraining loop on Accelerate: the only module that imports it.
+
+One code path serves a laptop CPU, one GPU and many (``accelerate launch -m ecgforge run ...``): Accelerate
+places the model, shards the data, averages gradients and handles mixed precision. Objectives declare
+their optimiser groups and phases (see ``objectives.base``); the loop steps each phase's optimiser in turn,
+with only that group's parameters requiring gradients, so alternating min-max objectives need no special
+case here. Progress goes to a `Reporter` (``ecgforge.progress``), which the loop does not render.
+
+`Trainer` is set up once (``setup``), may continue from the last checkpoint (``resume``), then ``fit`` runs
+``step`` per batch, ``log`` per log window and ``save_checkpoint`` per checkpoint interval. A resumed run is
+bit-identical to an uninterrupted one: every process's RNG states, the data order (``EpochSampler``) and
+the log window travel in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import is_tensorboard_available, set_seed
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from ecgforge.data.cache import Cache
+from ecgforge.data.dataset import RandomWindows, collate_windows
+from ecgforge.data.splits import select, task_targets
+from ecgforge.errors import UserError
+from ecgforge.fsio import atomic_write_json, replace_dir
+from ecgforge.interrupts import StopOnSignal
+from ecgforge.objectives import OBJECTIVES
+from ecgforge.progress import Reporter
+from ecgforge.recipe import Recipe
+from ecgforge.registry import build
+from ecgforge.rundir import MetricsLog
+from ecgforge.train.optim import make_optimizer, make_schedule
+
+
+class EpochSampler(Sampler[int]):
+    """A permutation drawn from ``(seed, epoch)``: the same order on every run and after a resume."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0
+    step: int = 0  # optimiser steps completed
+    batch_in_epoch: int = 0  # batches of the current epoch already consumed
+    samples: int = 0
+    elapsed_s: float = 0.0
+    world_size: int = 1  # batch_in_epoch counts per-process batches: a resume needs the same world size
+    pending_logs: list[dict[str, float]] = field(default_factory=list)  # logged steps not yet written
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader worker init: leave Ctrl-C to the main process, which stops at a step boundary and saves."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The run's complete checkpoints, oldest first."""
+    d = run_dir / "checkpoints"
+    found = [p for p in d.glob("step_*") if (p / "progress.json").is_file()] if d.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+def make_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
+    """The run's Accelerator (precision, accumulation, DDP settings, TensorBoard), refusing a launch that asked
+    for several processes but got one (N independent runs would share one directory)."""
+    t = recipe.train
+    if t.tensorboard and not is_tensorboard_available():
+        raise UserError("train.tensorboard = true needs the tensorboard package: pip install 'ecgforge[tensorboard]'")
+    # Alternating phases change which parameters get gradients; one phase may still leave some unused
+    # (wav2vec2's mask embedding under SimCLR): a static graph lets DDP learn that set once.
+    multi_phase = recipe.ssl is not None and len(dict.fromkeys(OBJECTIVES[recipe.ssl.kind].phases)) > 1
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched == 1:
+        # Accelerate keeps its settings in process-wide singletons, so a second run in one process (a notebook,
+        # `ecgforge eval` after a run, a test session) with another precision would be refused. Not launched as
+        # several processes: nothing else shares that state, start it afresh.
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=multi_phase, static_graph=not multi_phase)
+    acc = Accelerator(
+        mixed_precision=t.precision,
+        gradient_accumulation_steps=t.grad_accum_steps,
+        kwargs_handlers=[ddp],
+        # Schedules count optimiser steps; Accelerate's default would step them once per process per step.
+        step_scheduler_with_optimizer=False,
+        log_with="tensorboard" if t.tensorboard else None,
+        project_dir=str(run_dir) if t.tensorboard else None,
+    )
+    if launched > 1 and acc.num_processes == 1:
+        raise UserError(
+            f"launched as {launched} processes but Accelerate started a single-process run; on CPU set "
+            "ACCELERATE_USE_CPU=true (see docs/scaling.md)"
+        )
+    return acc
+
+
+class Trainer:
+    """Pretrain ``recipe.ssl`` on a cache: ``Trainer(...).fit(encoder)`` returns the trained encoder."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, accelerator: Accelerator, cache: Cache, *,
+                 resume: bool = False, reporter: Reporter | None = None) -> None:
+        self.recipe, self.run_dir, self.acc, self.cache = recipe, Path(run_dir), accelerator, cache
+        self.resume_requested = resume
+        self.reporter = reporter or Reporter()
+        self.is_main = accelerator.is_main_process
+        self.ckpt_root = self.run_dir / "checkpoints"
+
+    # ----------------------------------------------------------------------------------------- setup
+
+    def setup(self, encoder: nn.Module) -> None:
+        """Objective, data, optimisers and schedules for ``encoder``, prepared by Accelerate."""
+        r, t, acc, cache = self.recipe, self.recipe.train, self.acc, self.cache
+        window = int(round(r.data.window_s * cache.fs_hz))
+        train_idx = select(cache, r.data.splits[r.data.pretrain_split], r.data.exclude_ptbxl_overlap)
+        targets = None
+        context: dict[str, Any] = dict(encoder=encoder, fs_hz=cache.fs_hz, window=window, n_leads=cache.n_leads)
+        if OBJECTIVES[r.ssl.kind].needs_labels:  # targets first: the objective's head needs their width
+            targets = task_targets(cache, r.ssl.task, train_idx)
+            context["n_classes"] = 1 if targets.task_type == "regression" else len(targets.names)
+        objective = build(OBJECTIVES, r.ssl, **context)
+        self.ds = RandomWindows(cache, train_idx, window, n_segments=objective.n_segments, seed=r.seed,
+                                targets=targets)
+        if len(self.ds) < t.batch_size * acc.num_processes:
+            raise UserError(
+                f"pretraining split {r.data.pretrain_split!r} has {len(self.ds)} records, fewer than one batch "
+                f"({t.batch_size} x {acc.num_processes} processes); lower train.batch_size"
+            )
+        if acc.num_processes > 1 and t.sync_batchnorm:
+            if acc.device.type == "cpu":
+                # torch's SyncBatchNorm has no CPU kernel: with gloo each process normalises over its own batch.
+                if self.is_main:
+                    self.reporter.note("train.sync_batchnorm: not available on CPU; BatchNorm uses each "
+                                       "process's own batch")
+            else:
+                objective = nn.SyncBatchNorm.convert_sync_batchnorm(objective)
+        # Augmentations draw from torch's global generator: one stream per process (process 0 keeps `seed`, so
+        # a one-process run is unchanged); DDP broadcasts process 0's initial weights, so models start equal.
+        set_seed(r.seed, device_specific=True)
+        self.sampler = EpochSampler(len(self.ds), r.seed)
+        loader = DataLoader(
+            self.ds, batch_size=t.batch_size, sampler=self.sampler, drop_last=True, num_workers=r.data.num_workers,
+            collate_fn=collate_windows, persistent_workers=False, pin_memory=torch.cuda.is_available(),
+            # Its own generator: the worker base seed drawn by every iter() must not advance the global one,
+            # or a resumed epoch (a fresh iter() after load_state) would see other augmentations.
+            generator=torch.Generator().manual_seed(r.seed),
+            worker_init_fn=_ignore_sigint if r.data.num_workers else None,
+        )
+        self.loader = acc.prepare(loader)  # first: its per-process length fixes the schedule's length
+        groups = objective.param_groups()
+        missing = [p for p in objective.phases if p not in groups]
+        if missing:
+            raise ValueError(f"objective {r.ssl.kind!r} has no parameter group {missing}")
+        # Accelerate also syncs at the end of each epoch's data, so a short last accumulation still steps.
+        steps_per_epoch = max(1, math.ceil(len(self.loader) / t.grad_accum_steps))
+        self.total = min(t.max_steps or 10**12, steps_per_epoch * t.epochs)
+        optims = {g: make_optimizer(t.optim[g], groups[g]) for g in dict.fromkeys(objective.phases)}
+        scheds = {g: make_schedule(t.schedule, o, self.total) for g, o in optims.items()}
+        if t.compile:
+            objective.encoder = torch.compile(objective.encoder)
+        names = list(optims)
+        prepared = acc.prepare(objective, *optims.values(), *scheds.values())
+        self.objective = prepared[0]
+        self.optims = dict(zip(names, prepared[1 : 1 + len(names)], strict=True))
+        self.scheds = dict(zip(names, prepared[1 + len(names) : 1 + 2 * len(names)], strict=True))
+        self.inner = acc.unwrap_model(self.objective)
+        self.groups = groups
+        self.group_ids = {g: {id(p) for p in groups[g]} for g in names}
+        self.all_params = list(self.inner.parameters())
+        self.trainable = {id(p) for g in names for p in groups[g]}
+        self.state = LoopState(world_size=acc.num_processes)
+        self.resume_step: int | None = None
+        # Per-step logs of the current log window: `pending` (local tensors, not yet averaged over processes, so
+        # that a step costs no host-device sync) and `reduced` (floats; carried in checkpoints so the first row
+        # after a resume averages the same steps as it would have without the interruption).
+        self.pending: list[dict[str, torch.Tensor]] = []
+        self.reduced: list[dict[str, float]] = []
+
+    def resume(self) -> None:
+        """Remove half-written checkpoints; with ``--resume``, load the last complete one (every process's part)."""
+        acc = self.acc
+        if self.is_main and self.ckpt_root.is_dir():
+            for scratch in self.ckpt_root.glob(".step_*"):  # left by a process killed while saving
+                shutil.rmtree(scratch, ignore_errors=True)
+        acc.wait_for_everyone()
+        ckpts = checkpoints(self.run_dir)
+        if self.resume_requested and ckpts:
+            saved = LoopState(**json.loads((ckpts[-1] / "progress.json").read_text()))
+            if saved.world_size != acc.num_processes:
+                raise UserError(
+                    f"{ckpts[-1]}: written by {saved.world_size} process(es); resume with the same number "
+                    f"(this launch has {acc.num_processes}), or start over with --overwrite"
+                )
+            acc.load_state(str(ckpts[-1]))  # model, optimisers, schedulers, scaler, every process's RNGs
+            self.state = saved
+            self.resume_step = saved.step
+            if self.is_main:
+                self.reporter.note(f"resume from {ckpts[-1].name} (epoch {saved.epoch}, step {saved.step})")
+        self.reduced = list(self.state.pending_logs)
+
+    # ------------------------------------------------------------------------------------------ steps
+
+    def step(self, batch: dict[str, torch.Tensor], micro: dict[str, list[torch.Tensor]]) -> None:
+        """One batch: every phase's forward, backward and (at accumulation boundaries) optimiser step; the
+        phase logs are appended to ``micro``."""
+        acc, t, names = self.acc, self.recipe.train, list(self.optims)
+        with acc.accumulate(self.objective):
+            for phase in self.inner.phases:
+                if len(names) > 1:  # only this phase's group accumulates gradients
+                    for p in self.all_params:
+                        p.requires_grad_(id(p) in self.group_ids[phase] or id(p) not in self.trainable)
+                loss, phase_logs = self.objective(batch, phase)
+                acc.backward(loss)
+                if acc.sync_gradients and t.grad_clip_norm:
+                    acc.clip_grad_norm_(self.groups[phase], t.grad_clip_norm)
+                self.optims[phase].step()
+                if acc.sync_gradients and not self.optims[phase].step_was_skipped:  # fp16 overflow: no step
+                    self.scheds[phase].step()
+                self.optims[phase].zero_grad(set_to_none=True)
+                for k, v in phase_logs.items():
+                    micro.setdefault(f"{phase}/{k}" if len(names) > 1 else k, []).append(v.detach())
+
+    def reduce_pending(self, interrupt: bool, out_of_time: bool) -> tuple[bool, bool]:
+        """Average ``pending`` over processes into ``reduced``; returns (any interrupted, any out of time)."""
+        acc, pending = self.acc, self.pending
+        keys = list(pending[0]) if pending else []
+        vec = torch.cat([*(torch.stack([p[k] for p in pending]).float() for k in keys),
+                         torch.tensor([float(interrupt), float(out_of_time)], device=acc.device)])
+        if acc.num_processes > 1:
+            vec = acc.reduce(vec, "mean")
+        values = vec[:-2].view(len(keys), len(pending)).cpu().tolist() if keys else []
+        self.reduced.extend({k: values[j][i] for j, k in enumerate(keys)} for i in range(len(pending)))
+        pending.clear()
+        flags = vec[-2:].cpu().tolist()
+        return flags[0] > 0, flags[1] > 0
+
+    def log_row(self, now: float, span: float, samples: int, wait: float, t_start: float) -> dict[str, Any]:
+        """The metrics/train.jsonl row of the log window that just ended (``reduced`` averaged)."""
+        s = self.state
+        row: dict[str, Any] = {k: float(np.mean([w[k] for w in self.reduced])) for k in self.reduced[0]}
+        row.update(step=s.step, epoch=s.epoch, samples=s.samples,
+                   lr={g: sch.get_last_lr()[0] for g, sch in self.scheds.items()},
+                   samples_per_s=samples / span, data_wait_frac=min(1.0, wait / span), elapsed_s=now - t_start)
+        self.reduced.clear()
+        return row
+
+    def save_checkpoint(self) -> None:
+        """Every process writes its part into one scratch folder (its RNG states; process 0 also the model,
+        optimisers, schedulers and progress), renamed to ``step_<N>`` when complete: a kill at any moment
+        leaves the previous checkpoints intact. Needs a filesystem shared by all nodes."""
+        acc, s = self.acc, self.state
+        if (self.ckpt_root / f"step_{s.step}" / "progress.json").is_file() and s.step != self.resume_step:
+            return  # saved at this very step already (a checkpoint step that was also the last)
+        tmp = self.ckpt_root / f".step_{s.step}.tmp"
+        if self.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        s.pending_logs = list(self.reduced)
+        try:
+            acc.save_state(str(tmp), safe_serialization=True)
+        except RuntimeError as exc:
+            # torch's zip writer reports a write that failed (a full disk) as "unexpected pos N vs M": say so,
+            # so the CLI prints one line; the previous checkpoints are untouched and the scratch folder goes
+            # at the next start.
+            if "unexpected pos" in str(exc) or "file write failed" in str(exc) or \
+                    shutil.disk_usage(tmp).free < 1 << 20:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from exc
+            raise
+        acc.wait_for_everyone()
+        if self.is_main:
+            atomic_write_json(tmp / "progress.json", asdict(s))
+            replace_dir(tmp, self.ckpt_root / f"step_{s.step}")  # the same step again: a complete resumed run
+            for old in checkpoints(self.run_dir)[: -self.recipe.train.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    # -------------------------------------------------------------------------------------------- fit
+
+    def fit(self, encoder: nn.Module) -> nn.Module:
+        """Set up, resume if asked, train to the step budget (or a signal, or the time budget); the encoder."""
+        self.setup(encoder)
+        self.resume()
+        r, t, acc = self.recipe, self.recipe.train, self.acc
+        state, loader = self.state, self.loader
+        log = MetricsLog(self.run_dir / "metrics" / "train.jsonl", self.resume_step) if self.is_main else None
+        if t.tensorboard:
+            acc.init_trackers("tb")
+        t_start = time.perf_counter() - state.elapsed_s
+        window_t, window_samples, window_wait = time.perf_counter(), 0, 0.0
+        batch_size_global = t.batch_size * acc.num_processes
+        budget_spent = t.time_budget_s is not None and state.elapsed_s >= t.time_budget_s
+        stop = state.step >= self.total or budget_spent
+        interrupted = False
+        ctx = self.reporter.task(f"pretrain {r.ssl.kind}", self.total, state.step) if self.is_main else _no_task()
+        with ctx as update, StopOnSignal() as signalled:
+            while not stop and state.epoch < max(t.epochs, 1):
+                if state.batch_in_epoch >= len(loader):  # the checkpoint closed this epoch
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                    continue
+                self.sampler.set_epoch(state.epoch)
+                self.ds.set_epoch(state.epoch)
+                epoch_loader = acc.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
+                # A DataLoaderShard re-applies its own pass count as the sampler's epoch on iter(); a fresh one
+                # (after a resume) would restart at epoch 0.
+                epoch_loader.set_epoch(state.epoch)
+                batches = iter(epoch_loader)
+                micro: dict[str, list[torch.Tensor]] = {}
+                while True:
+                    t_wait = time.perf_counter()
+                    batch = next(batches, None)
+                    window_wait += time.perf_counter() - t_wait
+                    if batch is None:
+                        break
+                    self.step(batch, micro)
+                    state.batch_in_epoch += 1
+                    state.samples += batch_size_global
+                    window_samples += batch_size_global
+                    if not acc.sync_gradients:
+                        continue
+                    state.step += 1
+                    self.inner.on_step_end(state.step, self.total)
+                    self.pending.append({k: torch.stack(v).float().mean() for k, v in micro.items()})
+                    micro = {}
+                    state.elapsed_s = time.perf_counter() - t_start
+                    out_of_time = t.time_budget_s is not None and state.elapsed_s >= t.time_budget_s
+                    # Stopping early is decided together: every process must leave the loop at the same step.
+                    # One process decides alone; several agree at log and checkpoint steps (no per-step sync).
+                    if acc.num_processes == 1:
+                        interrupted, budget_spent = signalled.is_set(), out_of_time
+                    if state.step % t.log_every_steps == 0 or state.step == self.total:
+                        flags = self.reduce_pending(signalled.is_set(), out_of_time)
+                        if acc.num_processes > 1:
+                            interrupted, budget_spent = flags
+                        now = time.perf_counter()
+                        span = max(now - window_t, 1e-9)
+                        row = self.log_row(now, span, window_samples, window_wait, t_start)
+                        if log is not None:
+                            log.write(row)
+                        if t.tensorboard:
+                            scalars = {k: v for k, v in row.items() if isinstance(v, float)}
+                            scalars.update({f"lr/{g}": v for g, v in row["lr"].items()})
+                            acc.log(scalars, step=state.step)
+                        main_loss = next(iter(v for k, v in row.items() if k.endswith("loss")), float("nan"))
+                        update(state.step, status=f"loss {main_loss:.4f}  {row['samples_per_s']:,.0f} samples/s")
+                        window_t, window_samples, window_wait = now, 0, 0.0
+                    update(state.step)
+                    if state.step >= self.total or interrupted or budget_spent:
+                        stop = True
+                        break
+                    if state.step % t.checkpoint_every_steps == 0:
+                        if acc.num_processes > 1:  # the processes meet here anyway: agree on stopping too
+                            interrupted, budget_spent = self.reduce_pending(signalled.is_set(), out_of_time)
+                        self.save_checkpoint()
+                        if interrupted or budget_spent:
+                            stop = True
+                            break
+                if not stop:
+                    state.epoch += 1
+                    state.batch_in_epoch = 0
+            if self.pending:
+                self.reduce_pending(False, False)
+            for p in self.all_params:
+                p.requires_grad_(True)
+            self.save_checkpoint()
+        if t.tensorboard:
+            acc.end_training()
+        if interrupted:
+            raise KeyboardInterrupt
+        return acc.unwrap_model(self.objective).encoder
+
+
+class _no_task:
+    """The progress of a process that does not report (every process but the main one)."""
+
+    def __enter__(self) -> Any:
+        return lambda *a, **k: None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,122 @@
+"""Everything the command line draws: progress bars (a `Reporter`), results, cache and list tables."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from ecgforge.evaluation.rows import rows_from_json
+from ecgforge.progress import Reporter, Update
+
+out = Console()
+err = Console(stderr=True)
+
+
+def progress_bar(label: str, console: Console) -> Progress:
+    """The one progress-bar layout: label, bar, n / total, a status text, elapsed and remaining time."""
+    return Progress(TextColumn(f"[bold]{escape(label)}[/]"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console)
+
+
+class RichReporter(Reporter):
+    """Progress as rich bars and notes as one dim line each, on ``console`` (stderr by default)."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or err
+
+    def note(self, text: str) -> None:
+        self.console.print(f"[bold]·[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+    @contextlib.contextmanager
+    def task(self, label: str, total: int | None = None, completed: int = 0) -> Iterator[Update]:
+        with progress_bar(label, self.console) as bar:
+            t = bar.add_task(label, total=total, completed=completed, status="")
+
+            def update(done: int, total: int | None = None, status: str | None = None) -> None:
+                fields: dict[str, Any] = {"completed": done}
+                if total is not None:
+                    fields["total"] = total
+                if status is not None:
+                    fields["status"] = status
+                bar.update(t, **fields)
+
+            yield update
+
+
+def results_table(results: dict[str, Any]) -> Table | None:
+    """The evaluation rows of a results.json: protocol, task, init, fraction, seed, conditions, metrics."""
+    rows = rows_from_json(results.get("eval", []))
+    if not rows:
+        return None
+    metric_names = list(dict.fromkeys(k for row in rows for k in row.metrics))[:4]
+    conditions = list(dict.fromkeys(k for row in rows for k in row.conditions))
+    table = Table(title=f"{results.get('recipe', '')}: evaluation")
+    for col in ("protocol", "task", "init", "fraction", "seed", *conditions, *metric_names):
+        table.add_column(col, justify="right" if col not in ("protocol", "task", "init") else "left")
+    for row in rows:
+        m = row.metrics
+        table.add_row(
+            row.kind, row.task, row.init, f"{row.label_fraction:g}", str(row.seed),
+            *(str(row.conditions.get(k, "")) for k in conditions),
+            *(f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "-" for k in metric_names),
+        )
+    return table
+
+
+def cache_summary_tables(summary: Any) -> list[Table]:
+    """A cache build's counts, and its skipped records with reasons (the first 50)."""
+    t = Table(title=f"cache {summary.path}")
+    for col in ("records", "skipped", "clipped samples", "seconds"):
+        t.add_column(col)
+    t.add_row(str(summary.n_records), str(summary.n_skipped), str(summary.clipped_samples), f"{summary.seconds:.1f}")
+    tables = [t]
+    if summary.skipped:
+        s = Table(title="skipped records")
+        s.add_column("record")
+        s.add_column("reason")
+        for rec, why in summary.skipped[:50]:
+            s.add_row(rec, why)
+        if len(summary.skipped) > 50:
+            s.add_row("...", f"{len(summary.skipped) - 50} more: `ecgforge cache info {summary.path}`")
+        tables.append(s)
+    return tables
+
+
+def cache_info_table(path: Any, d: dict[str, Any]) -> Table:
+    t = Table(title=f"{path}")
+    t.add_column("field")
+    t.add_column("value")
+    for k in ("name", "n_records", "n_patients", "fs_hz", "spec_hash"):
+        t.add_row(k, str(d[k]))
+    t.add_row("leads", " ".join(d["leads"]))
+    t.add_row("duration_s", ", ".join(f"{k} {v:.1f}" for k, v in d["duration_s"].items()))
+    for k in ("sex", "sources", "folds"):
+        t.add_row(k, ", ".join(f"{a}: {b}" for a, b in d[k].items()))
+    for name, counts in d["label_sets"].items():
+        top = sorted(counts.items(), key=lambda kv: -kv[1])[:12]
+        t.add_row(f"labels/{name}", ", ".join(f"{a}: {b}" for a, b in top) + (" ..." if len(counts) > 12 else ""))
+    t.add_row("skipped", str(len(d["skipped"])))
+    return t
+
+
+def kinds_table(kinds: dict[str, list[str]]) -> Table:
+    t = Table(title="registered kinds")
+    t.add_column("category")
+    t.add_column("kinds")
+    for name, ks in kinds.items():
+        t.add_row(name, ", ".join(ks))
+    return t

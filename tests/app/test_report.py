@@ -1,0 +1,202 @@
+"""Reports: table numbers are the means/stds of the input rows, files and plots exist, `ecgforge eval` reruns."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomli_w
+import torch
+from typer.testing import CliRunner
+
+from ecgforge.app import report
+from ecgforge.app.report import (
+    load_runs,
+    make_report,
+    plot_condition,
+    plot_label_efficiency,
+    plot_masks,
+    plt,
+    summarise,
+    table_markdown,
+)
+from ecgforge.cli import app
+from ecgforge.data.cache import Cache
+from ecgforge.evaluation.rows import rows_from_json
+from tests.evaluation.test_protocols import SPLITS, cache  # noqa: F401  (module fixture: a tiny cache)
+
+
+def _row(kind: str, init: str, frac: float, seed: int, auroc: float, **extra: object) -> dict:
+    return {"kind": kind, "task": "label", "task_type": "multiclass", "init": init, "label_fraction": frac,
+            "seed": seed, "split": "test", "metrics": {"macro_auroc": auroc, "accuracy": auroc - 0.1},
+            "dropped_classes": [], "ci95": {"macro_auroc": [auroc - 0.05, auroc + 0.03]}, **extra}
+
+
+def _write_run(root: Path, name: str, rows: list[dict]) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "results.json").write_text(json.dumps({"recipe": name, "eval": rows}))
+    return d
+
+
+@pytest.fixture()
+def runs(tmp_path: Path) -> list[Path]:
+    rng = np.random.default_rng(0)
+    dirs = []
+    for r, base in (("ssl", 0.85), ("other", 0.75)):
+        rows = []
+        for init, shift in (("pretrained", 0.0), ("random", -0.15)):
+            for frac in (0.1, 1.0):
+                for seed in (0, 1, 2):
+                    rows.append(_row("linear_probe", init, frac, seed, base + shift + 0.05 * frac + rng.normal(0, 0.01)))
+                for seed in (0, 1, 2):
+                    for level in range(7):
+                        rows.append(_row("robustness", init, frac, seed, base + shift - 0.04 * level + rng.normal(0, 0.01),
+                                         noise_level=level, leads="12"))
+                    for leads, drop in (("6", 0.05), ("3", 0.08), ("2", 0.1), ("1", 0.15)):
+                        rows.append(_row("robustness", init, frac, seed, base + shift - drop, noise_level=0, leads=leads))
+        dirs.append(_write_run(tmp_path, r, rows))
+    return dirs
+
+
+def test_summary_equals_means_and_stds_of_the_rows(runs: list[Path]) -> None:
+    loaded = load_runs(runs)
+    summary = summarise(loaded)
+    for s in summary:
+        values = [r.metrics[s["metric"]] for r in loaded[s["run"]]
+                  if all(getattr(r, f) == s[f] for f in ("kind", "task", "init", "label_fraction"))
+                  and all(r.conditions.get(k) == s.get(k) for k in ("noise_level", "leads"))]
+        assert s["n"] == len(values) == 3
+        assert s["mean"] == pytest.approx(np.mean(values)) and s["std"] == pytest.approx(np.std(values, ddof=1))
+        if s["metric"] == "macro_auroc":
+            assert s["ci_low"] == pytest.approx(np.mean(values) - 0.05)
+            assert s["ci_high"] == pytest.approx(np.mean(values) + 0.03)
+        else:
+            assert np.isnan(s["ci_low"])  # the rows carry no interval for accuracy
+    md = table_markdown(summary)
+    one = next(s for s in summary if s["run"] == "ssl" and s["kind"] == "linear_probe" and s["metric"] == "macro_auroc")
+    assert f"{one['mean']:.4f} ± {one['std']:.4f}" in md
+    assert "## robustness: label" in md and "| noise_level | leads |" in md.replace("label_fraction | ", "")
+
+
+def test_report_files_and_plots(runs: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(app, ["report", *map(str, runs), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in out.iterdir()}
+    assert {"report.md", "report.csv", "label_efficiency_linear_probe_macro_auroc.png", "robustness_noise_level_macro_auroc.png",
+            "robustness_leads_macro_auroc.png"} <= names
+    with open(out / "report.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(summarise(load_runs(runs)))
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_label_efficiency_pairs_each_run_by_colour_and_ticks_the_fractions(runs: list[Path], tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn: dict[str, object] = {}
+
+    def keep(fig: plt.Figure, path: Path) -> Path:
+        ax = fig.axes[0]
+        drawn.update(colours={ln.get_label(): ln.get_color() for ln in ax.get_lines()},
+                     ticks=[float(t) for t in ax.get_xticks()])
+        plt.close(fig)
+        return path
+
+    monkeypatch.setattr(report, "_save", keep)
+    plot_label_efficiency(load_runs(runs), "macro_auroc", tmp_path / "le.png")
+    c = drawn["colours"]
+    assert c["ssl linear_probe pretrained"] == c["ssl linear_probe random"]  # a run's floor reads as its pair
+    assert c["other linear_probe pretrained"] == c["other linear_probe random"] != c["ssl linear_probe random"]
+    assert drawn["ticks"] == [0.1, 1.0]  # the measured fractions, not 10^-1 / 10^0 decades
+
+
+def test_condition_plots_need_a_condition_besides_the_clean_reference(tmp_path: Path) -> None:
+    rows = [_row("robustness", init, 1.0, seed, 0.8 - 0.01 * level, noise_level=level, leads="12")
+            for init in ("pretrained", "random") for seed in (0, 1) for level in (0, 3)]
+    runs = {"r": rows_from_json(rows)}
+    assert plot_condition(runs, "robustness", "noise_level", "macro_auroc", tmp_path / "noise.png") is not None
+    # No lead subset was tested: the 12-lead reference alone is no reduced-lead curve.
+    assert plot_condition(runs, "robustness", "leads", "macro_auroc", tmp_path / "leads.png") is None
+    assert not (tmp_path / "leads.png").exists()
+
+
+def test_report_refuses_a_directory_without_results(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "no results.json" in result.output
+
+
+def test_plot_masks(tmp_path: Path) -> None:
+    t = np.arange(500) / 100
+    x = np.tile(np.sin(2 * np.pi * 1.2 * t), (2, 12, 1)).astype(np.float32)
+    masks = np.zeros((2, 2, 500), dtype=np.float32)
+    masks[:, 0, 100:200] = 1.0
+    masks[:, 1, 300:350] = 0.8
+    p = plot_masks(x, masks, 100.0, ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"],
+                   tmp_path / "m.png")
+    assert p.is_file() and p.stat().st_size > 10_000
+
+
+def _make_run(tmp_path: Path, cache_path: Path, ssl: dict | None = None) -> Path:
+    from ecgforge.config_files import to_toml_dict
+    from ecgforge.encoder_files import save_encoder
+    from ecgforge.encoders import ENCODERS
+    from ecgforge.recipe import Recipe
+    from ecgforge.registry import build
+
+    raw = {"name": "r", "data": {"cache": str(cache_path), "splits": SPLITS, "window_s": 2.5, "pretrain_split": "train"},
+           "model": {"encoder": {"kind": "resnet1d", "width": 8}},
+           "eval": [{"kind": "linear_probe", "task": "label", "epochs": 3, "bootstrap": 0},
+                    {"kind": "knn", "task": "label", "k": 3, "bootstrap": 0}]}
+    if ssl is not None:
+        raw["ssl"] = ssl
+        raw["train"] = {"optim": {"masker": {}, "encoder": {}}}
+    recipe = Recipe.model_validate(raw)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "resolved.toml").write_text(tomli_w.dumps(to_toml_dict(recipe)))
+    torch.manual_seed(0)
+    enc = build(ENCODERS, recipe.model.encoder)
+    save_encoder(enc, recipe.model.encoder, run, {"fs_hz": 100.0, "window_s": 2.5, "leads": Cache(cache_path).leads})
+    (run / "results.json").write_text(json.dumps({"recipe": "r", "eval": [], "pretrain_seconds": 1.5}))
+    return run
+
+
+def test_eval_command_reruns_the_tables_with_overrides(cache: Cache, tmp_path: Path) -> None:  # noqa: F811
+    run = _make_run(tmp_path, cache.path)
+    result = CliRunner().invoke(app, ["eval", str(run), "--set", "eval.0.seeds=[0, 1]"])
+    assert result.exit_code == 0, result.output
+    res = json.loads((run / "results.json").read_text())
+    assert res["pretrain_seconds"] == 1.5  # what the eval does not redo is kept
+    assert res["eval_overrides"] == ["eval.0.seeds=[0, 1]"]
+    lp = [(r["init"], r["seed"]) for r in res["eval"] if r["kind"] == "linear_probe"]
+    assert lp == [("pretrained", 0), ("pretrained", 1), ("random", 0), ("random", 1)]
+    assert any(r["kind"] == "knn" for r in res["eval"])
+    assert not list(run.glob(".results.json*"))  # written atomically: no scratch file left
+
+
+def test_masks_of_an_adversarial_masking_run(cache: Cache, tmp_path: Path) -> None:  # noqa: F811
+    from ecgforge.objectives import OBJECTIVES
+
+    if "adv_mask" not in OBJECTIVES:
+        pytest.skip("the adv_mask objective is not registered yet")
+    from safetensors.torch import save_file
+
+    from ecgforge.app.recipes import load_run_recipe as load_recipe
+    from ecgforge.encoders import ENCODERS
+    from ecgforge.objectives import OBJECTIVES
+    from ecgforge.registry import build
+
+    run = _make_run(tmp_path, cache.path, ssl={"kind": "adv_mask", "masker": {"kind": "unet1d", "width": 8, "n_masks": 2}})
+    r = load_recipe(run / "resolved.toml")
+    torch.manual_seed(0)
+    objective = build(OBJECTIVES, r.ssl, encoder=build(ENCODERS, r.model.encoder), fs_hz=100.0, window=250, n_leads=12)
+    ckpt = run / "checkpoints" / "step_3"
+    ckpt.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in objective.state_dict().items()}, str(ckpt / "model.safetensors"))
+    paths = make_report([run], tmp_path / "rep")
+    assert (tmp_path / "rep" / "masks_run.png") in paths
