@@ -15,6 +15,26 @@ from ecgforge.data.cache import Cache
 from ecgforge.data.splits import Targets, patient_codes
 
 
+def adjacent_starts(lengths: np.ndarray, window: int, n_segments: int, rng: np.random.Generator) -> np.ndarray:
+    """``(N, n_segments)`` int64 starts of back-to-back segments of ``window`` samples, one row per record.
+
+    Row r: ``s0 + k·window`` for k = 0..n_segments−1, ``s0`` uniform in ``[0, lengths[r] − n_segments·window]``
+    (one draw per record). A record too short for that gets starts spread evenly over ``[0, length − window]``
+    (all 0 if shorter than one window: the reader zero-pads).
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    offsets = np.arange(n_segments, dtype=np.int64) * window
+    span = lengths - n_segments * window
+    s0 = rng.integers(0, np.maximum(span, 0) + 1)  # (N,)
+    starts = s0[:, None] + offsets[None, :]
+    short = span < 0
+    if short.any():
+        room = np.maximum(lengths[short] - window, 0)
+        frac = np.arange(n_segments) / max(n_segments - 1, 1)
+        starts[short] = np.round(room[:, None] * frac[None, :]).astype(np.int64)
+    return starts
+
+
 def _window(cache: Cache, i: int, start: int, window: int) -> np.ndarray:
     """``(leads, window)`` float32; records shorter than the window are zero-padded at the end."""
     n = int(cache.lengths[i])
@@ -42,6 +62,14 @@ class RandomWindows(Dataset):
     Item: ``x (leads, window)`` or ``(n_segments, leads, window)``, ``lead_mask (leads,)`` bool,
     ``patient`` and ``record`` int64, and ``y`` when ``targets`` is given.
 
+    ``segment_pairing`` (``n_segments > 1``; CMSC-style objectives): ``adjacent`` (default) cuts the
+    segments back to back, segment k starting at ``s0 + k·window`` with ``s0`` uniform in
+    ``[0, length − n_segments·window]``, as CLOCS and fairseq-signals cut a record into consecutive,
+    non-overlapping segments (a 10 s record and 5 s segments give exactly its two halves). A record
+    shorter than ``n_segments·window`` (fairseq-signals drops those) gets its segments spread evenly over
+    it, overlapping as little as its length allows. ``independent`` draws every segment's start on its own
+    (they then overlap by about two thirds for 10 s records and 5 s segments).
+
     ``__getitems__`` (what a DataLoader calls with a batch of indices) returns the whole batch as one dict of
     stacked tensors, the same values ``collate_windows`` makes of the items: a DataLoader over this dataset
     needs ``collate_fn=collate_windows``. Building 256 items one by one (a numpy draw, five small tensors
@@ -57,8 +85,12 @@ class RandomWindows(Dataset):
         n_segments: int = 1,
         seed: int = 0,
         targets: Targets | None = None,
+        segment_pairing: Literal["adjacent", "independent"] = "adjacent",
     ) -> None:
+        if segment_pairing not in ("adjacent", "independent"):
+            raise DatasetError(f"segment_pairing must be 'adjacent' or 'independent', got {segment_pairing!r}")
         self.cache, self.window, self.n_segments, self.seed = cache, int(window), n_segments, seed
+        self.segment_pairing = segment_pairing
         self.targets = targets
         self.indices = np.asarray(targets.indices if targets is not None else indices, dtype=np.int64)
         self.patients = patient_codes(cache)
@@ -74,9 +106,14 @@ class RandomWindows(Dataset):
     def starts(self) -> np.ndarray:
         """``(len(self), n_segments)`` int64 crop starts of the current epoch (0 for records shorter than the window)."""
         if self._starts is None or self._starts[0] != self.epoch:
-            span = np.maximum(0, self.cache.lengths[self.indices] - self.window)
+            lengths = self.cache.lengths[self.indices].astype(np.int64)
             rng = np.random.default_rng((self.seed, self.epoch))
-            self._starts = (self.epoch, rng.integers(0, span[:, None] + 1, size=(len(self.indices), self.n_segments)))
+            if self.n_segments == 1 or self.segment_pairing == "independent":
+                span = np.maximum(0, lengths - self.window)
+                starts = rng.integers(0, span[:, None] + 1, size=(len(self.indices), self.n_segments))
+            else:
+                starts = adjacent_starts(lengths, self.window, self.n_segments, rng)
+            self._starts = (self.epoch, starts)
         return self._starts[1]
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:

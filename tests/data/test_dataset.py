@@ -39,6 +39,48 @@ def test_segments(cache: Cache) -> None:
     assert item["x"].shape == (2, 12, 200)
 
 
+def test_segments_are_adjacent_and_non_overlapping_by_default(cache: Cache) -> None:
+    """CLOCS / fairseq-signals (``preprocess_physionet2021.py`` cuts consecutive ``--sec`` crops and
+    ``convert_to_cmsc_manifest.py`` pairs crops 2j and 2j+1): the second segment starts where the first ends."""
+    w = 200
+    ds = RandomWindows(cache, np.arange(len(cache)), w, n_segments=2, seed=4)
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        starts = ds.starts()
+        for k, i in enumerate(ds.indices):
+            n = int(cache.lengths[i])
+            assert n >= 2 * w  # every record of the fixture holds two segments
+            assert starts[k, 1] - starts[k, 0] == w and 0 <= starts[k, 0] <= n - 2 * w
+            x = ds[k]["x"].numpy()
+            np.testing.assert_array_equal(np.concatenate([x[0], x[1]], axis=-1), cache.read(int(i), int(starts[k, 0]), 2 * w))
+
+
+def test_a_record_of_two_segments_is_cut_into_its_halves(cache: Cache) -> None:
+    n = int(cache.lengths[0])  # the 10 s record: 5 s segments are exactly its two halves, on every epoch
+    ds = RandomWindows(cache, np.array([0]), n // 2, n_segments=2, seed=0)
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        assert ds.starts().tolist() == [[0, n // 2]]
+
+
+def test_segments_of_a_short_record_spread_evenly(cache: Cache) -> None:
+    n = int(cache.lengths[1])  # the 7 s record, asked for two segments of 4 s
+    w = int(n * 4 / 7)
+    ds = RandomWindows(cache, np.array([1]), w, n_segments=2, seed=0)
+    assert ds.starts().tolist() == [[0, n - w]]
+
+
+def test_independent_segment_pairing_draws_each_start_alone(cache: Cache) -> None:
+    ds = RandomWindows(cache, np.arange(len(cache)), 100, n_segments=2, seed=0, segment_pairing="independent")
+    gaps = []
+    for epoch in range(10):
+        ds.set_epoch(epoch)
+        gaps += (ds.starts()[:, 1] - ds.starts()[:, 0]).tolist()
+    assert len(set(gaps)) > 5 and 100 not in set(gaps[:3])
+    with pytest.raises(DatasetError, match="segment_pairing"):
+        RandomWindows(cache, np.arange(len(cache)), 100, n_segments=2, segment_pairing="overlap")  # type: ignore[arg-type]
+
+
 def test_tiles_cover_every_sample(cache: Cache) -> None:
     ds = TiledWindows(cache, np.arange(len(cache)), 250)
     for pos in range(len(cache)):
