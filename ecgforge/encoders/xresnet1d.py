@@ -7,8 +7,11 @@ Their 1D variant differs from the 2D xresnet in ways that matter for reproductio
 before their 1x1 conv (ResNet-D), and the last BatchNorm of each residual branch starts at zero so every block
 starts as the identity.
 
-Input ``x (B, leads, T)``; ``forward_features`` gives ``(B, 4*width, ceil(T/32))`` and ``forward`` the
-time-averaged embedding ``(B, 4*width)``.
+Input ``x (B, leads, T)``; ``forward_features`` gives ``(B, 4*width, ceil(T/32))``. ``forward`` pools it over
+time: ``pooling = "concat"`` is the reference embedding, fastai's ``AdaptiveConcatPool1d`` ([max, mean],
+``(B, 8*width)``, 512-d for xresnet1d50; ecg-selfsupervised ``models/resnet_simclr.py`` takes the model up to
+``head[0]``, that pooling, as the representation its SimCLR/BYOL/SwAV/MoCo heads and evaluations use);
+``"mean"`` (the default, kept for existing recipes) the time average ``(B, 4*width)``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
+import torch
 from torch import Tensor, nn
 
 from ecgforge.layers.receptive_field import chain_receptive_field
@@ -30,6 +34,9 @@ class XResNet1dConfig(BaseModel, extra="forbid", frozen=True):
     width: int = Field(64, gt=1, description="bottleneck width of every stage; output has 4*width channels")
     kernel_size: int = Field(
         5, gt=0, description="kernel of the stem convs and of each bottleneck's middle conv"
+    )
+    pooling: Literal["mean", "concat"] = Field(
+        "mean", description="concat: [max, mean] over time, 8*width wide (ecg-selfsupervised); mean: 4*width"
     )
     in_leads: int = Field(12, gt=0)
 
@@ -80,8 +87,12 @@ class Bottleneck1d(nn.Module):
 class XResNet1d(nn.Module):
     """xresnet1d50/101 backbone without its classification head (Strodthoff et al. 2021)."""
 
-    def __init__(self, depth: int = 50, width: int = 64, kernel_size: int = 5, in_leads: int = 12) -> None:
+    def __init__(
+        self, depth: int = 50, width: int = 64, kernel_size: int = 5, pooling: str = "mean", in_leads: int = 12
+    ) -> None:
         super().__init__()
+        if pooling not in ("mean", "concat"):
+            raise ValueError(f"pooling must be 'mean' or 'concat', got {pooling!r}")
         stem_widths = (in_leads, width // 2, width // 2, width)
         self.stem = nn.Sequential(
             *(
@@ -100,7 +111,8 @@ class XResNet1d(nn.Module):
                 c_in = width * _EXPANSION
         self.stages = nn.Sequential(*blocks)
         self.in_leads = in_leads
-        self.embed_dim = c_in
+        self.pooling = pooling
+        self.embed_dim = 2 * c_in if pooling == "concat" else c_in
         self.downsample = 32  # stem conv 2, max-pool 2, stages 2-4 each 2
         self.receptive_field = chain_receptive_field(path)
 
@@ -109,5 +121,9 @@ class XResNet1d(nn.Module):
         return self.stages(self.stem(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        """x (B, leads, T) -> z (B, 4*width), average over time."""
-        return self.forward_features(x).mean(dim=-1)
+        """x (B, leads, T) -> z (B, embed_dim): [max, mean] over time (``concat``, max first as in fastai's
+        AdaptiveConcatPool1d) or the mean."""
+        h = self.forward_features(x)
+        if self.pooling == "concat":
+            return torch.cat([h.amax(dim=-1), h.mean(dim=-1)], dim=1)
+        return h.mean(dim=-1)

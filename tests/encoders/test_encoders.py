@@ -205,3 +205,20 @@ def test_configs_forbid_unknown_fields() -> None:
             cls(widht=3)
     with pytest.raises(ValidationError):
         Wav2Vec2Config(dim=100, heads=12)
+
+
+def test_xresnet1d_concat_pooling_is_the_reference_embedding() -> None:
+    """ecg-selfsupervised ``models/resnet_simclr.py`` (``ResNetSimCLR.features`` = the xresnet1d50 up to
+    ``head[0]``) and ``models/basic_conv1d.py`` ``AdaptiveConcatPool1d.forward``: ``cat([max, avg], 1)``,
+    512-d for xresnet1d50."""
+    torch.manual_seed(0)
+    model = XResNet1d(depth=50, pooling="concat").eval()
+    assert model.embed_dim == 512
+    x = torch.randn(2, 12, 250)
+    with torch.no_grad():
+        h = model.forward_features(x)
+        ref = torch.cat([nn.AdaptiveMaxPool1d(1)(h), nn.AdaptiveAvgPool1d(1)(h)], 1).squeeze(-1)
+        torch.testing.assert_close(model(x), ref)
+    assert XResNet1dConfig(pooling="concat").pooling == "concat" and XResNet1dConfig().pooling == "mean"
+    with pytest.raises(ValueError, match="pooling"):
+        XResNet1dConfig(pooling="max")  # type: ignore[arg-type]
