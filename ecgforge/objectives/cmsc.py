@@ -1,9 +1,12 @@
 """CMSC, contrastive multi-segment coding (Kiyasseh et al. 2021, CLOCS, ICML).
 
-Two non-overlapping-in-general windows of the same record (``n_segments = 2``; the dataset then gives
-``x (B, 2, leads, T)``) are positives for each other; every other segment in the batch (all processes) is a
-negative, except, with ``per_patient``, segments of another record of the same patient, which are positives
-too (CLOCS's "per patient" variant). Loss: ``multi_positive_nt_xent`` with τ 0.1 on the projections.
+Two adjacent, non-overlapping windows of the same record (``n_segments = 2``; the dataset then gives
+``x (B, 2, leads, T)`` with the second window starting where the first ends, as CLOCS and fairseq-signals cut
+them) are positives for each other. The loss is fairseq-signals' CMSC criterion (``losses.cmsc_loss``): the
+segment-0 x segment-1 cosine logits / τ (0.1), cross-entropy in both directions, every (segment 0, segment 1)
+pair of the same record a positive (fairseq-signals' ``patient_id`` is a per-file index in its PhysioNet 2021
+preprocessing) or, with ``per_patient``, of the same patient (CLOCS's "per patient" variant). Segments of
+the same side are never candidates for each other.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from ecgforge.augment import AugmentConfig
+from ecgforge.errors import UserError
 from ecgforge.layers.projector import projector
 from ecgforge.objectives.base import Objective
-from ecgforge.objectives.losses import multi_positive_nt_xent
+from ecgforge.objectives.losses import cmsc_loss
 
 
 class CMSCConfig(BaseModel, extra="forbid", frozen=True):
@@ -28,10 +32,16 @@ class CMSCConfig(BaseModel, extra="forbid", frozen=True):
     augment: list[AugmentConfig] = Field(default_factory=list, description="applied to each segment (CLOCS: none)")
 
 
-def segment_groups(batch: dict[str, Tensor], per_patient: bool, n_segments: int) -> Tensor:
-    """Group id of each of the B·S segments (segment-major within a sample): the record or patient index."""
-    ids = batch["patient"] if per_patient else batch["record"]
-    return ids.repeat_interleave(n_segments)
+def segment_groups(batch: dict[str, Tensor], per_patient: bool) -> Tensor:
+    """``(B,)`` group id of each batch item (and so of both its segments): the record or patient index."""
+    return batch["patient"] if per_patient else batch["record"]
+
+
+def two_segments(x: Tensor, kind: str) -> Tensor:
+    """Check ``x (B, 2, leads, T)``, the two adjacent segments of a record; UserError otherwise."""
+    if x.dim() != 4 or x.shape[1] != 2:
+        raise UserError(f"ssl.kind = {kind!r} needs x (B, 2 segments, leads, T), got {tuple(x.shape)}")
+    return x
 
 
 class CMSC(Objective):
@@ -53,11 +63,10 @@ class CMSC(Objective):
         self.projector = projector(encoder.embed_dim, projector_hidden, projector_dim)
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
-        """x (B, S, leads, T) -> multi-positive NT-Xent over the B·S segments."""
-        x = batch["x"]
-        if x.dim() != 4:
-            raise ValueError(f"cmsc needs x (B, segments, leads, T), got {tuple(x.shape)}")
-        b, s = x.shape[:2]
-        z = self.projector(self.encoder(self.augment(x.flatten(0, 1))))  # (B·S, D)
-        loss = multi_positive_nt_xent(z, segment_groups(batch, self.per_patient, s), self.temperature)
+        """x (B, 2, leads, T) -> fairseq-signals' CMSC loss between the first and second segments."""
+        x = two_segments(batch["x"], "cmsc")
+        b = x.shape[0]
+        z = self.projector(self.encoder(self.augment(x.flatten(0, 1)))).view(b, 2, -1)  # (B, 2, D)
+        groups = segment_groups(batch, self.per_patient)
+        loss = cmsc_loss(z[:, 0], z[:, 1], groups, groups, self.temperature)
         return loss, {"loss": loss.detach()}

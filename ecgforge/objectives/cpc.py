@@ -1,17 +1,25 @@
 """Contrastive predictive coding (van den Oord et al. 2018) as in Mehari & Strodthoff 2021
-(hhi-aml/ecg-selfsupervised ``clinical_ts/cpc.py``, ``cpc_loss``).
+(hhi-aml/ecg-selfsupervised ``clinical_ts/cpc.py``, ``CPCModel.cpc_loss``).
 
-The ``cpc`` encoder maps x to latents z_t and an LSTM to contexts c_t. For every k = 1..``n_steps`` a
-separate linear layer W_k predicts z_{t+k} from c_t; the score of a candidate latent is the dot product
-W_k·c_t · z (no temperature, as ESS). Each prediction must pick its true z_{t+k} among ``n_negatives``
-distractors: with ``negatives_from_same_seq_only`` (ESS's ``--negatives-from-same-seq-only``, the paper's
-best setting) drawn uniformly from the other steps of the same sequence, otherwise from every latent of
-the batch. Loss: cross-entropy, averaged over predictions and then over k.
+The ``cpc`` encoder maps x to latents z_t and an LSTM to contexts c_t. Two forms of the loss:
 
-Scores against same-sequence candidates are taken from the (T'−k)×(T'−k) score matrix of each sequence
-rather than by gathering K latent vectors per prediction: with 1000 latents, 128 negatives and 512
-channels the gathered tensor alone would be 8 GB per batch of 32. Batch-wide negatives are one pool of K
-latents drawn per step and shared by all predictions of that step, for the same reason.
+``single_step`` (ESS ``cpc_loss``, the paper's setting and the default): one bias-free linear projection W
+(ESS ``proj``, ``bias_proj=False``) maps every c_t to a prediction of the latent exactly ``n_steps`` ahead
+(ESS ``steps_predicted``, 12). The score of a candidate latent is the dot product W·c_t · z (no
+temperature). Each prediction must pick z_{t+n_steps} among ``n_negatives`` distractors drawn uniformly,
+with replacement, from every *other* position (earlier ones included): of the same sequence with
+``negatives_from_same_seq_only`` (ESS ``--negatives-from-same-seq-only``, the paper's best setting),
+otherwise of any sequence of the batch (where, as in ESS, position t+n_steps is skipped in every sequence).
+Loss: cross-entropy averaged over the batch and *summed* over the T' − n_steps positions.
+
+``multi_step`` (van den Oord's form, what ecgforge did before): a separate linear layer W_k (with bias)
+for every k = 1..``n_steps``, same-sequence distractors drawn among the targets z_{k:}, batch distractors
+from one pool of K latents per step; cross-entropy averaged over predictions and then over k.
+
+Same-sequence scores are read off the (T'−s)×T' score matrix of each sequence instead of gathering K
+latent vectors per prediction (with 1000 latents, 128 negatives and 512 channels the gathered tensor would be
+8 GB per batch of 32); the scores are the same numbers. Batch-wide negatives in ``single_step`` are gathered
+as ESS does, which costs B·(T'−s)·K·C floats.
 """
 
 from __future__ import annotations
@@ -31,10 +39,35 @@ from ecgforge.objectives.base import Objective
 
 class CPCObjectiveConfig(BaseModel, extra="forbid", frozen=True):
     kind: Literal["cpc"] = "cpc"
-    n_steps: int = Field(12, gt=0, description="future latents predicted (ESS steps_predicted: 12)")
+    form: Literal["single_step", "multi_step"] = Field(
+        "single_step",
+        description="single_step: ESS cpc_loss (predict z exactly n_steps ahead, one bias-free projection, "
+        "sum over positions); multi_step: one predictor per k = 1..n_steps, mean over k",
+    )
+    n_steps: int = Field(12, gt=0, description="steps predicted ahead (ESS steps_predicted: 12)")
     n_negatives: int = Field(128, gt=0, description="distractors per prediction (ESS n_false_negatives: 128)")
     negatives_from_same_seq_only: bool = Field(True, description="ESS flag of the paper's best CPC model")
     augment: list[AugmentConfig] = Field(default_factory=list, description="applied to x (ESS CPC: none)")
+
+
+def draw_negatives(b: int, t: int, s: int, k: int, same_seq: bool, device: torch.device) -> Tensor:
+    """Flat indices into ``z.reshape(B·T', C)`` of the distractors of each prediction, ``(T'−s, B, K)``.
+
+    The draw of ESS ``cpc_loss`` for position i (one ``randint`` of B·K values per position, in position
+    order, so that on CPU the same seed gives the same indices): a position among the T'−1 that are not
+    i+s, in the prediction's own sequence (``same_seq``) or in a uniformly drawn sequence of the batch.
+    """
+    n = t - s
+    hi = t - 1 if same_seq else b * (t - 1)
+    idx = torch.randint(0, hi, (n, b * k), device=device)
+    pos = torch.remainder(idx, t - 1)
+    target = torch.arange(s, t, device=device)[:, None]  # i + s for every position i
+    pos = pos + (pos >= target).long()  # skip the positive's own position
+    if same_seq:
+        seq = torch.arange(b, device=device).repeat_interleave(k)[None, :]
+    else:
+        seq = idx // (t - 1)
+    return (seq * t + pos).view(n, b, k)
 
 
 class CPCObjective(Objective):
@@ -42,6 +75,7 @@ class CPCObjective(Objective):
         self,
         encoder: nn.Module,
         augment: nn.Module,
+        form: str = "single_step",
         n_steps: int = 12,
         n_negatives: int = 128,
         negatives_from_same_seq_only: bool = True,
@@ -52,13 +86,44 @@ class CPCObjective(Objective):
             )
         super().__init__(encoder)
         self.augment = augment
+        self.form = form
         self.n_steps = n_steps
         self.n_negatives = n_negatives
         self.same_seq = negatives_from_same_seq_only
-        self.predictors = nn.ModuleList(nn.Linear(encoder.hidden, encoder.latent_dim) for _ in range(n_steps))
+        if form == "single_step":
+            self.proj = nn.Linear(encoder.hidden, encoder.latent_dim, bias=False)  # ESS proj, bias_proj=False
+        else:
+            self.predictors = nn.ModuleList(
+                nn.Linear(encoder.hidden, encoder.latent_dim) for _ in range(n_steps)
+            )
+
+    # ------------------------------------------------------------------------------ single_step (ESS)
+
+    def single_step_loss(self, c: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """ESS ``cpc_loss``: c (B, T', H), z (B, T', C) -> (sum over positions of the batch-mean CE, accuracy)."""
+        b, t, _ = z.shape
+        s = self.n_steps
+        n = t - s
+        if n < 1 or t < 2:
+            raise UserError(f"ssl.n_steps = {s}: a window of {t} latent steps is too short to predict {s} ahead")
+        pred = self.proj(c[:, :n])  # (B, n, C): prediction of z_{i+s} from c_i
+        flat = draw_negatives(b, t, s, self.n_negatives, self.same_seq, z.device)  # (n, B, K)
+        pos = (pred * z[:, s:]).sum(-1)  # (B, n)
+        if self.same_seq:
+            scores = pred @ z.transpose(1, 2)  # (B, n, T'): every prediction vs every latent of its sequence
+            neg = scores.gather(2, (flat % t).permute(1, 0, 2))  # (B, n, K)
+        else:
+            cand = z.reshape(b * t, -1)[flat]  # (n, B, K, C), as ESS gathers them
+            neg = torch.einsum("bnc,nbkc->bnk", pred, cand)
+        logits = torch.cat([pos[..., None], neg], dim=-1)  # (B, n, 1 + K), the positive at index 0
+        labels = torch.zeros(b * n, dtype=torch.long, device=z.device)
+        ce = F.cross_entropy(logits.flatten(0, 1), labels, reduction="none").view(b, n)
+        return ce.mean(0).sum(), (logits.argmax(-1) == 0).float().mean()
+
+    # ------------------------------------------------------------------------------ multi_step
 
     def step_loss(self, c: Tensor, z: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """InfoNCE for step k: c, z (B, T', ·) -> (loss, accuracy) over the B·(T'−k) predictions."""
+        """multi_step InfoNCE for step k: c, z (B, T', ·) -> (loss, accuracy) over the B·(T'−k) predictions."""
         b, t, _ = z.shape
         n = t - k
         pred = self.predictors[k - 1](c[:, :n])  # (B, n, C): predictions of z_{t+k}
@@ -81,10 +146,13 @@ class CPCObjective(Objective):
         return F.cross_entropy(logits, labels), (logits.argmax(-1) == 0).float().mean()
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
-        """x (B, leads, T) -> mean over k of InfoNCE(W_k c_t, z_{t+k})."""
+        """x (B, leads, T) -> CPC loss of ``form`` and the accuracy of picking the true latent."""
         x = self.augment(batch["x"])
         z = self.encoder.encode(x)  # (B, T', C)
         c = self.encoder.context(z)  # (B, T', H)
+        if self.form == "single_step":
+            loss, acc = self.single_step_loss(c, z)
+            return loss, {"loss": loss.detach(), "acc": acc.detach()}
         steps = [k for k in range(1, self.n_steps + 1) if z.shape[1] - k >= 2]
         if not steps:
             raise UserError(f"ssl.n_steps: a window of {z.shape[1]} latent steps is too short to predict ahead")

@@ -146,3 +146,40 @@ def sparsity_penalty(masks: Tensor, ratio: float = 1.0) -> Tensor:
     coverage = masks.double().mean(dim=-1)  # (B, M)
     penalty = 1.0 / (torch.sin(ratio * math.pi * coverage).clamp_min(0) + 1e-10)
     return penalty.mean(dim=0).sum().to(masks.dtype)
+
+
+def cmsc_loss(z0: Tensor, z1: Tensor, g0: Tensor, g1: Tensor, temperature: float, eps: float = 1e-8) -> Tensor:
+    """CMSC loss of fairseq-signals (``criterions/cmsc_criterion.py``, ``CMSCCriterion.compute_loss``; the
+    same formula in ``Wav2Vec2WithCMSCCriterion``): segment-0 x segment-1 logits, symmetric.
+
+    Each representation is divided by its *detached* norm (``max(norm, eps)``, so no gradient flows through
+    the normalisation, as in the reference). Logits ``L = z0 @ z1ᵀ / τ``; every (segment 0, segment 1) pair
+    of the same group (fairseq-signals' ``patient_id``) is a positive, the other segment-1 items of the
+    batch are the denominator (same-segment items never are). Loss:
+    ``(mean_{(i,j) positive} −log softmax_j(L)_ij + mean_{(j,i) positive} −log softmax_i(Lᵀ)_ji) / 2``.
+
+    Across processes the candidates are gathered (as fairseq-signals with ``all_gather``), anchors stay
+    local: rows of this process against the columns of all.
+
+    Args:
+        z0: ``(B, D)`` first segments; z1: ``(B, D)`` second segments (need not be normalised).
+        g0, g1: ``(B,)`` int64 group ids (record or patient index) of z0 and z1.
+        temperature: τ > 0 (fairseq-signals: 0.1).
+        eps: lower bound of the norm.
+
+    Returns:
+        Scalar.
+    """
+    if z0.shape != z1.shape or g0.shape != z0.shape[:1] or g1.shape != z1.shape[:1]:
+        raise ValueError(f"cmsc_loss: z0 {tuple(z0.shape)}, z1 {tuple(z1.shape)}, g0 {tuple(g0.shape)}, "
+                         f"g1 {tuple(g1.shape)} must be (B, D), (B, D), (B,), (B,)")
+    z0 = z0 / z0.detach().norm(dim=-1, keepdim=True).clamp_min(eps)
+    z1 = z1 / z1.detach().norm(dim=-1, keepdim=True).clamp_min(eps)
+    all0, all1 = gather_with_grad(z0), gather_with_grad(z1)
+    all_g0, all_g1 = gather_with_grad(g0), gather_with_grad(g1)
+
+    def direction(anchors: Tensor, groups: Tensor, cands: Tensor, cand_groups: Tensor) -> Tensor:
+        nll = -(anchors @ cands.T / temperature).log_softmax(dim=-1)  # (B, N·B)
+        return nll[groups[:, None] == cand_groups[None, :]].mean()
+
+    return (direction(z0, g0, all1, all_g1) + direction(z1, g1, all0, all_g0)) / 2

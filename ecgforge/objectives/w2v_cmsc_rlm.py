@@ -7,8 +7,10 @@ zeroed independently with p 0.5, on every segment) makes the encoder lead-agnost
     L = w2v_weight · L_wav2vec2 + cmsc_weight · L_CMSC
 
 L_wav2vec2 is the full wav2vec 2.0 loss (InfoNCE + 0.1·diversity + 10·feature penalty) over the 2B
-segments; L_CMSC is the multi-positive NT-Xent (τ 0.1) between the mean-pooled transformer outputs of the
-segments, positives being segments of the same record (or, with ``per_patient``, patient). Both terms come
+segments; L_CMSC is fairseq-signals' CMSC loss (``losses.cmsc_loss``: segment-0 x segment-1 cosine logits / τ
+0.1, symmetric cross-entropy, the same formula as in its ``Wav2Vec2WithCMSCCriterion``) between the
+mean-pooled transformer outputs of the two adjacent segments, positives being segments of the same record
+(or, with ``per_patient``, patient). Both terms come
 from one forward pass of the masked input, as in fairseq-signals' ``Wav2Vec2CMSCModel`` whose CMSC
 representation is the averaged final-layer output of the same forward. Default weights 1 and 1: fairseq-
 signals adds the two criteria unweighted.
@@ -23,8 +25,8 @@ from torch import Tensor, nn
 
 from ecgforge.augment import AUGMENTS
 from ecgforge.augment.leads import RandomLeadMaskConfig
-from ecgforge.objectives.cmsc import segment_groups
-from ecgforge.objectives.losses import multi_positive_nt_xent
+from ecgforge.objectives.cmsc import segment_groups, two_segments
+from ecgforge.objectives.losses import cmsc_loss
 from ecgforge.objectives.wav2vec2 import Wav2Vec2Objective, Wav2Vec2ObjectiveConfig
 
 
@@ -76,16 +78,14 @@ class W2VCMSCRLM(Wav2Vec2Objective):
         return "w2v_cmsc_rlm"
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
-        """x (B, S, leads, T) -> weighted wav2vec2 + CMSC loss over the B·S lead-masked segments."""
-        x = batch["x"]
-        if x.dim() != 4:
-            raise ValueError(f"w2v_cmsc_rlm needs x (B, segments, leads, T), got {tuple(x.shape)}")
-        s = x.shape[1]
+        """x (B, 2, leads, T) -> weighted wav2vec2 + CMSC loss over the 2B lead-masked segments."""
+        x = two_segments(batch["x"], "w2v_cmsc_rlm")
+        b = x.shape[0]
         segments = self.rlm(self.augment(x.flatten(0, 1)))  # leads masked independently per segment
         w2v, logs, context = self.w2v_loss(segments)
-        cmsc = multi_positive_nt_xent(
-            context.mean(dim=1), segment_groups(batch, self.per_patient, s), self.cmsc_temperature
-        )
+        pooled = context.mean(dim=1).view(b, 2, -1)  # (B, 2, D): segment-major within a record
+        groups = segment_groups(batch, self.per_patient)
+        cmsc = cmsc_loss(pooled[:, 0], pooled[:, 1], groups, groups, self.cmsc_temperature)
         loss = self.w2v_weight * w2v + self.cmsc_weight * cmsc
         return loss, {"loss": loss.detach(), "w2v_loss": w2v.detach(), "cmsc_loss": cmsc.detach(), **logs}
 

@@ -259,8 +259,8 @@ def test_wav2vec2_objective_masks_configured_fraction_and_learns() -> None:
 
 
 @pytest.mark.slow  # ~20-60 s on a busy 2-core CPU
-def test_cpc_loss_falls_on_predictable_signals() -> None:
-    obj = CPCObjective(small_cpc(), nn.Sequential(), n_steps=4, n_negatives=16, negatives_from_same_seq_only=True)
+def test_cpc_multi_step_loss_falls_on_predictable_signals() -> None:
+    obj = CPCObjective(small_cpc(), nn.Sequential(), form="multi_step", n_steps=4, n_negatives=16, negatives_from_same_seq_only=True)
     batch = batch_of(ecg_like(16, 400))
     before = loss_at(obj, batch, "encoder")
     train(obj, batch, 30, lr=0.05, opt="sgd")
@@ -269,12 +269,23 @@ def test_cpc_loss_falls_on_predictable_signals() -> None:
     assert after < math.log(17)  # better than chance among 1 + 16 candidates
 
 
-def test_cpc_batch_negatives_also_learn() -> None:
-    obj = CPCObjective(small_cpc(), nn.Sequential(), n_steps=2, n_negatives=32, negatives_from_same_seq_only=False)
+def test_cpc_multi_step_batch_negatives_also_learn() -> None:
+    obj = CPCObjective(small_cpc(), nn.Sequential(), form="multi_step", n_steps=2, n_negatives=32, negatives_from_same_seq_only=False)
     batch = batch_of(ecg_like(4, 128))
     before = loss_at(obj, batch, "encoder")
     train(obj, batch, 20, lr=0.05, opt="sgd")
     assert loss_at(obj, batch, "encoder") < before
+
+
+@pytest.mark.parametrize("same_seq", [True, False])
+def test_cpc_single_step_loss_falls_below_chance(same_seq: bool) -> None:
+    obj = CPCObjective(small_cpc(), [], n_steps=4, n_negatives=16, negatives_from_same_seq_only=same_seq)
+    batch = batch_of(ecg_like(8, 200))
+    n_positions = 200 // 4 - 4  # 50 latents, predicted 4 ahead
+    before = loss_at(obj, batch, "encoder")
+    train(obj, batch, 30, lr=1e-3, opt="adam")
+    after = loss_at(obj, batch, "encoder")
+    assert after < before and after < n_positions * math.log(17)  # summed over positions, 1 + 16 candidates
 
 
 # -------------------------------------------------------------------------------------------- CMSC
