@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
 import torch
+from pydantic import BaseModel, Field, field_validator
 from torch import Tensor, nn
 
 from ecgforge.layers.receptive_field import chain_receptive_field
