@@ -11,6 +11,8 @@ OBJECTIVES = Table(
     {
         "simclr": "ecgforge.objectives.simclr:SimCLR",
         "byol": "ecgforge.objectives.byol:BYOL",
+        "swav": "ecgforge.objectives.swav:SwAV",
+        "moco": "ecgforge.objectives.moco:MoCo",
         "adv_mask": "ecgforge.objectives.adv_mask:AdvMask",
         "three_kg": "ecgforge.objectives.three_kg:ThreeKGObjective",
         "cpc": "ecgforge.objectives.cpc:CPCObjective",

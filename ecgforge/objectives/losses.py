@@ -183,3 +183,58 @@ def cmsc_loss(z0: Tensor, z1: Tensor, g0: Tensor, g1: Tensor, temperature: float
         return nll[groups[:, None] == cand_groups[None, :]].mean()
 
     return (direction(z0, g0, all1, all_g1) + direction(z1, g1, all0, all_g0)) / 2
+
+
+@torch.no_grad()
+def sinkhorn(scores: Tensor, epsilon: float, iterations: int) -> Tensor:
+    """SwAV's Sinkhorn-Knopp assignments (Caron et al. 2020) as in ecg-selfsupervised
+    ``custom_swav_bolts.py`` ``CustomSwAV.sinkhorn``: equal-partition soft codes of N items over K prototypes.
+
+    ``Q = exp(scores / ε)ᵀ`` (K, N), divided by its sum; then ``iterations`` times: rows scaled to sum 1/K,
+    columns to 1/N; finally each column normalised to sum 1. Computed in float32 (``exp(1/0.05)`` overflows
+    float16). Call it on the scores of every process (gathered), so that N processes equal one.
+
+    Args:
+        scores: ``(N, K)`` cosine scores of N items (batch, and queue if used) against K prototypes.
+        epsilon: ε > 0, the entropic regularisation (ESS: 0.05).
+        iterations: Sinkhorn iterations (ESS: 3).
+
+    Returns:
+        ``(N, K)`` float32, every row a distribution over prototypes.
+    """
+    q = torch.exp(scores.float() / epsilon).t()  # (K, N)
+    q /= q.sum()
+    k, n = q.shape
+    for _ in range(iterations):
+        q *= (1.0 / k / q.sum(dim=1)).unsqueeze(1)
+        q *= (1.0 / n / q.sum(dim=0)).unsqueeze(0)
+    return (q / q.sum(dim=0, keepdim=True)).t()
+
+
+def swapped_prediction(codes: Tensor, scores: Tensor, temperature: float) -> Tensor:
+    """SwAV's swapped-prediction term: ``−mean_b Σ_k codes_bk · log softmax(scores_b / τ)_k``.
+
+    Args:
+        codes: ``(B, K)`` Sinkhorn assignments of one view (no gradient).
+        scores: ``(B, K)`` prototype scores of another view of the same items.
+        temperature: τ > 0 (ESS: 0.1).
+    """
+    return -(codes * F.log_softmax(scores / temperature, dim=1)).sum(dim=1).mean()
+
+
+def moco_infonce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
+    """MoCo's InfoNCE (He et al. 2020) as in ecg-selfsupervised ``custom_moco_bolts.py``
+    ``CustomMoCo.forward`` + ``training_step``: logits ``[q·k, q·queue] / τ``, cross-entropy with the key at 0.
+
+    Args:
+        q: ``(B, D)`` unit-norm queries (gradient flows); k: ``(B, D)`` unit-norm keys (detached here).
+        queue: ``(K, D)`` unit-norm negatives (detached here).
+        temperature: τ > 0.
+
+    Returns:
+        Scalar: mean cross-entropy over the B queries.
+    """
+    l_pos = (q * k.detach()).sum(dim=1, keepdim=True)  # (B, 1)
+    l_neg = q @ queue.detach().t()  # (B, K)
+    logits = torch.cat([l_pos, l_neg], dim=1) / temperature
+    return F.cross_entropy(logits.float(), torch.zeros(q.shape[0], dtype=torch.long, device=q.device))

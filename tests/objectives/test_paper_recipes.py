@@ -35,6 +35,11 @@ SMALL: dict[str, list[str]] = {
                        "ssl.n_steps=4"],
     "strodthoff/simclr": ["model.encoder.width=4", "ssl.projector_hidden=32", "ssl.projector_dim=16",
                           "train.schedule.warmup_steps=1"],
+    "strodthoff/swav": ["model.encoder.width=4", "ssl.projector_hidden=32", "ssl.projector_dim=16",
+                        "ssl.n_prototypes=10", "ssl.queue_length=4", "ssl.queue_start_step=0",
+                        "ssl.freeze_prototypes_steps=1", "train.schedule.warmup_steps=1"],
+    "strodthoff/moco": ["model.encoder.width=4", "ssl.projector_hidden=32", "ssl.projector_dim=16",
+                        "ssl.queue_length=16"],
     "strodthoff/byol": ["model.encoder.width=4", "ssl.projector_hidden=32", "ssl.projector_dim=16",
                         "ssl.predictor_hidden=32", "train.schedule.warmup_steps=1"],
 }

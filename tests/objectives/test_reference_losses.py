@@ -6,13 +6,18 @@ compares it with ecgforge's, value and gradient.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ecgforge.augment.noise import GaussianNoise
 from ecgforge.encoders.cpc import CPC
+from ecgforge.encoders.resnet1d import ResNet1d
 from ecgforge.objectives.cpc import CPCObjective
-from ecgforge.objectives.losses import cmsc_loss
+from ecgforge.objectives.losses import cmsc_loss, sinkhorn
+from ecgforge.objectives.moco import MoCo
+from ecgforge.objectives.swav import SwAV
 
 # --------------------------------------------------------------------------------------------- CPC
 
@@ -134,3 +139,143 @@ def test_cmsc_loss_equals_fairseq_signals_criterion() -> None:
              - (z1n @ z0n.T / 0.1).log_softmax(-1)[groups[:, None] == groups[None, :]].mean()) / 2
     torch.testing.assert_close(plain, ours)
     assert not torch.allclose(torch.autograd.grad(plain, z0)[0], g_ours[0])
+
+
+# -------------------------------------------------------------------------------------------- SwAV
+
+
+def ess_sinkhorn(Q: Tensor, nmb_iters: int) -> Tensor:  # noqa: N803 - the reference's names
+    """hhi-aml/ecg-selfsupervised ``custom_swav_bolts.py``, ``CustomSwAV.sinkhorn`` (gpus = 0)."""
+    with torch.no_grad():
+        Q = Q.clone()
+        Q /= torch.sum(Q)
+        K, B = Q.shape  # noqa: N806
+        r = torch.ones(K) / K
+        c = torch.ones(B) / B
+        for _ in range(nmb_iters):
+            u = torch.sum(Q, dim=1)
+            Q *= (r / u).unsqueeze(1)
+            Q *= (c / torch.sum(Q, dim=0)).unsqueeze(0)
+        return (Q / torch.sum(Q, dim=0, keepdim=True)).t().float()
+
+
+def ess_swav_step(embedding: Tensor, output: Tensor, prototypes: Tensor, queue: Tensor | None, bs: int,
+                  crops_for_assign: list[int], nmb_crops: int, epsilon: float, temperature: float,
+                  iters: int) -> Tensor:
+    """``CustomSwAV.shared_step`` from step 3 on (``nmb_crops`` = 7 as ``cli_main`` passes it, so the views
+    predicted are ``arange(nmb_crops - 1)`` minus the assigning one and the divisor is ``nmb_crops - 1``);
+    ``queue`` is updated in place, ``use_the_queue`` folded into its last-row test."""
+    embedding = embedding.detach()
+    loss = 0
+    for i, crop_id in enumerate(crops_for_assign):
+        with torch.no_grad():
+            out = output[bs * crop_id: bs * (crop_id + 1)]
+            if queue is not None:
+                if not torch.all(queue[i, -1, :] == 0):
+                    out = torch.cat((torch.mm(queue[i], prototypes.t()), out))
+                queue[i, bs:] = queue[i, :-bs].clone()
+                queue[i, :bs] = embedding[crop_id * bs: (crop_id + 1) * bs]
+            q = torch.exp(out / epsilon).t()
+            q = ess_sinkhorn(q, iters)[-bs:]
+        subloss = 0
+        for v in np.delete(np.arange(np.sum(nmb_crops - 1)), crop_id):
+            p = torch.softmax(output[bs * v: bs * (v + 1)] / temperature, dim=1)
+            subloss -= torch.mean(torch.sum(q * torch.log(p), dim=1))
+        loss += subloss / (np.sum(nmb_crops) - 1)
+    return loss / len(crops_for_assign)
+
+
+def test_sinkhorn_equals_ess() -> None:
+    torch.manual_seed(0)
+    scores = F.normalize(torch.randn(10, 4), dim=1) @ F.normalize(torch.randn(7, 4), dim=1).T  # (N=10, K=7)
+    codes = sinkhorn(scores, 0.05, 3)
+    torch.testing.assert_close(codes, ess_sinkhorn(torch.exp(scores / 0.05).t(), 3))
+    torch.testing.assert_close(codes.sum(1), torch.ones(10))
+
+
+def test_swav_forward_equals_ess_shared_step_with_its_queue() -> None:
+    """Three forwards with a queue of two batches: the first two fill it, the third uses it (ESS waits until
+    its last row is set). Loss and gradients equal the ESS step's on the same views."""
+    torch.manual_seed(0)
+    enc = ResNet1d(depth=18, width=4)
+    b, v = 4, 6
+    obj = SwAV(enc, GaussianNoise(0.1), n_views=v, n_prototypes=5, projector_hidden=16, projector_dim=8,
+               queue_length=2 * b)
+    ref_queue = torch.zeros(2, 2 * b, 8)
+    x = torch.randn(b, 12, 200)
+    for step in range(3):
+        torch.manual_seed(100 + step)
+        loss, _ = obj({"x": x}, "encoder")
+        grads = torch.autograd.grad(loss, list(enc.parameters()))
+        torch.manual_seed(100 + step)  # the same views, through the same (already normalised) prototypes
+        views = torch.cat([obj.augment(x) for _ in range(v)])
+        emb = F.normalize(obj.projector(enc(views)), dim=1)
+        w = obj.prototypes.weight
+        ref = ess_swav_step(emb, emb @ w.t(), w.detach(), ref_queue, b, [0, 1], 7, 0.05, 0.1, 3)
+        torch.testing.assert_close(loss, ref)
+        for a, g in zip(grads, torch.autograd.grad(ref, list(enc.parameters())), strict=True):
+            torch.testing.assert_close(a, g)
+        torch.testing.assert_close(obj.queue, ref_queue)
+        obj.on_step_end(step + 1, 3)
+    assert not torch.all(ref_queue[:, -1] == 0)  # the third step did use a full queue
+
+
+def test_swav_prototypes_frozen_for_the_first_steps() -> None:
+    torch.manual_seed(0)
+    obj = SwAV(ResNet1d(depth=18, width=4), [], n_views=2, n_prototypes=5, projector_hidden=16, projector_dim=8,
+               freeze_prototypes_steps=2)
+    x = torch.randn(4, 12, 200)
+    for step in range(3):
+        obj.zero_grad(set_to_none=True)
+        obj({"x": x}, "encoder")[0].backward()
+        assert (obj.prototypes.weight.grad is None) == (step < 2)
+        obj.on_step_end(step + 1, 3)
+    torch.testing.assert_close(obj.prototypes.weight.norm(dim=1), torch.ones(5))
+
+
+# -------------------------------------------------------------------------------------------- MoCo
+
+
+def test_moco_equals_ess_forward_queue_and_momentum_update() -> None:
+    """ESS ``custom_moco_bolts.py``: ``CustomMoCo.forward`` (logits ``[q·k, q·queue] / T``, queue stored
+    (dim, K)), ``training_step`` (cross-entropy, label 0), ``_dequeue_and_enqueue`` (pointer wrapping around a
+    queue of 10 with batches of 4) and ``_momentum_update_key_encoder`` (parameters only)."""
+    torch.manual_seed(0)
+    b, size, t, m = 4, 10, 0.2, 0.9
+    obj = MoCo(ResNet1d(depth=18, width=4), GaussianNoise(0.1), temperature=t, momentum=m, queue_length=size,
+               projector_hidden=16, projector_dim=8)
+    ref_queue = obj.queue.t().clone()  # ESS layout (emb_dim, num_negatives)
+    ref_ptr = 0
+    x = torch.randn(b, 12, 200)
+    opt = torch.optim.SGD(obj.param_groups()["encoder"], lr=0.1)
+    for step in range(4):
+        key_before = [p.clone() for p in obj._key_params()]
+        torch.manual_seed(10 + step)
+        loss, _ = obj({"x": x}, "encoder")
+        torch.manual_seed(10 + step)
+        img_q, img_k = obj.augment(x), obj.augment(x)
+        with torch.no_grad():
+            q = F.normalize(obj.projector(obj.encoder(img_q)), dim=1)
+            k = F.normalize(obj.key_projector(obj.key_encoder(img_k)), dim=1)
+        l_pos = torch.einsum("nc,nc->n", [q, k]).unsqueeze(-1)
+        l_neg = torch.einsum("nc,ck->nk", [q, ref_queue.clone().detach()])
+        logits = torch.cat([l_pos, l_neg], dim=1) / t
+        torch.testing.assert_close(loss, F.cross_entropy(logits, torch.zeros(b, dtype=torch.long)))
+        remainder = ref_queue[:, ref_ptr:ref_ptr + b].shape[1]
+        if remainder < b:
+            ref_queue[:, -remainder:] = k.T[:, :remainder]
+            ref_queue[:, :b - remainder] = k.T[:, remainder:]
+            ref_ptr = b - remainder
+        else:
+            ref_queue[:, ref_ptr:ref_ptr + b] = k.T
+            ref_ptr = (ref_ptr + b) % size
+        torch.testing.assert_close(obj.queue.t(), ref_queue)
+        assert int(obj.queue_ptr) == ref_ptr
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        obj.on_step_end(step + 1, 4)
+        online = [*obj.encoder.parameters(), *obj.projector.parameters()]
+        for pk, before, pq in zip(obj._key_params(), key_before, online, strict=True):
+            torch.testing.assert_close(pk, before * m + pq.detach() * (1.0 - m))
+    assert all(p.grad is None for p in obj._key_params())
