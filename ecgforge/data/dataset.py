@@ -7,12 +7,14 @@ or the batch size, and a resumed run sees the windows it would have.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ecgforge.data.cache import Cache
-from ecgforge.data.splits import Targets, patient_codes
+from ecgforge.data.splits import DatasetError, Targets, patient_codes
 
 
 def adjacent_starts(lengths: np.ndarray, window: int, n_segments: int, rng: np.random.Generator) -> np.ndarray:

@@ -28,10 +28,9 @@ from torch import Tensor, nn
 
 from ecgforge.augment import AugmentConfig
 from ecgforge.errors import UserError
+from ecgforge.layers.distributed import gather_with_grad
 from ecgforge.objectives.base import Objective
 from ecgforge.objectives.losses import moco_infonce
-from ecgforge.objectives.projector import as_module
-from ecgforge.train.distributed import gather_with_grad
 
 
 class MoCoConfig(BaseModel, extra="forbid", frozen=True):
@@ -53,7 +52,7 @@ class MoCo(Objective):
     def __init__(
         self,
         encoder: nn.Module,
-        augment: nn.Module | list,
+        augment: nn.Module,
         temperature: float = 0.07,
         momentum: float = 0.999,
         queue_length: int = 65536,
@@ -61,7 +60,7 @@ class MoCo(Objective):
         projector_dim: int = 16,
     ) -> None:
         super().__init__(encoder)
-        self.augment = as_module(augment)
+        self.augment = augment
         self.temperature, self.momentum = temperature, momentum
         self.projector = mlp_head(encoder.embed_dim, projector_hidden, projector_dim)
         self.key_encoder = copy.deepcopy(encoder)

@@ -31,10 +31,10 @@ from torch import Tensor, nn
 
 from ecgforge.augment import AugmentConfig
 from ecgforge.errors import UserError
+from ecgforge.layers.distributed import gather_with_grad, world
+from ecgforge.layers.projector import projector
 from ecgforge.objectives.base import Objective
 from ecgforge.objectives.losses import sinkhorn, swapped_prediction
-from ecgforge.objectives.projector import as_module, projector
-from ecgforge.train.distributed import gather_with_grad, world
 
 
 class SwAVConfig(BaseModel, extra="forbid", frozen=True):
@@ -65,9 +65,9 @@ class SwAV(Objective):
     def __init__(
         self,
         encoder: nn.Module,
-        augment: nn.Module | list,
+        augment: nn.Module,
         n_views: int = 6,
-        crops_for_assign: list[int] | None = None,
+        crops_for_assign: tuple[int, ...] | list[int] = (0, 1),
         n_prototypes: int = 3000,
         projector_hidden: int = 2048,
         projector_dim: int = 128,
@@ -79,9 +79,9 @@ class SwAV(Objective):
         freeze_prototypes_steps: int = 0,
     ) -> None:
         super().__init__(encoder)
-        self.augment = as_module(augment)
+        self.augment = augment
         self.n_views = n_views
-        self.crops_for_assign = list(crops_for_assign if crops_for_assign is not None else [0, 1])
+        self.crops_for_assign = list(crops_for_assign)
         self.temperature, self.epsilon, self.iterations = temperature, epsilon, sinkhorn_iterations
         self.queue_start_step, self.freeze_prototypes_steps = queue_start_step, freeze_prototypes_steps
         # ESS CustomResNet.projection_head: Linear-BN-ReLU-Linear (its first bias is cancelled by the BN anyway).

@@ -279,7 +279,7 @@ def test_cpc_multi_step_batch_negatives_also_learn() -> None:
 
 @pytest.mark.parametrize("same_seq", [True, False])
 def test_cpc_single_step_loss_falls_below_chance(same_seq: bool) -> None:
-    obj = CPCObjective(small_cpc(), [], n_steps=4, n_negatives=16, negatives_from_same_seq_only=same_seq)
+    obj = CPCObjective(small_cpc(), nn.Sequential(), n_steps=4, n_negatives=16, negatives_from_same_seq_only=same_seq)
     batch = batch_of(ecg_like(8, 200))
     n_positions = 200 // 4 - 4  # 50 latents, predicted 4 ahead
     before = loss_at(obj, batch, "encoder")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ecgforge.augment.noise import GaussianNoise
 from ecgforge.encoders.cpc import CPC
@@ -60,7 +60,7 @@ def test_cpc_single_step_equals_ess_cpc_loss() -> None:
     enc = CPC(frontend="linear", features=[8, 8], strides=[2, 2], kernel_sizes=[2, 2], hidden=6, lstm_layers=1)
     x = torch.randn(3, 12, 64)
     for same_seq in (True, False):
-        obj = CPCObjective(enc, [], form="single_step", n_steps=3, n_negatives=5, negatives_from_same_seq_only=same_seq)
+        obj = CPCObjective(enc, nn.Sequential(), form="single_step", n_steps=3, n_negatives=5, negatives_from_same_seq_only=same_seq)
         assert obj.proj.bias is None  # ESS bias_proj=False
         z = enc.encode(x)
         c = enc.context(z)
@@ -222,7 +222,7 @@ def test_swav_forward_equals_ess_shared_step_with_its_queue() -> None:
 
 def test_swav_prototypes_frozen_for_the_first_steps() -> None:
     torch.manual_seed(0)
-    obj = SwAV(ResNet1d(depth=18, width=4), [], n_views=2, n_prototypes=5, projector_hidden=16, projector_dim=8,
+    obj = SwAV(ResNet1d(depth=18, width=4), nn.Sequential(), n_views=2, n_prototypes=5, projector_hidden=16, projector_dim=8,
                freeze_prototypes_steps=2)
     x = torch.randn(4, 12, 200)
     for step in range(3):
