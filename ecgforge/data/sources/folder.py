@@ -4,18 +4,26 @@ Records are the ``.hea`` files found recursively under ``path``; the record id i
 relative to ``path`` without extension (``sub/rec01``), so records in different sub-folders never collide.
 The labels CSV has a ``record`` column (that relative id, or the bare file stem where it is unique) and a
 label column holding ``;``-separated labels (``"AF;LBBB"``; empty = no label).
+
+The patient is the record id, unless ``patient_from`` says where the tree encodes it: a path part index
+(``0`` = the first folder under ``path``, ``-2`` = the record's own folder, ``-1`` = the file stem) or a
+regular expression with a named group ``patient``, searched in the relative id (``p1000/p10000032/s1/1``:
+``"p(?P<patient>\\d+)/s"``). With it each record gets a fold 1..10 from a hash of its patient (as the CinC
+source does), so fold-based splits never straddle a patient; without it the fold is -1 (unknown).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ecgforge.data.record import RecordRef
+from ecgforge.data.sources.cinc import hash_fold
 
 
 class WFDBFolderSourceConfig(BaseModel, extra="forbid", frozen=True):
@@ -23,15 +31,57 @@ class WFDBFolderSourceConfig(BaseModel, extra="forbid", frozen=True):
     path: str = Field(description="folder searched recursively for .hea files")
     labels_csv: str | None = Field(None, description="CSV with a 'record' column and a label column")
     label_column: str = Field("label", min_length=1, description="column of ';'-separated labels")
+    patient_from: int | str | None = Field(
+        None, description="where the relative path names the patient: a path part index, or a regex with a "
+        "named group 'patient'; default: the record id"
+    )
+
+    @field_validator("patient_from")
+    @classmethod
+    def _patient_pattern(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, str):
+            try:
+                compiled = re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression ({exc})") from None
+            if "patient" not in compiled.groupindex:
+                raise ValueError(f"{value!r} has no named group (?P<patient>...)")
+        return value
+
+
+def patient_of(record_id: str, patient_from: int | str | None) -> str:
+    """The patient a relative record id (``sub/dir/rec``) names, per ``patient_from`` (see the module).
+
+    Raises:
+        ValueError: the id has no such part, or the expression does not match it (naming the field).
+    """
+    if patient_from is None:
+        return record_id
+    if isinstance(patient_from, int):
+        parts = record_id.split("/")
+        if not -len(parts) <= patient_from < len(parts):
+            raise ValueError(f"source.patient_from: record {record_id!r} has no path part {patient_from}")
+        return parts[patient_from]
+    m = re.search(patient_from, record_id)
+    if m is None or not m.group("patient"):
+        raise ValueError(f"source.patient_from: {patient_from!r} does not match record {record_id!r}")
+    return m.group("patient")
 
 
 class WFDBFolderSource:
     """Lists every WFDB record under a folder (no header or signal reads); label set name ``"label"``."""
 
-    def __init__(self, path: str, labels_csv: str | None = None, label_column: str = "label") -> None:
+    def __init__(
+        self,
+        path: str,
+        labels_csv: str | None = None,
+        label_column: str = "label",
+        patient_from: int | str | None = None,
+    ) -> None:
         self.root = Path(path).expanduser()
         self.labels_csv = labels_csv
         self.label_column = label_column
+        self.patient_from = patient_from
         self._cache: tuple[list[RecordRef], dict[str, list[str]]] | None = None
 
     def _read_labels(self, labels_csv: str) -> dict[str, list[str]]:
@@ -80,13 +130,14 @@ class WFDBFolderSource:
                 # The bare stem counts only where it names one record: otherwise labels could cross records.
                 found = table.get(rid, table.get(stem, []) if len(stems[stem]) == 1 else [])
                 labels["label"] = found
+            patient = patient_of(rid, self.patient_from)
             refs.append(
                 RecordRef(
                     record_id=rid,
                     path=str(self.root / rid),
-                    patient_id=rid,
+                    patient_id=patient,
                     source="wfdb_folder",
-                    meta={"fold": -1, "sex": "", "age": math.nan},
+                    meta={"fold": -1 if self.patient_from is None else hash_fold(patient), "sex": "", "age": math.nan},
                     labels=labels,
                 )
             )
