@@ -9,7 +9,6 @@ record as skipped with that reason and goes on.
 from __future__ import annotations
 
 import importlib
-
 from collections.abc import Callable
 from dataclasses import dataclass, field
 

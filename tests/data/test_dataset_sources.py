@@ -16,14 +16,16 @@ import wfdb
 from typer.testing import CliRunner
 
 from ecgforge.cli import app
-from ecgforge.data.cache import SCALE_MV, Cache, build_cache, info
+from ecgforge.data.cache import SCALE_MV, Cache
+from ecgforge.data.cache_build import build_cache
+from ecgforge.data.cache_inspect import info
+from ecgforge.data.cache_spec import CacheRecipe
 from ecgforge.data.leads import CANONICAL_LEADS
 from ecgforge.data.record import RecordError, is_reader_path, read_with_reader, reader_path, register_reader
 from ecgforge.data.sources.code15 import LABELS, Code15Source, trim_padding
 from ecgforge.data.sources.folder import WFDBFolderSource, patient_of
 from ecgforge.data.sources.mimic_iv_ecg import MimicIVECGSource
 from ecgforge.data.wfdb_io import read_record
-from ecgforge.recipe import CacheRecipe
 
 ROOT = Path(__file__).resolve().parents[2]
 QUANTUM = SCALE_MV / 2 + 1e-6  # the cache rounds to 1 uV steps; float32 adds far less than 1e-6 mV

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecgforge.data.cache import Cache, build_cache, info
+from ecgforge.data.cache import Cache
+from ecgforge.data.cache_build import build_cache
+from ecgforge.data.cache_inspect import info
+from ecgforge.data.cache_spec import CacheRecipe
 from ecgforge.data.leads import CANONICAL_LEADS
 from ecgforge.data.wfdb_io import read_record
-from ecgforge.recipe import CacheRecipe
 from tests.data.test_file_sources import EIGHT, QUANTUM, reference_limb_leads
 
 pydicom = pytest.importorskip("pydicom", reason="the dicom_ecg source needs pydicom (pip install 'ecgforge[dicom]')")

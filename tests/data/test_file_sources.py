@@ -10,14 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecgforge.data.cache import SCALE_MV, Cache, build_cache, info
+from ecgforge.data.cache import SCALE_MV, Cache
+from ecgforge.data.cache_build import build_cache
+from ecgforge.data.cache_inspect import info
+from ecgforge.data.cache_spec import CacheRecipe
 from ecgforge.data.leads import CANONICAL_LEADS
 from ecgforge.data.record import RecordError
 from ecgforge.data.sources.common import derive_limb_leads, parse_age, unit_to_mv
 from ecgforge.data.sources.hl7_aecg import HL7aECGSource
 from ecgforge.data.sources.muse_xml import MuseXMLSource
 from ecgforge.data.wfdb_io import read_record
-from ecgforge.recipe import CacheRecipe
 
 QUANTUM = SCALE_MV / 2 + 1e-6
 EIGHT = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
