@@ -111,7 +111,8 @@ def _overlap(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bo
 
 
 def score_card(runs: dict[str, list[ResultRow]]) -> list[Cell]:
-    """The card's cells, in the order first seen: supervised tasks' reference-condition rows, primary metric."""
+    """The card's cells: supervised tasks' reference-condition rows, primary metric; tasks in the order first
+    seen, each task's label fractions ascending."""
     groups: dict[tuple[str, str, float, str], dict[tuple[str, str], list[ResultRow]]] = defaultdict(lambda: defaultdict(list))
     for run, rows in runs.items():
         for r in rows:
@@ -141,7 +142,8 @@ def score_card(runs: dict[str, list[ResultRow]]) -> list[Cell]:
                 other = ranked[1] if e is ranked[0] else ranked[0]  # the best run other than this one
                 e.tied_with_best = len(ranked) > 1 and _overlap(e.ci, other.ci)
         cells.append(cell)
-    return cells
+    tables = list(dict.fromkeys((c.kind, c.task, c.metric) for c in cells))  # first-seen order of tasks
+    return sorted(cells, key=lambda c: (tables.index((c.kind, c.task, c.metric)), c.label_fraction))
 
 
 def runs_without_paired(runs: dict[str, list[ResultRow]]) -> list[str]:
