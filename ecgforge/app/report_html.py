@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ecgforge.app.scorecard import Cell, entry_text, legend
+from ecgforge.app.scorecard import PAIRED_HEAD, Cell, entry_text, legend, paired_rows
 from ecgforge.evaluation.rows import ResultRow
 from ecgforge.fsio import atomic_write_text
 
@@ -62,7 +62,12 @@ def _card_html(runs: dict[str, list[ResultRow]], cells: list[Cell]) -> str:
         row += [(f"{c.references[i]:.4f}" if i in c.references else "", "") for i in refs]
         rows.append(row)
     notes = "".join(f'<p class="note">{_e(line).replace("`", "")}</p>' for line in legend(runs))
-    return _table(["protocol", "task", "metric", "label fraction", *names, *refs], rows, 3) + notes
+    out = _table(["protocol", "task", "metric", "label fraction", *names, *refs], rows, 3) + notes
+    paired = paired_rows(cells)
+    if paired:
+        out += ('<h3>Paired differences to random</h3>\n'
+                + _table(PAIRED_HEAD, [[(x, "txt" if i < 5 else "") for i, x in enumerate(r)] for r in paired], 5))
+    return out
 
 
 def _summary_html(summary: list[dict[str, Any]]) -> str:

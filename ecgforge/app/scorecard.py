@@ -181,6 +181,27 @@ def legend(runs: dict[str, list[ResultRow]]) -> list[str]:
     return lines
 
 
+def paired_rows(cells: list[Cell]) -> list[list[str]]:
+    """The paired differences to random behind the † marks, one line per (cell, run) that has them: protocol,
+    task, metric, fraction, run, delta mean ± std over seeds, its seed-averaged 95% interval, median p, seeds."""
+    out = []
+    for c in cells:
+        for e in c.entries.values():
+            v = e.vs_random
+            if v is None:
+                continue
+            ci = f"[{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}]" if v["ci"] else ""
+            p = f"{v['p']:.3g}" if v["p"] is not None else ""
+            out.append([c.kind, c.task, c.metric, f"{c.label_fraction:g}", e.run,
+                        f"{v['delta']:+.4f} ± {v['delta_std']:.4f}{'' if v['significant'] else NOT_VS_RANDOM}", ci, p,
+                        str(v["n"])])
+    return out
+
+
+PAIRED_HEAD = ["protocol", "task", "metric", "label_fraction", "run", "delta vs random (mean ± std over seeds)",
+               "95% interval", "p (median)", "seeds"]
+
+
 def card_markdown(runs: dict[str, list[ResultRow]], cells: list[Cell]) -> str:
     """The score card as a Markdown section: one table, a row per (protocol, task, fraction), a column per run."""
     if not cells:
@@ -197,6 +218,12 @@ def card_markdown(runs: dict[str, list[ResultRow]], cells: list[Cell]) -> str:
             vals.append("" if e is None else (f"**{entry_text(e)}**" if e.best else entry_text(e)))
         out.append("| " + " | ".join([c.kind, c.task, c.metric, f"{c.label_fraction:g}", *vals,
                                       *(f"{c.references[i]:.4f}" if i in c.references else "" for i in refs)]) + " |")
+    paired = paired_rows(cells)
+    if paired:
+        out += ["", "Paired differences to random (pretrained minus random on the same test records and "
+                "bootstrap resamples; lower is better for MAE, so there a negative delta is a gain):", "",
+                "| " + " | ".join(PAIRED_HEAD) + " |", "|" + "---|" * len(PAIRED_HEAD),
+                *("| " + " | ".join(r) + " |" for r in paired)]
     return "\n".join([*out, ""])
 
 

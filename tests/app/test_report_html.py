@@ -51,7 +51,7 @@ def test_report_html_loads_and_shows_tables_and_plots(three_runs: list[Path], tm
     assert dom.returncode == 0, dom.stderr[-2000:]
     console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line or "ERR_" in line]
     assert not console, console  # no script errors, no resource that failed to load
-    assert dom.stdout.count("<table>") == 3 and "Score card" in dom.stdout
+    assert dom.stdout.count("<table>") == 4 and "Score card" in dom.stdout
     n_images = len(re.findall(r'<img src="data:image/png;base64,', dom.stdout))
     assert n_images == len(list(out.glob("*.png"))) >= 3
 

@@ -99,6 +99,10 @@ def test_card_markdown_bolds_the_best_and_says_which_runs_lack_paired_data(three
     assert cells[4] == "**0.8670 ± 0.0028**" and cells[5] == f"0.7270 ± 0.0028{NOT_VS_RANDOM}"
     assert cells[6] == "0.8070 ± 0.0028" and cells[7] == "0.7000"
     assert "legacy: no † marks for it" in md
+    paired = [x for x in md.splitlines() if x.startswith("| linear_probe | superdiag | macro_auroc | 0.1 | ")
+              and x.count("|") == 10]
+    assert [x.split("|")[5].strip() for x in paired] == ["strong", "weak"]  # legacy has no versus: no line
+    assert paired[1].split("|")[6].strip() == f"+0.0270 ± 0.0028{NOT_VS_RANDOM}"  # mean of the seeds' deltas
     assert NOT_VS_BEST in md  # the legend explains ‡ even where no cell has one
 
 
@@ -113,7 +117,7 @@ def test_report_writes_the_card_png_and_a_self_contained_html(three_runs: list[P
     embedded = [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
     assert sorted(embedded) == sorted(p.read_bytes() for p in pngs)  # every figure, byte for byte
     assert not re.search(r"""(src|href)=["'](?!data:)""", page) and "<script" not in page  # no network, no JS
-    assert page.count("<table>") == 1 + 2  # the card and one table per (protocol, task)
+    assert page.count("<table>") == 1 + 1 + 2  # the card, its paired differences, one per (protocol, task)
 
 
 def test_card_over_real_runs(cache: Cache, tmp_path: Path) -> None:  # noqa: F811
