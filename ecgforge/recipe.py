@@ -118,8 +118,30 @@ class TrainConfig(Strict):
     log_every_steps: int = Field(10, ge=1)
     checkpoint_every_steps: int = Field(500, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
-    tensorboard: bool = False
+    trackers: list[Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive"]] = Field(
+        default_factory=list, description="experiment trackers through Accelerate (log_with); logs under the run directory")
     time_budget_s: float | None = Field(None, gt=0, description="stop pretraining after this many seconds")
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tensorboard_alias(cls, data: Any) -> Any:
+        # `tensorboard = true` came before `trackers`: read as trackers = ["tensorboard"] (resolved.toml then
+        # carries only trackers).
+        if isinstance(data, dict) and "tensorboard" in data:
+            data = dict(data)
+            on = data.pop("tensorboard")
+            if not isinstance(on, bool):
+                raise ValueError(f"tensorboard: expected true or false, got {on!r} (prefer trackers = [\"tensorboard\"])")
+            if on and "tensorboard" not in (trackers := list(data.get("trackers", []))):
+                data["trackers"] = [*trackers, "tensorboard"]
+        return data
+
+    @model_validator(mode="after")
+    def _trackers_once(self) -> TrainConfig:
+        if len(set(self.trackers)) != len(self.trackers):
+            raise ValueError(f"trackers: {self.trackers} names a tracker twice")
+        return self
 
 
 class Recipe(Strict):

@@ -3,7 +3,8 @@
 ``make_report(run_dirs, out_dir)`` compares runs: a table of every results row group (mean ± std over seeds,
 with the test-record bootstrap 95% interval averaged over seeds), label-efficiency curves, a curve per test
 condition of a protocol (robustness: noise level, lead subset) and, for runs whose objective has a ``masks(x)`` method
-(adversarial masking, Bo et al. 2022), the learned masks drawn over a few test ECGs.
+(adversarial masking, Bo et al. 2022), the learned masks drawn over a few test ECGs; the score card across runs
+(app/scorecard.py) and all of it as one self-contained ``report.html`` (app/report_html.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ecgforge.app.report_html import write_html  # noqa: E402
+from ecgforge.app.scorecard import card_markdown, plot_card, score_card  # noqa: E402
 from ecgforge.errors import UserError  # noqa: E402
 from ecgforge.evaluation.rows import ResultRow, rows_from_json  # noqa: E402
 from ecgforge.evaluation.scoring import PRIMARY  # noqa: E402
@@ -448,16 +451,21 @@ def plot_run_masks(run_dir: str | Path, path: Path, n_ecgs: int = 3) -> Path | N
 
 
 def make_report(run_dirs: list[str | Path], out_dir: str | Path) -> list[Path]:
-    """``report.md``, ``report.csv`` and the PNG plots comparing ``run_dirs`` into ``out_dir``."""
+    """``report.md`` (with the score card), ``report.csv``, the PNG plots (``scorecard.png`` among them) and
+    ``report.html`` (all of it on one self-contained page) comparing ``run_dirs`` into ``out_dir``."""
     out_dir = Path(out_dir)
     runs = load_runs(run_dirs)
     summary = summarise(runs)
+    cells = score_card(runs)
     made = [out_dir / "report.md", out_dir / "report.csv"]
-    atomic_write_text(made[0], table_markdown(summary))
+    atomic_write_text(made[0], table_markdown(summary) + card_markdown(runs, cells))
     atomic_write_text(made[1], table_csv(summary))
+    card_png = plot_card(runs, cells, out_dir / "scorecard.png")
+    made += [card_png] if card_png else []
     made += _result_plots(runs, out_dir)
     for d, name in zip(run_dirs, runs, strict=True):
         p = plot_run_masks(d, out_dir / f"masks_{name.replace('/', '_')}.png")
         if p:
             made.append(p)
+    made.append(write_html(out_dir / "report.html", runs, summary, cells, [p for p in made if p.suffix == ".png"], card_png))
     return made

@@ -30,10 +30,17 @@ import numpy as np
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import is_tensorboard_available, set_seed
+from accelerate.utils import (
+    ProjectConfiguration,
+    is_mlflow_available,
+    is_tensorboard_available,
+    is_wandb_available,
+    set_seed,
+)
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
+from ecgforge.config_files import to_toml_dict
 from ecgforge.data.cache import Cache
 from ecgforge.data.dataset import RandomWindows, collate_windows
 from ecgforge.data.splits import select, task_targets
@@ -89,11 +96,13 @@ def checkpoints(run_dir: Path) -> list[Path]:
 
 
 def make_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
-    """The run's Accelerator (precision, accumulation, DDP settings, TensorBoard), refusing a launch that asked
-    for several processes but got one (N independent runs would share one directory)."""
+    """The run's Accelerator (precision, accumulation, DDP settings, experiment trackers), refusing a launch that
+    asked for several processes but got one (N independent runs would share one directory)."""
     t = recipe.train
-    if t.tensorboard and not is_tensorboard_available():
-        raise UserError("train.tensorboard = true needs the tensorboard package: pip install 'ecgforge[tensorboard]'")
+    for name in t.trackers:
+        check = _TRACKER_CHECKS.get(name)
+        if check is not None and not check():
+            raise UserError(f"train.trackers: {name!r} needs the {name} package: pip install 'ecgforge[{name}]'")
     # Alternating phases change which parameters get gradients; one phase may still leave some unused
     # (wav2vec2's mask embedding under SimCLR): a static graph lets DDP learn that set once.
     multi_phase = recipe.ssl is not None and len(dict.fromkeys(OBJECTIVES[recipe.ssl.kind].phases)) > 1
@@ -111,8 +120,9 @@ def make_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
         kwargs_handlers=[ddp],
         # Schedules count optimiser steps; Accelerate's default would step them once per process per step.
         step_scheduler_with_optimizer=False,
-        log_with="tensorboard" if t.tensorboard else None,
-        project_dir=str(run_dir) if t.tensorboard else None,
+        log_with=list(t.trackers) or None,
+        # Trackers that write files (TensorBoard events) write them under RUN/tb/<recipe name>/.
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tb")) if t.trackers else None,
     )
     if launched > 1 and acc.num_processes == 1:
         raise UserError(
@@ -120,6 +130,44 @@ def make_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
             "ACCELERATE_USE_CPU=true (see docs/scaling.md)"
         )
     return acc
+
+
+#: Tracker -> the Accelerate check that its package is installed (trackers ecgforge has no extra for are
+#: checked by Accelerate itself when it starts them).
+#: Lambdas: the check is looked up when called, so a test can replace it.
+_TRACKER_CHECKS = {"tensorboard": lambda: is_tensorboard_available(), "mlflow": lambda: is_mlflow_available(),
+                   "wandb": lambda: is_wandb_available()}
+
+
+def tracker_config(recipe: Recipe) -> dict[str, bool | int | float | str]:
+    """The resolved recipe as one flat table (``train.batch_size``: 64) of the scalar types every tracker stores
+    as hyperparameters; lists and tables below a key are kept whole as JSON text."""
+    out: dict[str, bool | int | float | str] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(node, (bool, int, float, str)):
+            out[prefix] = node
+        else:  # a list, an empty table
+            out[prefix] = json.dumps(node, default=str)
+
+    walk("", to_toml_dict(recipe))
+    return out
+
+
+def start_trackers(acc: Accelerator, recipe: Recipe, run_dir: Path) -> None:
+    """``init_trackers`` with the resolved recipe as the run's config: the project is the recipe's name (the
+    W&B project, the MLflow experiment, TensorBoard's folder under RUN/tb), the run is the run directory's name.
+    MLflow without ``MLFLOW_TRACKING_URI`` keeps its store in RUN/mlflow.db (SQLite: offline, beside the run;
+    MLflow 3 refuses its older ``./mlruns`` folder store by default)."""
+    if "mlflow" in recipe.train.trackers and "MLFLOW_TRACKING_URI" not in os.environ and acc.is_main_process:
+        import mlflow
+
+        mlflow.set_tracking_uri(f"sqlite:///{(run_dir / 'mlflow.db').resolve()}")
+    acc.init_trackers(recipe.name, config=tracker_config(recipe),
+                      init_kwargs={"mlflow": {"run_name": run_dir.name}, "wandb": {"name": run_dir.name, "dir": str(run_dir)}})
 
 
 class Trainer:
@@ -311,8 +359,8 @@ class Trainer:
         r, t, acc = self.recipe, self.recipe.train, self.acc
         state, loader = self.state, self.loader
         log = MetricsLog(self.run_dir / "metrics" / "train.jsonl", self.resume_step) if self.is_main else None
-        if t.tensorboard:
-            acc.init_trackers("tb")
+        if t.trackers:
+            start_trackers(acc, r, self.run_dir)
         t_start = time.perf_counter() - state.elapsed_s
         window_t, window_samples, window_wait = time.perf_counter(), 0, 0.0
         batch_size_global = t.batch_size * acc.num_processes
@@ -364,7 +412,7 @@ class Trainer:
                         row = self.log_row(now, span, window_samples, window_wait, t_start)
                         if log is not None:
                             log.write(row)
-                        if t.tensorboard:
+                        if t.trackers:
                             scalars = {k: v for k, v in row.items() if isinstance(v, float)}
                             scalars.update({f"lr/{g}": v for g, v in row["lr"].items()})
                             acc.log(scalars, step=state.step)
@@ -390,7 +438,7 @@ class Trainer:
             for p in self.all_params:
                 p.requires_grad_(True)
             self.save_checkpoint()
-        if t.tensorboard:
+        if t.trackers:
             acc.end_training()
         if interrupted:
             raise KeyboardInterrupt

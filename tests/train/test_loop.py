@@ -1,4 +1,4 @@
-"""The runner in this process: same seed -> same weights, bf16 autocast on CPU, optional TensorBoard."""
+"""The runner in this process: same seed -> same weights, bf16 autocast on CPU, experiment trackers."""
 
 from __future__ import annotations
 
@@ -56,14 +56,63 @@ def test_bf16_autocast_runs_on_cpu(tiny_cache: Path, tmp_path: Path, monkeypatch
     assert len(rows) == 2 and all(torch.isfinite(torch.tensor(row["loss"])) for row in rows)
 
 
-def test_tensorboard_without_the_package_is_a_one_line_error(tiny_cache: Path, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tracker_without_its_package_is_a_one_line_error(tiny_cache: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import ecgforge.train.loop as runner
 
     monkeypatch.setattr(runner, "is_tensorboard_available", lambda: False)
-    with pytest.raises(UserError, match=r"train\.tensorboard.*pip install 'ecgforge\[tensorboard\]'") as err:
-        Runner(Recipe.model_validate(recipe_dict(tiny_cache, tensorboard=True)), tmp_path / "tb")
+    with pytest.raises(UserError, match=r"train\.trackers: 'tensorboard'.*pip install 'ecgforge\[tensorboard\]'") as err:
+        Runner(Recipe.model_validate(recipe_dict(tiny_cache, trackers=["tensorboard"])), tmp_path / "tb")
     assert "\n" not in str(err.value)
+
+
+def test_tensorboard_true_is_read_as_the_tensorboard_tracker(tiny_cache: Path) -> None:
+    r = Recipe.model_validate(recipe_dict(tiny_cache, tensorboard=True))
+    assert r.train.trackers == ["tensorboard"]
+    assert Recipe.model_validate(recipe_dict(tiny_cache, tensorboard=False)).train.trackers == []
+    both = Recipe.model_validate(recipe_dict(tiny_cache, tensorboard=True, trackers=["mlflow", "tensorboard"]))
+    assert both.train.trackers == ["mlflow", "tensorboard"]
+    with pytest.raises(ValueError, match="names a tracker twice"):
+        Recipe.model_validate(recipe_dict(tiny_cache, trackers=["mlflow", "mlflow"]))
+
+
+def _tb_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = sorted((run_dir / "tb").rglob("events.out.tfevents.*"))
+    assert events, f"no TensorBoard event files under {run_dir / 'tb'}"
+    out: dict[str, list[tuple[int, float]]] = {}
+    for f in events:
+        acc = EventAccumulator(str(f))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return out
+
+
+def test_tensorboard_tracker_logs_the_losses_and_the_recipe(tiny_cache: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    run(recipe_dict(tiny_cache, max_steps=3, trackers=["tensorboard"]), tmp_path / "tbrun")
+    scalars = _tb_scalars(tmp_path / "tbrun")
+    rows = [json.loads(x) for x in (tmp_path / "tbrun" / "metrics" / "train.jsonl").read_text().splitlines()]
+    assert [s for s, _ in scalars["loss"]] == [1, 2, 3]
+    assert [v for _, v in scalars["loss"]] == pytest.approx([row["loss"] for row in rows], rel=1e-6)
+    assert "lr/encoder" in scalars
+    hparams = next((tmp_path / "tbrun" / "tb").rglob("hparams.yml")).read_text()
+    assert "train.batch_size: 4" in hparams and "ssl.kind: simclr" in hparams  # the resolved recipe as config
+
+
+def test_mlflow_tracker_logs_to_a_local_store_in_the_run(tiny_cache: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    mlflow = pytest.importorskip("mlflow", reason="mlflow is an optional extra: pip install 'ecgforge[mlflow]'")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run(recipe_dict(tiny_cache, max_steps=2, trackers=["mlflow"]), tmp_path / "mlrun")
+    store = f"sqlite:///{(tmp_path / 'mlrun' / 'mlflow.db').resolve()}"  # offline: a file in the run directory
+    client = mlflow.tracking.MlflowClient(tracking_uri=store)
+    (found,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert found.info.run_name == "mlrun" and found.info.status == "FINISHED"
+    assert found.data.params["train.batch_size"] == "4" and found.data.params["seed"] == "7"
+    assert [m.step for m in client.get_metric_history(found.info.run_id, "loss")] == [1, 2]
 
 
 def test_schedule_warms_up_then_follows_a_cosine_to_the_floor() -> None:
