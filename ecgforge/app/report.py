@@ -235,7 +235,7 @@ def table_markdown(summary: list[dict[str, Any]]) -> str:
     metric showing ``mean ± std`` (4 decimals) and, where the rows had one, the 95% bootstrap interval."""
     lines = ["# ecgforge report", "",
              "mean ± std over seeds (std with ddof = 1; n = seeds); [low, high] = the rows' 95% interval "
-             "(bootstrap over test records; Wilson interval over probes for identification top-1), averaged "
+             "(bootstrap over test records; over patients for identification), averaged "
              "over seeds.", ""]
     by_table: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for s in summary:

@@ -3,23 +3,80 @@
 The standard SSL protocol (Chen et al. 2020; Mehari & Strodthoff 2021; Bo et al. 2022). Embeddings are
 computed once per encoder on tiled windows; the head is trained on the windows of the selected training
 records, picked on the validation split, and tested on per-record means of window scores.
+
+``lead_subsets`` trains *and* tests the head on each reduced-lead set (Oh et al., CHIL 2022, after the
+PhysioNet/CinC Challenge 2021; ``evaluation.leads``): rows then carry the condition ``leads``. With
+``challenge_weights`` (a multilabel task such as CinC ``scored``) rows also report the Challenge 2021 score,
+with per-class thresholds chosen on the validation split's scores (never the test split's).
 """
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Literal
 
+import numpy as np
+from pydantic import Field
+
+from ecgforge.errors import UserError
 from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.features import per_record
+from ecgforge.evaluation.heads import LinearHead
+from ecgforge.evaluation.leads import LeadSubset, lead_transform
+from ecgforge.evaluation.metrics import NORMAL_CLASS, challenge_metric, challenge_thresholds
 from ecgforge.evaluation.probing import train_probe
 from ecgforge.evaluation.protocol import ProbeConfig
 from ecgforge.evaluation.rows import ResultRow
 from ecgforge.evaluation.scoring import PRIMARY, score_rows
-from ecgforge.evaluation.tasks import load_task
+from ecgforge.evaluation.tasks import TaskData, load_task
 
 
 class LinearProbeConfig(ProbeConfig, extra="forbid", frozen=True):
     kind: Literal["linear_probe"] = "linear_probe"
+    lead_subsets: list[LeadSubset] = Field(
+        default_factory=lambda: ["12"], min_length=1,
+        description="train and test the head on each lead subset (others zeroed): 12, 6, 4, 3, 2, 1")
+    challenge_weights: str | None = Field(
+        None, description="the Challenge's weights.csv (weights_abbreviations.csv for the CinC 'scored' task): "
+                          "report challenge_score with thresholds chosen on val_split")
+    challenge_normal_class: str | None = Field(
+        None, description="the inactive classifier's class; default 426783006 or NSR, whichever the table names")
+
+
+def challenge_normal_class(weights_csv: str, given: str | None = None) -> str:
+    """The Challenge's normal class as the table names it: ``given``, else SNOMED 426783006 or NSR."""
+    path = Path(weights_csv).expanduser()
+    if not path.is_file():
+        raise UserError(f"linear_probe.challenge_weights: {path} not found")
+    if given is not None:
+        return given
+    with path.open(newline="") as f:
+        header = {code for cell in next(csv.reader(f), []) for code in cell.strip().split("|")}
+    for name in (NORMAL_CLASS, "NSR"):
+        if name in header:
+            return name
+    raise UserError(f"linear_probe.challenge_weights: {path} names neither {NORMAL_CLASS} nor NSR")
+
+
+def challenge_row_metrics(data: TaskData, head: LinearHead, val_feats: np.ndarray, val_record_of: np.ndarray,
+                          test_scores: np.ndarray, weights_csv: str,
+                          normal_class: str | None = None) -> tuple[float, list[float]]:
+    """The test split's Challenge score and the per-class thresholds chosen on the validation split."""
+    if data.task_type != "multilabel":
+        raise UserError(f"linear_probe.challenge_weights: task is {data.task_type}; "
+                        "the Challenge score needs a multilabel task")
+    if len(data.val.indices) == 0:
+        raise UserError("linear_probe.challenge_weights: val_split has no labelled records to choose thresholds on")
+    normal = challenge_normal_class(weights_csv, normal_class)
+    val_scores = per_record(head.scores(val_feats), val_record_of, len(data.val.indices))
+    try:
+        thr = challenge_thresholds(data.val.y, val_scores, data.train.names, weights_csv, normal)
+        score = challenge_metric(data.test.y, (test_scores >= thr).astype(np.int64), data.train.names,
+                                 weights_csv, normal)
+    except ValueError as e:
+        raise UserError(f"linear_probe.challenge_weights: {e}") from None
+    return score, [float(t) for t in thr]
 
 
 class LinearProbe:
@@ -32,15 +89,26 @@ class LinearProbe:
         rows: list[ResultRow] = []
         for init in c.inits:
             for seed in c.seeds:
-                f_te, t_te = ctx.features.windows(init, seed, data.cache, data.test.indices)
-                for frac in c.label_fractions:
-                    head, pos = train_probe(ctx, data, c, init, seed, frac)
-                    scores = per_record(head.scores(f_te), t_te.record_of, len(data.test.indices))
-                    rows.append(ResultRow(
-                        kind="linear_probe", task=c.task, task_type=data.task_type, init=init, label_fraction=frac,
-                        seed=seed, split=c.test_split, primary=PRIMARY[data.task_type],
-                        n_train_records=int(len(pos)), n_val_records=int(len(data.val.indices)),
-                        n_test_records=int(len(data.test.indices)),
-                        **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed),
-                    ))
+                for leads in c.lead_subsets:
+                    tf = lead_transform(list(data.cache.leads), leads, "linear_probe")
+                    f_te, t_te = ctx.features.windows(init, seed, data.cache, data.test.indices, tf)
+                    for frac in c.label_fractions:
+                        head, pos = train_probe(ctx, data, c, init, seed, frac, tf)
+                        scores = per_record(head.scores(f_te), t_te.record_of, len(data.test.indices))
+                        row = ResultRow(
+                            kind="linear_probe", task=c.task, task_type=data.task_type, init=init,
+                            label_fraction=frac, seed=seed, split=c.test_split, primary=PRIMARY[data.task_type],
+                            n_train_records=int(len(pos)), n_val_records=int(len(data.val.indices)),
+                            n_test_records=int(len(data.test.indices)), reference=leads == "12",
+                            # Only runs that ask for subsets get the condition, so 12-lead rows stay as before.
+                            conditions={"leads": leads} if c.lead_subsets != ["12"] else {},
+                            **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed),
+                        )
+                        if c.challenge_weights is not None:
+                            f_va, t_va = ctx.features.windows(init, seed, data.cache, data.val.indices, tf)
+                            score, thr = challenge_row_metrics(data, head, f_va, t_va.record_of, scores,
+                                                               c.challenge_weights, c.challenge_normal_class)
+                            row.metrics["challenge_score"] = score
+                            row.facts["challenge_thresholds"] = dict(zip(data.train.names, thr, strict=True))
+                        rows.append(row)
         return rows

@@ -472,3 +472,49 @@ def challenge_metric(
     if correct == inactive_score:
         return 0.0
     return float((observed - inactive_score) / (correct - inactive_score))
+
+
+def challenge_thresholds(
+    y_val: np.ndarray,
+    scores_val: np.ndarray,
+    classes: Sequence[str],
+    weights_csv: str | Path,
+    normal_class: str = NORMAL_CLASS,
+    grid: Sequence[float] = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2)),
+    sweeps: int = 2,
+) -> np.ndarray:
+    """Per-class decision thresholds ``(C,)`` that maximise the Challenge score on a *validation* split.
+
+    Coordinate ascent from 0.5 for every class: each sweep tries every ``grid`` value for one class at a
+    time with the others fixed and keeps the best (ties keep the current value). The Challenge score does
+    not separate over classes (the modified confusion matrix normalises by each record's label ∪ output
+    set), so per-class F1 thresholds would not maximise it. Pass validation scores only: thresholds picked
+    on the test split inflate its score.
+
+    Args:
+        y_val: (N, C) binary labels; scores_val: (N, C) probabilities; others as in `challenge_metric`.
+    """
+    y_val = np.asarray(y_val)
+    scores_val = np.asarray(scores_val)
+    if scores_val.shape != y_val.shape:
+        raise ValueError(f"y_val and scores_val must have one shape; got {y_val.shape} and {scores_val.shape}")
+    thr = np.full(y_val.shape[1], 0.5)
+
+    def score(t: np.ndarray) -> float:
+        return challenge_metric(y_val, (scores_val >= t).astype(np.int64), classes, weights_csv, normal_class)
+
+    best = score(thr)
+    for _ in range(sweeps):
+        changed = False
+        for c in range(len(thr)):
+            for value in grid:
+                if value == thr[c]:
+                    continue
+                trial = thr.copy()
+                trial[c] = value
+                s = score(trial)
+                if s > best:
+                    best, thr, changed = s, trial, True
+        if not changed:
+            break
+    return thr

@@ -6,9 +6,10 @@ graded levels 1..6 (``augment.noise.physio_noise``). The noise is drawn from a `
 with ``noise_seed`` for every condition and every encoder (so levels differ only in amplitude), and the test tiles are visited in the same order
 in batches of the same size, so every model sees exactly the same noisy ECGs.
 
-Lead subsets (reduced-lead settings of the PhysioNet/CinC Challenge 2021, Reyna et al.): ``12``; ``6`` limb
-leads I, II, III, aVR, aVL, aVF; ``3`` I, II, V2; ``2`` I, II; ``1`` I. The other leads are zeroed, which is
-how every ecgforge encoder receives a missing lead.
+Lead subsets (reduced-lead settings of the PhysioNet/CinC Challenge 2021, Reyna et al.; ``evaluation.leads``):
+``12``; ``6`` limb leads I, II, III, aVR, aVL, aVF; ``4`` I, II, III, V2; ``3`` I, II, V2; ``2`` I, II; ``1`` I.
+The other leads are zeroed, which is how every ecgforge encoder receives a missing lead. Here the probe is
+trained on 12 leads and tested on the subset; the linear probe's ``lead_subsets`` trains and tests on it.
 
 Rows are linear-probe rows plus ``noise_level`` (0 = clean) and ``leads`` (the subset's name). The clean,
 12-lead row appears once and is the reference of both curves.
@@ -24,24 +25,14 @@ from pydantic import Field, field_validator
 
 from ecgforge.augment.noise import PHYSIO_NOISE_LEVELS_MV, physio_noise
 from ecgforge.data.cache import Cache
-from ecgforge.errors import UserError
 from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.features import per_record
+from ecgforge.evaluation.leads import LEAD_SUBSETS, LeadSubset, lead_subset_transform  # noqa: F401 (re-exported)
 from ecgforge.evaluation.probing import train_probe
 from ecgforge.evaluation.protocol import ProbeConfig
 from ecgforge.evaluation.rows import ResultRow
 from ecgforge.evaluation.scoring import PRIMARY, score_rows
 from ecgforge.evaluation.tasks import load_task
-
-LEAD_SUBSETS: dict[str, tuple[str, ...]] = {
-    "12": ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"),
-    "6": ("I", "II", "III", "aVR", "aVL", "aVF"),
-    "3": ("I", "II", "V2"),
-    "2": ("I", "II"),
-    "1": ("I",),
-}
-
-LeadSubset = Literal["12", "6", "3", "2", "1"]
 
 
 class RobustnessConfig(ProbeConfig, extra="forbid", frozen=True):
@@ -58,19 +49,6 @@ class RobustnessConfig(ProbeConfig, extra="forbid", frozen=True):
         if bad:
             raise ValueError(f"noise levels must be in 1..6, got {bad}")
         return levels
-
-
-def lead_subset_transform(cache_leads: list[str], subset: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``x (B, L, T) -> x`` with every lead outside ``LEAD_SUBSETS[subset]`` set to zero."""
-    missing = [lead for lead in LEAD_SUBSETS[subset] if lead not in cache_leads]
-    if missing:
-        raise UserError(f"robustness: lead subset {subset!r} needs leads {missing} that the cache lacks")
-    keep = torch.tensor([lead in LEAD_SUBSETS[subset] for lead in cache_leads])
-
-    def transform(x: torch.Tensor) -> torch.Tensor:
-        return x * keep.to(x.device, x.dtype)[None, :, None]
-
-    return transform
 
 
 def noise_transform(fs_hz: float, level: int, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:

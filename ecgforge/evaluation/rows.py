@@ -24,7 +24,7 @@ class ResultRow:
 
     Attributes:
         metrics: metric name -> value (None where undefined on this test set).
-        ci95: metric name -> [low, high] 95% interval (bootstrap over test records or patients; Wilson).
+        ci95: metric name -> [low, high] 95% interval (bootstrap over test records, or over patients for identification).
         primary: the metric reports lead with and model selection uses (``macro_auroc``, ``mae``, ``top1``).
         reference: the row is tested on the unperturbed condition (clean, all leads): label-efficiency
             curves and comparisons use these; condition curves start from them.
