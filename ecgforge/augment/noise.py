@@ -2,13 +2,20 @@
 
 Every module maps ``x (B, L, T)`` in mV to ``(B, L, T)``, drawing from torch's global generator on
 ``x.device``, independently per sample. The physiological noises (baseline wander, electrode motion,
-powerline, baseline shift) follow the ECG noise transformations of Mehari & Strodthoff's code
-(hhi-aml/ecg-selfsupervised, after Friesen et al. 1990), changed in one respect: each waveform is
-normalised to a peak of 1 before scaling, so that ``max_mv`` is a hard bound on the added noise's absolute
-value. That makes the graded levels of ``physio_noise`` (maximum amplitudes in mV) exact bounds.
+powerline, baseline shift) reproduce the generators that Mehari & Strodthoff's robustness test applies
+(hhi-aml/ecg-selfsupervised, ``clinical_ts/timeseries_transformations.py``: ``TBaselineWander``,
+``TEMNoise``, ``TPowerlineNoise``, ``TBaselineShift``, after Friesen et al. 1990): the same random structure
+and distributions, drawn per sample, with times in seconds and frequencies in Hz taken at ``fs_hz`` (the
+reference assumes 100 Hz). Each draws a scale ``C ~ U(0, max_mv)`` per sample, so ``max_mv`` is the
+reference's ``Cmax``, not a bound on the noise: the wander sums 50 unnormalised cosines of amplitude C·U(0, 1),
+the electrode motion is N(0, C²), the powerline amplitude is C² and the baseline shift has Gaussian lead
+gains. The expected mean square of each is in ``tests/augment/ess_noise_reference.py``; the measured RMS per
+level in docs/findings/noise.md.
 
 The ``*_noise`` functions return the noise alone, ``(B, L, T)`` float32, and accept an optional
 ``torch.Generator`` for reproducible draws; the modules wrap them with a per-sample probability ``p``.
+The number of draws never depends on ``max_mv``, so one generator state gives the same noise at every level,
+scaled.
 """
 
 from __future__ import annotations
@@ -17,11 +24,11 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
-# Maximum amplitudes in mV of (baseline wander, electrode motion, powerline, baseline shift) per noise level
-# of Mehari & Strodthoff's robustness test (PAPERS.md, "Noise levels").
+# Cmax in mV of (baseline wander, electrode motion, powerline, baseline shift) per noise level of Mehari &
+# Strodthoff's robustness test (ecg-selfsupervised eval.py, ``t_params_by_level``: bw/em/pl/bs_cmax).
 PHYSIO_NOISE_LEVELS_MV: dict[int, tuple[float, float, float, float]] = {
     1: (0.05, 0.25, 0.1, 0.5),
     2: (0.1, 0.5, 0.2, 1.0),
@@ -49,6 +56,25 @@ def _randn(shape: tuple[int, ...], device: torch.device, generator: torch.Genera
     return torch.randn(shape, generator=generator, device=generator.device).to(device)
 
 
+def _randint(high: int, shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> Tensor:
+    """Integers U{0..high-1} as float32 on ``device``; see ``_rand`` for the generator's device."""
+    if generator is None:
+        return torch.randint(high, shape, device=device).float()
+    return torch.randint(high, shape, generator=generator, device=generator.device).to(device).float()
+
+
+def _cos_sin_table(freqs_hz: Tensor, t_len: int, fs_hz: float, device: torch.device) -> tuple[Tensor, Tensor]:
+    """cos and sin of 2π·f·n/fs, each ``(K, T)`` float32 on ``device``, for ``freqs_hz (K,)``.
+
+    Computed in float64 on the CPU with the phase reduced to whole cycles first: in float32 a 150 Hz
+    harmonic over a minute-long record would lose ~0.003 rad of phase.
+    """
+    n = torch.arange(t_len, dtype=torch.float64)
+    cycles = torch.remainder(freqs_hz.double().cpu()[:, None] * n[None, :] / fs_hz, 1.0)
+    arg = 2 * math.pi * cycles
+    return arg.cos().float().to(device), arg.sin().float().to(device)
+
+
 def apply_with_probability(x: Tensor, augmented: Tensor, p: float) -> Tensor:
     """Per sample, ``augmented`` with probability ``p``, else ``x``. x, augmented (B, L, T).
 
@@ -61,18 +87,6 @@ def apply_with_probability(x: Tensor, augmented: Tensor, p: float) -> Tensor:
     return torch.where(keep[:, None, None], augmented, x)
 
 
-def _peak_normalise(w: Tensor) -> Tensor:
-    """Scale each waveform ``w (..., T)`` to a peak absolute value of 1 (zeros stay zeros)."""
-    return w / w.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
-def _lead_gains(shape: Shape, device: torch.device, generator: torch.Generator | None) -> Tensor:
-    """(B, L, 1) gains U(-1, 1): one waveform per sample reaches the leads with different sign and size,
-    as in ESS's ``channel_gains`` (the noise source is shared, the lead projections differ)."""
-    b, n_leads, _ = shape
-    return (2 * _rand((b, n_leads), device, generator) - 1)[..., None]
-
-
 def baseline_wander_noise(
     shape: Shape,
     fs_hz: float,
@@ -82,24 +96,22 @@ def baseline_wander_noise(
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Baseline wander: sum of ``n_components`` sinusoids at k·cutoff/(n+1) Hz (k = 1..n, all below ``cutoff_hz``),
-    random weights U(0, 1) and phases U(0, 2π) (ESS ``noise_baseline_wander``, after PMC5361052).
+    """Baseline wander, equal on every lead: C·Σ_{k=0}^{K-1} a_k·cos(2π·k·Δf·t + φ_k) with K = ``n_components``,
+    Δf = ``cutoff_hz``/K (0.01 Hz by default), a_k ~ U(0, 1), φ_k ~ U(0, 2π), C ~ U(0, ``max_mv``), t in s
+    (ESS ``Tnoise_baseline_wander`` with fc = 0.5 Hz, fdelta = 0.01 Hz, as ``TBaselineWander`` calls it).
 
-    Returns ``(B, L, T)`` mV with peak |noise| = U(0, max_mv) · |lead gain| ≤ ``max_mv``.
+    The sum is not normalised (RMS = C·√(K/6) on average over phases) and k = 0 contributes a constant
+    offset a_0·cos φ_0, both as in the reference. Returns ``(B, L, T)`` mV.
     """
     device = torch.device(device)
-    b, _, t_len = shape
-    t = torch.arange(t_len, device=device, dtype=torch.float32) / fs_hz
-    freqs = (
-        cutoff_hz * torch.arange(1, n_components + 1, device=device, dtype=torch.float32) / (n_components + 1)
-    )
-    omega_t = 2 * math.pi * freqs[:, None] * t[None, :]  # (K, T)
+    b, n_leads, t_len = shape
+    cos_t, sin_t = _cos_sin_table((cutoff_hz / n_components) * torch.arange(n_components), t_len, fs_hz, device)
     weights = _rand((b, n_components), device, generator)
     phases = 2 * math.pi * _rand((b, n_components), device, generator)
+    scale = max_mv * _rand((b, 1), device, generator)
     # Σ a cos(ωt + φ) = (a cos φ)·cos ωt − (a sin φ)·sin ωt: two (B, K) @ (K, T) matmuls, no (B, K, T) tensor.
-    wave = (weights * phases.cos()) @ omega_t.cos() - (weights * phases.sin()) @ omega_t.sin()
-    amp = max_mv * _rand((b, 1, 1), device, generator)
-    return amp * _lead_gains(shape, device, generator) * _peak_normalise(wave)[:, None, :]
+    wave = (weights * phases.cos()) @ cos_t - (weights * phases.sin()) @ sin_t
+    return (scale * wave)[:, None, :].expand(b, n_leads, t_len).contiguous()
 
 
 def powerline_noise(
@@ -107,95 +119,92 @@ def powerline_noise(
     fs_hz: float,
     max_mv: float,
     freq_hz: float = 50.0,
+    n_harmonics: int = 3,
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Powerline interference: one sinusoid at ``freq_hz`` with random phase U(0, 2π), amplitude U(0, max_mv),
-    lead gains U(-1, 1) (ESS ``noise_powerline`` without its harmonics).
+    """Powerline interference: g_l·C²·Σ_{k=1}^{K} a_k·cos(2π·k·``freq_hz``·t + φ), one phase φ ~ U(0, 2π) for
+    all K = ``n_harmonics`` harmonics, a_k ~ U(0, 1), C ~ U(0, ``max_mv``), lead gains g_l ~ U(-1, 1)
+    (ESS ``noise_powerline`` as ``TPowerlineNoise`` calls it: it scales by C twice, so the amplitude is C²).
 
-    Sampled as is: where ``fs_hz`` ≤ 2·``freq_hz`` it aliases, as an unfiltered recording would.
-    Returns ``(B, L, T)`` mV with |noise| ≤ ``max_mv``.
+    Sampled as is: where ``fs_hz`` ≤ 2·k·``freq_hz`` a harmonic aliases (at 100 Hz, 50 and 150 Hz fold onto
+    the Nyquist frequency and 100 Hz onto a constant), as in the reference. Returns ``(B, L, T)`` mV.
     """
     device = torch.device(device)
-    b, _, t_len = shape
-    t = torch.arange(t_len, device=device, dtype=torch.float32) / fs_hz
-    phases = 2 * math.pi * _rand((b, 1), device, generator)
-    wave = torch.cos(2 * math.pi * freq_hz * t[None, :] + phases)
-    amp = max_mv * _rand((b, 1, 1), device, generator)
-    return amp * _lead_gains(shape, device, generator) * wave[:, None, :]
+    b, n_leads, t_len = shape
+    cos_t, sin_t = _cos_sin_table(freq_hz * torch.arange(1, n_harmonics + 1), t_len, fs_hz, device)
+    scale = max_mv * _rand((b, 1), device, generator)
+    phase = 2 * math.pi * _rand((b, 1), device, generator)
+    weights = _rand((b, n_harmonics), device, generator)
+    # Σ a_k cos(ω_k t + φ) = cos φ·(a @ cos ωt) − sin φ·(a @ sin ωt), (B, T).
+    wave = phase.cos() * (weights @ cos_t) - phase.sin() * (weights @ sin_t)
+    gains = 2 * _rand((b, n_leads, 1), device, generator) - 1
+    return gains * (scale**2 * wave)[:, None, :]
 
 
 def electrode_motion_noise(
     shape: Shape,
     fs_hz: float,
     max_mv: float,
-    low_hz: float = 1.0,
-    high_hz: float = 30.0,
-    min_burst_frac: float = 0.2,
-    max_burst_frac: float = 1.0,
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Electrode-motion / EMG artefact modelled as band-limited bursts.
+    """Electrode-motion / electromyographic noise: i.i.d. N(0, C²) over every lead and sample, C ~ U(0,
+    ``max_mv``) per sample (ESS ``Tnoise_electromyographic`` as ``TEMNoise`` calls it).
 
-    Per lead, white Gaussian noise is band-passed to [``low_hz``, ``high_hz``] (zeroing FFT bins outside the
-    band; the band is clipped at Nyquist) and normalised to a peak of 1. Per sample, a burst envelope
-    sin²(π·(t − start)/len) over a random span of U(min_burst_frac, max_burst_frac) of the window (same span
-    for every lead: the motion of one electrode disturbs several leads at once) gates it, and an amplitude
-    U(0, max_mv) scales it. ESS models this noise as white Gaussian noise over the whole window; the band
-    limit keeps it inside the ECG band, where it is hard to filter, and the burst makes it transient.
-
-    Returns ``(B, L, T)`` mV with |noise| ≤ ``max_mv``.
+    The reference's noise is white per sample, so it has no time constant: ``fs_hz`` is accepted for the
+    common signature and does not enter. Returns ``(B, L, T)`` mV.
     """
     device = torch.device(device)
-    b, n_leads, t_len = shape
-    white = _randn((b, n_leads, t_len), device, generator)
-    spectrum = torch.fft.rfft(white, dim=-1)
-    freqs = torch.fft.rfftfreq(t_len, d=1.0 / fs_hz).to(device)
-    band = (freqs >= low_hz) & (freqs <= high_hz)
-    wave = _peak_normalise(torch.fft.irfft(spectrum * band, n=t_len, dim=-1))
-    frac = min_burst_frac + (max_burst_frac - min_burst_frac) * _rand((b, 1), device, generator)
-    length = (frac * t_len).clamp_min(1.0)
-    start = _rand((b, 1), device, generator) * (t_len - length)
-    phase = (torch.arange(t_len, device=device, dtype=torch.float32)[None, :] - start) / length  # (B, T)
-    envelope = torch.where((phase >= 0) & (phase <= 1), torch.sin(math.pi * phase) ** 2, 0.0)
-    amp = max_mv * _rand((b, 1, 1), device, generator)
-    return amp * envelope[:, None, :] * wave
+    scale = max_mv * _rand((shape[0], 1, 1), device, generator)
+    return scale * _randn(shape, device, generator)
 
 
 def baseline_shift_noise(
     shape: Shape,
     fs_hz: float,
     max_mv: float,
-    max_segments: int = 3,
+    max_segments_per_s: float = 0.3,
     mean_segment_s: float = 3.0,
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Baseline shifts: U{0..max_segments} steps per sample, each a span of N(mean, (0.2·mean)²) s centred at
-    a uniform time, at a level U(-1, 1)·max_mv; a later span overwrites an earlier one (ESS
-    ``noise_baseline_shift``). Lead gains U(-1, 1).
+    """Baseline shifts (ESS ``Tnoise_baseline_shift`` as ``TBaselineShift`` calls it), per sample:
 
-    Returns ``(B, L, T)`` mV with |noise| ≤ ``max_mv``.
+    M = int(``max_segments_per_s``·T/fs + 0.5) (1 for a 2.5 s window), U{0..M} segments; each has a centre
+    ``mid`` ~ U{0..T-1} and a duration ``len`` ~ N(μ, (0.2μ)²) s (μ = ``mean_segment_s``) and sets samples
+    ``int(mid − fs·len/2)`` .. ``int(mid + fs·len/2)`` (clipped to the window) to a level U(-1, 1); a later
+    segment overwrites an earlier one. The waveform is scaled by C ~ U(0, ``max_mv``) and by lead gains
+    2·U{0, 1} − N(1, 1) (the reference's expression; the same law as ±N(1, 1)).
+
+    Returns ``(B, L, T)`` mV.
     """
     device = torch.device(device)
-    b, _, t_len = shape
+    b, n_leads, t_len = shape
     t = torch.arange(t_len, device=device, dtype=torch.float32)[None, :]
-    n_active = (_rand((b, 1), device, generator) * (max_segments + 1)).floor()
+    max_segments = int(max_segments_per_s * t_len / fs_hz + 0.5)
+    n_active = _randint(max_segments + 1, (b, 1), device, generator)
     wave = torch.zeros(b, t_len, device=device)
-    # A loop over segments (≤ max_segments), not over samples: each step is one batched select.
+    # A loop over segments (≤ M), not over samples: each step is one batched select. Segments beyond a
+    # sample's count are drawn too and discarded, so the draws do not depend on the count or on max_mv.
     for s in range(max_segments):
-        mid = _rand((b, 1), device, generator) * t_len
-        half = 0.5 * fs_hz * mean_segment_s * (1 + 0.2 * _randn((b, 1), device, generator)).clamp_min(0)
+        mid = _randint(t_len, (b, 1), device, generator)
+        half = 0.5 * fs_hz * mean_segment_s * (1 + 0.2 * _randn((b, 1), device, generator))
         level = 2 * _rand((b, 1), device, generator) - 1
-        inside = ((t - mid).abs() <= half) & (n_active > s)
+        # trunc, as Python's int(); an inverted span (negative duration) sets nothing, as an empty slice.
+        left = torch.trunc(mid - half).clamp_min(0)
+        right = torch.trunc(mid + half).clamp_max(t_len - 1)
+        inside = (t >= left) & (t <= right) & (n_active > s)
         wave = torch.where(inside, level, wave)
-    return max_mv * _lead_gains(shape, device, generator) * wave[:, None, :]
+    scale = max_mv * _rand((b, 1, 1), device, generator)
+    gains = 2 * _randint(2, (b, n_leads, 1), device, generator) - (1 + _randn((b, n_leads, 1), device, generator))
+    return scale * gains * wave[:, None, :]
 
 
 def physio_noise(x: Tensor, fs_hz: float, level: int, generator: torch.Generator | None = None) -> Tensor:
-    """Add baseline wander, electrode motion, powerline (50 Hz) and baseline shift at noise ``level`` 1–6 of
-    Mehari & Strodthoff (2022): maximum amplitudes in ``PHYSIO_NOISE_LEVELS_MV``.
+    """Add baseline wander, powerline (50 Hz), electrode motion and baseline shift at noise ``level`` 1–6 of
+    Mehari & Strodthoff (2022), each with its level's Cmax from ``PHYSIO_NOISE_LEVELS_MV`` (ESS ``eval.py
+    --test_noised``, which chains ``BaselineWander, PowerlineNoise, EMNoise, BaselineShift``).
 
     Args:
         x: ``(B, L, T)`` signal in mV.
@@ -205,7 +214,8 @@ def physio_noise(x: Tensor, fs_hz: float, level: int, generator: torch.Generator
             noise on any device), so every model in a robustness test sees identical inputs.
 
     Returns:
-        ``(B, L, T)`` in ``x.dtype``; each component's |noise| is at most its level's maximum.
+        ``(B, L, T)`` in ``x.dtype``. The reference applies it to 2.5 s windows at 100 Hz; the number of
+        baseline shifts grows with the window's duration, as there.
     """
     if level not in PHYSIO_NOISE_LEVELS_MV:
         raise ValueError(f"physio_noise: level must be one of 1..6, got {level}")
@@ -214,8 +224,8 @@ def physio_noise(x: Tensor, fs_hz: float, level: int, generator: torch.Generator
     kw = {"device": x.device, "generator": generator}
     noise = (
         baseline_wander_noise(shape, fs_hz, bw_mv, **kw)
-        + electrode_motion_noise(shape, fs_hz, em_mv, **kw)
         + powerline_noise(shape, fs_hz, pl_mv, **kw)
+        + electrode_motion_noise(shape, fs_hz, em_mv, **kw)
         + baseline_shift_noise(shape, fs_hz, bs_mv, **kw)
     )
     return x + noise.to(x.dtype)
@@ -239,21 +249,25 @@ class GaussianNoise(nn.Module):
         return apply_with_probability(x, x + self.std_mv * torch.randn_like(x), self.p)
 
 
+# Defaults of the four physiological modules: the t_params of ESS's pretraining scripts (custom_simclr_bolts.py
+# and siblings: bw_cmax 0.1, em_cmax 0.5, pl_cmax 0.2, bs_cmax 1).
+
+
 class BaselineWanderConfig(BaseModel, extra="forbid", frozen=True):
     kind: Literal["baseline_wander"] = "baseline_wander"
-    max_mv: float = Field(0.2, gt=0, description="bound on |added wander|, mV")
-    cutoff_hz: float = Field(0.5, gt=0, description="highest sinusoid frequency, Hz")
-    n_components: int = Field(50, gt=0, description="sinusoids at k*cutoff/(n+1) Hz, k = 1..n")
+    max_mv: float = Field(0.1, gt=0, description="Cmax: per-sample scale C ~ U(0, max_mv) of each cosine, mV")
+    cutoff_hz: float = Field(0.5, gt=0, description="frequency spacing times n_components, Hz")
+    n_components: int = Field(50, gt=0, description="cosines at k*cutoff/n Hz, k = 0..n-1")
     p: float = Field(1.0, ge=0, le=1)
 
 
 class BaselineWander(nn.Module):
-    """Low-frequency baseline wander (< ``cutoff_hz``), see ``baseline_wander_noise``."""
+    """Low-frequency baseline wander (< ``cutoff_hz``), equal on every lead, see ``baseline_wander_noise``."""
 
     def __init__(
         self,
         fs_hz: float,
-        max_mv: float = 0.2,
+        max_mv: float = 0.1,
         cutoff_hz: float = 0.5,
         n_components: int = 50,
         p: float = 1.0,
@@ -277,74 +291,54 @@ class BaselineWander(nn.Module):
 
 class PowerlineConfig(BaseModel, extra="forbid", frozen=True):
     kind: Literal["powerline"] = "powerline"
-    max_mv: float = Field(0.2, gt=0, description="bound on |added interference|, mV")
+    max_mv: float = Field(0.2, gt=0, description="Cmax: C ~ U(0, max_mv); the amplitude is C^2 (as in ESS)")
     freq_hz: Literal[50, 60] = Field(50, description="mains frequency, Hz")
+    n_harmonics: int = Field(3, ge=1, description="harmonics k*freq_hz, k = 1..n, sharing one phase")
     p: float = Field(1.0, ge=0, le=1)
 
 
 class Powerline(nn.Module):
-    """Mains interference at 50 or 60 Hz with random phase, see ``powerline_noise``."""
+    """Mains interference at 50 or 60 Hz and its harmonics, see ``powerline_noise``."""
 
-    def __init__(self, fs_hz: float, max_mv: float = 0.2, freq_hz: float = 50, p: float = 1.0) -> None:
+    def __init__(
+        self, fs_hz: float, max_mv: float = 0.2, freq_hz: float = 50, n_harmonics: int = 3, p: float = 1.0
+    ) -> None:
         super().__init__()
-        self.fs_hz, self.max_mv, self.freq_hz, self.p = fs_hz, max_mv, float(freq_hz), p
+        self.fs_hz, self.max_mv, self.freq_hz, self.n_harmonics, self.p = (
+            fs_hz, max_mv, float(freq_hz), n_harmonics, p,
+        )  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, L, T) mV -> (B, L, T) mV."""
-        noise = powerline_noise(tuple(x.shape), self.fs_hz, self.max_mv, self.freq_hz, x.device)
+        noise = powerline_noise(tuple(x.shape), self.fs_hz, self.max_mv, self.freq_hz, self.n_harmonics, x.device)
         return apply_with_probability(x, x + noise.to(x.dtype), self.p)
 
 
 class ElectrodeMotionConfig(BaseModel, extra="forbid", frozen=True):
     kind: Literal["electrode_motion"] = "electrode_motion"
-    max_mv: float = Field(1.0, gt=0, description="bound on |added artefact|, mV")
-    low_hz: float = Field(1.0, ge=0, description="lower band edge, Hz")
-    high_hz: float = Field(30.0, gt=0, description="upper band edge, Hz (clipped at Nyquist)")
-    min_burst_frac: float = Field(0.2, gt=0, le=1, description="shortest burst, fraction of the window")
-    max_burst_frac: float = Field(1.0, gt=0, le=1, description="longest burst, fraction of the window")
+    max_mv: float = Field(0.5, gt=0, description="Cmax: white noise of std C ~ U(0, max_mv), mV")
     p: float = Field(1.0, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ElectrodeMotionConfig:
-        if self.low_hz >= self.high_hz:
-            raise ValueError(f"low_hz ({self.low_hz}) must be below high_hz ({self.high_hz})")
-        if self.min_burst_frac > self.max_burst_frac:
-            raise ValueError(
-                f"min_burst_frac ({self.min_burst_frac}) exceeds max_burst_frac ({self.max_burst_frac})"
-            )
-        return self
 
 
 class ElectrodeMotion(nn.Module):
-    """Band-limited noise bursts (electrode motion / EMG), see ``electrode_motion_noise``."""
+    """White Gaussian noise of random strength (electrode motion / EMG), see ``electrode_motion_noise``."""
 
-    def __init__(
-        self,
-        fs_hz: float,
-        max_mv: float = 1.0,
-        low_hz: float = 1.0,
-        high_hz: float = 30.0,
-        min_burst_frac: float = 0.2,
-        max_burst_frac: float = 1.0,
-        p: float = 1.0,
-    ) -> None:
+    def __init__(self, fs_hz: float, max_mv: float = 0.5, p: float = 1.0) -> None:
         super().__init__()
-        self.fs_hz, self.max_mv, self.low_hz, self.high_hz = fs_hz, max_mv, low_hz, high_hz
-        self.min_burst_frac, self.max_burst_frac, self.p = min_burst_frac, max_burst_frac, p
+        self.fs_hz, self.max_mv, self.p = fs_hz, max_mv, p
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, L, T) mV -> (B, L, T) mV."""
-        noise = electrode_motion_noise(
-            tuple(x.shape), self.fs_hz, self.max_mv, self.low_hz, self.high_hz,
-            self.min_burst_frac, self.max_burst_frac, x.device,
-        )  # fmt: skip
+        noise = electrode_motion_noise(tuple(x.shape), self.fs_hz, self.max_mv, x.device)
         return apply_with_probability(x, x + noise.to(x.dtype), self.p)
 
 
 class BaselineShiftConfig(BaseModel, extra="forbid", frozen=True):
     kind: Literal["baseline_shift"] = "baseline_shift"
-    max_mv: float = Field(1.0, gt=0, description="bound on |step level|, mV")
-    max_segments: int = Field(3, ge=1, description="at most this many shifted spans per window")
+    max_mv: float = Field(1.0, gt=0, description="Cmax: step levels U(-1, 1) scaled by C ~ U(0, max_mv), mV")
+    max_segments_per_s: float = Field(
+        0.3, gt=0, description="at most int(this * window s + 0.5) shifted spans per window (1 per 2.5 s)"
+    )
     mean_segment_s: float = Field(3.0, gt=0, description="mean span duration, s (sd 20 %)")
     p: float = Field(1.0, ge=0, le=1)
 
@@ -356,15 +350,15 @@ class BaselineShift(nn.Module):
         self,
         fs_hz: float,
         max_mv: float = 1.0,
-        max_segments: int = 3,
+        max_segments_per_s: float = 0.3,
         mean_segment_s: float = 3.0,
         p: float = 1.0,
     ) -> None:
         super().__init__()
-        self.fs_hz, self.max_mv, self.max_segments, self.mean_segment_s, self.p = (
+        self.fs_hz, self.max_mv, self.max_segments_per_s, self.mean_segment_s, self.p = (
             fs_hz,
             max_mv,
-            max_segments,
+            max_segments_per_s,
             mean_segment_s,
             p,
         )
@@ -372,6 +366,6 @@ class BaselineShift(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x (B, L, T) mV -> (B, L, T) mV."""
         noise = baseline_shift_noise(
-            tuple(x.shape), self.fs_hz, self.max_mv, self.max_segments, self.mean_segment_s, x.device
+            tuple(x.shape), self.fs_hz, self.max_mv, self.max_segments_per_s, self.mean_segment_s, x.device
         )
         return apply_with_probability(x, x + noise.to(x.dtype), self.p)

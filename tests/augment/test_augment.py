@@ -13,14 +13,7 @@ from scipy.spatial.transform import Rotation
 from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.augment.crop import RandomResizedCrop, TimeOut
 from ecgforge.augment.leads import RandomLeadMask
-from ecgforge.augment.noise import (
-    PHYSIO_NOISE_LEVELS_MV,
-    baseline_shift_noise,
-    baseline_wander_noise,
-    electrode_motion_noise,
-    physio_noise,
-    powerline_noise,
-)
+from ecgforge.augment.noise import physio_noise
 from ecgforge.augment.three_kg_views import INDEPENDENT_LEADS, LEADS_TO_VCG, ThreeKG, limb_leads, rotation_zyx
 from ecgforge.registry import build as registry_build
 
@@ -202,72 +195,7 @@ def test_random_lead_mask_rate_and_keep_one() -> None:
     assert ((kept - 1 / 12).abs() < 0.03).all()
 
 
-# --- physiological noise ------------------------------------------------------------------------------
-
-
-COMPONENTS = [  # (function, index into the level tuple)
-    (baseline_wander_noise, 0),
-    (electrode_motion_noise, 1),
-    (powerline_noise, 2),
-    (baseline_shift_noise, 3),
-]
-
-
-@pytest.mark.parametrize("level", sorted(PHYSIO_NOISE_LEVELS_MV))
-def test_noise_components_within_level_maxima(level: int) -> None:
-    shape = (64, 12, 1000)
-    for fn, idx in COMPONENTS:
-        max_mv = PHYSIO_NOISE_LEVELS_MV[level][idx]
-        noise = fn(shape, FS_HZ, max_mv, generator=torch.Generator().manual_seed(level))
-        peak = noise.abs().amax()
-        assert peak <= max_mv * (1 + 1e-5), fn.__name__
-        assert peak > 0.5 * max_mv, f"{fn.__name__} never approaches its maximum"
-
-
-def test_physio_noise_bounded_growing_and_deterministic() -> None:
-    x = ecg_like(32, 1000)
-    rms = []
-    for level, maxima in sorted(PHYSIO_NOISE_LEVELS_MV.items()):
-        y = physio_noise(x, FS_HZ, level, generator=torch.Generator().manual_seed(0))
-        again = physio_noise(x, FS_HZ, level, generator=torch.Generator().manual_seed(0))
-        assert torch.equal(y, again)
-        noise = y - x
-        assert noise.abs().amax() <= sum(maxima) * (1 + 1e-5)
-        rms.append(noise.pow(2).mean().sqrt().item())
-    assert (np.diff(rms) > 0).all(), rms
-    other = physio_noise(x, FS_HZ, 3, generator=torch.Generator().manual_seed(1))
-    assert not torch.equal(other, physio_noise(x, FS_HZ, 3, generator=torch.Generator().manual_seed(0)))
-    with pytest.raises(ValueError):
-        physio_noise(x, FS_HZ, 7)
-
-
-def test_powerline_and_wander_frequencies() -> None:
-    fs = 500.0
-    shape = (8, 1, 5000)
-    pl = powerline_noise(shape, fs, 0.2, freq_hz=60.0, generator=torch.Generator().manual_seed(0))
-    spectrum = torch.fft.rfft(pl[:, 0], dim=-1).abs()
-    freqs = torch.fft.rfftfreq(5000, 1 / fs)
-    assert (freqs[spectrum.argmax(-1)] == 60.0).all()
-    bw = baseline_wander_noise(shape, fs, 0.2, generator=torch.Generator().manual_seed(0))
-    power = torch.fft.rfft(bw[:, 0], dim=-1).abs() ** 2
-    assert power[:, freqs > 1.0].sum() < 0.01 * power.sum()
-
-
-def test_electrode_motion_is_band_limited() -> None:
-    fs = 500.0
-    em = electrode_motion_noise(
-        (8, 12, 5000),
-        fs,
-        1.0,
-        low_hz=5.0,
-        high_hz=20.0,
-        min_burst_frac=1.0,
-        generator=torch.Generator().manual_seed(0),
-    )
-    power = torch.fft.rfft(em, dim=-1).abs() ** 2
-    freqs = torch.fft.rfftfreq(5000, 1 / fs)
-    in_band = power[..., (freqs >= 3.0) & (freqs <= 22.0)].sum()
-    assert in_band > 0.95 * power.sum()  # the envelope leaks a little outside the band
+# --- physiological noise: tests/augment/test_physio_noise.py ----------------------------------------------
 
 
 # --- crops and amplitude -------------------------------------------------------------------------------
