@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.markup import escape  # messages quote TOML tables like [model.encoder]
 
-from ecgforge.errors import UserError
+from ecgforge.errors import Failure, UserError
 from ecgforge.ui.console import err, out
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -26,8 +26,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(fn: F) -> F:
-    """Turn UserError into one-line messages and exit 2; a full disk into one line and exit 1; Ctrl-C into a
-    short note and exit 130."""
+    """Turn UserError into one-line messages and exit 2; a full disk or a `Failure` into one line and exit 1;
+    Ctrl-C into a short note and exit 130 (SIGTERM caught by a long task: 143)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -37,6 +37,9 @@ def user_errors(fn: F) -> F:
             for line in str(exc).splitlines() or [type(exc).__name__]:
                 err.print(f"[red]error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except Failure as exc:  # a reader process died, ...: one line, what happened and what to do
+            err.print(f"[red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         except Exception as exc:  # only a full disk is handled here; anything else keeps its traceback
             if not _disk_full(exc):
                 raise
@@ -46,7 +49,13 @@ def user_errors(fn: F) -> F:
             err.print(f"[red]error:[/] no space left on device{escape(where)}; nothing complete was lost: free some "
                       f"space, then {then}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)  # ecgforge.interrupts.Interrupted names the signal
+            if signum != signal.SIGINT:
+                err.print(f"[yellow]interrupted[/] by {signal.Signals(signum).name}: "
+                          + ("completed work is saved; rerun with --resume to continue" if fn.__name__ == "run"
+                             else "nothing was written; rerun the command to start again"))
+                raise typer.Exit(128 + signum) from None
             if fn.__name__ == "run":  # the runner saved a checkpoint at the step it stopped
                 err.print("[yellow]interrupted[/]: completed work is saved; rerun with --resume to continue")
             else:  # the other commands write atomically and have no --resume: nothing half-written is left

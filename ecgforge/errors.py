@@ -7,3 +7,8 @@ anything else is a bug and keeps its traceback.
 
 class UserError(Exception):
     """A problem in the user's input (recipe, data, paths); ``str(err)`` is the message to print."""
+
+
+class Failure(Exception):
+    """Not the user's mistake but not a bug either (a helper process died, the system ran out of something):
+    ``str(err)`` is one line saying what happened and what to do; the CLI prints it and exits with code 1."""

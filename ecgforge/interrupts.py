@@ -14,6 +14,14 @@ from collections.abc import Iterator
 from typing import Any
 
 
+class Interrupted(KeyboardInterrupt):
+    """A stop asked for by ``signum`` (SIGINT: Ctrl-C, SIGTERM: a scheduler); the CLI exits with 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
 class StopOnSignal:
     """Within the block, ``signals`` (default SIGINT and SIGTERM) set a flag instead of raising; a second
     signal raises KeyboardInterrupt at once. Only in the main thread (signal handlers can be set nowhere else).
@@ -24,6 +32,7 @@ class StopOnSignal:
     def __init__(self, signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)) -> None:
         self._signals = signals
         self._flag = False
+        self.signum: int | None = None  # the first signal that came
         self._previous: dict[int, Any] = {}
 
     def is_set(self) -> bool:
@@ -31,8 +40,12 @@ class StopOnSignal:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self._flag:
-            raise KeyboardInterrupt
-        self._flag = True
+            raise Interrupted(signum)
+        self._flag, self.signum = True, signum
+
+    def interrupted(self) -> Interrupted:
+        """The exception to raise at a safe point once ``is_set()``: it names the signal that came."""
+        return Interrupted(self.signum or signal.SIGINT)
 
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
@@ -53,7 +66,7 @@ class StopOnSignal:
         for _ in range(n):
             while True:
                 if self._flag:
-                    raise KeyboardInterrupt
+                    raise self.interrupted()
                 try:
                     result = it.next(timeout=poll_s)
                 except mp.TimeoutError:

@@ -33,6 +33,22 @@ class RunDirError(UserError):
     """A run-directory problem a user can fix (exists, locked); one line."""
 
 
+_HELD: set[int] = set()  # descriptors of the run locks this process holds
+
+
+def _close_locks_in_child() -> None:
+    """In a forked child (DataLoader worker, reader process): close the inherited run-lock descriptors. A flock
+    belongs to the open file, which a child's copy keeps open: a child that outlives a SIGKILLed parent would
+    otherwise hold the lock and refuse the rerun."""
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_locks_in_child)
+
+
 class RunLock:
     """An exclusive lock on a run directory, which the kernel releases when its process ends, however it ends.
 
@@ -70,11 +86,13 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
+        _HELD.add(fd)
 
     def release(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)  # while still locked, so no one holds the removed file
+            _HELD.discard(self._fd)
             os.close(self._fd)
             self._fd = None
 

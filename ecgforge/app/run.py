@@ -35,7 +35,7 @@ from ecgforge.layers.device import default_device
 from ecgforge.progress import Reporter
 from ecgforge.recipe import Recipe
 from ecgforge.registry import build
-from ecgforge.train.loop import Trainer, make_accelerator
+from ecgforge.train.loop import Trainer, launch_mismatch, make_accelerator
 from ecgforge.version import __version__
 
 
@@ -71,6 +71,7 @@ def env_info(accelerator: Accelerator, recipe: Recipe, cache: Cache | None) -> d
         "cache": str(cache.path) if cache else None,
         "cache_spec_hash": cache.spec_hash if cache else None,
         "argv": sys.argv,
+        "launch_warning": launch_mismatch(accelerator.num_processes),
     }
 
 
@@ -111,6 +112,9 @@ class Run:
         self.recipe_text = recipe_text
         self.accelerator = make_accelerator(recipe, self.run_dir)
         self.is_main = self.accelerator.is_main_process
+        mismatch = launch_mismatch(self.accelerator.num_processes)
+        if mismatch:  # before any training: the user asked for something else
+            self.reporter.note(f"warning: {mismatch}")
 
     def ensure_cache(self) -> Cache:
         """Open the recipe's cache, building it from ``[data].build`` when absent or built from another spec."""

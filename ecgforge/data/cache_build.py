@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import glob
+import itertools
 import json
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
 import signal
 import socket
@@ -32,6 +34,7 @@ from ecgforge.data.leads import CANONICAL_LEADS, canonicalize
 from ecgforge.data.record import RecordError, RecordRef
 from ecgforge.data.sources import SOURCES
 from ecgforge.data.wfdb_io import read_record
+from ecgforge.errors import Failure
 from ecgforge.fsio import as_if_opened, pid_alive
 from ecgforge.interrupts import StopOnSignal
 from ecgforge.registry import build
@@ -132,10 +135,6 @@ def process_record(index: int, path: str, recipe: CacheRecipe) -> Processed:
         return Processed(index, reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
 
 
-# Worker-process state, set once per worker by the pool initializer (avoids pickling refs per task).
-_WORKER: dict[str, Any] = {}
-
-
 @dataclass
 class _Batch:
     """What a reader reports for records ``start .. start + k - 1``: one small message per batch, not per record."""
@@ -163,14 +162,133 @@ def _process_range(start: int, paths: Sequence[str], recipe: CacheRecipe, scratc
     return _Batch(start, stored, present, clipped, reasons)
 
 
-def _init_worker(recipe: CacheRecipe, scratch: Any) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and tears the pool down
-    _WORKER["recipe"] = recipe
-    _WORKER["scratch"] = _Scratch(*scratch.get())  # a file of its own, from the parent's queue
+def _reader_main(number: int, conn: Any, recipe: CacheRecipe, scratch_path: str, inherited: list[int]) -> None:
+    """A reader process: ``(start, paths)`` tasks in, ``("ok", _Batch)`` or ``("error", exception)`` out, until
+    ``None`` or the parent's end of the pipe closes (the parent died: nothing more to do)."""
+    # The parent handles Ctrl-C and SIGTERM (to the whole process group) and then ends its readers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for fd in inherited:  # the parent's ends of the other readers' pipes: held here, they would hide its death
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    scratch = _Scratch(number, scratch_path)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        try:
+            reply: tuple[str, Any] = ("ok", _process_range(*task, recipe, scratch))
+        except Exception as exc:  # e.g. ENOSPC writing the scratch file: the parent raises it
+            reply = ("error", exc)
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, OSError):
+            return
+        except Exception:  # an exception that does not pickle: its text
+            conn.send(("error", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]}")))
 
 
-def _work(task: tuple[int, list[str]]) -> _Batch:
-    return _process_range(*task, _WORKER["recipe"], _WORKER["scratch"])
+class ReaderDied(Failure):
+    """A reader process ended while the build needed it (killed by the OOM killer or a user, crashed)."""
+
+
+class _Readers:
+    """``n`` reader processes, supervised: a reader that dies ends the build at once, naming it.
+
+    ``multiprocessing.Pool`` replaces a dead worker silently and waits forever for the task it held, which is
+    how a reader killed by a full disk or the OOM killer hung builds. Here each reader has its own pipe, the
+    parent waits on the pipes and the processes' sentinels together, and keeps at most ``depth`` tasks queued
+    per reader (a few records each: the pipes never fill, and tasks can be cut as the listing streams in).
+    """
+
+    def __init__(self, n: int, recipe: CacheRecipe, scratch_paths: list[str], depth: int = 2) -> None:
+        ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context("spawn")
+        self.depth, self.procs, self.conns, self.queued = depth, [], [], []
+        parents: list[int] = []
+        for number in range(n):
+            mine, theirs = ctx.Pipe(duplex=True)
+            proc = ctx.Process(target=_reader_main, name=f"ecgforge-reader-{number}", daemon=True,
+                               args=(number, theirs, recipe, scratch_paths[number], parents + [mine.fileno()]))
+            proc.start()
+            theirs.close()
+            parents.append(mine.fileno())
+            self.procs.append(proc)
+            self.conns.append(mine)
+            self.queued.append(0)
+
+    def _died(self, number: int) -> ReaderDied:
+        proc = self.procs[number]
+        proc.join(1)
+        code = proc.exitcode
+        if code is not None and code < 0:
+            how = f"was killed by {signal.Signals(-code).name}"
+            hint = (" (the system's OOM killer sends it when memory runs out: see `dmesg`; fewer --workers or a "
+                    "lower signal.fs_hz need less)") if -code == signal.SIGKILL else ""
+        else:
+            how, hint = f"exited with code {code}", ""
+        return ReaderDied(f"cache reader {number} (pid {proc.pid}) {how}{hint}; the build stopped and nothing was "
+                          "written: rerun the command")
+
+    def run(self, tasks: Iterator[tuple[int, list[str]]], stop: StopOnSignal, poll_s: float = 0.2) -> Iterator[_Batch]:
+        """Send ``tasks`` to the readers as they have room, and yield their batches as they come (any order).
+        Raises the reader's exception, `ReaderDied`, or `Interrupted` (within ``poll_s`` of a signal)."""
+        pending, todo = 0, iter(tasks)
+        while True:
+            for number, conn in enumerate(self.conns):  # keep every reader busy
+                while todo is not None and self.queued[number] < self.depth:
+                    task = next(todo, None)
+                    if task is None:
+                        todo = None
+                        break
+                    try:
+                        conn.send(task)
+                    except OSError:
+                        raise self._died(number) from None
+                    self.queued[number] += 1
+                    pending += 1
+                if stop.is_set():
+                    raise stop.interrupted()
+            if todo is None and pending == 0:
+                return
+            ready = mp_connection.wait(self.conns + [p.sentinel for p in self.procs], timeout=poll_s)
+            if stop.is_set():
+                raise stop.interrupted()
+            for number, conn in enumerate(self.conns):
+                if conn not in ready:
+                    continue
+                try:
+                    kind, value = conn.recv()
+                except (EOFError, OSError):
+                    raise self._died(number) from None
+                if kind == "error":
+                    raise value
+                self.queued[number] -= 1
+                pending -= 1
+                yield value
+            for number, proc in enumerate(self.procs):  # a death with nothing left in its pipe
+                if proc.sentinel in ready and not self.conns[number].poll():
+                    raise self._died(number)
+
+    def close(self, kill: bool = False) -> None:
+        """End every reader (a finished build asks them to; a failed one kills them) and reap them."""
+        for proc, conn in zip(self.procs, self.conns, strict=True):
+            if kill:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+            else:
+                with contextlib.suppress(OSError):
+                    conn.send(None)
+        deadline = time.monotonic() + 5
+        for proc in self.procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for conn in self.conns:
+            conn.close()
 
 
 # ------------------------------------------------------------------------------------------- building
@@ -262,13 +380,11 @@ def build_cache(
         workers: reader processes (default: ``recipe.workers`` or the CPU count); 1 reads in-process.
         progress: optional callable ``progress(done, total)`` called as records complete.
     """
-    # Ctrl-C sets a flag that the build checks at safe points (between batches, before the rename): raised
-    # wherever the main thread happens to be, a KeyboardInterrupt is swallowed inside h5py's or the pool's own
-    # code ("Exception ignored"), or hangs the pool's shutdown (see ecgforge.interrupts). Not SIGTERM: a
-    # scheduler sends it to the whole process group, and a reader it kills while it holds the pool's task-queue
-    # lock would hang the shutdown; SIGTERM ends the build at once, like SIGKILL (the next build removes its
-    # scratch files).
-    with _frozen_heap(), StopOnSignal((signal.SIGINT,)) as stop:
+    # Ctrl-C and SIGTERM set a flag that the build checks at safe points (between batches, before the rename):
+    # raised wherever the main thread happens to be, a KeyboardInterrupt is swallowed inside h5py's code
+    # ("Exception ignored"; see ecgforge.interrupts). The readers ignore both signals (a scheduler's SIGTERM
+    # goes to the whole process group): the parent stops, kills them and removes every scratch file.
+    with _frozen_heap(), StopOnSignal((signal.SIGINT, signal.SIGTERM)) as stop:
         return _build(recipe, out, workers, progress, stop)
 
 
@@ -310,49 +426,60 @@ def _build(
             sfd, name = tempfile.mkstemp(dir=out.parent, prefix=scratch, suffix=".samples")
             os.close(sfd)
             scratch_paths.append(name)
-        with contextlib.ExitStack() as stack:
-            pool = None
-            if workers > 1:
-                # The readers start while the source lists its records: they need the recipe, and each task
-                # brings the paths it reads.
-                ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context("spawn")
-                queue = ctx.SimpleQueue()
-                for number, path in enumerate(scratch_paths):
-                    queue.put((number, path))
-                pool = stack.enter_context(ctx.Pool(workers, initializer=_init_worker, initargs=(recipe, queue)))
+        refs: list[RecordRef] = []
+        listing = _listing(source, refs)
+        batches: list[_Batch] = []
+        clipped, done = 0, 0
+
+        def tasks() -> Iterator[tuple[int, list[str]]]:
+            """Consecutive records in tasks cut as the listing streams in: a few records while few are known
+            (every reader gets work early), up to 64 (one message per 64 records)."""
+            while True:
+                start = len(refs)
+                size = max(1, min(64, start // (workers * 8)))
+                paths = [r.path for r in itertools.islice(listing, size)]
+                if not paths:
+                    return
+                yield start, paths
+
+        def consume(stream: Iterator[_Batch]) -> None:
+            nonlocal clipped, done
+            for b in stream:
+                if stop.is_set():
+                    raise stop.interrupted()
+                batches.append(b)
+                clipped, done = clipped + b.clipped, done + len(b.stored)
+                if progress is not None:
+                    progress(done, len(refs))  # the total grows while the listing streams
+
+        # Pass 1: process records in batches of consecutive records; each process appends the samples to
+        # its own scratch file and reports where they are.
+        if workers == 1:
+            with contextlib.closing(_Scratch(0, scratch_paths[0])) as sink:
+                consume(_process_range(start, paths, recipe, sink) for start, paths in tasks())
+        else:
+            readers = _Readers(workers, recipe, scratch_paths)
             try:
-                refs = source.records()
-                label_names = source.label_names()
-            except (OSError, ValueError) as exc:  # sources name the field: "source.labels_csv: x.csv not found"
-                raise CacheError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-
-            # Pass 1: process records in batches of consecutive records; each process appends the samples to
-            # its own scratch file and reports where they are.
-            n = len(refs)
-            stored = np.full((n, 4), -1, dtype=np.int64)
-            present = np.zeros((n, n_leads), dtype=bool)
-            reasons: dict[int, str] = {}
-            clipped, done = 0, 0
-            size = max(1, min(64, n // (workers * 8) or 1))
-            tasks = [(start, [r.path for r in refs[start : start + size]]) for start in range(0, n, size)]
-
-            def consume(stream: Iterator[_Batch]) -> None:
-                nonlocal clipped, done
-                for b in stream:
-                    if stop.is_set():
-                        raise KeyboardInterrupt
-                    k = len(b.stored)
-                    stored[b.start : b.start + k], present[b.start : b.start + k] = b.stored, b.present
-                    reasons.update(b.reasons)
-                    clipped, done = clipped + b.clipped, done + k
-                    if progress is not None:
-                        progress(done, n)
-
-            if pool is None:
-                sink = stack.enter_context(contextlib.closing(_Scratch(0, scratch_paths[0])))
-                consume(_process_range(start, paths, recipe, sink) for start, paths in tasks)
-            else:
-                consume(stop.results(pool.imap_unordered(_work, tasks), len(tasks)))
+                consume(readers.run(tasks(), stop))
+            except BaseException:
+                readers.close(kill=True)  # at once: the build has failed, their work is of no use
+                raise
+            readers.close()
+        n = len(refs)
+        stored = np.full((n, 4), -1, dtype=np.int64)
+        present = np.zeros((n, n_leads), dtype=bool)
+        reasons: dict[int, str] = {}
+        for b in batches:
+            k = len(b.stored)
+            stored[b.start : b.start + k], present[b.start : b.start + k] = b.stored, b.present
+            reasons.update(b.reasons)
+        batches.clear()
+        try:
+            label_names = source.label_names()
+        except (OSError, ValueError) as exc:
+            raise CacheError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        if not (stored[:, 2] >= 0).any():
+            raise CacheError(_nothing_found(recipe, n, reasons))
         keep = np.flatnonzero(stored[:, 2] >= 0)
         lengths, checksums = stored[keep, 2], stored[keep, 3].astype(np.uint32)
 
@@ -395,7 +522,7 @@ def _build(
         os.fsync(fd)  # what HDF5 wrote meanwhile: the metadata
         as_if_opened(fd)
         if stop.is_set():
-            raise KeyboardInterrupt
+            raise stop.interrupted()
         os.replace(tmp, out)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -412,6 +539,30 @@ def _build(
         clipped_samples=clipped,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _listing(source: Any, refs: list[RecordRef]) -> Iterator[RecordRef]:
+    """The source's records one at a time (``iter_records`` where it streams, else ``records()``), each also
+    appended to ``refs``; a listing failure becomes a one-line `CacheError` (sources name the field)."""
+    try:
+        it = source.iter_records() if hasattr(source, "iter_records") else iter(source.records())
+        for ref in it:
+            refs.append(ref)
+            yield ref
+    except (OSError, ValueError) as exc:  # "source.labels_csv: x.csv not found"
+        raise CacheError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+def _nothing_found(recipe: CacheRecipe, n_listed: int, reasons: dict[int, str]) -> str:
+    """Why a build has no record to store, and where the source looked."""
+    where = f"source {recipe.source.kind!r}"
+    path = getattr(recipe.source, "path", None)
+    if path:
+        where += f" looked in {Path(path).resolve()}"
+    if n_listed == 0:
+        return f"no records found: {where} and listed none (is source.path the dataset's top folder?)"
+    first = reasons[min(reasons)] if reasons else "?"
+    return f"no readable record: {where}, listed {n_listed} and none could be read (the first: {first})"
 
 
 def _unlink(paths: Sequence[str]) -> None:

@@ -95,6 +95,21 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("_")[1]))
 
 
+def launch_mismatch(num_processes: int) -> str | None:
+    """The warning for a launch that asked for several processes but runs as ``num_processes`` == 1, else None.
+
+    ``accelerate launch --cpu --num_processes N`` (no ``--multi_cpu``) uses Accelerate's simple launcher: one
+    process, with only MASTER_ADDR/MASTER_PORT set for the N asked (WORLD_SIZE, which a real multi-process
+    launcher sets, is absent).
+    """
+    asked = "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ
+    if num_processes != 1 or not asked:
+        return None
+    return ("the launch asked for several processes (MASTER_ADDR is set) but this is one process: training runs "
+            "once, on one process; for N CPU processes launch `torchrun --nproc_per_node N -m ecgforge run ...` "
+            "or `accelerate launch --multi_cpu --num_processes N -m ecgforge run ...`")
+
+
 def make_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
     """The run's Accelerator (precision, accumulation, DDP settings, experiment trackers), refusing a launch that
     asked for several processes but got one (N independent runs would share one directory)."""

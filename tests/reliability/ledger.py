@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-CATEGORIES = ("recipes", "records", "interruptions", "concurrency", "disk")
+CATEGORIES = ("recipes", "records", "interruptions", "concurrency", "disk", "workers", "inputs", "launch", "corruption",
+              "soak")
 TRACEBACK = "Traceback (most recent call last)"
 
 
