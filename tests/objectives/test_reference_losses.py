@@ -214,7 +214,8 @@ def test_swav_forward_equals_ess_shared_step_with_its_queue() -> None:
         ref = ess_swav_step(emb, emb @ w.t(), w.detach(), ref_queue, b, [0, 1], 7, 0.05, 0.1, 3)
         torch.testing.assert_close(loss, ref)
         for a, g in zip(grads, torch.autograd.grad(ref, list(enc.parameters())), strict=True):
-            torch.testing.assert_close(a, g)
+            # same formula, float32 sums in another order: conv-weight grads differ by ~1e-5
+            torch.testing.assert_close(a, g, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(obj.queue, ref_queue)
         obj.on_step_end(step + 1, 3)
     assert not torch.all(ref_queue[:, -1] == 0)  # the third step did use a full queue
