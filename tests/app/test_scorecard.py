@@ -17,7 +17,7 @@ from ecgforge.app.report import load_runs, make_report
 from ecgforge.app.scorecard import NOT_VS_BEST, NOT_VS_RANDOM, card_markdown, score_card
 from ecgforge.cli import app
 from ecgforge.data.cache import Cache
-from tests.app.test_report import _make_run
+from tests.app.test_report import _make_run, _write_run
 from tests.evaluation.test_protocols import cache  # noqa: F401  (module fixture: a tiny cache)
 
 
@@ -34,13 +34,6 @@ def _row(task: str, init: str, frac: float, seed: int, value: float, *, versus: 
     if versus is not None:
         row["versus"] = versus
     return row
-
-
-def _write(root: Path, name: str, rows: list[dict]) -> Path:
-    d = root / name
-    d.mkdir(parents=True)
-    (d / "results.json").write_text(json.dumps({"recipe": name, "eval": rows}))
-    return d
 
 
 @pytest.fixture()
@@ -60,7 +53,7 @@ def three_runs(tmp_path: Path) -> list[Path]:
                         _versus(d, d - 0.01, d + 0.01, 0.001, metric) if sig else _versus(d, -0.03, 0.05, 0.4, metric))
                     rows.append(_row(task, "pretrained", frac, seed, value, versus=versus))
                     rows.append(_row(task, "random", frac, seed, rnd))
-        dirs.append(_write(tmp_path, name, rows))
+        dirs.append(_write_run(tmp_path, name, rows))
     return dirs
 
 
@@ -83,9 +76,9 @@ def test_card_marks_the_best_and_the_doubtful(three_runs: list[Path]) -> None:
 
 
 def test_overlapping_intervals_mark_the_best_and_the_runner_up(tmp_path: Path) -> None:
-    a = _write(tmp_path, "a", [_row("superdiag", "pretrained", 1.0, 0, 0.80, half_width=0.05)])
-    b = _write(tmp_path, "b", [_row("superdiag", "pretrained", 1.0, 0, 0.78, half_width=0.05)])
-    c = _write(tmp_path, "c", [_row("superdiag", "pretrained", 1.0, 0, 0.60, half_width=0.05)])
+    a = _write_run(tmp_path, "a", [_row("superdiag", "pretrained", 1.0, 0, 0.80, half_width=0.05)])
+    b = _write_run(tmp_path, "b", [_row("superdiag", "pretrained", 1.0, 0, 0.78, half_width=0.05)])
+    c = _write_run(tmp_path, "c", [_row("superdiag", "pretrained", 1.0, 0, 0.60, half_width=0.05)])
     (cell,) = score_card(load_runs([a, b, c]))
     assert cell.entries["a"].best and cell.entries["a"].tied_with_best and cell.entries["b"].tied_with_best
     assert not cell.entries["c"].tied_with_best

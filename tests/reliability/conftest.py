@@ -33,3 +33,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("reliability summary")
     for line in summary_lines():
         terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="module")
+def records_folder(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """270 real PTB-XL records (records100/00000), linked, not copied, into a scratch folder."""
+    d = tmp_path_factory.mktemp("kill-build") / "wfdb"
+    d.mkdir()
+    for p in (shared_data / "ptb-xl" / "records100" / "00000").iterdir():
+        (d / p.name).symlink_to(p)
+    return d

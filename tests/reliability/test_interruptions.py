@@ -39,16 +39,6 @@ SEED = 20261129
 # ------------------------------------------------------------------------------------------ cache build
 
 
-@pytest.fixture(scope="module")
-def records_folder(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """270 real PTB-XL records (records100/00000), linked, not copied, into a scratch folder."""
-    d = tmp_path_factory.mktemp("kill-build") / "wfdb"
-    d.mkdir()
-    for p in (shared_data / "ptb-xl" / "records100" / "00000").iterdir():
-        (d / p.name).symlink_to(p)
-    return d
-
-
 def spec_file(folder: Path, out: Path, fs_hz: int) -> Path:
     """A cache recipe with filtering, so that reading records is a visible share of the build."""
     path = out.parent / f"spec-{fs_hz}.toml"

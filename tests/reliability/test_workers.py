@@ -24,16 +24,6 @@ from tests.train.conftest import ROOT, env
 SEED = 20261204
 
 
-@pytest.fixture(scope="module")
-def folder(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """270 real PTB-XL records (records100/00000), linked."""
-    d = tmp_path_factory.mktemp("readers") / "wfdb"
-    d.mkdir()
-    for p in (shared_data / "ptb-xl" / "records100" / "00000").iterdir():
-        (d / p.name).symlink_to(p)
-    return d
-
-
 def children(pid: int) -> list[int]:
     """Direct child processes of ``pid`` (Linux /proc)."""
     try:
@@ -80,9 +70,9 @@ def group_gone(pgid: int) -> bool:
 
 
 @pytest.mark.data
-def test_sigkill_of_a_reader_stops_the_build_with_one_line(folder: Path, tmp_path: Path) -> None:
+def test_sigkill_of_a_reader_stops_the_build_with_one_line(records_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "c.h5"
-    spec = spec_file(folder, out, 500)  # upsampled and filtered: a build of a few seconds here
+    spec = spec_file(records_folder, out, 500)  # upsampled and filtered: a build of a few seconds here
     rng = random.Random(SEED)
     hit = 0
     for attempt in range(4):
@@ -112,9 +102,9 @@ def test_sigkill_of_a_reader_stops_the_build_with_one_line(folder: Path, tmp_pat
 
 @pytest.mark.data
 @pytest.mark.parametrize("to_group", [True, False], ids=["process-group", "build-only"])
-def test_sigterm_during_a_pooled_build(folder: Path, tmp_path: Path, to_group: bool) -> None:
+def test_sigterm_during_a_pooled_build(records_folder: Path, tmp_path: Path, to_group: bool) -> None:
     out = tmp_path / "c.h5"
-    spec = spec_file(folder, out, 500)
+    spec = spec_file(records_folder, out, 500)
     rng = random.Random(SEED + int(to_group))
     for _ in range(2):
         proc, readers = start_build(spec, out)
