@@ -181,28 +181,38 @@ def summarise(runs: Runs) -> list[dict[str, Any]]:
     that metric). Undefined (None) metric values are left out. Conditions appear as their own keys.
     """
     groups: dict[tuple[Any, ...], dict[str, list[Any]]] = {}
+    primary: dict[tuple[Any, ...], str] = {}
     for run, rows in runs.items():
         for r in rows:
             key = (run, *(getattr(r, f) for f in GROUP_FIELDS), tuple(r.conditions.items()))
             g = groups.setdefault(key, defaultdict(list))
+            primary[key] = r.primary
             for metric, v in r.metrics.items():
                 if isinstance(v, (int, float)) and math.isfinite(v):
                     g[metric].append(float(v))
                     ci = r.ci95.get(metric)
                     if ci and all(isinstance(c, (int, float)) and math.isfinite(c) for c in ci):
                         g[f"ci:{metric}"].append(tuple(ci))
+                for ref, v in r.versus.items():
+                    d, p = (v.get("delta") or {}).get(metric), (v.get("p_value") or {}).get(metric)
+                    if isinstance(d, (int, float)) and isinstance(p, (int, float)):
+                        g[f"vs:{ref}:{metric}"].append((float(d), float(p)))
     out = []
     for key, g in groups.items():
         for metric, values in g.items():
-            if metric.startswith("ci:"):
+            if metric.startswith(("ci:", "vs:")):
                 continue
             cis = g.get(f"ci:{metric}", [])
+            versus = {k.split(":")[1]: v for k, v in g.items() if k.startswith("vs:") and k.endswith(f":{metric}")}
             out.append({
                 "run": key[0], **dict(zip(GROUP_FIELDS, key[1:-1], strict=True)), **dict(key[-1]),
-                "conditions": [k for k, _ in key[-1]], "metric": metric,
+                "conditions": [k for k, _ in key[-1]], "metric": metric, "primary": primary[key],
                 "mean": float(np.mean(values)), "std": _std(values), "n": len(values),
                 "ci_low": float(np.mean([c[0] for c in cis])) if cis else float("nan"),
                 "ci_high": float(np.mean([c[1] for c in cis])) if cis else float("nan"),
+                # Paired difference to each reference init: mean ± std of the seeds' deltas, median p.
+                "versus": {ref: {"delta": float(np.mean([d for d, _ in dp])), "delta_std": _std([d for d, _ in dp]),
+                                 "p": float(np.median([p for _, p in dp]))} for ref, dp in versus.items()},
             })
     return out
 
@@ -232,18 +242,23 @@ def table_csv(summary: list[dict[str, Any]]) -> str:
 
 def table_markdown(summary: list[dict[str, Any]]) -> str:
     """One Markdown table per (protocol, task): a row per run x init x fraction x condition, a column per
-    metric showing ``mean ± std`` (4 decimals) and, where the rows had one, the 95% bootstrap interval."""
+    metric showing ``mean ± std`` (4 decimals) and, where the rows had one, the 95% bootstrap interval; and a
+    column per reference init with the pretrained rows' paired difference of the primary metric."""
     lines = ["# ecgforge report", "",
              "mean ± std over seeds (std with ddof = 1; n = seeds); [low, high] = the rows' 95% interval "
              "(bootstrap over test records; over patients for identification), averaged "
-             "over seeds.", ""]
+             "over seeds. Δ vs R: the pretrained rows' paired difference to init R in the primary metric on the "
+             "same test records and resamples (mean ± std over seeds), p = median over seeds of the paired "
+             "bootstrap p-value.", ""]
     by_table: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for s in summary:
         by_table[(str(s["kind"]), str(s["task"]))].append(s)
     for (kind, task), items in by_table.items():
         metrics = list(dict.fromkeys(s["metric"] for s in items))
         extra = _condition_fields(items)
-        head = ["run", "init", "label_fraction", *extra, "n", *metrics]
+        primary = next((s["metric"] for s in items if s.get("primary") == s["metric"]), metrics[0])
+        refs = list(dict.fromkeys(ref for s in items if s["metric"] == primary for ref in s.get("versus", {})))
+        head = ["run", "init", "label_fraction", *extra, "n", *metrics, *(f"Δ vs {ref}" for ref in refs)]
         lines += [f"## {kind}: {task}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         rows: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
         for s in items:
@@ -260,6 +275,9 @@ def table_markdown(summary: list[dict[str, Any]]) -> str:
                 if not math.isnan(c["ci_low"]):
                     cell += f" [{c['ci_low']:.4f}, {c['ci_high']:.4f}]"
                 vals.append(cell)
+            for ref in refs:
+                v = (cells.get(primary) or {}).get("versus", {}).get(ref)
+                vals.append("" if v is None else f"{v['delta']:+.4f} ± {v['delta_std']:.4f}, p = {v['p']:.3g}")
             lines.append("| " + " | ".join([*map(_fmt, key), str(n), *vals]) + " |")
         lines.append("")
     return "\n".join(lines)

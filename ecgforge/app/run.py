@@ -29,6 +29,7 @@ from ecgforge.encoder_files import initial_encoder, save_encoder
 from ecgforge.encoders import ENCODERS
 from ecgforge.evaluation import PROTOCOLS
 from ecgforge.evaluation.context import EvalContext
+from ecgforge.evaluation.paired import add_versus
 from ecgforge.evaluation.rows import ResultRow
 from ecgforge.fsio import atomic_write_json, atomic_write_text
 from ecgforge.layers.device import default_device
@@ -97,7 +98,7 @@ def evaluate(recipe: Recipe, cache: Cache, encoder: nn.Module, device: torch.dev
     rows: list[ResultRow] = []
     for i, ev in enumerate(r.eval):
         reporter.note(f"eval [{i}] {ev.kind} on {getattr(ev, 'task', '')}")
-        rows += PROTOCOLS[ev.kind](ev).run(ctx)
+        rows += add_versus(PROTOCOLS[ev.kind](ev).run(ctx), ev.bootstrap)
     ctx.features.clear()
     return rows
 

@@ -72,11 +72,8 @@ class Cell:
 
 
 def _versus(row: ResultRow) -> dict[str, Any] | None:
-    """``versus`` of a row: a ResultRow field where evaluation/rows.py has it, else among the row's facts."""
-    v = getattr(row, "versus", None)
-    if v is None:
-        v = row.facts.get("versus")
-    return v if isinstance(v, dict) else None
+    """The row's paired comparisons (``evaluation.paired``), None where results.json carries none."""
+    return row.versus if isinstance(row.versus, dict) and row.versus else None
 
 
 def _finite(v: Any) -> bool:

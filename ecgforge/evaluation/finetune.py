@@ -184,9 +184,10 @@ class Finetune:
             for seed in c.seeds:
                 for frac in c.label_fractions:
                     train = data.subset(frac, seed)
+                    picked = data.with_val(data.val_positions(frac, seed, c.subsample_val))
                     encoder = ctx.make_encoder("pretrained" if init == "pretrained" else "random", seed)
                     model, facts = fit(
-                        encoder, train, data, ctx, n_out=data.n_out, head_epochs=c.head_epochs, epochs=c.epochs,
+                        encoder, train, picked, ctx, n_out=data.n_out, head_epochs=c.head_epochs, epochs=c.epochs,
                         lr=c.lr, encoder_lr_ratio=c.encoder_lr_ratio, weight_decay=c.weight_decay,
                         batch_size=c.batch_size, seed=seed, train_encoder=init != "random",
                     )
@@ -194,8 +195,9 @@ class Finetune:
                     rows.append(ResultRow(
                         kind="finetune", task=c.task, task_type=data.task_type, init=init, label_fraction=frac,
                         seed=seed, split=c.test_split, primary=PRIMARY[data.task_type],
-                        n_train_records=int(len(train.indices)), n_val_records=int(len(data.val.indices)),
+                        n_train_records=int(len(train.indices)), n_val_records=int(len(picked.val.indices)),
                         n_test_records=int(len(data.test.indices)), facts=facts,
-                        **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed),
+                        **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed,
+                                   records=data.test.indices, units=data.test_patients),
                     ))
         return rows

@@ -65,6 +65,7 @@ class KNN:
                         seed=seed, split=c.test_split, primary=PRIMARY[data.task_type],
                         n_train_records=int(len(pos)), n_val_records=0, n_test_records=int(len(data.test.indices)),
                         facts={"k": min(c.k, len(pos))},
-                        **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed),
+                        **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed,
+                                   records=data.test.indices, units=data.test_patients),
                     ))
         return rows

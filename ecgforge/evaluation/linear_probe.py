@@ -22,7 +22,6 @@ from pydantic import Field
 from ecgforge.errors import UserError
 from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.features import per_record
-from ecgforge.evaluation.heads import LinearHead
 from ecgforge.evaluation.leads import LeadSubset, lead_transform
 from ecgforge.evaluation.metrics import NORMAL_CLASS, challenge_metric, challenge_thresholds
 from ecgforge.evaluation.probing import train_probe
@@ -59,19 +58,18 @@ def challenge_normal_class(weights_csv: str, given: str | None = None) -> str:
     raise UserError(f"linear_probe.challenge_weights: {path} names neither {NORMAL_CLASS} nor NSR")
 
 
-def challenge_row_metrics(data: TaskData, head: LinearHead, val_feats: np.ndarray, val_record_of: np.ndarray,
-                          test_scores: np.ndarray, weights_csv: str,
-                          normal_class: str | None = None) -> tuple[float, list[float]]:
-    """The test split's Challenge score and the per-class thresholds chosen on the validation split."""
+def challenge_row_metrics(data: TaskData, val_y: np.ndarray, val_scores: np.ndarray, test_scores: np.ndarray,
+                          weights_csv: str, normal_class: str | None = None) -> tuple[float, list[float]]:
+    """The test split's Challenge score and the per-class thresholds chosen on the validation records' scores
+    ``val_scores (n_val, K)`` against ``val_y``."""
     if data.task_type != "multilabel":
         raise UserError(f"linear_probe.challenge_weights: task is {data.task_type}; "
                         "the Challenge score needs a multilabel task")
-    if len(data.val.indices) == 0:
+    if len(val_y) == 0:
         raise UserError("linear_probe.challenge_weights: val_split has no labelled records to choose thresholds on")
     normal = challenge_normal_class(weights_csv, normal_class)
-    val_scores = per_record(head.scores(val_feats), val_record_of, len(data.val.indices))
     try:
-        thr = challenge_thresholds(data.val.y, val_scores, data.train.names, weights_csv, normal)
+        thr = challenge_thresholds(val_y, val_scores, data.train.names, weights_csv, normal)
         score = challenge_metric(data.test.y, (test_scores >= thr).astype(np.int64), data.train.names,
                                  weights_csv, normal)
     except ValueError as e:
@@ -93,20 +91,22 @@ class LinearProbe:
                     tf = lead_transform(list(data.cache.leads), leads, "linear_probe")
                     f_te, t_te = ctx.features.windows(init, seed, data.cache, data.test.indices, tf)
                     for frac in c.label_fractions:
-                        head, pos = train_probe(ctx, data, c, init, seed, frac, tf)
+                        head, pos, vpos = train_probe(ctx, data, c, init, seed, frac, tf)
                         scores = per_record(head.scores(f_te), t_te.record_of, len(data.test.indices))
                         row = ResultRow(
                             kind="linear_probe", task=c.task, task_type=data.task_type, init=init,
                             label_fraction=frac, seed=seed, split=c.test_split, primary=PRIMARY[data.task_type],
-                            n_train_records=int(len(pos)), n_val_records=int(len(data.val.indices)),
+                            n_train_records=int(len(pos)), n_val_records=int(len(vpos)),
                             n_test_records=int(len(data.test.indices)), reference=leads == "12",
                             # Only runs that ask for subsets get the condition, so 12-lead rows stay as before.
                             conditions={"leads": leads} if c.lead_subsets != ["12"] else {},
-                            **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed),
+                            **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed,
+                                   records=data.test.indices, units=data.test_patients),
                         )
                         if c.challenge_weights is not None:
                             f_va, t_va = ctx.features.windows(init, seed, data.cache, data.val.indices, tf)
-                            score, thr = challenge_row_metrics(data, head, f_va, t_va.record_of, scores,
+                            val_scores = per_record(head.scores(f_va), t_va.record_of, len(data.val.indices))[vpos]
+                            score, thr = challenge_row_metrics(data, data.val.y[vpos], val_scores, scores,
                                                                c.challenge_weights, c.challenge_normal_class)
                             row.metrics["challenge_score"] = score
                             row.facts["challenge_thresholds"] = dict(zip(data.train.names, thr, strict=True))

@@ -19,6 +19,9 @@ class ProtocolConfig(BaseModel, extra="forbid", frozen=True):
     train_split: str = "train"
     test_split: str = "test"
     cache: str | None = Field(None, description="evaluate on another cache than [data].cache")
+    subsample_val: bool = Field(
+        True, description="draw the validation split with each label fraction as the training split is "
+                          "(patient-grouped, stratified); false keeps the full validation split")
 
     @field_validator("label_fractions")
     @classmethod

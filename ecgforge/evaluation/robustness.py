@@ -94,15 +94,16 @@ class Robustness:
                                                    _transform(data.cache, *cond, c.noise_seed))[0] for cond in conds}
                 record_of = ctx.features.tiles(data.cache, data.test.indices).record_of
                 for frac in c.label_fractions:
-                    head, pos = train_probe(ctx, data, c, init, seed, frac)
+                    head, pos, vpos = train_probe(ctx, data, c, init, seed, frac)
                     for level, leads in conds:
                         scores = per_record(head.scores(test[(level, leads)]), record_of, len(data.test.indices))
                         rows.append(ResultRow(
                             kind="robustness", task=c.task, task_type=data.task_type, init=init, label_fraction=frac,
                             seed=seed, split=c.test_split, primary=PRIMARY[data.task_type],
                             reference=(level, leads) == (0, "12"), conditions={"noise_level": level, "leads": leads},
-                            n_train_records=int(len(pos)), n_val_records=int(len(data.val.indices)),
+                            n_train_records=int(len(pos)), n_val_records=int(len(vpos)),
                             n_test_records=int(len(data.test.indices)),
-                            **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed),
+                            **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed,
+                                   records=data.test.indices, units=data.test_patients),
                         ))
         return rows

@@ -13,9 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The metric each task type's rows lead with (and model selection uses).
+PRIMARY = {"multilabel": "macro_auroc", "multiclass": "macro_auroc", "regression": "mae"}
+
 #: Keys of the flat JSON row that are ResultRow fields (the rest are conditions or facts).
 _FIELDS = ("kind", "task", "task_type", "init", "label_fraction", "seed", "split", "metrics", "ci95",
-           "dropped_classes", "primary", "reference", "n_train_records", "n_val_records", "n_test_records")
+           "dropped_classes", "primary", "reference", "n_train_records", "n_val_records", "n_test_records",
+           "versus")
 
 
 @dataclass
@@ -30,6 +34,9 @@ class ResultRow:
             curves and comparisons use these; condition curves start from them.
         conditions: test-condition fields that tell rows apart beyond init / fraction / seed.
         facts: anything else the protocol reports for the row.
+        versus: on a ``pretrained`` row, reference init -> its paired difference ``{"delta", "ci95",
+            "p_value"}`` by metric (``evaluation.paired``).
+        evidence: what the metrics were computed from (``evaluation.paired.Evidence``), in memory only.
     """
 
     kind: str
@@ -49,9 +56,13 @@ class ResultRow:
     n_test_records: int | None = None
     conditions: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
+    versus: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evidence: Any = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: getattr(self, k) for k in _FIELDS if getattr(self, k) is not None}
+        if not self.versus:
+            del out["versus"]
         out.update(self.conditions)
         out.update(self.facts)
         if self.conditions:
@@ -88,8 +99,6 @@ _LEGACY_CONDITIONS = ("noise_level", "leads")
 
 
 def _default_primary(d: dict[str, Any]) -> str:
-    from ecgforge.evaluation.scoring import PRIMARY
-
     return PRIMARY.get(d.get("task_type", ""), next(iter(d.get("metrics", {})), ""))
 
 

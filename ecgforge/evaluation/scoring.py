@@ -10,8 +10,8 @@ import numpy as np
 
 from ecgforge.data.splits import TaskType
 from ecgforge.evaluation.metrics import auroc_columns, bootstrap_ci, compute_metrics
-
-PRIMARY = {"multilabel": "macro_auroc", "multiclass": "macro_auroc", "regression": "mae"}
+from ecgforge.evaluation.paired import score_evidence
+from ecgforge.evaluation.rows import PRIMARY  # noqa: F401 (re-exported: protocols import it from here)
 
 
 def primary_score(task_type: TaskType, y: np.ndarray, scores: np.ndarray, names: Sequence[str] | None = None) -> float:
@@ -36,9 +36,14 @@ def _primary_only(task_type: TaskType, y: np.ndarray, scores: np.ndarray) -> flo
 
 
 def score_rows(
-    task_type: TaskType, y: np.ndarray, scores: np.ndarray, names: Sequence[str], n_boot: int, seed: int
+    task_type: TaskType, y: np.ndarray, scores: np.ndarray, names: Sequence[str], n_boot: int, seed: int,
+    *, records: np.ndarray | None = None, units: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """``{"metrics": {...}, "dropped_classes": [...], "ci95": {primary: [low, high]}}`` for one test split."""
+    """``{"metrics": {...}, "dropped_classes": [...], "ci95": {primary: [low, high]}}`` for one test split.
+
+    With ``records`` (cache indices of the test records) and ``units`` (their patient codes) the row also
+    keeps its ``evidence``, so that `paired.add_versus` can compare it with its reference rows.
+    """
     metrics, dropped = compute_metrics(task_type, y, scores, names)
     row: dict[str, Any] = {
         "metrics": {k: (None if isinstance(v, float) and math.isnan(v) else float(v)) for k, v in metrics.items()},
@@ -48,4 +53,7 @@ def score_rows(
         key = PRIMARY[task_type]
         low, high = bootstrap_ci(lambda yy, ss: _primary_only(task_type, yy, ss), y, scores, n_boot=n_boot, seed=seed)
         row["ci95"] = {key: [low, high]}
+    if records is not None:
+        row["evidence"] = score_evidence(task_type, y, scores, names, records,
+                                         records if units is None else units)
     return row

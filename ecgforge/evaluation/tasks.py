@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -21,6 +21,8 @@ class TaskData:
     val: Targets
     test: Targets
     patients: np.ndarray  # (n_train,) patient code of each training record
+    val_patients: np.ndarray  # (n_val,)
+    test_patients: np.ndarray  # (n_test,): the units paired comparisons resample
 
     @property
     def task_type(self) -> TaskType:
@@ -33,6 +35,23 @@ class TaskData:
     def positions(self, fraction: float, seed: int) -> np.ndarray:
         """Positions in ``train`` of a stratified, patient-grouped label fraction (``splits.label_fraction``)."""
         return label_fraction(self.train.y, self.patients, fraction, seed)
+
+    def val_positions(self, fraction: float, seed: int, subsample: bool = True) -> np.ndarray:
+        """Positions in ``val`` that a head trained on ``fraction`` of the labels may select on.
+
+        A team with 1 % of the training labels has about 1 % of the validation labels too, so by default
+        the validation split is drawn like the training subset (patient-grouped, stratified, same seed);
+        ``subsample=False`` keeps all of it.
+        """
+        if not subsample or len(self.val.indices) == 0:
+            return np.arange(len(self.val.indices))
+        return label_fraction(self.val.y, self.val_patients, fraction, seed)
+
+    def with_val(self, positions: np.ndarray) -> TaskData:
+        """This task with its validation split reduced to ``positions`` (from `val_positions`)."""
+        v = self.val
+        return replace(self, val=Targets(v.indices[positions], v.y[positions], v.names, v.task_type, 0),
+                       val_patients=self.val_patients[positions])
 
     def subset(self, fraction: float, seed: int) -> Targets:
         """The training targets of that label fraction."""
@@ -53,4 +72,5 @@ def load_task(ctx: EvalContext, protocol: str, task: str, task_type: TaskType | 
     for name, t in ((train_split, tr), (test_split, te)):
         if len(t.indices) == 0:
             raise UserError(f"{protocol} task {task!r}: split {name!r} has no labelled records")
-    return TaskData(cache, tr, va, te, patient_codes(cache)[tr.indices])
+    codes = patient_codes(cache)
+    return TaskData(cache, tr, va, te, codes[tr.indices], codes[va.indices], codes[te.indices])

@@ -131,3 +131,21 @@ def test_card_over_real_runs(cache: Cache, tmp_path: Path) -> None:  # noqa: F81
             and r["label_fraction"] == cells[0].label_fraction and r.get("reference", True)]
     assert cells[0].entries["run"].mean == pytest.approx(np.mean([r["metrics"][cells[0].metric] for r in rows]))
     assert cells[0].entries["run"].n == 2 and cells[0].entries["other"].n == 1
+
+
+def test_report_table_shows_the_paired_difference_over_seeds(tmp_path: Path) -> None:
+    """The Markdown table's "Δ vs random" column: the seeds' deltas as mean ± std, the median p-value."""
+    from ecgforge.app.report import load_runs, summarise, table_markdown
+
+    rows = [_row("superdiagnostic", "random", 0.1, s, 0.70) for s in (0, 1)]
+    rows += [_row("superdiagnostic", "pretrained", 0.1, s, 0.70 + d,
+                  versus=_versus(d, d - 0.01, d + 0.01, p, "macro_auroc"))
+             for s, d, p in ((0, 0.03, 0.01), (1, 0.05, 0.03))]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"eval": rows}))
+    text = table_markdown(summarise(load_runs([run])))
+    assert "Δ vs random" in text
+    line = next(ln for ln in text.splitlines() if "| pretrained |" in ln)
+    assert "+0.0400 ± 0.0141, p = 0.02" in line
+    assert next(ln for ln in text.splitlines() if "| random |" in ln).endswith("|  |")
