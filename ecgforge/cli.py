@@ -97,7 +97,8 @@ def run(
 
     r = load_run_recipe(recipe, set_ or [])
     run_dir = out_dir or Path("runs") / r.name
-    runner = Run(r, run_dir, resume=resume, reporter=RichReporter(err), recipe_text=recipe.read_text(encoding="utf-8"))
+    runner = Run(r, run_dir, resume=resume, reporter=RichReporter(err), recipe_text=recipe.read_text(encoding="utf-8"),
+                 source=str(recipe))
     if runner.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         with RunLock(run_dir):
@@ -143,7 +144,12 @@ def validate(
                     load_cache_recipe(build)
                 except RecipeError as exc:
                     raise RecipeError(f"{path}: data.build: {str(exc).splitlines()[0]}") from None
-            out.print(f"[green]ok[/] {path} ({kind})")
+            note = ""
+            if kind == "recipe":
+                from ecgforge.app.leakage import validate_leakage
+
+                note = validate_leakage(loaded, str(path))
+            out.print(f"[green]ok[/] {path} ({kind}){note}")
         except RecipeError as exc:
             failed += 1
             for line in str(exc).splitlines():

@@ -40,11 +40,22 @@ class DataConfig(Strict):
     exclude_ptbxl_overlap: bool = Field(True, description="drop CinC 'HR*' records that are PTB-XL ECGs")
     in_memory: bool = Field(False, description="load the whole cache into RAM (fast; for caches that fit)")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    allow_overlap: list[Literal["pretrain", "train", "test"]] = Field(
+        default_factory=list,
+        description="let these roles share records or patients with 'test' (e.g. [\"pretrain\", \"test\"]); "
+                    "runs refuse any overlap otherwise; needs allow_overlap_reason")
+    allow_overlap_reason: str | None = Field(None, description="why the overlap is wanted; kept in results.json")
 
     @model_validator(mode="after")
     def _pretrain_split_exists(self) -> DataConfig:
         if self.pretrain_split not in self.splits:
             raise ValueError(f"pretrain_split {self.pretrain_split!r} is not one of splits {sorted(self.splits)}")
+        if self.allow_overlap:
+            if "test" not in self.allow_overlap or len(set(self.allow_overlap)) < 2:
+                raise ValueError(f"allow_overlap {self.allow_overlap}: name 'test' and the role it may share with "
+                                 "('pretrain' and/or 'train')")
+            if not (self.allow_overlap_reason or "").strip():
+                raise ValueError("allow_overlap needs allow_overlap_reason: say why the overlap is wanted")
         return self
 
 

@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
+from ecgforge.app.leakage import check_leakage
 from ecgforge.app.recipes import load_run_recipe
 from ecgforge.config_files import to_toml_dict
 from ecgforge.data.cache import Cache, CacheError
@@ -107,10 +108,11 @@ class Run:
     """Pretrain (if the recipe has ``[ssl]``), save the encoder, run the evaluations, write results."""
 
     def __init__(self, recipe: Recipe, run_dir: Path, *, resume: bool = False, reporter: Reporter | None = None,
-                 recipe_text: str | None = None) -> None:
+                 recipe_text: str | None = None, source: str = "recipe") -> None:
         self.recipe, self.run_dir, self.resume = recipe, Path(run_dir), resume
         self.reporter = reporter or Reporter()
         self.recipe_text = recipe_text
+        self.source = source  # the recipe's path, for error lines
         self.accelerator = make_accelerator(recipe, self.run_dir)
         self.is_main = self.accelerator.is_main_process
         mismatch = launch_mismatch(self.accelerator.num_processes)
@@ -165,6 +167,8 @@ class Run:
         r = self.recipe
         set_seed(r.seed)
         cache = self.ensure_cache()
+        # Before any training: a recipe that tests on what it trains on is refused here, not reported later.
+        allowed_overlap = check_leakage(r, cache, self.source)
         self.write_run_files(cache)
         t0 = time.perf_counter()
         # Fresh, or the saved weights of [model] init (contract checked against this cache, strict load).
@@ -188,6 +192,8 @@ class Run:
                 "eval_seconds": time.perf_counter() - t1,
                 "eval": [row.to_json() for row in rows],
             }
+            if allowed_overlap is not None:
+                results["allowed_overlap"] = allowed_overlap
             atomic_write_json(self.run_dir / "results.json", results)
             from ecgforge.app.report import plot_run
 
@@ -219,6 +225,7 @@ def evaluate_run(run_dir: Path, overrides: list[str], reporter: Reporter | None 
         raise UserError(f"{resolved}: model.encoder differs from {run_dir / 'encoder.json'}; eval cannot change the encoder")
     cache = Cache(r.data.cache, in_memory=r.data.in_memory)
     check_contract(meta, fs_hz=cache.fs_hz, leads=list(cache.leads), source=str(cache.path))
+    allowed_overlap = check_leakage(r, cache, str(resolved))
     with RunLock(run_dir):
         rows = evaluate(r, cache, encoder, default_device(), reporter, run_dir)
         path = run_dir / "results.json"
@@ -226,6 +233,9 @@ def evaluate_run(run_dir: Path, overrides: list[str], reporter: Reporter | None 
         results = {**previous, "recipe": r.name, "seed": r.seed, "cache": str(cache.path),
                    "cache_spec_hash": cache.spec_hash, "eval": [row.to_json() for row in rows],
                    "eval_overrides": list(overrides)}
+        results.pop("allowed_overlap", None)
+        if allowed_overlap is not None:
+            results["allowed_overlap"] = allowed_overlap
         atomic_write_json(path, results)
         plot_run(run_dir)
     return results

@@ -1,0 +1,113 @@
+"""The leakage guard: a run refuses to test on what it trained on, unless the recipe says so and why.
+
+Two checks, for every ``[[eval]]`` table, on the splits as the run selects them (``data.splits``, with CinC
+``HR*`` records dropped when ``exclude_ptbxl_overlap``):
+
+- ``pretrain`` / ``test``: the records (and patients) of ``data.pretrain_split`` against the table's test split,
+  also across caches (PTB-XL ECGs inside a CinC cache are the same ECGs as in a PTB-XL cache);
+- ``train`` / ``test``: the patients of the table's training split against its test split.
+
+Any overlap stops ``ecgforge validate`` / ``run`` / ``eval`` with one line naming the two splits and the count,
+unless ``data.allow_overlap`` names both roles (with ``allow_overlap_reason``); then results.json records it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecgforge.config_files import RecipeError
+from ecgforge.data.cache import Cache
+from ecgforge.data.leakage import n_shared, patient_keys, record_keys
+from ecgforge.data.splits import select
+from ecgforge.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Two splits in two roles that share ``count`` records or patients."""
+
+    roles: tuple[str, str]
+    splits: tuple[str, str]
+    unit: str  # "records" | "patients"
+    count: int
+    eval_index: int
+
+    def line(self) -> str:
+        (ra, rb), (sa, sb) = self.roles, self.splits
+        return (f"eval[{self.eval_index}]: {ra} split {sa!r} and {rb} split {sb!r} share {self.count} {self.unit}")
+
+
+def _test_split(ev: Any) -> str | None:
+    # Identification tests on its whole `split`; every other protocol has a `test_split`.
+    return getattr(ev, "test_split", None) or getattr(ev, "split", None)
+
+
+def find_overlaps(recipe: Recipe, cache: Cache, open_cache: Callable[[str], Cache]) -> list[Overlap]:
+    """Every overlap of the recipe's roles; ``open_cache(path)`` opens an evaluation's other cache."""
+    d = recipe.data
+    memo: dict[tuple[str, str], np.ndarray] = {}
+
+    def indices(c: Cache, split: str) -> np.ndarray:
+        key = (str(c.path), split)
+        if key not in memo:
+            memo[key] = select(c, d.splits[split], d.exclude_ptbxl_overlap)
+        return memo[key]
+
+    out: list[Overlap] = []
+    pre = indices(cache, d.pretrain_split) if recipe.ssl is not None else None
+    for i, ev in enumerate(recipe.eval):
+        test = _test_split(ev)
+        if test is None or test not in d.splits:
+            continue  # the protocol reports an unknown split itself
+        tcache = cache if getattr(ev, "cache", None) is None else open_cache(ev.cache)
+        te = indices(tcache, test)
+        if pre is not None:
+            n = n_shared(record_keys(cache, pre), record_keys(tcache, te))
+            unit = "records"
+            if n == 0:
+                n, unit = n_shared(patient_keys(cache, pre), patient_keys(tcache, te)), "patients"
+            if n:
+                out.append(Overlap(("pretrain", "test"), (d.pretrain_split, test), unit, n, i))
+        train = getattr(ev, "train_split", None)
+        train_cache = getattr(ev, "train_cache", None)
+        if train is not None and train in d.splits and train != test:
+            rcache = tcache if train_cache is None else open_cache(train_cache)  # identification's arcface
+            n = n_shared(patient_keys(rcache, indices(rcache, train)), patient_keys(tcache, te))
+            if n:
+                out.append(Overlap(("train", "test"), (train, test), "patients", n, i))
+    return out
+
+
+def check_leakage(recipe: Recipe, cache: Cache, source: str,
+                  open_cache: Callable[[str], Cache] = Cache) -> dict[str, Any] | None:
+    """Refuse (RecipeError, one line) an overlap the recipe does not allow; return what results.json records
+    of the allowed ones (``allowed_overlap``), None when there is none."""
+    d = recipe.data
+    found = find_overlaps(recipe, cache, open_cache)
+    refused = [o for o in found if not set(o.roles) <= set(d.allow_overlap)]
+    if refused:
+        o = refused[0]
+        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        raise RecipeError(f"{source}: leakage: {o.line()}{more}; make them disjoint or set data.allow_overlap = "
+                          f"{json.dumps(list(o.roles))} with data.allow_overlap_reason")
+    if not found:
+        return None
+    return {"roles": list(d.allow_overlap), "reason": d.allow_overlap_reason, "overlaps": [o.line() for o in found]}
+
+
+def validate_leakage(recipe: Recipe, source: str) -> str:
+    """``ecgforge validate``'s leakage check: raises as `check_leakage` where the caches exist; otherwise the
+    note that it runs when the run has built them (a recipe is valid before its cache is built)."""
+    paths = [recipe.data.cache, *(p for ev in recipe.eval for p in (getattr(ev, "cache", None),
+                                                                     getattr(ev, "train_cache", None)) if p)]
+    absent = [p for p in dict.fromkeys(paths) if not Path(p).is_file()]
+    if absent:
+        return f"; leakage not checked: {', '.join(absent)} not built yet (run checks it)"
+    allowed = check_leakage(recipe, Cache(recipe.data.cache), source)
+    return f"; allowed overlap: {'; '.join(allowed['overlaps'])}" if allowed else ""
