@@ -115,3 +115,19 @@ def test_validation_split_is_drawn_with_the_label_fraction(cache: Cache) -> None
     assert n[1.0] == n_val_full and 0 < n[0.25] < n_val_full and n[0.25] % 3 == 0  # whole patients
     kept = _protocol(LinearProbe, **common, subsample_val=False).run(ctx)
     assert {r["n_val_records"] for r in kept} == {n_val_full}
+
+
+def test_each_split_is_embedded_once_across_protocols(cache: Cache) -> None:  # noqa: F811
+    """Linear probe, robustness and k-NN on one run share their clean embeddings: per encoder, train, val and
+    test are embedded once, plus the one noisy test condition robustness adds."""
+    from ecgforge.evaluation.knn import KNN
+    from ecgforge.evaluation.robustness import Robustness
+
+    ctx = context(cache, lambda init, seed: Reader(250) if init == "pretrained" else tiny_encoder(seed))
+    common = dict(task="label", bootstrap=0, label_fractions=[0.5, 1.0])
+    _protocol(LinearProbe, **common, epochs=2).run(ctx)
+    assert ctx.features.computed == 2 * 3  # 2 encoders x (train, val, test)
+    _protocol(Robustness, **common, epochs=2, noise_levels=[1], lead_subsets=["12"]).run(ctx)
+    assert ctx.features.computed == 2 * 3 + 2  # only the noisy test windows are new
+    _protocol(KNN, **common, k=3).run(ctx)
+    assert ctx.features.computed == 2 * 3 + 2
