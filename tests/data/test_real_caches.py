@@ -171,3 +171,46 @@ def test_cinc_cache_samples_match_rdrecord(cinc: tuple[dict, Path], shared_data:
                                        err_msg=c.record_id[i])
         checked[c.source[i]] += 1
     assert set(checked) == set(c.source)  # every sub-database, .mat signals at 500 and 1000 Hz
+
+
+# ----------------------------------------------------------------------------------------------- leakage
+
+
+def _shipped_recipes() -> list[Path]:
+    return sorted(p for p in (ROOT / "recipes").rglob("*.toml") if "caches" not in p.parts)
+
+
+def test_every_shipped_recipe_passes_the_leakage_guard_on_the_real_samples(
+        ptbxl: tuple[dict, Path], cinc: tuple[dict, Path], tmp_path: Path) -> None:
+    """Each shipped run recipe, on the real PTB-XL folds and CinC sample, tests on nothing it trains on; the
+    lead_agnostic recipes as they were (pretraining on every Chapman-Shaoxing record and on the HR* PTB-XL
+    ECGs that identification tests on) are refused."""
+    from ecgforge.app.leakage import check_leakage
+    from ecgforge.app.recipes import load_run_recipe
+    from ecgforge.config_files import RecipeError
+
+    built = {"ptbxl": Cache(ptbxl[1]), "cinc": Cache(cinc[1])}
+
+    def open_cache(path: str) -> Cache:  # the 500 Hz PTB-XL cache holds the same ECGs as the 100 Hz one
+        return built["cinc" if "cinc" in Path(path).name else "ptbxl"]
+
+    checked = 0
+    for path in _shipped_recipes():
+        recipe = load_run_recipe(path)
+        name = Path(recipe.data.cache).name
+        if not name.startswith(("ptbxl", "cinc")):
+            continue
+        assert check_leakage(recipe, open_cache(name), str(path), open_cache) is None, path
+        checked += 1
+    assert checked >= 10
+    old = ROOT / "recipes/papers/lead_agnostic/cmsc.toml"
+    text = old.read_text().replace(
+        'pretrain = { source = ["cpsc_2018", "cpsc_2018_extra", "georgia", "chapman_shaoxing", "ningbo"], '
+        'fold = [1, 2, 3, 4, 5, 6, 7, 8] }',
+        'pretrain = { source = ["cpsc_2018", "cpsc_2018_extra", "georgia", "ptb-xl", "chapman_shaoxing", "ningbo"] }',
+    ).replace('pretrain_split = "pretrain"', 'pretrain_split = "pretrain"\nexclude_ptbxl_overlap = false')
+    assert text != old.read_text()
+    leaky = tmp_path / "cmsc.toml"  # its relative paths resolve against the working directory, as before
+    leaky.write_text(text)
+    with pytest.raises(RecipeError, match="leakage: eval"):
+        check_leakage(load_run_recipe(leaky), built["cinc"], "cmsc.toml", open_cache)
