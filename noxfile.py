@@ -31,10 +31,29 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def smoke(session: nox.Session) -> None:
-    """The quickstart end to end, then every paper recipe for a few steps on CPU."""
+    """The quickstart end to end, the PTB-XL suite on ../shared/data (shrunk by --set), then every paper
+    recipe for a few steps on CPU."""
     install(session)
     session.run("ecgforge", "run", "recipes/quickstart.toml", "--overwrite")
+    session.run("ecgforge", "run", "recipes/suites/ptbxl.toml", "--overwrite", *suite_smoke_overrides("recipes/suites/ptbxl.toml"))
     session.run("pytest", "-m", "slow", *session.posargs)
+
+
+def suite_smoke_overrides(path: str) -> list[str]:
+    """``--set`` options that shrink a benchmark suite to minutes on a CPU, every table kept: one seed, a
+    width-8 stand-in encoder, 3 probe epochs, 4 fine-tuning steps, 20 bootstrap resamples."""
+    import tomllib
+
+    with open(path, "rb") as f:
+        tables = tomllib.load(f)["eval"]
+    out = ["--set", "model.encoder.width=8"]
+    for i, t in enumerate(tables):
+        out += ["--set", f"eval.{i}.seeds=[0]", "--set", f"eval.{i}.bootstrap=20"]
+        if t["kind"] == "finetune":
+            out += ["--set", f"eval.{i}.steps=4", "--set", f"eval.{i}.head_epochs=0"]
+        else:
+            out += ["--set", f"eval.{i}.epochs=3"]
+    return out
 
 
 @nox.session(default=False)
