@@ -41,7 +41,8 @@ def smoke(session: nox.Session) -> None:
 
 def suite_smoke_overrides(path: str) -> list[str]:
     """``--set`` options that shrink a benchmark suite to minutes on a CPU, every table kept: one seed, a
-    width-8 stand-in encoder, 3 probe epochs, 4 fine-tuning steps, 20 bootstrap resamples."""
+    width-8 stand-in encoder, 3 probe epochs, fine-tuning at 10 % of the labels for 4 steps, 20 bootstrap
+    resamples."""
     import tomllib
 
     with open(path, "rb") as f:
@@ -50,7 +51,8 @@ def suite_smoke_overrides(path: str) -> list[str]:
     for i, t in enumerate(tables):
         out += ["--set", f"eval.{i}.seeds=[0]", "--set", f"eval.{i}.bootstrap=20"]
         if t["kind"] == "finetune":
-            out += ["--set", f"eval.{i}.steps=4", "--set", f"eval.{i}.head_epochs=0"]
+            out += ["--set", f"eval.{i}.steps=4", "--set", f"eval.{i}.head_epochs=0",
+                    "--set", f"eval.{i}.val_every_steps=4", "--set", f"eval.{i}.label_fractions=[0.1]"]
         else:
             out += ["--set", f"eval.{i}.epochs=3"]
     return out

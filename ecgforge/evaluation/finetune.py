@@ -23,8 +23,8 @@ about 30 steps, which leaves every row undertrained; so the whole-network phase 
 ``max(epochs x batches per epoch, min_steps)`` steps (``steps``, when given, exactly that many), the floor
 ``min_steps`` being the same at every label fraction. The validation split (the fraction's draw of it) is scored
 every ``val_every_steps`` steps and at the last; the best state by the task's primary metric is kept in
-memory and tested. Rows carry ``steps`` (run), ``selected_step`` and ``selected_epoch`` (passes over the
-training subset at that step).
+memory and tested. Rows carry ``steps`` (run), ``selected_step``, ``selected_epoch`` (passes over the
+training subset at that step) and ``val_score`` (the primary metric on the validation records there).
 
 Reference options (hhi-aml/ecg-selfsupervised ``eval.py``, fairseq-signals): ``head = "mlp"`` is their
 fine-tuning head (`heads.reference_mlp_head`), ``lr_group_factor`` their layer-wise discriminative rates
@@ -261,6 +261,7 @@ def fit(
     facts = {
         "head_lr": lr, "encoder_lr": encoder_lr, "steps": n_head + n_full, "head_steps": n_head,
         "selected_step": int(best[2]), "selected_epoch": int(max(best[2] - 1, 0) // per_epoch),
+        "val_score": float(best[0]) if val_tiles is not None and np.isfinite(best[0]) else None,
         "encoder_changed": state_dict_hash(model.encoder) != before,
     }
     return model, facts

@@ -27,7 +27,7 @@ def test_rows_carry_steps_and_the_chosen_step(cache) -> None:  # noqa: ANN001, F
                      head_epochs=1, epochs=1, min_steps=12, val_every_steps=4, bootstrap=0, batch_size=8).run(ctx)
     for r in rows:
         assert r["head_steps"] >= 1 and r["steps"] >= r["head_steps"] + (12 if r["init"] == "supervised" else 0)
-        assert 0 < r["selected_step"] <= r["steps"]
+        assert 0 < r["selected_step"] <= r["steps"] and 0 <= r["val_score"] <= 1
         if r["init"] == "supervised":  # candidates: every 4th whole-network step and the last
             assert r["selected_step"] > r["head_steps"]
             assert (r["selected_step"] - r["head_steps"]) % 4 == 0 or r["selected_step"] == r["steps"]
