@@ -31,11 +31,12 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def smoke(session: nox.Session) -> None:
-    """The quickstart end to end, the PTB-XL suite on ../shared/data (shrunk by --set), then every paper
+    """The quickstart end to end, the PTB-XL and CinC suites on ../shared/data (shrunk by --set), then every paper
     recipe for a few steps on CPU."""
     install(session)
     session.run("ecgforge", "run", "recipes/quickstart.toml", "--overwrite")
     session.run("ecgforge", "run", "recipes/suites/ptbxl.toml", "--overwrite", *suite_smoke_overrides("recipes/suites/ptbxl.toml"))
+    session.run("ecgforge", "run", "recipes/suites/cinc2021.toml", "--overwrite", *suite_smoke_overrides("recipes/suites/cinc2021.toml"))
     session.run("pytest", "-m", "slow", *session.posargs)
 
 
