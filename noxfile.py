@@ -31,10 +31,32 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def smoke(session: nox.Session) -> None:
-    """The quickstart end to end, then every paper recipe for a few steps on CPU."""
+    """The quickstart end to end, the PTB-XL and CinC suites on ../shared/data (shrunk by --set), then every paper
+    recipe for a few steps on CPU."""
     install(session)
     session.run("ecgforge", "run", "recipes/quickstart.toml", "--overwrite")
+    session.run("ecgforge", "run", "recipes/suites/ptbxl.toml", "--overwrite", *suite_smoke_overrides("recipes/suites/ptbxl.toml"))
+    session.run("ecgforge", "run", "recipes/suites/cinc2021.toml", "--overwrite", *suite_smoke_overrides("recipes/suites/cinc2021.toml"))
     session.run("pytest", "-m", "slow", *session.posargs)
+
+
+def suite_smoke_overrides(path: str) -> list[str]:
+    """``--set`` options that shrink a benchmark suite to minutes on a CPU, every table kept: one seed, a
+    width-8 stand-in encoder, 3 probe epochs, fine-tuning at 10 % of the labels for 4 steps, 20 bootstrap
+    resamples."""
+    import tomllib
+
+    with open(path, "rb") as f:
+        tables = tomllib.load(f)["eval"]
+    out = ["--set", "model.encoder.width=8"]
+    for i, t in enumerate(tables):
+        out += ["--set", f"eval.{i}.seeds=[0]", "--set", f"eval.{i}.bootstrap=20"]
+        if t["kind"] == "finetune":
+            out += ["--set", f"eval.{i}.steps=4", "--set", f"eval.{i}.head_epochs=0",
+                    "--set", f"eval.{i}.val_every_steps=4", "--set", f"eval.{i}.label_fractions=[0.1]"]
+        else:
+            out += ["--set", f"eval.{i}.epochs=3"]
+    return out
 
 
 @nox.session(default=False)

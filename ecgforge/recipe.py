@@ -36,6 +36,11 @@ class DataConfig(Strict):
         default_factory=lambda: {"train": {"fold": [1, 2, 3, 4, 5, 6, 7, 8]}, "val": {"fold": [9]}, "test": {"fold": [10]}},
         description="split name -> {metadata column: allowed value(s)}; 'strat_fold' is an alias of 'fold'",
     )
+    fallback_splits: dict[str, Selector] = Field(
+        default_factory=dict,
+        description="used instead of `splits` (all of them) on a cache where some split of `splits` selects no "
+                    "record, e.g. PTB-XL folds 1-8/9/10 on a copy with folds 1-3; same split names; the run "
+                    "says so and resolved.toml keeps the splits used")
     pretrain_split: str = "train"
     exclude_ptbxl_overlap: bool = Field(True, description="drop CinC 'HR*' records that are PTB-XL ECGs")
     in_memory: bool = Field(False, description="load the whole cache into RAM (fast; for caches that fit)")
@@ -50,6 +55,9 @@ class DataConfig(Strict):
     def _pretrain_split_exists(self) -> DataConfig:
         if self.pretrain_split not in self.splits:
             raise ValueError(f"pretrain_split {self.pretrain_split!r} is not one of splits {sorted(self.splits)}")
+        if self.fallback_splits and set(self.fallback_splits) != set(self.splits):
+            raise ValueError(f"fallback_splits names {sorted(self.fallback_splits)}; it must name the splits of "
+                             f"`splits`: {sorted(self.splits)}")
         if self.allow_overlap:
             if "test" not in self.allow_overlap or len(set(self.allow_overlap)) < 2:
                 raise ValueError(f"allow_overlap {self.allow_overlap}: name 'test' and the role it may share with "
@@ -72,6 +80,9 @@ class ModelConfig(Strict):
         None, description="start from a saved encoder: a run directory, an export, its encoder.json, or a "
         "fairseq-signals .pt; relative paths resolve against the working directory",
     )
+    encoder_is_default: bool = Field(
+        False, description="true: [model.encoder] applies only without `init` (a benchmark suite's stand-in "
+        "encoder); with `init` the saved encoder's config replaces it instead of having to equal it")
 
     @model_validator(mode="before")
     @classmethod

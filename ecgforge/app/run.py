@@ -21,7 +21,7 @@ from accelerate.utils import set_seed
 from torch import nn
 
 from ecgforge.app.leakage import check_leakage
-from ecgforge.app.recipes import load_run_recipe
+from ecgforge.app.recipes import load_run_recipe, resolve_splits
 from ecgforge.config_files import to_toml_dict
 from ecgforge.data.cache import Cache, CacheError
 from ecgforge.data.cache_build import BuildSummary, build_cache
@@ -167,6 +167,7 @@ class Run:
         r = self.recipe
         set_seed(r.seed)
         cache = self.ensure_cache()
+        r = self.recipe = resolve_splits(r, cache, self.reporter.note)  # a suite on a subset of its folds
         # Before any training: a recipe that tests on what it trains on is refused here, not reported later.
         allowed_overlap = check_leakage(r, cache, self.source)
         self.write_run_files(cache)
@@ -224,6 +225,7 @@ def evaluate_run(run_dir: Path, overrides: list[str], reporter: Reporter | None 
         # The random/supervised references are built from model.encoder: they must match the saved weights.
         raise UserError(f"{resolved}: model.encoder differs from {run_dir / 'encoder.json'}; eval cannot change the encoder")
     cache = Cache(r.data.cache, in_memory=r.data.in_memory)
+    r = resolve_splits(r, cache, reporter.note)
     check_contract(meta, fs_hz=cache.fs_hz, leads=list(cache.leads), source=str(cache.path))
     allowed_overlap = check_leakage(r, cache, str(resolved))
     with RunLock(run_dir):

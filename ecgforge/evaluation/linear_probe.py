@@ -94,7 +94,7 @@ class LinearProbe:
                         head, pos, vpos = train_probe(ctx, data, c, init, seed, frac, tf)
                         scores = per_record(head.scores(f_te), t_te.record_of, len(data.test.indices))
                         row = ResultRow(
-                            kind="linear_probe", task=c.task, task_type=data.task_type, init=init,
+                            kind="linear_probe" if c.head == "linear" else "mlp_probe", task=c.task, task_type=data.task_type, init=init,
                             label_fraction=frac, seed=seed, split=c.test_split, primary=PRIMARY[data.task_type],
                             n_train_records=int(len(pos)), n_val_records=int(len(vpos)),
                             n_test_records=int(len(data.test.indices)), reference=leads == "12",

@@ -40,5 +40,6 @@ def train_probe(ctx: EvalContext, data: TaskData, cfg: ProbeConfig, init: str, s
     head = fit_linear_head(
         f_tr[win], data.train.y[t_tr.record_of[win]], data.task_type, data.n_out, val=val, epochs=cfg.epochs,
         lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, seed=seed,
+        mlp=(cfg.head_hidden, cfg.head_dropout) if cfg.head == "mlp" else None,
     )
     return head, pos, vpos

@@ -41,3 +41,9 @@ class ProbeConfig(ProtocolConfig, extra="forbid", frozen=True):
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(256, gt=0)
     val_split: str = "val"
+    head: Literal["linear", "mlp"] = Field(
+        "linear", description="linear, or mlp: one hidden layer with batch norm and dropout on the frozen "
+        "features (ecg-selfsupervised's create_head1d); mlp rows are reported as kind 'mlp_probe'")
+    head_hidden: int = Field(512, gt=0, description="hidden width of the mlp head")
+    head_dropout: float = Field(0.5, ge=0, lt=1, description="dropout before the mlp head's last layer "
+                                "(half of it before its first)")
