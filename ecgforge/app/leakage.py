@@ -13,6 +13,7 @@ unless ``data.allow_overlap`` names both roles (with ``allow_overlap_reason``); 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,7 +90,7 @@ def check_leakage(recipe: Recipe, cache: Cache, source: str,
     """Refuse (RecipeError, one line) an overlap the recipe does not allow; return what results.json records
     of the allowed ones (``allowed_overlap``), None when there is none."""
     d = recipe.data
-    found = find_overlaps(recipe, cache, open_cache)
+    found = find_overlaps(recipe, cache, functools.cache(open_cache))  # each other cache opened once
     refused = [o for o in found if not set(o.roles) <= set(d.allow_overlap)]
     if refused:
         o = refused[0]

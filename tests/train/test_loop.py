@@ -91,7 +91,7 @@ def _tb_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_tensorboard_tracker_logs_the_losses_and_the_recipe(tiny_cache: Path, tmp_path: Path) -> None:
-    pytest.importorskip("tensorboard")
+    pytest.importorskip("tensorboard", reason="tensorboard is an optional extra: pip install 'ecgforge[tensorboard]'")
     run(recipe_dict(tiny_cache, max_steps=3, trackers=["tensorboard"]), tmp_path / "tbrun")
     scalars = _tb_scalars(tmp_path / "tbrun")
     rows = [json.loads(x) for x in (tmp_path / "tbrun" / "metrics" / "train.jsonl").read_text().splitlines()]
