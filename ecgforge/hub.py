@@ -58,6 +58,8 @@ def import_hub(what: str) -> Any:
     """The ``huggingface_hub`` module, or HubError saying in one line what to install."""
     try:
         import huggingface_hub
+        import huggingface_hub.errors  # noqa: F401 - submodules the error mapping reads
+        import huggingface_hub.utils  # noqa: F401
     except ImportError:
         raise HubError(f"{what} needs huggingface_hub, which is not installed: {INSTALL_HINT}") from None
     return huggingface_hub
@@ -66,23 +68,27 @@ def import_hub(what: str) -> Any:
 def hub_error_line(hub: Any, exc: Exception, target: str) -> str | None:
     """One line for a ``huggingface_hub`` error a user can fix (unknown repo, revision, offline, no token),
     or None for anything else (a bug keeps its traceback)."""
-    errors = hub.errors
+    errors, constants = hub.errors, hub.constants
     if isinstance(exc, errors.RevisionNotFoundError):
-        return f"{target}: no such revision on {hub.constants.ENDPOINT} (a branch, tag or commit hash)"
+        return f"{target}: no such revision on {constants.ENDPOINT} (a branch, tag or commit hash)"
     if isinstance(exc, errors.RepositoryNotFoundError):
-        return (f"{target}: no such repository on {hub.constants.ENDPOINT}, or it is private and no token allows "
+        return (f"{target}: no such repository on {constants.ENDPOINT}, or it is private and no token allows "
                 "it (set HF_TOKEN or run `hf auth login`)")
+    if isinstance(exc, errors.LocalEntryNotFoundError):  # (a subclass of EntryNotFoundError)
+        why = ("HF_HUB_OFFLINE is set and it is not in the local cache" if constants.HF_HUB_OFFLINE
+               else f"{constants.ENDPOINT} cannot be reached and it is not in the local cache")
+        return f"{target}: {why} ({constants.HF_HUB_CACHE})"
     if isinstance(exc, errors.EntryNotFoundError):
         return f"{target}: the repository lacks a file of an ecgforge export ({', '.join(EXPORT_FILES[:2])})"
-    if isinstance(exc, errors.LocalEntryNotFoundError):
-        why = ("HF_HUB_OFFLINE is set and it is not in the local cache" if hub.constants.HF_HUB_OFFLINE
-               else f"{hub.constants.ENDPOINT} cannot be reached and it is not in the local cache")
-        return f"{target}: {why} ({hub.constants.HF_HUB_CACHE})"
+    if isinstance(exc, hub.utils.OfflineModeIsEnabled):
+        return f"{target}: HF_HUB_OFFLINE is set; unset it to reach {constants.ENDPOINT}"
     if isinstance(exc, errors.HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else "?"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         hint = " (set HF_TOKEN or run `hf auth login`)" if status in (401, 403) else ""
         return f"{target}: the Hub answered {status}: {first}{hint}"
+    if type(exc).__module__.split(".")[0].startswith("httpx"):  # no route, refused, timed out, TLS
+        return f"{target}: cannot reach {constants.ENDPOINT} ({type(exc).__name__}: {exc})"
     return None
 
 
