@@ -6,7 +6,7 @@ Endpoints (as ``huggingface_hub`` 2.x calls them; every file is answered ``uploa
 content travels base64 in the commit and no LFS or Xet storage is involved):
 
     POST /api/validate-yaml                           README.md front matter: YAML mapping, model-index fields
-    POST /api/repos/create                            {name, organization, private} -> {url}; 409 if it exists
+    POST /api/repos/create                            {name, organization, visibility} -> {url}; 409 if exists
     POST /api/models/{repo}/branch/{branch}           from the default branch; 409 if it exists
     POST /api/models/{repo}/preupload/{rev}           {files: [{path, sample, size}]} -> regular, not ignored
     POST /api/models/{repo}/commit/{rev}              NDJSON: header, file (base64), deletedFile -> {commitOid}
@@ -183,7 +183,7 @@ class HubStandIn:
             repo_id = f"{req['organization']}/{req['name']}"
             if repo_id in self.repos:
                 return 409, {}, {"error": "You already created this model repo", "url": f"{self.url}/{repo_id}"}
-            repo = self.repos[repo_id] = Repo(private=bool(req.get("private")))
+            repo = self.repos[repo_id] = Repo(private=bool(req.get("private")) or req.get("visibility") == "private")
             repo.branches["main"] = self._new_commit(repo, None, {}, "initial commit")
             return 200, {}, {"url": f"{self.url}/{repo_id}"}
         if p[:2] == ["api", "models"] and len(p) >= 4:

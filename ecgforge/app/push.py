@@ -58,7 +58,7 @@ def push(src: str | Path, repo_id: str, *, private: bool = False, revision: str 
         api = hub.HfApi()
         target = f"hf://{where.repo_id}" + (f"@{revision}" if revision else "")
         try:
-            api.create_repo(where.repo_id, repo_type="model", private=private, exist_ok=True)
+            api.create_repo(where.repo_id, repo_type="model", private=True if private else None, exist_ok=True)
             if revision:
                 api.create_branch(where.repo_id, branch=revision, repo_type="model", exist_ok=True)
             info = api.upload_folder(repo_id=where.repo_id, repo_type="model", folder_path=str(folder),
