@@ -289,7 +289,7 @@ def cache_verify(path: Annotated[Path, typer.Argument(help="cache file")]) -> No
 @user_errors
 def embed(
     encoder: Annotated[str, typer.Argument(
-        help="run directory, export folder, hf://ORG/NAME[@REVISION] (needs ecgforge[hub]), or fairseq-signals .pt")],
+        help=r"run directory, export folder, hf://ORG/NAME\[@REVISION] (needs ecgforge\[hub]), or fairseq-signals .pt")],
     cache: Annotated[Path, typer.Option("--cache", help="HDF5 cache to embed")],
     out_path: Annotated[Path, typer.Option("--out", help="embeddings HDF5 to write (atomically)")],
     split: Annotated[list[str] | None, typer.Option(
@@ -340,7 +340,7 @@ def push(
     revision: Annotated[str | None, typer.Option("--revision", help="branch to commit to (created if absent)")] = None,
     message: Annotated[str | None, typer.Option("--message", help="commit message")] = None,
 ) -> None:
-    """Upload an export to the Hugging Face Hub (needs ecgforge[hub] and HF_TOKEN); loads as hf://ORG/NAME."""
+    r"""Upload an export to the Hugging Face Hub (needs ecgforge\[hub] and HF_TOKEN); loads as hf://ORG/NAME."""
     from ecgforge.app.push import push as push_export
 
     info = push_export(src, repo, private=private, revision=revision, message=message)
