@@ -162,7 +162,9 @@ def model_card(meta: dict[str, Any], *, name: str, folder: str, recipe_text: str
         f"z = enc(x)                                     # (1, {meta.get('embed_dim', 'D')})",
         "```",
         "",
-        f"or `ecgforge embed {folder} --cache CACHE.h5 --out embeddings.h5` for a whole cache.",
+        f"or `ecgforge embed {folder} --cache CACHE.h5 --out embeddings.h5` for a whole cache."
+        + ("" if folder.startswith("hf://") else " On the Hugging Face Hub (after `ecgforge push "
+           f"{folder} --repo ORG/NAME`) the path is `hf://ORG/NAME[@REVISION]`."),
         "",
         "## Input contract",
         "",
