@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -41,6 +40,7 @@ from tests.test_encoder_files import LEADS, SPLITS, embed_all, make_cache, one_l
 
 hf = pytest.importorskip("huggingface_hub")
 import huggingface_hub.constants as hf_constants  # noqa: E402 - after the importorskip
+import yaml  # noqa: E402 - PyYAML comes with huggingface_hub
 
 ROOT = Path(__file__).resolve().parents[2]
 cli = CliRunner()
