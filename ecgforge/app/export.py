@@ -107,6 +107,8 @@ def card_metadata(meta: dict[str, Any], *, name: str, results: dict[str, Any] | 
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+#: Plain words YAML 1.1 readers (PyYAML) turn into booleans or null: such keys are quoted.
+_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
 
 
 def _yaml_scalar(v: Any) -> str:
@@ -121,7 +123,8 @@ def _yaml_lines(value: Any, indent: int) -> list[str]:
     if isinstance(value, dict):
         out = []
         for k, v in value.items():
-            key = k if _PLAIN_KEY.fullmatch(k) else json.dumps(k, ensure_ascii=False)
+            plain = _PLAIN_KEY.fullmatch(k) and k.lower() not in _YAML_WORDS
+            key = k if plain else json.dumps(k, ensure_ascii=False)
             if isinstance(v, (dict, list)) and v:
                 out += [f"{pad}{key}:", *_yaml_lines(v, indent + 2)]
             else:

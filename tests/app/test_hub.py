@@ -153,9 +153,15 @@ def test_card_metadata_survives_awkward_names(tmp_path: Path, work: dict[str, Pa
     meta = json.loads((run / "encoder.json").read_text())
     meta["recipe"] = 'x: "y" # z\n- w'
     (run / "encoder.json").write_text(json.dumps(meta))
+    # A condition key YAML 1.1 would read as a boolean, and a value with quotes.
+    results = json.loads((run / "results.json").read_text())
+    for row in results["eval"]:
+        row.update({"on": 'a "b": c', "condition_keys": ["on"]})
+    (run / "results.json").write_text(json.dumps(results))
     out = export(run, tmp_path / "out")
     data = front_matter((out / "README.md").read_text())
     assert data["library_name"] == "ecgforge" and data["model-index"][0]["name"] == meta["recipe"]
+    assert {r["dataset"]["args"]["on"] for r in data["model-index"][0]["results"]} == {'a "b": c'}
     assert card_problems((out / "README.md").read_text()) == []
     (run / "results.json").unlink()
     data = front_matter((export(run, tmp_path / "out2") / "README.md").read_text())
