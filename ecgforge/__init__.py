@@ -8,8 +8,9 @@ from ecgforge.version import __version__
 
 if TYPE_CHECKING:
     from ecgforge.encoder_files import load_encoder
+    from ecgforge.factory import create_encoder
 
-__all__ = ["__version__", "load_encoder"]
+__all__ = ["__version__", "create_encoder", "load_encoder"]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,4 +19,8 @@ def __getattr__(name: str) -> Any:
         from ecgforge.encoder_files import load_encoder
 
         return load_encoder
+    if name == "create_encoder":
+        from ecgforge.factory import create_encoder
+
+        return create_encoder
     raise AttributeError(f"module 'ecgforge' has no attribute {name!r}")

@@ -288,7 +288,8 @@ def cache_verify(path: Annotated[Path, typer.Argument(help="cache file")]) -> No
 @app.command()
 @user_errors
 def embed(
-    encoder: Annotated[str, typer.Argument(help="run directory, export folder, or fairseq-signals .pt")],
+    encoder: Annotated[str, typer.Argument(
+        help=r"run directory, export folder, hf://ORG/NAME\[@REVISION] (needs ecgforge\[hub]), or fairseq-signals .pt")],
     cache: Annotated[Path, typer.Option("--cache", help="HDF5 cache to embed")],
     out_path: Annotated[Path, typer.Option("--out", help="embeddings HDF5 to write (atomically)")],
     split: Annotated[list[str] | None, typer.Option(
@@ -328,6 +329,25 @@ def export(
 
     path = export_encoder(run_dir, out_dir, overwrite=overwrite)
     out.print(f"[green]exported[/] {run_dir} -> {path} (encoder.json, encoder.safetensors, README.md)", highlight=False)
+
+
+@app.command()
+@user_errors
+def push(
+    src: Annotated[Path, typer.Argument(help="export folder, or a run directory / fairseq .pt (exported on the way)")],
+    repo: Annotated[str, typer.Option("--repo", help="Hub model repository ORG/NAME (created if absent)")],
+    private: Annotated[bool, typer.Option("--private", help="create the repository private")] = False,
+    revision: Annotated[str | None, typer.Option("--revision", help="branch to commit to (created if absent)")] = None,
+    message: Annotated[str | None, typer.Option("--message", help="commit message")] = None,
+) -> None:
+    r"""Upload an export to the Hugging Face Hub (needs ecgforge\[hub] and HF_TOKEN); loads as hf://ORG/NAME."""
+    from ecgforge.app.push import push as push_export
+
+    info = push_export(src, repo, private=private, revision=revision, message=message)
+    via = " (exported on the way)" if info["exported"] else ""
+    at = f"@{info['revision']}" if revision else ""
+    out.print(f"[green]pushed[/] {src}{via} -> hf://{info['repo_id']}{at}: {', '.join(info['files'])}; "
+              f"commit {info['commit']} ({info['url']})", highlight=False)
 
 
 def main() -> None:

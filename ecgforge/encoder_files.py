@@ -6,8 +6,11 @@ mismatch rather than guessing (no silent resampling or lead reordering), and ref
 missing or unexpected keys: a loader that silently leaves weights random is the most reported failure of
 ECG SSL codebases.
 
-Three things load: a run directory or an export (a folder holding both files), either file itself, and a
-fairseq-signals wav2vec 2.0 checkpoint (``.pt``; Oh et al. 2022), converted by ``encoders.fairseq_import``.
+Four things load: a run directory or an export (a folder holding both files), either file itself, an export
+on the Hugging Face Hub (``hf://ORG/NAME[@REVISION]``, downloaded by ``ecgforge.hub`` into huggingface_hub's
+cache, then loaded as a local export), and a fairseq-signals wav2vec 2.0 checkpoint (``.pt``; Oh et al. 2022),
+converted by ``encoders.fairseq_import``. Loading checks the weights file against the sha256 ``encoder.json``
+records, so a file swapped or damaged after saving (or on the way from the Hub) is refused.
 A fairseq checkpoint stores no input contract, so the one attached to it is fairseq-signals' default
 preprocessing (``preprocess_physionet2021.py``: 500 Hz, 1-47 Hz band-pass, per-lead z-score; 5 s crops) and
 is marked ``"assumed": true``.
@@ -31,6 +34,7 @@ from ecgforge.data.leads import CANONICAL_LEADS
 from ecgforge.encoders import ENCODERS
 from ecgforge.errors import UserError
 from ecgforge.fsio import atomic_file, atomic_write_json
+from ecgforge.hub import download, is_hub_path
 from ecgforge.registry import build
 from ecgforge.version import __version__
 
@@ -93,8 +97,17 @@ def _file_sha256(path: Path) -> str:
 
 
 def is_fairseq_checkpoint(path: str | Path) -> bool:
+    if is_hub_path(path):
+        return False
     p = Path(path)
     return p.suffix == ".pt" and p.is_file()
+
+
+def _local(path: str | Path) -> tuple[Path, dict[str, str] | None]:
+    """A local path for ``path``: itself, or the downloaded snapshot of an ``hf://`` export with its origin."""
+    if is_hub_path(path):
+        return download(str(path))
+    return Path(path), None
 
 
 def _encoder_dir(path: str | Path) -> Path:
@@ -115,7 +128,8 @@ def read_contract(path: str | Path) -> dict[str, Any]:
     """The ``encoder.json`` of a run directory / export (or the assumed contract of a fairseq ``.pt``)."""
     if is_fairseq_checkpoint(path):
         return _fairseq(path)[1]
-    d = _encoder_dir(path)
+    local, origin = _local(path)
+    d = _encoder_dir(local)
     try:
         meta = json.loads((d / "encoder.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -128,6 +142,8 @@ def read_contract(path: str | Path) -> dict[str, Any]:
     for key in ("config", "fs_hz", "leads"):
         if key not in meta:
             raise EncoderLoadError(f"{d / 'encoder.json'}: no {key!r} field; not an ecgforge encoder")
+    if origin is not None:  # where it came from, in memory only (embeddings record the contract they used)
+        meta["hub"] = origin
     return meta
 
 
@@ -197,8 +213,11 @@ def load_encoder_weights(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """
     if is_fairseq_checkpoint(path):
         return _fairseq(path)
-    d = _encoder_dir(path)
+    local, origin = _local(path)
+    d = _encoder_dir(local)
     meta = read_contract(d)
+    if origin is not None:
+        meta["hub"] = origin
     cfg = encoder_config(meta, str(d / "encoder.json"))
     encoder = build(ENCODERS, cfg)
     try:
@@ -206,6 +225,10 @@ def load_encoder_weights(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file is one line for the user
         raise EncoderLoadError(f"{d / 'encoder.safetensors'}: unreadable ({type(exc).__name__}: {exc})") from None
     _check_state(encoder, state, str(d / "encoder.safetensors"), cfg.kind)  # type: ignore[attr-defined]
+    want = meta.get("weights_sha256")
+    if want and (got := _file_sha256(d / "encoder.safetensors")) != want:
+        raise EncoderLoadError(f"{d / 'encoder.safetensors'}: sha256 {got[:12]}... differs from the "
+                               f"{want[:12]}... encoder.json records; the weights were changed or damaged after saving")
     encoder.load_state_dict(state, strict=True)
     return encoder, meta
 
@@ -263,7 +286,8 @@ def make_preprocess(contract: dict[str, Any], device_of: Callable[[], torch.devi
 
 
 def load_encoder(path: str | Path) -> nn.Module:
-    """A ready ``nn.Module`` in eval mode from a run directory, an export or a fairseq-signals ``.pt``.
+    """A ready ``nn.Module`` in eval mode from a run directory, an export (a folder, or ``hf://ORG/NAME[@REVISION]``
+    on the Hugging Face Hub; needs ``pip install 'ecgforge[hub]'``) or a fairseq-signals ``.pt``.
 
     The module carries its input contract: ``.contract`` (the ``encoder.json`` dict: ``fs_hz``, ``window_s``,
     ``leads``, ``units``, ``normalisation``, ``config``, ...) and ``.preprocess(signal, fs_hz, lead_names,
@@ -272,7 +296,7 @@ def load_encoder(path: str | Path) -> nn.Module:
 
     Example::
 
-        enc = ecgforge.load_encoder("runs/quickstart")
+        enc = ecgforge.load_encoder("runs/quickstart")  # or "hf://my-org/ecg-simclr@v1"
         z = enc(enc.preprocess(x, fs_hz=100, lead_names=leads))  # (1, enc.embed_dim)
     """
     encoder, meta = load_encoder_weights(path)

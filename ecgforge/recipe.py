@@ -77,8 +77,9 @@ class ModelConfig(Strict):
     encoder: EncoderConfig = Field(None, validate_default=False,  # type: ignore[assignment]
                                    description="required unless `init` gives it")
     init: str | None = Field(
-        None, description="start from a saved encoder: a run directory, an export, its encoder.json, or a "
-        "fairseq-signals .pt; relative paths resolve against the working directory",
+        None, description="start from a saved encoder: a run directory, an export, its encoder.json, a "
+        "fairseq-signals .pt, or an export on the Hugging Face Hub as hf://ORG/NAME[@REVISION] (needs "
+        "ecgforge[hub]); relative paths resolve against the working directory",
     )
     encoder_is_default: bool = Field(
         False, description="true: [model.encoder] applies only without `init` (a benchmark suite's stand-in "

@@ -10,6 +10,7 @@ the assumed fairseq-signals contract), after which it loads without fairseq or p
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -57,11 +58,98 @@ def eval_table(rows: list[ResultRow]) -> str:
     return "\n".join(lines)
 
 
+#: Model card tags every export carries (the Hub's search facets); the encoder kind and objective are added.
+BASE_TAGS = ("ecgforge", "ecg", "electrocardiogram", "biosignals", "self-supervised-learning")
+
+
+def card_metadata(meta: dict[str, Any], *, name: str, results: dict[str, Any] | None,
+                  cache_spec: dict[str, Any] | None) -> dict[str, Any]:
+    """The model card's YAML front matter (the Hub's metadata): ``library_name: ecgforge``, tags, datasets and a
+    ``model-index`` with one result per evaluation setting of the exported (``pretrained``) encoder.
+
+    Each result is the mean over seeds of a protocol x task x label fraction x condition group, with every
+    metric the rows report (primary first); the random-initialisation baselines stay in the card's table
+    only, since the model-index describes this model.
+    """
+    cfg = meta.get("config", {})
+    tags = list(BASE_TAGS) + [t for t in (cfg.get("kind"), meta.get("pretrained")) if t]
+    source = (cache_spec or {}).get("source", {}).get("kind")
+    data: dict[str, Any] = {"library_name": "ecgforge", "pipeline_tag": "feature-extraction",
+                            "tags": list(dict.fromkeys(tags))}
+    if source:
+        data["datasets"] = [source]
+    groups: dict[tuple[Any, ...], list[ResultRow]] = defaultdict(list)
+    for row in rows_from_json((results or {}).get("eval", [])):
+        if row.init == "pretrained":
+            groups[(row.kind, row.task, row.label_fraction, tuple(row.conditions.items()), row.split)].append(row)
+    entries = []
+    for (kind, task, frac, cond, split), rs in groups.items():
+        names = [rs[0].primary] + sorted(k for k in rs[0].metrics if k != rs[0].primary)
+        metrics = []
+        for metric in names:
+            vals = [v for r in rs if (v := r.value(metric)) is not None and np.isfinite(v)]
+            if vals:
+                metrics.append({"type": metric, "value": round(float(np.mean(vals)), 6), "name": metric,
+                                "args": {"seeds": len(vals)}})
+        if not metrics:
+            continue
+        condition = "".join(f", {k} {v}" for k, v in cond)
+        args = {"protocol": kind, "label_fraction": frac, **dict(cond)}
+        entries.append({
+            "task": {"type": task, "name": f"{kind} on {task} ({frac * 100:g}% of the labels{condition})"},
+            "dataset": {"type": source or "unknown", "name": (cache_spec or {}).get("name", source or "unknown"),
+                        "split": split, "args": args},
+            "metrics": metrics,
+        })
+    if entries:
+        data["model-index"] = [{"name": name, "results": entries}]
+    return data
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+#: Plain words YAML 1.1 readers (PyYAML) turn into booleans or null: such keys are quoted.
+_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
+
+
+def _yaml_scalar(v: Any) -> str:
+    # JSON scalars are YAML scalars: strings double-quoted with JSON's escapes, numbers, true/false/null.
+    if isinstance(v, float) and not np.isfinite(v):
+        return ".nan" if np.isnan(v) else (".inf" if v > 0 else "-.inf")
+    return json.dumps(v, ensure_ascii=False)
+
+
+def _yaml_lines(value: Any, indent: int) -> list[str]:
+    pad = " " * indent
+    if isinstance(value, dict):
+        out = []
+        for k, v in value.items():
+            plain = _PLAIN_KEY.fullmatch(k) and k.lower() not in _YAML_WORDS
+            key = k if plain else json.dumps(k, ensure_ascii=False)
+            if isinstance(v, (dict, list)) and v:
+                out += [f"{pad}{key}:", *_yaml_lines(v, indent + 2)]
+            else:
+                out.append(f"{pad}{key}: {_yaml_scalar(v) if not isinstance(v, (dict, list)) else json.dumps(v)}")
+        return out
+    out = []
+    for item in value:  # a list: "- " then the item's first line, its other lines under it
+        sub = _yaml_lines(item, indent + 2) if isinstance(item, (dict, list)) and item else [
+            pad + "  " + (_yaml_scalar(item) if not isinstance(item, (dict, list)) else json.dumps(item))]
+        out += [f"{pad}- {sub[0].lstrip()}", *sub[1:]]
+    return out
+
+
+def front_matter(data: dict[str, Any]) -> str:
+    """``data`` as a YAML front matter block (``---`` lines included), block style, every scalar in JSON form
+    (a subset of YAML), so no YAML library is needed to write it."""
+    return "\n".join(["---", *_yaml_lines(data, 0), "---", ""])
+
+
 def model_card(meta: dict[str, Any], *, name: str, folder: str, recipe_text: str | None, results: dict[str, Any] | None,
                env: dict[str, Any] | None, cache_spec: dict[str, Any] | None) -> str:
-    """The README.md of an export (Markdown)."""
+    """The README.md of an export (Markdown, opened by YAML front matter: see ``card_metadata``)."""
     cfg = meta.get("config", {})
     lines = [
+        front_matter(card_metadata(meta, name=name, results=results, cache_spec=cache_spec)),
         f"# {name}: {cfg.get('kind', 'encoder')} ECG encoder",
         "",
         f"An ECG encoder exported by ecgforge {meta.get('ecgforge_version', '?')}"
@@ -70,12 +158,16 @@ def model_card(meta: dict[str, Any], *, name: str, folder: str, recipe_text: str
         "",
         "```python",
         "import ecgforge",
-        f'enc = ecgforge.load_encoder("{folder}")  # this folder; eval mode, weights checked',
+        f'enc = ecgforge.load_encoder("{folder}")  # '
+        + ("from the Hub (pip install \'ecgforge[hub]\')" if folder.startswith("hf://") else "this folder")
+        + "; eval mode, weights checked",
         "x = enc.preprocess(signal, fs_hz, lead_names)   # signal (leads, T) in the units below",
         f"z = enc(x)                                     # (1, {meta.get('embed_dim', 'D')})",
         "```",
         "",
-        f"or `ecgforge embed {folder} --cache CACHE.h5 --out embeddings.h5` for a whole cache.",
+        f"or `ecgforge embed {folder} --cache CACHE.h5 --out embeddings.h5` for a whole cache."
+        + ("" if folder.startswith("hf://") else " On the Hugging Face Hub (after `ecgforge push "
+           f"{folder} --repo ORG/NAME`) the path is `hf://ORG/NAME[@REVISION]`."),
         "",
         "## Input contract",
         "",
@@ -123,8 +215,11 @@ def model_card(meta: dict[str, Any], *, name: str, folder: str, recipe_text: str
     return "\n".join(lines)
 
 
-def export(src: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
+def export(src: str | Path, out: str | Path, *, overwrite: bool = False, hub_path: str | None = None) -> Path:
     """Export a run directory (or a fairseq-signals ``.pt``) to ``out``; atomic, verified by a strict load.
+
+    ``hub_path`` (``hf://ORG/NAME``): where the export is going (``ecgforge push``), named in the card's
+    loading example instead of the folder.
 
     Returns:
         ``out`` as a Path.
@@ -167,6 +262,7 @@ def export(src: str | Path, out: str | Path, *, overwrite: bool = False) -> Path
                 shutil.copy2(run_dir / f, tmp / f)
         if results is not None:
             atomic_write_json(tmp / "results.json", results)
-        atomic_write_text(tmp / "README.md", model_card(meta, name=str(name), folder=out.name, recipe_text=recipe_text,
+        atomic_write_text(tmp / "README.md", model_card(meta, name=str(name), folder=hub_path or out.name,
+                                                        recipe_text=recipe_text,
                                                         results=results, env=env, cache_spec=cache_spec))
     return out

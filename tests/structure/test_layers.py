@@ -30,7 +30,8 @@ LAYERS: dict[str, int] = {
     # 4 evaluation: metrics, task loader, feature cache, typed rows, one file per protocol
     "ecgforge.evaluation": 4,
     # 5 the recipe schema, the encoder file format, the run directory
-    "ecgforge.recipe": 5, "ecgforge.encoder_files": 5, "ecgforge.rundir": 5,
+    "ecgforge.recipe": 5, "ecgforge.encoder_files": 5, "ecgforge.rundir": 5, "ecgforge.hub": 5,
+    "ecgforge.factory": 5,
     # 6 training
     "ecgforge.train": 6,
     # 7 the application: run a recipe, evaluate, embed, export, report (no Typer, no rich)
