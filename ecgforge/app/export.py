@@ -10,7 +10,6 @@ the assumed fairseq-signals contract), after which it loads without fairseq or p
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -106,42 +105,11 @@ def card_metadata(meta: dict[str, Any], *, name: str, results: dict[str, Any] | 
     return data
 
 
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-#: Plain words YAML 1.1 readers (PyYAML) turn into booleans or null: such keys are quoted.
-_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
-
-
-def _yaml_scalar(v: Any) -> str:
-    # JSON scalars are YAML scalars: strings double-quoted with JSON's escapes, numbers, true/false/null.
-    if isinstance(v, float) and not np.isfinite(v):
-        return ".nan" if np.isnan(v) else (".inf" if v > 0 else "-.inf")
-    return json.dumps(v, ensure_ascii=False)
-
-
-def _yaml_lines(value: Any, indent: int) -> list[str]:
-    pad = " " * indent
-    if isinstance(value, dict):
-        out = []
-        for k, v in value.items():
-            plain = _PLAIN_KEY.fullmatch(k) and k.lower() not in _YAML_WORDS
-            key = k if plain else json.dumps(k, ensure_ascii=False)
-            if isinstance(v, (dict, list)) and v:
-                out += [f"{pad}{key}:", *_yaml_lines(v, indent + 2)]
-            else:
-                out.append(f"{pad}{key}: {_yaml_scalar(v) if not isinstance(v, (dict, list)) else json.dumps(v)}")
-        return out
-    out = []
-    for item in value:  # a list: "- " then the item's first line, its other lines under it
-        sub = _yaml_lines(item, indent + 2) if isinstance(item, (dict, list)) and item else [
-            pad + "  " + (_yaml_scalar(item) if not isinstance(item, (dict, list)) else json.dumps(item))]
-        out += [f"{pad}- {sub[0].lstrip()}", *sub[1:]]
-    return out
-
-
 def front_matter(data: dict[str, Any]) -> str:
-    """``data`` as a YAML front matter block (``---`` lines included), block style, every scalar in JSON form
-    (a subset of YAML), so no YAML library is needed to write it."""
-    return "\n".join(["---", *_yaml_lines(data, 0), "---", ""])
+    """``data`` as a YAML front matter block (``---`` lines included), block style, keys in their given order."""
+    import yaml  # PyYAML: keys YAML 1.1 reads as booleans (on, yes) are quoted by the library
+
+    return "---\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False) + "---\n"
 
 
 def model_card(meta: dict[str, Any], *, name: str, folder: str, recipe_text: str | None, results: dict[str, Any] | None,
