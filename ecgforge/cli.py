@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.markup import escape  # messages quote TOML tables like [model.encoder]
 
-from ecgforge.errors import Failure, UserError
+from ecgforge.errors import Failure, UserError, resolved_against
 from ecgforge.ui.console import err, out
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -248,13 +248,14 @@ def cache_build(
     overrides = list(set_ or [])
     if source is not None:
         if not source.is_dir():
-            raise UserError(f"--source {source}: no such directory")
+            raise UserError(f"--source {source}: no such directory{resolved_against(source)}")
         overrides.append(f"source.path={json.dumps(str(source))}")
     from ecgforge.data.cache import CacheError
 
     r = load_cache_recipe(spec, overrides)
     if r.source.kind != "synthetic" and not Path(r.source.path).is_dir():
-        raise UserError(f"{spec}: source.path: no such directory {r.source.path!r} (use --source DIR)")
+        raise UserError(f"{spec}: source.path: no such directory {r.source.path!r}{resolved_against(r.source.path)} "
+                        "(use --source DIR)")
     try:
         build_cache_with_progress(r, out_path, workers)
     except CacheError as exc:  # a source's listing failed (labels CSV missing, ...): name the recipe too

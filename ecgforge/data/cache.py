@@ -37,7 +37,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ecgforge.errors import UserError
+from ecgforge.errors import UserError, resolved_against
 
 LAYOUT_VERSION = 2
 READABLE_LAYOUTS = (1, 2)  # 2 = 1 + the `metadata_crc32` attribute
@@ -186,7 +186,8 @@ class Cache:
         process first reads it (``cache verify`` opens with ``False`` to list every damaged part instead)."""
         self.path = Path(path)
         if not self.path.is_file():
-            raise CacheError(f"{self.path}: no such cache file (build it with `ecgforge cache build`)")
+            raise CacheError(f"{self.path}: no such cache file{resolved_against(self.path)} (build it with "
+                             "`ecgforge cache build`)")
         try:
             h5 = h5py.File(self.path, "r")
         except OSError as exc:

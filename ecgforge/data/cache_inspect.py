@@ -10,6 +10,7 @@ import numpy as np
 
 from ecgforge.data.cache import Cache, CacheError, metadata_problems, problem_lines, read_metadata
 from ecgforge.data.cache_spec import CacheRecipe
+from ecgforge.errors import resolved_against
 
 
 def info(path: str | Path) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def verify(path: str | Path, notes: list[str] | None = None) -> list[str]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CacheError(f"{path}: no such cache file")
+        raise CacheError(f"{path}: no such cache file{resolved_against(path)}")
     try:
         h5 = h5py.File(path, "r")
     except OSError as exc:
