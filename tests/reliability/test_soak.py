@@ -76,29 +76,42 @@ def kill_run_at(cmd: list[str], out: Path, rng: random.Random, startup_s: float,
     return where, proc.returncode
 
 
+def timed_reference(recipe: Path, out: Path) -> tuple[float, float]:
+    """Run ``recipe`` uninterrupted into ``out``: (seconds from launch to the first logged step, seconds per step)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cli("run", str(recipe), "--out", str(out)), cwd=ROOT, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = None
+    while proc.poll() is None:
+        if first is None and logged_step(out) >= 1:
+            first = time.monotonic() - t0
+        time.sleep(0.01)
+    _, stderr = proc.communicate()
+    assert proc.returncode == 0 and first is not None, stderr[-3000:]
+    rows = [json.loads(x) for x in (out / "metrics" / "train.jsonl").read_text().splitlines()]
+    return first, rows[-1]["elapsed_s"] / STEPS
+
+
 def test_training_killed_at_20_random_points_ends_as_an_uninterrupted_run(tiny_cache: Path, tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path / "r.toml", recipe_dict(tiny_cache, eval_=True, epochs=STEPS // 4))
-    t0 = time.monotonic()
-    ref = run_cli("run", str(recipe), "--out", str(tmp_path / "ref"), timeout=600)
-    total_s = time.monotonic() - t0
-    assert ref.returncode == 0, ref.stderr[-3000:]
-    rows = [json.loads(x) for x in (tmp_path / "ref" / "metrics" / "train.jsonl").read_text().splitlines()]
-    train_s = rows[-1]["elapsed_s"]
-    step_s, startup_s = train_s / STEPS, max(0.5, total_s - train_s)  # start-up (+ evaluation) outside training
+    startup_s, step_s = timed_reference(recipe, tmp_path / "ref")
     out = tmp_path / "run"
     rng = random.Random(SEED)
     landed: list[str] = []
     for k in range(KILLS):
         cmd = cli("run", str(recipe), "--out", str(out), *(["--resume"] if k else []))
         where, status = kill_run_at(cmd, out, rng, startup_s, step_s)
-        finished = status == 0  # the kill came after the run ended (only possible near the last step)
-        ok = finished or status == -signal.SIGKILL
-        if out.exists() and (out / "checkpoints").exists():
+        ok = status == -signal.SIGKILL
+        if (out / "checkpoints").exists():
             complete_checkpoints(out)
+        ended = (out / "results.json").exists()  # killed after the run's end: not a kill inside the run
         record("soak", f"training SIGKILL at {'start-up' if where == 'start-up' else 'a step'}: "
-               + ("only complete checkpoints left" if ok else f"exit {status}"), lost=int(not ok))
+               + ("after the end of the run" if ended else "only complete checkpoints left" if ok
+                  else f"exit {status}"), lost=int(not ok))
         assert ok, (k, where, status)
-        landed.append(f"{where}: {logged_step(out)}" + (" (finished)" if finished else ""))
+        landed.append(f"{where} -> {logged_step(out)}")
+    print(f"\ntraining kills (point -> last logged step after the kill): {landed}")
+    assert not (out / "results.json").exists(), "the run ended before the 20th kill: the kill points no longer test it"
     resumed = run_cli("run", str(recipe), "--out", str(out), "--resume", timeout=600)
     same = resumed.returncode == 0
     if same:
@@ -111,7 +124,6 @@ def test_training_killed_at_20_random_points_ends_as_an_uninterrupted_run(tiny_c
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_run(tmp_path / "ref", out)
     assert logged_step(out) == STEPS
-    print(f"\ntraining kills (where, last logged step after it): {landed}")
 
 
 def sha256(path: Path) -> str:
@@ -120,30 +132,29 @@ def sha256(path: Path) -> str:
 
 @pytest.mark.data
 def test_cache_build_killed_at_20_random_points_ends_byte_identical(records_folder: Path, tmp_path: Path) -> None:
-    ref = tmp_path / "ref" / "c.h5"
-    ref.parent.mkdir()
+    out = tmp_path / "c.h5"
+    spec = spec_file(records_folder, out, 100)  # the recipe (with its `out`) is stored in the cache: the same one
     t0 = time.monotonic()
-    first = subprocess.run(build_cmd(spec_file(records_folder, ref, 100)), cwd=ROOT, env=env(), capture_output=True,
-                           text=True, timeout=600)
+    first = subprocess.run(build_cmd(spec), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
     duration = time.monotonic() - t0
     assert first.returncode == 0, first.stderr[-2000:]
-    out = tmp_path / "c.h5"
-    spec = spec_file(records_folder, out, 100)
+    reference = sha256(out)
+    out.unlink()
     rng = random.Random(SEED + 1)
     outcomes: list[str] = []
     for _ in range(KILLS):
         # From when the build's scratch files appear: up to its whole length (a kill may land after the rename).
         status = run_and_kill(build_cmd(spec), out, rng.uniform(0.0, duration))
         outcome = ("no file at the output path" if not out.exists() else "killed after its rename: complete cache"
-                   if status in (0, -signal.SIGKILL) and sha256(out) == sha256(ref) else "a bad cache at the output path")
+                   if sha256(out) == reference else "a bad cache at the output path")
         record("soak", f"cache build SIGKILL: {outcome}", lost=int(outcome.startswith("a bad")))
         assert not outcome.startswith("a bad"), status
         outcomes.append(outcome)
+    print(f"\ncache build kills: {outcomes}")
     proc = subprocess.run(build_cmd(spec), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
-    same = proc.returncode == 0 and sha256(out) == sha256(ref)
+    same = proc.returncode == 0 and sha256(out) == reference
     record("soak", f"cache build rerun after {KILLS} SIGKILLs: " + ("byte-identical to the uninterrupted build"
            if same else "differs"), output=proc.stderr, lost=int(not same))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert same
-    assert sorted(os.listdir(tmp_path)) == ["c.h5", "ref", "spec-100.toml"], "scratch files left behind"
-    print(f"\ncache build kills: {outcomes}")
+    assert sorted(os.listdir(tmp_path)) == ["c.h5", "spec-100.toml"], "scratch files left behind"
