@@ -5,13 +5,14 @@ Not in the default suite (marker ``soak``, deselected by ``addopts``; a few minu
 
 - Training: the tiny run of ``tests/train`` lengthened to 60 steps (checkpoints every 3). Each point is drawn
   from a seeded ``random.Random``: a quarter at a random moment of start-up (interpreter, Accelerate, loading
-  the last checkpoint), the rest at a random moment of a random step 1 to 4 steps past the last logged one
-  (inside a step, a log write or a checkpoint write). After every kill: only complete checkpoints, and
-  ``--resume`` continues; after the 20th, ``--resume`` runs to the end, which must equal an uninterrupted run bit
-  for bit (weights, every logged loss, the evaluation).
+  the last checkpoint; before the process first writes its metrics log), the rest at a random moment of a
+  step 1 to 3 steps past the last logged one (inside a step, a log write or a checkpoint write). After every
+  kill: only complete checkpoints, and ``--resume`` continues; after the 20th, ``--resume`` runs to the end,
+  which must equal an uninterrupted run bit for bit (weights, every logged loss, the evaluation).
 - Cache build: 270 real PTB-XL records (filtered, two readers), the whole process group SIGKILLed at a random
-  moment of each attempt (a kill after the rename leaves a complete cache, which the next attempt rebuilds);
-  after the 20th, the same command runs to the end: byte for byte the uninterrupted build, no scratch file left.
+  moment of each attempt (from when its scratch files appear, up to the measured length of a build; a kill
+  after the rename leaves a complete cache, which the next attempt rebuilds); after the 20th, the same
+  command runs to the end: byte for byte the uninterrupted build, no scratch file left.
 """
 
 from __future__ import annotations
@@ -52,20 +53,37 @@ def complete_checkpoints(out: Path) -> list[int]:
     return steps
 
 
+def log_stamp(out: Path) -> tuple[int, int]:
+    """(mtime, size) of the run's train.jsonl: changes when a process writes to it."""
+    try:
+        st = (out / "metrics" / "train.jsonl").stat()
+    except FileNotFoundError:
+        return (0, 0)
+    return (st.st_mtime_ns, st.st_size)
+
+
 def kill_run_at(cmd: list[str], out: Path, rng: random.Random, startup_s: float, step_s: float) -> tuple[str, int]:
-    """Start ``cmd`` and SIGKILL it at a random point; (where the kill landed, exit status)."""
+    """Start ``cmd`` and SIGKILL it at a random point; (where the kill landed, exit status).
+
+    The points are bounded by the run's own progress, not only by a clock (the machine's load varies): a start-up
+    kill lands at a random moment before this process first writes its metrics log; a step kill at a random
+    moment after step ``target`` is logged and before step ``target + 1`` is."""
+    before = log_stamp(out)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         if rng.random() < 0.25:
-            where = "start-up"
-            time.sleep(rng.uniform(0.0, startup_s))
+            where, until = "start-up", time.monotonic() + rng.uniform(0.0, startup_s)
+            while time.monotonic() < until and log_stamp(out) == before and proc.poll() is None:
+                time.sleep(0.002)
         else:
-            target = min(logged_step(out) + rng.randint(1, 4), STEPS - 1)
+            target = min(logged_step(out) + rng.randint(1, 3), STEPS - 1)
             where = f"step {target}"
             deadline = time.monotonic() + 240
             while logged_step(out) < target and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, step_s))  # somewhere inside the next step (or its checkpoint)
+                time.sleep(0.002)
+            until = time.monotonic() + rng.uniform(0.0, step_s)  # inside the next step, its log or checkpoint
+            while time.monotonic() < until and logged_step(out) <= target and proc.poll() is None:
+                time.sleep(0.002)
         proc.send_signal(signal.SIGKILL)
         _, stderr = proc.communicate(timeout=120)
     finally:
@@ -134,10 +152,14 @@ def sha256(path: Path) -> str:
 def test_cache_build_killed_at_20_random_points_ends_byte_identical(records_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "c.h5"
     spec = spec_file(records_folder, out, 100)  # the recipe (with its `out`) is stored in the cache: the same one
+    first = subprocess.Popen(build_cmd(spec), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    while not list(tmp_path.glob(".c.h5.*")) and first.poll() is None:  # the build proper starts
+        time.sleep(0.002)
     t0 = time.monotonic()
-    first = subprocess.run(build_cmd(spec), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
-    duration = time.monotonic() - t0
-    assert first.returncode == 0, first.stderr[-2000:]
+    _, stderr = first.communicate(timeout=600)
+    duration = time.monotonic() - t0  # what `run_and_kill`'s delays count: from the scratch files to the end
+    assert first.returncode == 0, stderr[-2000:]
     reference = sha256(out)
     out.unlink()
     rng = random.Random(SEED + 1)
