@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def replicate(src: Path, dst: Path, factor: int) -> None:
     """Write ``dst``: the cache ``src`` with every record repeated ``factor`` times (copy j after copy j-1)."""
-    from ecgforge.data.cache import INTEGRITY_ATTR, metadata_crc32
+    from ecgforge.data.cache import INTEGRITY_ATTR, seal_metadata
 
     with h5py.File(src, "r") as a, h5py.File(dst, "w") as b:
         b.attrs.update(dict(a.attrs))
@@ -63,7 +63,7 @@ def replicate(src: Path, dst: Path, factor: int) -> None:
                 g[name].attrs.update(dict(ds.attrs))
         a.copy(a["skipped"], b, "skipped")
         if INTEGRITY_ATTR in b.attrs:  # the metadata changed: its checksums too (layout 2)
-            b.attrs[INTEGRITY_ATTR] = json.dumps(metadata_crc32(b), sort_keys=True)
+            seal_metadata(b)
 
 
 def stream(path: Path) -> dict[str, float]:

@@ -130,6 +130,12 @@ def metadata_crc32(h5: h5py.File) -> dict[str, int]:
     return {part: _crc_of(v) for part, v in values.items()}
 
 
+def seal_metadata(h5: h5py.File) -> None:
+    """Store ``metadata_crc32`` for the file as it is now: the builder's last step, and what a tool (or a test)
+    that edits a cache's metadata on purpose must call afterwards, or readers will refuse the edit as damage."""
+    h5.attrs[INTEGRITY_ATTR] = json.dumps(metadata_crc32(h5), sort_keys=True)
+
+
 def metadata_problems(h5: h5py.File, values: dict[str, Any], errors: dict[str, str]) -> dict[str, str]:
     """The damaged parts, ``{part: what is wrong}`` (``read_metadata``'s output against the stored
     ``metadata_crc32``); for a layout-1 cache, which has no metadata checksums, only the unreadable parts."""

@@ -27,14 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ecgforge.data.cache import (
-    INTEGRITY_ATTR,
-    LAYOUT_VERSION,
-    SCALE_MV,
-    CacheError,
-    metadata_crc32,
-    str_array,
-)
+from ecgforge.data.cache import LAYOUT_VERSION, SCALE_MV, CacheError, seal_metadata, str_array
 from ecgforge.data.cache_spec import CacheRecipe
 from ecgforge.data.dsp import preprocess
 from ecgforge.data.leads import CANONICAL_LEADS, canonicalize
@@ -526,7 +519,7 @@ def _build(
             h5["skipped/record_id"] = str_array([refs[i].record_id for i, _ in skipped])
             h5["skipped/reason"] = str_array([reason for _, reason in skipped])
             # Last: the CRC of every part written above, read back as a reader will see it.
-            h5.attrs[INTEGRITY_ATTR] = json.dumps(metadata_crc32(h5), sort_keys=True)
+            seal_metadata(h5)
             flushed.result()
         os.fsync(fd)  # what HDF5 wrote meanwhile: the metadata
         as_if_opened(fd)
