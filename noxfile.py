@@ -32,12 +32,14 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def smoke(session: nox.Session) -> None:
     """The quickstart end to end, the PTB-XL and CinC suites on ../shared/data (shrunk by --set), then every paper
-    recipe for a few steps on CPU."""
+    recipe for a few steps on CPU, then the soak tests."""
     install(session)
     session.run("ecgforge", "run", "recipes/quickstart.toml", "--overwrite")
     session.run("ecgforge", "run", "recipes/suites/ptbxl.toml", "--overwrite", *suite_smoke_overrides("recipes/suites/ptbxl.toml"))
     session.run("ecgforge", "run", "recipes/suites/cinc2021.toml", "--overwrite", *suite_smoke_overrides("recipes/suites/cinc2021.toml"))
     session.run("pytest", "-m", "slow", *session.posargs)
+    # 20 SIGKILLs of a training run and of a cache build, each resumed/rerun to a bit-identical end (RELIABILITY.md).
+    session.run("pytest", "-m", "soak", "tests/reliability/test_soak.py", *session.posargs)
 
 
 def suite_smoke_overrides(path: str) -> list[str]:

@@ -25,8 +25,8 @@ import wfdb
 from rich.console import Console
 from rich.table import Table
 
-from ecgforge.data.cache import build_cache
-from ecgforge.recipe import CacheRecipe
+from ecgforge.data.cache_build import build_cache
+from ecgforge.data.cache_spec import CacheRecipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

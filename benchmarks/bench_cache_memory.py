@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def replicate(src: Path, dst: Path, factor: int) -> None:
     """Write ``dst``: the cache ``src`` with every record repeated ``factor`` times (copy j after copy j-1)."""
+    from ecgforge.data.cache import INTEGRITY_ATTR, seal_metadata
+
     with h5py.File(src, "r") as a, h5py.File(dst, "w") as b:
         b.attrs.update(dict(a.attrs))
         b.attrs["n_records"] = int(a.attrs["n_records"]) * factor
@@ -60,6 +62,8 @@ def replicate(src: Path, dst: Path, factor: int) -> None:
                 g[name] = tiled(ds)
                 g[name].attrs.update(dict(ds.attrs))
         a.copy(a["skipped"], b, "skipped")
+        if INTEGRITY_ATTR in b.attrs:  # the metadata changed: its checksums too (layout 2)
+            seal_metadata(b)
 
 
 def stream(path: Path) -> dict[str, float]:
@@ -67,7 +71,8 @@ def stream(path: Path) -> dict[str, float]:
     from torch.utils.data import DataLoader
 
     from ecgforge.data.cache import Cache
-    from ecgforge.data.dataset import RandomWindows, collate_windows, select, task_targets
+    from ecgforge.data.dataset import RandomWindows, collate_windows
+    from ecgforge.data.splits import select, task_targets
 
     def status_mb(field: str) -> float:
         """VmRSS (now) or VmHWM (peak) of this process: /proc's per-process figures, which unlike
@@ -94,8 +99,9 @@ def main(
     if stream_path is not None:
         print(json.dumps(stream(stream_path)))
         return
-    from ecgforge.data.cache import build_cache, verify
-    from ecgforge.recipe import CacheRecipe
+    from ecgforge.data.cache_build import build_cache
+    from ecgforge.data.cache_inspect import verify
+    from ecgforge.data.cache_spec import CacheRecipe
 
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         small, large = Path(tmp) / "small.h5", Path(tmp) / f"x{factor}.h5"

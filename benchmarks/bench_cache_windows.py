@@ -7,9 +7,9 @@ Builds the PTB-XL records100 cache (100 Hz, 10 s) in a temporary folder and writ
 Both loaders draw 2.5 s crops (250 samples) with the record's superdiagnostic multi-hot labels, batch 256,
 the same number of DataLoader worker processes, persistent workers, each over every record once per epoch:
 
-- cache: exactly what ``Runner.fit`` builds: ``RandomWindows`` (per-item ``default_rng((seed, epoch, k))``,
+- cache: exactly what ``Trainer.setup`` builds: ``RandomWindows`` (per-item ``default_rng((seed, epoch, k))``,
   ``x``, ``lead_mask``, ``patient``, ``record``, ``y``) over a ``Cache`` read with ``os.pread``, the runner's
-  ``EpochSampler`` and ``collate``;
+  ``EpochSampler`` and ``collate_windows``;
 - memmap: a minimal ``Dataset`` returning ``(x, y)`` tensors, a crop start from a per-worker generator,
   PyTorch's default sampler and collate.
 
@@ -35,10 +35,13 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
-from ecgforge.data.cache import Cache, build_cache
-from ecgforge.data.dataset import RandomWindows, select, task_targets
-from ecgforge.recipe import CacheRecipe
-from ecgforge.train.runner import EpochSampler, collate
+from ecgforge.data.cache import Cache
+from ecgforge.data.cache_build import build_cache
+from ecgforge.data.cache_spec import CacheRecipe
+from ecgforge.data.dataset import RandomWindows
+from ecgforge.data.dataset import collate_windows as collate
+from ecgforge.data.splits import select, task_targets
+from ecgforge.train.loop import EpochSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 

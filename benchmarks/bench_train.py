@@ -46,9 +46,9 @@ def make_cache(root: Path, n_records: int, fs_hz: int = 100, duration_s: float =
     """``n_records`` 12-lead WFDB records (sines + noise, mV) cached at ``fs_hz``; returns the HDF5 path."""
     import wfdb
 
-    from ecgforge.data.cache import build_cache
+    from ecgforge.data.cache_build import build_cache
+    from ecgforge.data.cache_spec import CacheRecipe
     from ecgforge.data.leads import CANONICAL_LEADS
-    from ecgforge.recipe import CacheRecipe
 
     folder = root / "wfdb"
     folder.mkdir(parents=True, exist_ok=True)
@@ -92,14 +92,12 @@ def rate_from_rows(rows: list[dict[str, Any]], warmup: int) -> tuple[float, floa
 
 
 def run_ecgforge(r: dict[str, Any], out: Path, warmup: int) -> tuple[float, float]:
-    from ecgforge.artifacts import read_jsonl
-    from ecgforge.data.cache import Cache
+    from ecgforge.app.run import Run
     from ecgforge.recipe import Recipe
-    from ecgforge.train.runner import Runner
+    from ecgforge.rundir import read_jsonl
 
-    runner = Runner(Recipe.model_validate(r), out, console=Console(stderr=True, quiet=True))
-    cache = Cache(r["data"]["cache"], in_memory=True)
-    runner.pretrain(cache)
+    out.mkdir(parents=True, exist_ok=True)
+    Run(Recipe.model_validate(r), out).run()  # what `ecgforge run` does (no [[eval]] here), without the CLI
     return rate_from_rows(read_jsonl(out / "metrics" / "train.jsonl"), warmup)
 
 
@@ -111,17 +109,21 @@ def run_baseline(r: dict[str, Any], device: str, warmup: int) -> tuple[float, fl
     from torch.utils.data import DataLoader
 
     from ecgforge.data.cache import Cache
-    from ecgforge.data.dataset import RandomWindows, select
+    from ecgforge.data.dataset import RandomWindows
+    from ecgforge.data.dataset import collate_windows as collate
+    from ecgforge.data.splits import select
+    from ecgforge.encoders import ENCODERS
+    from ecgforge.objectives import OBJECTIVES
     from ecgforge.recipe import Recipe
     from ecgforge.registry import build
-    from ecgforge.train.runner import EpochSampler, collate
+    from ecgforge.train.loop import EpochSampler
 
     rec = Recipe.model_validate(r)
     torch.manual_seed(0)
     cache = Cache(r["data"]["cache"], in_memory=True)
     window = int(round(rec.data.window_s * cache.fs_hz))
-    objective = build(rec.ssl, encoder=build(rec.model.encoder), fs_hz=cache.fs_hz, window=window,
-                      n_leads=cache.n_leads).to(device)
+    objective = build(OBJECTIVES, rec.ssl, encoder=build(ENCODERS, rec.model.encoder),
+                      fs_hz=cache.fs_hz, window=window, n_leads=cache.n_leads).to(device)
     if rec.train.compile:
         objective.encoder = torch.compile(objective.encoder)
     opt = torch.optim.Adam(objective.parameters(), lr=1e-3)

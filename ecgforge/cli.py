@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.markup import escape  # messages quote TOML tables like [model.encoder]
 
-from ecgforge.errors import Failure, UserError
+from ecgforge.errors import Failure, UserError, resolved_against
 from ecgforge.ui.console import err, out
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -34,7 +34,7 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            for line in str(exc).splitlines() or [type(exc).__name__]:
+            for line in _user_message(exc) or [type(exc).__name__]:
                 err.print(f"[red]error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except Failure as exc:  # a reader process died, ...: one line, what happened and what to do
@@ -63,6 +63,19 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _user_message(exc: UserError) -> list[str]:
+    """The lines of a user error. One raised in a DataLoader worker (a damaged cache record) arrives re-raised
+    by torch as "Caught X in DataLoader worker process N." + the worker's traceback: only X's message is kept."""
+    lines = str(exc).splitlines()
+    if lines and lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
+        name = type(exc).__name__
+        for k in range(len(lines) - 1, 0, -1):
+            head, sep, rest = lines[k].partition(": ")
+            if sep and (head == name or head.endswith("." + name)):
+                return [rest, *lines[k + 1 :]]
+    return lines
 
 
 def _disk_full(exc: BaseException) -> bool:
@@ -235,13 +248,14 @@ def cache_build(
     overrides = list(set_ or [])
     if source is not None:
         if not source.is_dir():
-            raise UserError(f"--source {source}: no such directory")
+            raise UserError(f"--source {source}: no such directory{resolved_against(source)}")
         overrides.append(f"source.path={json.dumps(str(source))}")
     from ecgforge.data.cache import CacheError
 
     r = load_cache_recipe(spec, overrides)
     if r.source.kind != "synthetic" and not Path(r.source.path).is_dir():
-        raise UserError(f"{spec}: source.path: no such directory {r.source.path!r} (use --source DIR)")
+        raise UserError(f"{spec}: source.path: no such directory {r.source.path!r}{resolved_against(r.source.path)} "
+                        "(use --source DIR)")
     try:
         build_cache_with_progress(r, out_path, workers)
     except CacheError as exc:  # a source's listing failed (labels CSV missing, ...): name the recipe too
@@ -274,12 +288,16 @@ def cache_verify(path: Annotated[Path, typer.Argument(help="cache file")]) -> No
     """Re-check a cache against its spec hash and stored checksums (exit 1 on any problem)."""
     from ecgforge.data.cache_inspect import verify
 
-    problems = verify(path)
+    notes: list[str] = []
+    problems = verify(path, notes)
+    for n in notes:
+        err.print(f"[yellow]note:[/] {escape(n)}", highlight=False, soft_wrap=True)
     for p in problems:
-        err.print(f"[red]problem:[/] {p}", highlight=False)
+        err.print(f"[red]problem:[/] {escape(p)}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
-    out.print(f"[green]ok[/] {path}: spec hash and every record checksum match")
+    what = "spec hash and every record checksum match" if notes else "metadata, spec hash and every record checksum match"
+    out.print(f"[green]ok[/] {path}: {what}", highlight=False)
 
 
 # --------------------------------------------------------------------------------------- embed, export

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ecgforge.errors import UserError
+from ecgforge.errors import UserError, resolved_against
 
 SCHEMA_VERSION = 1
 M = TypeVar("M", bound=BaseModel)
@@ -71,7 +71,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise RecipeError(f"{path}: no such file") from None
+        raise RecipeError(f"{path}: no such file{resolved_against(path)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: cannot read: {exc}") from None
     try:

@@ -32,7 +32,7 @@ from torch import nn
 
 from ecgforge.data.leads import CANONICAL_LEADS
 from ecgforge.encoders import ENCODERS
-from ecgforge.errors import UserError
+from ecgforge.errors import UserError, resolved_against
 from ecgforge.fsio import atomic_file, atomic_write_json
 from ecgforge.hub import download, is_hub_path
 from ecgforge.registry import build
@@ -115,7 +115,7 @@ def _encoder_dir(path: str | Path) -> Path:
     if p.is_file() and p.name in ("encoder.json", "encoder.safetensors"):
         p = p.parent
     if not p.exists():
-        raise EncoderLoadError(f"{p}: no such run directory, export or encoder file")
+        raise EncoderLoadError(f"{p}: no such run directory, export or encoder file{resolved_against(p)}")
     if not (p / "encoder.json").is_file() or not (p / "encoder.safetensors").is_file():
         raise EncoderLoadError(
             f"{p}: no encoder.json + encoder.safetensors here (expected a run directory, an export, "

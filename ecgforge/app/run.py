@@ -28,6 +28,7 @@ from ecgforge.data.cache_build import BuildSummary, build_cache
 from ecgforge.data.cache_spec import CacheRecipe, load_cache_recipe
 from ecgforge.encoder_files import initial_encoder, save_encoder
 from ecgforge.encoders import ENCODERS
+from ecgforge.errors import resolved_against
 from ecgforge.evaluation import PROTOCOLS
 from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.paired import add_versus
@@ -124,7 +125,7 @@ class Run:
         d = self.recipe.data
         if d.build is None:
             if not Path(d.cache).is_file():
-                raise CacheError(f"{d.cache}: no such cache; build it with `ecgforge cache build` or set [data].build")
+                raise CacheError(f"{d.cache}: no such cache{resolved_against(d.cache)}; build it with `ecgforge cache build` or set [data].build")
             return Cache(d.cache, in_memory=d.in_memory)
         if self.is_main:
             spec = load_cache_recipe(d.build)

@@ -1,9 +1,10 @@
 """Reading HDF5 dataset caches: windows fast and in constant memory (``cache_build`` writes them).
 
-Layout (``LAYOUT_VERSION`` 1)::
+Layout (``LAYOUT_VERSION`` 2; version 1 is read too: it lacks ``metadata_crc32``)::
 
     attrs: layout_version, spec_hash, spec (the cache recipe as JSON), fs_hz, leads, units="mV",
-           scale_mv (mV per stored integer step), ecgforge_version, n_records, source_kind
+           scale_mv (mV per stored integer step), ecgforge_version, n_records, source_kind,
+           metadata_crc32 (JSON: CRC32 of every other part but the samples, see `metadata_crc32`)
     signals            (total_samples, n_leads) int16, contiguous, uncompressed; record i is rows
                        offsets[i] : offsets[i] + lengths[i]
     offsets, lengths   (N,) int64, in samples at fs_hz
@@ -17,6 +18,10 @@ Layout (``LAYOUT_VERSION`` 1)::
 Why time-major and contiguous rather than (leads, time) chunks: a training window is then one contiguous
 byte range, read with a single ``os.pread`` (no HDF5 chunk lookups, no page mapping that grows the
 process's memory), which is what lets the loader match a raw memmap's speed.
+
+Integrity: the metadata is checked against ``metadata_crc32`` when a cache is opened (it is read whole
+anyway), and a record's samples against ``checksum`` the first time a process reads from that record (a
+bitmap of checked records: one CRC per record per process, not one per window).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,14 +37,131 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ecgforge.errors import UserError
+from ecgforge.errors import UserError, resolved_against
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+READABLE_LAYOUTS = (1, 2)  # 2 = 1 + the `metadata_crc32` attribute
+INTEGRITY_ATTR = "metadata_crc32"
 SCALE_MV = 0.001  # int16 steps of 1 uV: +-32.767 mV covers any ECG; finer than any ADC in these datasets
 
 
 class CacheError(UserError):
     """A cache file that cannot be used (missing, not a cache, wrong layout); one line."""
+
+
+class CacheDamaged(CacheError):
+    """A cache whose bytes no longer match their checksums (a damaged disk, a partial copy, an edit)."""
+
+
+def _rebuild_hint(path: Path) -> str:
+    return f"`ecgforge cache verify {path}` lists every damaged part; rebuild the cache with `ecgforge cache build`"
+
+
+def _crc_of(value: Any) -> int:
+    """CRC32 of an attribute or dataset value as h5py reads it: its type, shape and bytes (strings length-prefixed,
+    so that ``["ab", "c"]`` and ``["a", "bc"]`` differ)."""
+    if isinstance(value, str):
+        return zlib.crc32(b"str:" + value.encode("utf-8", "surrogateescape"))  # damaged bytes: h5py decodes them
+    if isinstance(value, bytes):
+        return zlib.crc32(b"bytes:" + value)
+    a = np.asarray(value)
+    crc = zlib.crc32(f"{a.dtype.kind}{a.dtype.itemsize}{a.shape}:".encode())
+    if a.dtype.kind == "O":  # variable-length strings: bytes (or str) objects
+        for v in a.reshape(-1):
+            b = v if isinstance(v, bytes) else str(v).encode("utf-8", "surrogateescape")
+            crc = zlib.crc32(b, zlib.crc32(len(b).to_bytes(8, "little"), crc))
+        return crc
+    return zlib.crc32(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False).tobytes(), crc)
+
+
+def describe_part(part: str) -> str:
+    """``"@spec"`` -> ``attribute 'spec'``; ``"labels/x@names"`` -> ``attribute 'names' of labels/x``;
+    ``"fold"`` -> ``metadata dataset 'fold'``."""
+    where, _, attr = part.partition("@")
+    if not attr:
+        return f"metadata dataset {where!r}"
+    return f"attribute {attr!r}" + (f" of {where}" if where else "")
+
+
+def read_metadata(h5: h5py.File) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every part of a cache but the samples, as h5py reads it: ``({part: value}, {part: why unreadable})``.
+
+    Parts are named as in ``metadata_crc32``: ``"@attr"`` (file attributes), ``"path"`` (datasets),
+    ``"path@attr"`` (dataset attributes).
+    """
+    values: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+
+    def get(part: str, read: Any) -> None:
+        try:
+            values[part] = read()
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:  # h5py's errors for bad bytes
+            errors[part] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+    def attrs(prefix: str, obj: h5py.HLObject) -> None:
+        try:
+            names = sorted(obj.attrs)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            errors[f"{prefix}@*"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            return
+        for k in names:
+            if not (prefix == "" and k == INTEGRITY_ATTR):
+                get(f"{prefix}@{k}", lambda k=k: obj.attrs[k])
+
+    attrs("", h5)
+    datasets: list[str] = []
+    try:
+        h5.visititems(lambda name, obj: datasets.append(name) if isinstance(obj, h5py.Dataset) else None)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        errors["/"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    for name in sorted(datasets):
+        if name != "signals":
+            get(name, lambda name=name: h5[name][()])
+        attrs(name, h5[name])
+    return values, errors
+
+
+def metadata_crc32(h5: h5py.File) -> dict[str, int]:
+    """CRC32 of every part of a cache but the samples (file attributes, metadata datasets and their attributes):
+    what the builder stores in the ``metadata_crc32`` attribute."""
+    values, errors = read_metadata(h5)
+    if errors:
+        raise OSError(f"cannot read back {', '.join(errors)}")
+    return {part: _crc_of(v) for part, v in values.items()}
+
+
+def seal_metadata(h5: h5py.File) -> None:
+    """Store ``metadata_crc32`` for the file as it is now: the builder's last step, and what a tool (or a test)
+    that edits a cache's metadata on purpose must call afterwards, or readers will refuse the edit as damage."""
+    h5.attrs[INTEGRITY_ATTR] = json.dumps(metadata_crc32(h5), sort_keys=True)
+
+
+def metadata_problems(h5: h5py.File, values: dict[str, Any], errors: dict[str, str]) -> dict[str, str]:
+    """The damaged parts, ``{part: what is wrong}`` (``read_metadata``'s output against the stored
+    ``metadata_crc32``); for a layout-1 cache, which has no metadata checksums, only the unreadable parts."""
+    problems = {p: f"unreadable ({why})" for p, why in errors.items()}
+    if int(values.get("@layout_version", -1)) < 2:
+        return problems
+    try:
+        expected = {str(k): int(v) for k, v in json.loads(h5.attrs[INTEGRITY_ATTR]).items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        problems[f"@{INTEGRITY_ATTR}"] = f"missing or unreadable ({type(exc).__name__}): the metadata cannot be checked"
+        return problems
+    for part in sorted(set(expected) | set(values)):
+        if part in errors:
+            continue
+        if part not in values:
+            problems[part] = "missing"
+        elif part not in expected:
+            problems[part] = "not covered by the stored checksums (added after the build?)"
+        elif _crc_of(values[part]) != expected[part]:
+            problems[part] = "checksum mismatch"
+    return problems
+
+
+def problem_lines(problems: dict[str, str]) -> list[str]:
+    """``metadata_problems`` as lines: ``metadata dataset 'fold': checksum mismatch``."""
+    return [f"{describe_part(p)}: {why}" for p, why in sorted(problems.items())]
 
 
 def str_array(values: Sequence[str]) -> np.ndarray:
@@ -48,7 +171,12 @@ def str_array(values: Sequence[str]) -> np.ndarray:
 
 def strings(ds: h5py.Dataset) -> np.ndarray:
     """An HDF5 string dataset as an object array of ``str``."""
-    return np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in ds[()]], dtype=object)
+    return decoded(ds[()])
+
+
+def decoded(values: np.ndarray) -> np.ndarray:
+    """Strings as h5py reads them (``bytes``) as an object array of ``str``."""
+    return np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values], dtype=object)
 
 
 class Cache:
@@ -59,10 +187,13 @@ class Cache:
     With ``in_memory=True`` the whole signal array is loaded once (fast for caches that fit in RAM).
     """
 
-    def __init__(self, path: str | Path, in_memory: bool = False) -> None:
+    def __init__(self, path: str | Path, in_memory: bool = False, verify: bool = True) -> None:
+        """``verify``: refuse damaged metadata at once, and each record whose samples fail their checksum when a
+        process first reads it (``cache verify`` opens with ``False`` to list every damaged part instead)."""
         self.path = Path(path)
         if not self.path.is_file():
-            raise CacheError(f"{self.path}: no such cache file (build it with `ecgforge cache build`)")
+            raise CacheError(f"{self.path}: no such cache file{resolved_against(self.path)} (build it with "
+                             "`ecgforge cache build`)")
         try:
             h5 = h5py.File(self.path, "r")
         except OSError as exc:
@@ -73,39 +204,51 @@ class Cache:
         with h5:
             if "layout_version" not in h5.attrs or "signals" not in h5:
                 raise CacheError(f"{self.path}: not an ecgforge cache (no layout_version / signals)")
-            if int(h5.attrs["layout_version"]) != LAYOUT_VERSION:
-                raise CacheError(f"{self.path}: layout_version {h5.attrs['layout_version']}, this ecgforge reads {LAYOUT_VERSION}")
+            if int(h5.attrs["layout_version"]) not in READABLE_LAYOUTS:
+                raise CacheError(f"{self.path}: layout_version {h5.attrs['layout_version']}, this ecgforge reads "
+                                 f"{', '.join(map(str, READABLE_LAYOUTS))}")
+            v, errors = read_metadata(h5)
+            if verify and (damaged := metadata_problems(h5, v, errors)):
+                raise CacheDamaged(f"{self.path}: damaged metadata: {'; '.join(problem_lines(damaged))}; "
+                                   f"{_rebuild_hint(self.path)}")
+            if errors:  # not verifying: the parts this reader needs must still be readable
+                part = next(iter(errors))
+                raise CacheDamaged(f"{self.path}: {describe_part(part)} unreadable; {_rebuild_hint(self.path)}")
             # The descriptor that later reads go through: HDF5's own, duplicated, so both are the same file.
             self._fd, self._pid = os.dup(h5.id.get_vfd_handle()), os.getpid()
             st = os.fstat(self._fd)
             self._identity = (st.st_dev, st.st_ino)
-            a = h5.attrs
-            self.spec_hash = str(a["spec_hash"])
-            self.spec = json.loads(a["spec"])
-            self.fs_hz = float(a["fs_hz"])
-            self.leads: list[str] = json.loads(a["leads"])
-            self.scale_mv = float(a["scale_mv"])
-            self.name = str(a.get("name", self.path.stem))
-            self.offsets = h5["offsets"][()]
-            self.lengths = h5["lengths"][()]
-            self.present = h5["present"][()]
-            self.checksum = h5["checksum"][()]
-            self.record_id = strings(h5["record_id"])
-            self.patient_id = strings(h5["patient_id"])
-            self.source = strings(h5["source"])
-            self.sex = strings(h5["sex"])
-            self.fold = h5["fold"][()]
-            self.age = h5["age"][()]
-            self.meta = {k: (strings(v) if v.dtype.kind in "OS" else v[()]) for k, v in h5["meta"].items()}
-            self.labels = {k: v[()] for k, v in h5["labels"].items()}
-            self.label_names = {k: json.loads(v.attrs["names"]) for k, v in h5["labels"].items()}
-            self.skipped = list(zip(strings(h5["skipped/record_id"]), strings(h5["skipped/reason"]), strict=True))
+            self.spec_hash = str(v["@spec_hash"])
+            self.spec = json.loads(v["@spec"])
+            self.fs_hz = float(v["@fs_hz"])
+            self.leads: list[str] = json.loads(v["@leads"])
+            self.scale_mv = float(v["@scale_mv"])
+            self.name = str(v.get("@name", self.path.stem))
+            self.offsets = v["offsets"]
+            self.lengths = v["lengths"]
+            self.present = v["present"]
+            self.checksum = v["checksum"]
+            self.record_id = decoded(v["record_id"])
+            self.patient_id = decoded(v["patient_id"])
+            self.source = decoded(v["source"])
+            self.sex = decoded(v["sex"])
+            self.fold = v["fold"]
+            self.age = v["age"]
+            self.meta = {k[5:]: (decoded(x) if x.dtype.kind in "OS" else x) for k, x in v.items()
+                         if k.startswith("meta/") and "@" not in k}
+            self.labels = {k[7:]: x for k, x in v.items() if k.startswith("labels/") and "@" not in k}
+            self.label_names = {k: json.loads(v[f"labels/{k}@names"]) for k in self.labels}
+            self.skipped = list(zip(decoded(v["skipped/record_id"]), decoded(v["skipped/reason"]), strict=True))
             sig = h5["signals"]
             self.n_leads = int(sig.shape[1])
             self._offset = sig.id.get_offset()  # byte offset of the contiguous dataset; None if empty
             if in_memory:
                 self._data = sig[()]
                 self.close()
+        # Records whose samples this process has checked against their CRC (None: not verifying). Forked
+        # DataLoader workers inherit the parent's bitmap, spawned ones receive it pickled: a record checked
+        # before they started is not checked again.
+        self._checked: np.ndarray | None = np.zeros(len(self.offsets), dtype=bool) if verify else None
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -148,6 +291,8 @@ class Cache:
         length = rec_len - start if length is None else length
         if start < 0 or start + length > rec_len:
             raise IndexError(f"window [{start}, {start + length}) outside record {self.record_id[i]} of {rec_len} samples")
+        if self._checked is not None and not self._checked[i]:
+            self.check_record(i)
         row = int(self.offsets[i]) + start
         if self._data is not None:
             q = self._data[row : row + length]
@@ -170,6 +315,9 @@ class Cache:
             b = int(np.flatnonzero((starts < 0) | (starts + length > self.lengths[records]))[0])
             raise IndexError(f"window [{starts[b]}, {starts[b] + length}) outside record {self.record_id[records[b]]} "
                              f"of {self.lengths[records[b]]} samples")
+        if self._checked is not None and len(records) and not self._checked[records].all():
+            for i in np.unique(records[~self._checked[records]]).tolist():
+                self.check_record(i)
         rows = self.offsets[records] + starts
         if self._data is not None:
             q = self._data[rows[:, None] + np.arange(length)]  # (B, length, n_leads)
@@ -185,6 +333,32 @@ class Cache:
         out = np.empty((len(rows), self.n_leads, length), np.float32)
         np.multiply(q.transpose(0, 2, 1), np.float32(self.scale_mv), out=out, dtype=np.float32)
         return out
+
+    def record_crc_ok(self, i: int) -> bool:
+        """Whether record ``i``'s stored samples still have the CRC32 the build recorded (reads the whole record,
+        in pieces of at most 16 MiB)."""
+        row_bytes = self.n_leads * 2
+        first, n = int(self.offsets[i]), int(self.lengths[i])
+        crc, step = 0, max(1, (16 << 20) // row_bytes)
+        for r in range(first, first + n, step):
+            rows = min(step, first + n - r)
+            if self._data is not None:
+                buf: Any = memoryview(np.ascontiguousarray(self._data[r : r + rows])).cast("B")
+            else:
+                buf = os.pread(self._descriptor(), rows * row_bytes, self._offset + r * row_bytes)
+                if len(buf) != rows * row_bytes:
+                    return False
+            crc = zlib.crc32(buf, crc)
+        return crc == int(self.checksum[i])
+
+    def check_record(self, i: int) -> None:
+        """Refuse record ``i`` (one line, the cache and the record) if its samples fail their checksum; mark it
+        checked otherwise."""
+        if not self.record_crc_ok(i):
+            raise CacheDamaged(f"{self.path}: record {self.record_id[i]} (#{i}): its samples fail their checksum "
+                               f"(the file is damaged); {_rebuild_hint(self.path)}")
+        if self._checked is not None:
+            self._checked[i] = True
 
     def close(self) -> None:
         if self._fd is not None and self._pid == os.getpid():

@@ -27,7 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ecgforge.data.cache import LAYOUT_VERSION, SCALE_MV, CacheError, str_array
+from ecgforge.data.cache import LAYOUT_VERSION, SCALE_MV, CacheError, seal_metadata, str_array
 from ecgforge.data.cache_spec import CacheRecipe
 from ecgforge.data.dsp import preprocess
 from ecgforge.data.leads import CANONICAL_LEADS, canonicalize
@@ -518,6 +518,8 @@ def _build(
             skipped = sorted(reasons.items())
             h5["skipped/record_id"] = str_array([refs[i].record_id for i, _ in skipped])
             h5["skipped/reason"] = str_array([reason for _, reason in skipped])
+            # Last: the CRC of every part written above, read back as a reader will see it.
+            seal_metadata(h5)
             flushed.result()
         os.fsync(fd)  # what HDF5 wrote meanwhile: the metadata
         as_if_opened(fd)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import zlib
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from ecgforge.data.cache import Cache
+from ecgforge.data.cache import Cache, CacheError, metadata_problems, problem_lines, read_metadata
 from ecgforge.data.cache_spec import CacheRecipe
+from ecgforge.errors import resolved_against
 
 
 def info(path: str | Path) -> dict[str, Any]:
@@ -42,26 +41,50 @@ def info(path: str | Path) -> dict[str, Any]:
     }
 
 
-def verify(path: str | Path) -> list[str]:
-    """Re-check a cache: spec hash against its stored spec, every record's checksum, offsets in range.
+def verify(path: str | Path, notes: list[str] | None = None) -> list[str]:
+    """Re-check a cache: its metadata against ``metadata_crc32`` (layout 2), the spec hash against its stored
+    spec, offsets in range, every record's samples against its CRC32.
 
-    Returns the list of problems (empty when the cache is intact).
+    Returns the problems, one line each, naming the damaged record or part (empty when the cache is intact);
+    ``notes`` receives what could not be checked (a layout-1 cache has no metadata checksums).
     """
-    problems: list[str] = []
-    c = Cache(path)
+    path = Path(path)
+    if not path.is_file():
+        raise CacheError(f"{path}: no such cache file{resolved_against(path)}")
     try:
-        spec = CacheRecipe.model_validate_json(json.dumps(c.spec))
-        if spec.spec_hash() != c.spec_hash:
-            problems.append(f"spec hash {c.spec_hash} does not match its stored spec ({spec.spec_hash()})")
-    except ValueError as exc:
-        problems.append(f"stored spec no longer validates: {str(exc).splitlines()[0]}")
-    ends = c.offsets + c.lengths
-    with h5py.File(c.path, "r") as h5:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise CacheError(f"{path}: not an HDF5 file, or its superblock is damaged ({exc})") from None
+    with h5:
+        if "layout_version" not in h5.attrs:
+            raise CacheError(f"{path}: not an ecgforge cache (no layout_version)")
+        values, errors = read_metadata(h5)
+        damaged = metadata_problems(h5, values, errors)
+        problems = problem_lines(damaged)
+        if int(values.get("@layout_version", 0)) < 2 and notes is not None:
+            notes.append(f"{path}: layout_version 1 (built before caches stored metadata checksums): the metadata "
+                         "was not checked, only the samples; rebuild the cache to check both")
+        if "@spec" not in damaged and "@spec_hash" not in damaged:
+            try:
+                spec = CacheRecipe.model_validate_json(values["@spec"])
+                if spec.spec_hash() != str(values["@spec_hash"]):
+                    problems.append(f"spec hash {values['@spec_hash']} does not match its stored spec "
+                                    f"({spec.spec_hash()})")
+            except (ValueError, KeyError) as exc:
+                problems.append(f"stored spec no longer validates: {str(exc).splitlines()[0]}")
+        needed = {"offsets", "lengths", "checksum", "record_id"}
+        if needed & set(damaged) or "signals" not in h5:
+            problems.append("the samples were not checked: " + ("no signals dataset" if "signals" not in h5 else
+                            f"{', '.join(sorted(needed & set(damaged)))} damaged"))
+            return problems
         total = h5["signals"].shape[0]
+    c = Cache(path, verify=False) if not errors else None
+    if c is None:  # a part the reader needs is unreadable, but not the record tables: check the samples anyway
+        return problems
+    ends = c.offsets + c.lengths
     if len(c) and (ends.max() > total or (c.offsets[1:] != ends[:-1]).any()):
         problems.append("offsets/lengths do not tile the signals array")
-    for i in range(len(c)):
-        q = np.ascontiguousarray((c.read(i) / np.float32(c.scale_mv)).round().astype(np.int16).T)
-        if zlib.crc32(q.tobytes()) != int(c.checksum[i]):
-            problems.append(f"record {c.record_id[i]}: checksum mismatch")
+        return problems
+    problems += [f"record {c.record_id[i]} (#{i}): samples fail their checksum" for i in range(len(c))
+                 if not c.record_crc_ok(i)]
     return problems

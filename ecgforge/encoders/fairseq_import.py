@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ecgforge.encoders.wav2vec2 import Wav2Vec2, Wav2Vec2Config
-from ecgforge.errors import UserError
+from ecgforge.errors import UserError, resolved_against
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ def load_fairseq_checkpoint(path: str | Path) -> Wav2Vec2:
     """
     path = Path(path)
     if not path.is_file():
-        raise FairseqImportError(f"{path}: no such checkpoint file")
+        raise FairseqImportError(f"{path}: no such checkpoint file{resolved_against(path)}")
     ckpt = _load(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise FairseqImportError(f"{path}: no 'model' entry; not a fairseq checkpoint")

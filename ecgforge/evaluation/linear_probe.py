@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ecgforge.errors import UserError
+from ecgforge.errors import UserError, resolved_against
 from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.features import per_record
 from ecgforge.evaluation.leads import LeadSubset, lead_transform
@@ -47,7 +47,7 @@ def challenge_normal_class(weights_csv: str, given: str | None = None) -> str:
     """The Challenge's normal class as the table names it: ``given``, else SNOMED 426783006 or NSR."""
     path = Path(weights_csv).expanduser()
     if not path.is_file():
-        raise UserError(f"linear_probe.challenge_weights: {path} not found")
+        raise UserError(f"linear_probe.challenge_weights: {path} not found{resolved_against(path)}")
     if given is not None:
         return given
     with path.open(newline="") as f:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from ecgforge.app.leakage import check_leakage, find_overlaps
 from ecgforge.cli import app
 from ecgforge.config_files import RecipeError
-from ecgforge.data.cache import Cache
+from ecgforge.data.cache import Cache, seal_metadata
 from ecgforge.data.leakage import patient_keys, record_keys
 from ecgforge.recipe import Recipe
 from tests.evaluation.test_protocols import SPLITS, _ids, cache  # noqa: F401  (module fixture: a tiny cache)
@@ -81,6 +81,7 @@ def _with_meta(src: Path, dst: Path, column: str, values: np.ndarray) -> Cache:
     shutil.copy(src, dst)
     with h5py.File(dst, "r+") as h5:
         h5["meta"].create_dataset(column, data=values)
+        seal_metadata(h5)  # an edit on purpose: new metadata checksums, or readers refuse it as damage
     return Cache(dst)
 
 

@@ -119,7 +119,7 @@ def test_info_counts_and_verify(folder: Path, tmp_path: Path) -> None:
     with h5py.File(path, "r+") as h5:
         h5["signals"][10, 0] += 7
     problems = verify(path)
-    assert len(problems) == 1 and "checksum mismatch" in problems[0]
+    assert len(problems) == 1 and "samples fail their checksum" in problems[0]
 
 
 def test_failed_build_leaves_no_file(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

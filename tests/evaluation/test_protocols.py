@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from ecgforge.data.cache import Cache
+from ecgforge.data.cache import Cache, seal_metadata
 from ecgforge.data.cache_build import build_cache
 from ecgforge.data.cache_spec import CacheRecipe
 from ecgforge.evaluation.context import EvalContext
@@ -93,6 +93,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
     with h5py.File(path, "r+") as h5:
         ids = [v.decode() if isinstance(v, bytes) else v for v in h5["record_id"][()]]
         h5["patient_id"][...] = np.array([i.split("_")[0].encode() for i in ids], dtype=h5py.string_dtype())
+        seal_metadata(h5)  # an edit on purpose: new metadata checksums, or readers refuse it as damage
     return Cache(path)
 
 

@@ -127,3 +127,41 @@ def test_sigterm_during_a_pooled_build(records_folder: Path, tmp_path: Path, to_
                     Path(f"/proc/{p}/stat").read_text().split()[2]], "readers left"
         if out.exists():
             out.unlink()
+
+
+@pytest.mark.data
+def test_sigkill_of_a_reader_of_the_shipped_ptbxl_build(shared_data: Path, tmp_path: Path) -> None:
+    """The shipped recipe ``recipes/caches/ptbxl.toml`` (``ptbxl`` source, ../shared/data/ptb-xl), two readers:
+    one SIGKILLed at a seeded moment of the build makes it exit non-zero within 30 s, with one line naming the
+    reader and nothing at the output path (nor any scratch file beside it)."""
+    from tests.train.conftest import cli
+
+    out = tmp_path / "ptbxl.h5"
+    rng = random.Random(SEED + 16)
+    for attempt in range(2):
+        proc = subprocess.Popen(cli("cache", "build", "recipes/caches/ptbxl.toml", "--out", str(out), "--workers", "2"),
+                                cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        deadline = time.monotonic() + 120
+        readers: list[int] = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            readers = children(proc.pid)
+            if len(readers) >= 2 and list(tmp_path.glob(".ptbxl.h5.*.samples")):
+                break
+            time.sleep(0.005)
+        assert len(readers) >= 2, f"the build did not start its readers (exit {proc.poll()})"
+        time.sleep(rng.uniform(0.2, 2.0))  # the listing (pandas) and the first records are read by now
+        victim = readers[rng.randrange(2)]
+        os.kill(victim, signal.SIGKILL)
+        code, stderr, seconds = finish(proc, timeout=30)
+        lines = lines_of(stderr)
+        clean = (code != 0 and len(lines) == 1 and "cache reader" in lines[0]
+                 and f"(pid {victim}) was killed by SIGKILL" in lines[0] and not out.exists()
+                 and os.listdir(tmp_path) == [] and TRACEBACK not in stderr)
+        record("workers", "reader of the shipped PTB-XL build SIGKILLed: one line, exit 1, nothing written" if clean
+               else f"reader of the PTB-XL build SIGKILLed: exit {code}", output=stderr, lost=int(not clean))
+        assert clean, (attempt, code, seconds, stderr[-2000:], os.listdir(tmp_path))
+        assert seconds < 30
+        time.sleep(0.2)
+        assert not [p for p in readers if Path(f"/proc/{p}").exists() and "Z" not in
+                    Path(f"/proc/{p}/stat").read_text().split()[2]], "readers left"

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from ecgforge.data.record import RecordError, RecordRef
 from ecgforge.data.wfdb_io import parse_header
+from ecgforge.errors import resolved_against
 
 CinCLabelSet = Literal["scored", "dx", "chapman_rhythm"]
 
@@ -159,7 +160,7 @@ class CinCSource:
         if self.scored_mapping is not None:
             path = Path(self.scored_mapping).expanduser()
             if not path.is_file():
-                raise FileNotFoundError(f"source.scored_mapping: {path} not found")
+                raise FileNotFoundError(f"source.scored_mapping: {path} not found{resolved_against(path)}")
         else:
             path = self.root / "evaluation-2021" / "dx_mapping_scored.csv"
             if not path.is_file():

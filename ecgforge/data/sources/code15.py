@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from ecgforge.data.record import RecordError, RecordRef, Signal, reader_path, register_reader
 from ecgforge.data.sources.common import StreamingSource, hash_fold, unique_ids
+from ecgforge.errors import resolved_against
 
 LABELS: tuple[str, ...] = ("1dAVb", "RBBB", "LBBB", "SB", "AF", "ST")
 LEADS: tuple[str, ...] = ("DI", "DII", "DIII", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -90,7 +91,7 @@ class Code15Source(StreamingSource):
         """One `RecordRef` per row of ``exams.csv``, in file order."""
         exams = self.root / "exams.csv"
         if not exams.is_file():
-            raise FileNotFoundError(f"source.path: {exams} not found (is {self.root} the CODE-15% folder?)")
+            raise FileNotFoundError(f"source.path: {exams} not found{resolved_against(exams)} (is {self.root} the CODE-15% folder?)")
 
         def refs() -> Iterator[RecordRef]:
             tables: dict[str, dict[int, int] | None] = {}

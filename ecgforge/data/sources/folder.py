@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from ecgforge.data.record import RecordRef
 from ecgforge.data.sources.cinc import hash_fold
+from ecgforge.errors import resolved_against
 
 
 class WFDBFolderSourceConfig(BaseModel, extra="forbid", frozen=True):
@@ -88,7 +89,7 @@ class WFDBFolderSource:
         """CSV -> record key -> labels. Raises ValueError/FileNotFoundError naming the file and column."""
         csv_path = Path(labels_csv).expanduser()
         if not csv_path.is_file():
-            raise FileNotFoundError(f"source.labels_csv: {csv_path} not found")
+            raise FileNotFoundError(f"source.labels_csv: {csv_path} not found{resolved_against(csv_path)}")
         with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a BOM
             reader = csv.DictReader(f)
             columns = reader.fieldnames or []

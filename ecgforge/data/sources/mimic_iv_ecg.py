@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from ecgforge.data.record import RecordRef
 from ecgforge.data.sources.common import StreamingSource, hash_fold, unique_ids, walk_files
+from ecgforge.errors import resolved_against
 
 # machine_measurements.csv's numeric global measurements (ms, and degrees for the axes), stored as meta.
 MEASUREMENTS: tuple[str, ...] = (
@@ -73,7 +74,7 @@ class MimicIVECGSource(StreamingSource):
             return {}
         path = Path(self.patients_csv).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"source.patients_csv: {path} not found")
+            raise FileNotFoundError(f"source.patients_csv: {path} not found{resolved_against(path)}")
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             need = ("subject_id", "gender", "anchor_age", "anchor_year")

@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ecgforge.data.record import RecordRef
+from ecgforge.errors import resolved_against
 
 PTBXLLabelSet = Literal["all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm"]
 
@@ -60,7 +61,7 @@ class PTBXLSource:
         db_path, st_path = self.root / "ptbxl_database.csv", self.root / "scp_statements.csv"
         for p in (db_path, st_path):
             if not p.is_file():
-                raise FileNotFoundError(f"source.path: {p} not found (is {self.root} the PTB-XL root?)")
+                raise FileNotFoundError(f"source.path: {p} not found{resolved_against(p)} (is {self.root} the PTB-XL root?)")
         file_col = "filename_lr" if self.records_folder == "records100" else "filename_hr"
         used = ("ecg_id", "patient_id", "age", "sex", "scp_codes", "strat_fold", file_col)
         db = pd.read_csv(db_path, usecols=lambda c: c in used)  # the free-text columns cost most to parse
