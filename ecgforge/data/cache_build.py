@@ -387,7 +387,7 @@ class _Spool:
     so writing an HDF5 column reads back only that column, one piece at a time.
     """
 
-    PIECE = 4096
+    PIECE = 1024
 
     def __init__(self, path: str) -> None:
         self.file = open(path, "w+b")  # noqa: SIM115 - closed by `close`

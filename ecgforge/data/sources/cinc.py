@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import math
 import re
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -23,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ecgforge.data.record import RecordError, RecordRef
+from ecgforge.data.sources.common import hash_fold, walk_files
 from ecgforge.data.wfdb_io import parse_header
 
 CinCLabelSet = Literal["scored", "dx", "chapman_rhythm"]
@@ -63,11 +63,6 @@ _PREFIXES = (
 )
 _LAST_CHAPMAN_JS = 10646  # JS00001..JS10646 are Chapman-Shaoxing; higher numbers are Ningbo
 _COMMENT = re.compile(r"^(age|sex|dx)\s*:\s*(.*)$", re.IGNORECASE)
-
-
-def hash_fold(patient_id: str, n_folds: int = 10) -> int:
-    """Fold 1..n_folds from a CRC32 of the patient id: deterministic across machines and subsets."""
-    return zlib.crc32(patient_id.encode("utf-8")) % n_folds + 1
 
 
 class CinCSourceConfig(BaseModel, extra="forbid", frozen=True):
