@@ -163,5 +163,10 @@ class WFDBFolderSource:
         return list(self._load()[0])
 
     def label_names(self) -> dict[str, list[str]]:
-        """``{"label": every label in the CSV, sorted}``, or ``{}`` without a CSV."""
-        return {k: list(v) for k, v in self._load()[1].items()}
+        """``{"label": every label in the CSV, sorted}``, or ``{}`` without a CSV (no listing needed: a cache
+        build calls this after streaming the records, and a second listing would hold them all)."""
+        if self._cache is not None:
+            return {k: list(v) for k, v in self._cache[1].items()}
+        if self.labels_csv is None:
+            return {}
+        return {"label": sorted({lab for labs in self._read_labels(self.labels_csv).values() for lab in labs})}
