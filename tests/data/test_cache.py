@@ -274,3 +274,25 @@ def test_spool_in_small_pieces_writes_the_same_cache(folder: Path, tmp_path: Pat
     assert a.keys() == b.keys() and a == b
     assert verify(pieces) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pieces.h5", "wfdb", "whole.h5"]  # no spool left
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_building_process_keeps_no_record_until_the_end(folder: Path, tmp_path: Path, workers: int,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the HDF5 columns are written, no `RecordRef` is alive in the building process: its memory does not
+    grow per record (each one listed was spooled to disk or dropped; the source did not list them again)."""
+    import gc
+
+    import ecgforge.data.cache_build as cache_mod
+    from ecgforge.data.record import RecordRef
+
+    monkeypatch.setattr(cache_mod._Spool, "PIECE", 2)
+    real, alive = cache_mod._write_columns, []
+
+    def counting(*a: object) -> None:
+        alive.append(sum(isinstance(o, RecordRef) for o in gc.get_objects()))
+        real(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cache_mod, "_write_columns", counting)
+    build_cache(recipe(folder, tmp_path / "c.h5"), workers=workers)
+    assert alive == [0]
