@@ -614,6 +614,7 @@ def _build(
 
         # Pass 2: the HDF5 file, with the signals as one contiguous dataset of known size.
         with h5py.File(tmp, "w") as h5, ThreadPoolExecutor(1) as flusher:  # `fd` is this same file
+            _small_metadata_cache(h5)
             h5.attrs.update(
                 layout_version=LAYOUT_VERSION,
                 spec_hash=recipe.spec_hash(),
@@ -677,6 +678,17 @@ def _build(
         clipped_samples=clipped,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _small_metadata_cache(h5: h5py.File, max_bytes: int = 1 << 20) -> None:
+    """Cap HDF5's metadata cache of ``h5`` (default: adaptive up to 32 MiB). Writing variable-length strings
+    fills it with global heap collections, which made the building process's peak grow with the record count
+    (by ~8 MiB from 10,000 to 200,000 records); the file written is the same."""
+    config = h5.id.get_mdc_config()
+    config.set_initial_size = True
+    config.initial_size = config.min_size = max_bytes
+    config.max_size = max_bytes
+    h5.id.set_mdc_config(config)
 
 
 def _listing(source: Any) -> Iterator[RecordRef]:
