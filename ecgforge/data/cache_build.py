@@ -656,6 +656,8 @@ def _build(
             h5["skipped/record_id"] = str_array([rid for rid, _ in skipped])
             h5["skipped/reason"] = str_array([reason for _, reason in skipped])
             flushed.result()
+        spool.close()
+        _unlink([spool_name])  # before the rename: a build killed there leaves only its HDF5 scratch file
         os.fsync(fd)  # what HDF5 wrote meanwhile: the metadata
         as_if_opened(fd)
         if stop.is_set():
