@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import glob
+import hashlib
 import itertools
 import json
 import multiprocessing as mp
@@ -604,6 +605,9 @@ def _build(
                 raise
             readers.close()
         spool.flush()
+        repeated = _repeated_id(spool, skipped)
+        if repeated is not None:
+            raise CacheError(f"source.path: record {repeated!r} is listed twice")
         try:
             label_names = source.label_names(observed) if complete is not None else source.label_names()
         except (OSError, ValueError) as exc:
@@ -680,6 +684,32 @@ def _build(
         clipped_samples=clipped,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _repeated_id(spool: _Spool, skipped: list[tuple[str, str]]) -> str | None:
+    """A record id listed twice (kept or skipped), or None. Checked once the listing is done, on 8-byte hashes of
+    the ids (a sort of 8 bytes per record), so the building process holds no set of ids while it streams."""
+
+    def hashes(ids: Sequence[str]) -> np.ndarray:
+        return np.frombuffer(b"".join(hashlib.blake2b(i.encode(), digest_size=8).digest() for i in ids),
+                             dtype=np.uint64)
+
+    def pieces() -> Iterator[list[str]]:
+        yield from spool.column("record_id")
+        yield [rid for rid, _ in skipped]
+
+    h = np.sort(np.concatenate([hashes(p) for p in pieces()]))
+    suspects = set(h[1:][h[1:] == h[:-1]].tolist())
+    if not suspects:
+        return None
+    seen: set[str] = set()  # only the ids whose hash repeats: a true repeat, or (rarely) a hash collision
+    for piece in pieces():
+        for rid, value in zip(piece, hashes(piece).tolist(), strict=True):
+            if value in suspects:
+                if rid in seen:
+                    return rid
+                seen.add(rid)
+    return None
 
 
 def _small_metadata_cache(h5: h5py.File, max_bytes: int = 1 << 20) -> None:

@@ -296,3 +296,24 @@ def test_the_building_process_keeps_no_record_until_the_end(folder: Path, tmp_pa
     monkeypatch.setattr(cache_mod, "_write_columns", counting)
     build_cache(recipe(folder, tmp_path / "c.h5"), workers=workers)
     assert alive == [0]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_record_listed_twice_stops_the_build(tmp_path: Path, workers: int) -> None:
+    """A streaming listing holds no set of ids: the build checks them once the listing is done (hashes, then
+    the ids whose hash repeats) and refuses a repeat with one line; the source's `records` refuses it too."""
+    from ecgforge.data.sources.cinc import CinCSource
+
+    for sub in ("a", "b"):
+        (tmp_path / "cinc" / sub).mkdir(parents=True)
+        write_record(tmp_path / "cinc" / sub, "rec1", ecg_like(2, 500, 0))
+        write_record(tmp_path / "cinc" / sub, f"only_{sub}", ecg_like(2, 500, 1))
+    spec = CacheRecipe.model_validate({"name": "t", "out": str(tmp_path / "c.h5"), "signal": {"fs_hz": 100},
+                                       "source": {"kind": "cinc", "path": str(tmp_path / "cinc"), "label_sets": ["dx"]}})
+    with pytest.raises(CacheError, match=r"^source\.path: record 'rec1' is listed twice$"):
+        build_cache(spec, workers=workers)
+    assert not (tmp_path / "c.h5").exists()
+    with pytest.raises(ValueError, match="record 'rec1' is listed twice"):
+        CinCSource(str(tmp_path / "cinc"), label_sets=["dx"]).records()
+    (tmp_path / "cinc" / "b" / "rec1.hea").unlink()
+    assert build_cache(spec, workers=workers).n_records == 3

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from ecgforge.data.record import RecordError, RecordRef
-from ecgforge.data.sources.common import hash_fold, walk_files
+from ecgforge.data.sources.common import hash_fold, unique_ids, walk_files
 from ecgforge.data.wfdb_io import parse_header
 
 CinCLabelSet = Literal["scored", "dx", "chapman_rhythm"]
@@ -227,12 +227,9 @@ class CinCSource:
         self._mapping()  # a missing mapping file is a recipe error: before any record
         if self.ptbxl_database is not None and self._ptbxl is None:
             self._ptbxl = load_ptbxl_patients(self.ptbxl_database)
-        seen: dict[str, str] = {}  # name -> folder: ~100 bytes a record (a CinC training set has ~10^5)
+        # A name in two folders: `records` and the cache build refuse it (no set of names held while streaming).
         for hea in walk_files(self.root, "*.hea", ignore_case=False):
             name = hea.stem
-            if name in seen:
-                raise ValueError(f"source.path: record {name} appears twice ({seen[name]} and {hea.parent})")
-            seen[name] = str(hea.parent)
             ecg_id = int(name[2:]) if name.startswith("HR") and name[2:].isdigit() else -1
             patient, meta = name, {}
             if self._ptbxl is not None:
@@ -279,7 +276,7 @@ class CinCSource:
 
     def records(self) -> list[RecordRef]:
         """Every record of `iter_records`, completed (headers read here, no signals)."""
-        refs = [self.complete(r) for r in self.iter_records()]
+        refs = [self.complete(r) for r in unique_ids(self.iter_records())]
         self._all_dx = {c for r in refs for c in r.labels.get("dx", [])} if "dx" in self.label_sets else set()
         return refs
 

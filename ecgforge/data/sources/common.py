@@ -169,8 +169,9 @@ class StreamingSource:
         return {}
 
     def records(self) -> list[RecordRef]:
-        """Every record `iter_records` yields, as a list."""
-        return list(self.iter_records())
+        """Every record `iter_records` yields, as a list; ValueError at a repeated record id (a cache build
+        checks the streamed ids itself, at the end of its listing)."""
+        return list(unique_ids(self.iter_records()))
 
 
 def unique_ids(refs: Iterable[RecordRef]) -> Iterator[RecordRef]:
