@@ -278,6 +278,8 @@ def cache_info(
     from ecgforge.ui.console import cache_info_table
 
     out.print(cache_info_table(path, d))
+    for line in d["caveats"]:
+        out.print(f"[yellow]caveat:[/] {line}", highlight=False)
     for s in d["skipped"][:20]:
         out.print(f"  skipped {s['record']}: {s['reason']}", highlight=False)
 

@@ -8,17 +8,19 @@ from __future__ import annotations
 import contextlib
 import gc
 import glob
+import hashlib
 import itertools
 import json
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
+import pickle
 import signal
 import socket
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,10 +146,20 @@ class _Batch:
     present: np.ndarray  # (k, n_leads) bool
     clipped: int
     reasons: dict[int, str]  # record index -> why it was skipped
+    refs: list[RecordRef] | None = None  # the records as the reader completed them (sources with `complete`)
 
 
-def _process_range(start: int, paths: Sequence[str], recipe: CacheRecipe, scratch: _Scratch) -> _Batch:
-    """Process records ``start .. start + len(paths) - 1`` in order, their samples appended to ``scratch``."""
+Completer = Callable[[RecordRef], RecordRef]
+
+
+def _process_range(start: int, items: Sequence[str] | Sequence[RecordRef], recipe: CacheRecipe, scratch: _Scratch,
+                   complete: Completer | None = None) -> _Batch:
+    """Process records ``start .. start + len(items) - 1`` in order, their samples appended to ``scratch``.
+
+    ``items`` are record paths, or, for a source that leaves part of the listing to the readers (``complete``:
+    e.g. the CinC source parses each header there), its records, returned completed in the batch."""
+    refs = [complete(r) for r in items] if complete is not None else None  # type: ignore[arg-type]
+    paths: Sequence[str] = [r.path for r in refs] if refs is not None else items  # type: ignore[assignment]
     stored = np.full((len(paths), 4), -1, dtype=np.int64)
     present = np.zeros((len(paths), len(recipe.signal.leads)), dtype=bool)
     clipped, reasons = 0, {}
@@ -159,10 +171,11 @@ def _process_range(start: int, paths: Sequence[str], recipe: CacheRecipe, scratc
             stored[k], present[k] = p.stored, p.present
             clipped += p.clipped
     scratch.flush()
-    return _Batch(start, stored, present, clipped, reasons)
+    return _Batch(start, stored, present, clipped, reasons, refs)
 
 
-def _reader_main(number: int, conn: Any, recipe: CacheRecipe, scratch_path: str, inherited: list[int]) -> None:
+def _reader_main(number: int, conn: Any, recipe: CacheRecipe, scratch_path: str, inherited: list[int],
+                 complete: Completer | None) -> None:
     """A reader process: ``(start, paths)`` tasks in, ``("ok", _Batch)`` or ``("error", exception)`` out, until
     ``None`` or the parent's end of the pipe closes (the parent died: nothing more to do)."""
     # The parent handles Ctrl-C and SIGTERM (to the whole process group) and then ends its readers itself.
@@ -180,7 +193,7 @@ def _reader_main(number: int, conn: Any, recipe: CacheRecipe, scratch_path: str,
         if task is None:
             return
         try:
-            reply: tuple[str, Any] = ("ok", _process_range(*task, recipe, scratch))
+            reply: tuple[str, Any] = ("ok", _process_range(*task, recipe, scratch, complete))
         except Exception as exc:  # e.g. ENOSPC writing the scratch file: the parent raises it
             reply = ("error", exc)
         try:
@@ -204,14 +217,15 @@ class _Readers:
     per reader (a few records each: the pipes never fill, and tasks can be cut as the listing streams in).
     """
 
-    def __init__(self, n: int, recipe: CacheRecipe, scratch_paths: list[str], depth: int = 2) -> None:
+    def __init__(self, n: int, recipe: CacheRecipe, scratch_paths: list[str], complete: Completer | None = None,
+                 depth: int = 2) -> None:
         ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context("spawn")
         self.depth, self.procs, self.conns, self.queued = depth, [], [], []
         parents: list[int] = []
         for number in range(n):
             mine, theirs = ctx.Pipe(duplex=True)
             proc = ctx.Process(target=_reader_main, name=f"ecgforge-reader-{number}", daemon=True,
-                               args=(number, theirs, recipe, scratch_paths[number], parents + [mine.fileno()]))
+                               args=(number, theirs, recipe, scratch_paths[number], parents + [mine.fileno()], complete))
             proc.start()
             theirs.close()
             parents.append(mine.fileno())
@@ -304,7 +318,7 @@ def _remove_stale_scratch(out: Path) -> None:
     prefix = f".{out.name}.{_host()}."
     for p in out.parent.glob(f"{glob.escape(prefix)}*"):
         pid = p.name[len(prefix):].split(".", 1)[0]
-        if p.suffix in (".building", ".samples") and pid.isdigit() and not pid_alive(int(pid)):
+        if p.suffix in (".building", ".samples", ".spool") and pid.isdigit() and not pid_alive(int(pid)):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
 
@@ -342,27 +356,125 @@ def _copy_range(src: int, dst: int, dst_offset: int, nbytes: int, src_offset: in
             done += os.pwrite(dst, chunk, dst_offset + done)
 
 
-def _gather(scratch_paths: list[str], stored: list[Any], dst: int, dst_offset: int, row_bytes: int) -> None:
+def _gather(scratch_paths: list[str], stored: Iterable[np.ndarray], dst: int, dst_offset: int, row_bytes: int) -> None:
     """Copy each record's samples from the scratch files into ``dst`` at ``dst_offset``, back to back in the
-    order of ``stored`` (``(file, offset, rows, crc)`` per record); adjacent ranges of one file are copied
-    in one go (a worker's chunk of consecutive records is contiguous in its file)."""
+    order of ``stored`` (pieces of ``(k, 4)`` rows ``(file, offset, rows, crc)``, one per record); adjacent
+    ranges of one file are copied in one go (a worker's chunk of consecutive records is contiguous in its file)."""
     fds = [os.open(path, os.O_RDONLY) for path in scratch_paths]
     try:
         pos, run = dst_offset, None  # run: [file, start, nbytes, destination] being extended
-        for number, offset, rows, _ in stored:
-            nbytes = rows * row_bytes
-            if run is not None and run[0] == number and run[1] + run[2] == offset:
-                run[2] += nbytes
-            else:
-                if run is not None:
-                    _copy_range(fds[run[0]], dst, run[3], run[2], src_offset=run[1])
-                run = [number, offset, nbytes, pos]
-            pos += nbytes
+        for piece in stored:
+            for number, offset, rows, _ in piece.tolist():
+                nbytes = rows * row_bytes
+                if run is not None and run[0] == number and run[1] + run[2] == offset:
+                    run[2] += nbytes
+                else:
+                    if run is not None:
+                        _copy_range(fds[run[0]], dst, run[3], run[2], src_offset=run[1])
+                    run = [number, offset, nbytes, pos]
+                pos += nbytes
         if run is not None:
             _copy_range(fds[run[0]], dst, run[3], run[2], src_offset=run[1])
     finally:
         for fd in fds:
             os.close(fd)
+
+
+class _Spool:
+    """What the cache stores of each kept record besides its samples, on disk in record order.
+
+    The parent holds no object per record until the end (at 10^6 records a `RecordRef` each was gigabytes):
+    records are appended here as their batches complete, ``PIECE`` at a time, each piece one pickle per column,
+    so writing an HDF5 column reads back only that column, one piece at a time.
+    """
+
+    PIECE = 1024
+
+    def __init__(self, path: str) -> None:
+        self.file = open(path, "w+b")  # noqa: SIM115 - closed by `close`
+        self.pieces: list[tuple[int, dict[str, tuple[int, int]]]] = []  # (records, column -> (offset, nbytes))
+        self.pending: list[tuple[RecordRef, np.ndarray, np.ndarray]] = []
+        self.n = 0  # records appended
+        self.total_rows = 0  # their samples per lead, summed
+        # Extra meta column -> [records having it, int values, numeric values]: the column's type at the end.
+        self.meta_stats: dict[str, list[int]] = {}
+
+    def add(self, ref: RecordRef, stored: np.ndarray, present: np.ndarray) -> None:
+        """Append a kept record: its listing, ``stored`` (4,) = (scratch file, offset, rows, crc), ``present``."""
+        self.pending.append((ref, stored, present))
+        self.n += 1
+        self.total_rows += int(stored[2])
+        if len(self.pending) >= self.PIECE:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        refs = [r for r, _, _ in self.pending]
+        cols: dict[str, Any] = {
+            "stored": np.stack([s for _, s, _ in self.pending]),
+            "present": np.stack([p for _, _, p in self.pending]),
+            "record_id": [r.record_id for r in refs],
+            "patient_id": [r.patient_id for r in refs],
+            "source": [r.source for r in refs],
+            "sex": [str(r.meta.get("sex", "")) for r in refs],
+            "fold": [int(r.meta.get("fold", -1)) for r in refs],
+            "age": [float(r.meta.get("age", np.nan)) for r in refs],
+            "labels": [r.labels for r in refs],
+        }
+        for key in sorted({k for r in refs for k in r.meta} - {"sex", "fold", "age"}):
+            values = [r.meta.get(key) for r in refs]
+            stats = self.meta_stats.setdefault(key, [0, 0, 0])
+            stats[0] += sum(v is not None for v in values)
+            stats[1] += sum(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
+            stats[2] += sum(isinstance(v, (int, float, np.number)) for v in values)
+            cols[f"meta/{key}"] = values
+        where: dict[str, tuple[int, int]] = {}
+        self.file.seek(0, os.SEEK_END)
+        for name, value in cols.items():
+            blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            where[name] = (self.file.tell(), len(blob))
+            self.file.write(blob)
+        self.pieces.append((len(refs), where))
+        self.pending.clear()
+
+    def column(self, name: str) -> Iterator[Any]:
+        """Column ``name`` piece by piece, in record order (a piece without it: ``None`` per record)."""
+        self.flush()
+        for k, where in self.pieces:
+            if name not in where:
+                yield [None] * k
+                continue
+            offset, nbytes = where[name]
+            self.file.seek(offset)
+            yield pickle.loads(self.file.read(nbytes))
+
+    def meta_kind(self, key: str) -> str:
+        """``"int"``, ``"float"`` or ``"str"``: int where every record has an int, float where every one a number."""
+        have, ints, nums = self.meta_stats[key]
+        if have == self.n and ints == self.n:
+            return "int"
+        return "float" if have == self.n and nums == self.n else "str"
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _write_column(h5: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, pieces: Iterable[Any]) -> None:
+    """Dataset ``name`` of ``shape`` written piece by piece (each piece an array of ``dtype``); a single piece
+    is written whole, as one assignment (the bytes of a small cache do not depend on the spool)."""
+    it = iter(pieces)
+    first = next(it)
+    second = next(it, None)
+    if second is None:
+        h5[name] = np.asarray(first, dtype=dtype) if dtype is not h5py.string_dtype("utf-8") else first
+        return
+    dset = h5.create_dataset(name, shape=shape, dtype=dtype)
+    start = 0
+    for piece in itertools.chain([first, second], it):
+        if getattr(piece, "size", 1):  # an empty selection (a label set without labels) writes nothing
+            dset[start : start + len(piece)] = piece
+        start += len(piece)
 
 
 def build_cache(
@@ -413,6 +525,8 @@ def _build(
     out = Path(out or recipe.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     source = build(SOURCES, recipe.source)
+    # A source may leave part of each record's listing to the readers (the CinC source: parsing its header).
+    complete: Completer | None = getattr(source, "complete", None)
     n_leads = len(recipe.signal.leads)
     workers = max(1, workers or recipe.workers or os.cpu_count() or 1)
 
@@ -421,72 +535,90 @@ def _build(
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=scratch, suffix=".building")  # fd: kept to the end
     tmp = Path(tmp_name)
     scratch_paths: list[str] = []
+    spool: _Spool | None = None
     try:
         for _ in range(workers):
             sfd, name = tempfile.mkstemp(dir=out.parent, prefix=scratch, suffix=".samples")
             os.close(sfd)
             scratch_paths.append(name)
-        refs: list[RecordRef] = []
-        listing = _listing(source, refs)
-        batches: list[_Batch] = []
-        clipped, done = 0, 0
+        sfd, spool_name = tempfile.mkstemp(dir=out.parent, prefix=scratch, suffix=".spool")
+        os.close(sfd)
+        scratch_paths.append(spool_name)  # unlinked with the scratch files
+        spool = _Spool(spool_name)
+        listing = _listing(source)
+        # Per-record state in the parent is bounded by the records in flight: a task's records wait in
+        # `in_flight` until their batch returns, then (in record order) go to the spool or to `skipped`.
+        in_flight: dict[int, list[RecordRef]] = {}
+        arrived: dict[int, tuple[list[RecordRef], _Batch]] = {}
+        skipped: list[tuple[str, str]] = []
+        observed: dict[str, set[str]] = {}  # label set -> labels the readers found (sources with `complete`)
+        listed = next_start = clipped = done = 0
 
-        def tasks() -> Iterator[tuple[int, list[str]]]:
+        def tasks() -> Iterator[tuple[int, list[Any]]]:
             """Consecutive records in tasks cut as the listing streams in: a few records while few are known
             (every reader gets work early), up to 64 (one message per 64 records)."""
+            nonlocal listed
             while True:
-                start = len(refs)
-                size = max(1, min(64, start // (workers * 8)))
-                paths = [r.path for r in itertools.islice(listing, size)]
-                if not paths:
+                refs = list(itertools.islice(listing, max(1, min(64, listed // (workers * 8)))))
+                if not refs:
                     return
-                yield start, paths
+                start, listed = listed, listed + len(refs)
+                in_flight[start] = refs
+                yield start, (refs if complete is not None else [r.path for r in refs])
+
+        def settle(refs: list[RecordRef], b: _Batch) -> None:
+            for k, ref in enumerate(refs):
+                if complete is not None:
+                    for set_name, labs in ref.labels.items():
+                        observed.setdefault(set_name, set()).update(labs)
+                if b.stored[k, 2] >= 0:
+                    spool.add(ref, b.stored[k], b.present[k])  # type: ignore[union-attr]
+                else:
+                    skipped.append((ref.record_id, b.reasons[b.start + k]))
 
         def consume(stream: Iterator[_Batch]) -> None:
-            nonlocal clipped, done
+            nonlocal clipped, done, next_start
             for b in stream:
                 if stop.is_set():
                     raise stop.interrupted()
-                batches.append(b)
+                refs = in_flight.pop(b.start)
+                arrived[b.start] = (b.refs if b.refs is not None else refs, b)
                 clipped, done = clipped + b.clipped, done + len(b.stored)
+                while next_start in arrived:  # batches come in any order; the spool takes them in record order
+                    refs, ready = arrived.pop(next_start)
+                    settle(refs, ready)
+                    next_start += len(refs)
                 if progress is not None:
-                    progress(done, len(refs))  # the total grows while the listing streams
+                    progress(done, listed)  # the total grows while the listing streams
 
         # Pass 1: process records in batches of consecutive records; each process appends the samples to
         # its own scratch file and reports where they are.
         if workers == 1:
             with contextlib.closing(_Scratch(0, scratch_paths[0])) as sink:
-                consume(_process_range(start, paths, recipe, sink) for start, paths in tasks())
+                consume(_process_range(start, items, recipe, sink, complete) for start, items in tasks())
         else:
-            readers = _Readers(workers, recipe, scratch_paths)
+            readers = _Readers(workers, recipe, scratch_paths[:workers], complete)
             try:
                 consume(readers.run(tasks(), stop))
             except BaseException:
                 readers.close(kill=True)  # at once: the build has failed, their work is of no use
                 raise
             readers.close()
-        n = len(refs)
-        stored = np.full((n, 4), -1, dtype=np.int64)
-        present = np.zeros((n, n_leads), dtype=bool)
-        reasons: dict[int, str] = {}
-        for b in batches:
-            k = len(b.stored)
-            stored[b.start : b.start + k], present[b.start : b.start + k] = b.stored, b.present
-            reasons.update(b.reasons)
-        batches.clear()
+        spool.flush()
+        repeated = _repeated_id(spool, skipped)
+        if repeated is not None:
+            raise CacheError(f"source.path: record {repeated!r} is listed twice")
         try:
-            label_names = source.label_names()
+            label_names = source.label_names(observed) if complete is not None else source.label_names()
         except (OSError, ValueError) as exc:
             raise CacheError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-        if not (stored[:, 2] >= 0).any():
-            raise CacheError(_nothing_found(recipe, n, reasons))
-        keep = np.flatnonzero(stored[:, 2] >= 0)
-        lengths, checksums = stored[keep, 2], stored[keep, 3].astype(np.uint32)
+        if spool.n == 0:
+            raise CacheError(_nothing_found(recipe, listed, skipped))
+        n = spool.n
 
         # Pass 2: the HDF5 file, with the signals as one contiguous dataset of known size.
-        offsets = np.zeros(len(keep), dtype=np.int64)
-        offsets[1:] = np.cumsum(lengths)[:-1]
         with h5py.File(tmp, "w") as h5, ThreadPoolExecutor(1) as flusher:  # `fd` is this same file
+            _small_metadata_cache(h5)
             h5.attrs.update(
                 layout_version=LAYOUT_VERSION,
                 spec_hash=recipe.spec_hash(),
@@ -496,10 +628,10 @@ def _build(
                 units="mV",
                 scale_mv=SCALE_MV,
                 ecgforge_version=__version__,
-                n_records=len(keep),
+                n_records=n,
                 source_kind=recipe.source.kind,
                 name=recipe.name,
-                n_skipped=len(reasons),
+                n_skipped=len(skipped),
                 clipped_samples=clipped,
             )
             # The samples' place in the file is fixed now. The kernel copies them there from the scratch files
@@ -507,20 +639,31 @@ def _build(
             # writes the metadata, and the scratch files' pages are freed.
             dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
             dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-            dset = h5.create_dataset("signals", shape=(int(lengths.sum()), n_leads), dtype="<i2", dcpl=dcpl,
+            dset = h5.create_dataset("signals", shape=(spool.total_rows, n_leads), dtype="<i2", dcpl=dcpl,
                                      fill_time="never")
-            _gather(scratch_paths, stored[keep].tolist(), fd, dset.id.get_offset(), n_leads * 2)
+            _gather(scratch_paths[:workers], spool.column("stored"), fd, dset.id.get_offset(), n_leads * 2)
             flushed = flusher.submit(os.fsync, fd)
-            _unlink(scratch_paths)
-            h5["offsets"], h5["lengths"] = offsets, lengths
-            h5["present"], h5["checksum"] = present[keep], checksums
-            _write_columns(h5, [refs[i] for i in keep], label_names)
-            skipped = sorted(reasons.items())
-            h5["skipped/record_id"] = str_array([refs[i].record_id for i, _ in skipped])
+            _unlink(scratch_paths[:workers])
+
+            def offsets() -> Iterator[np.ndarray]:
+                end = 0
+                for piece in spool.column("stored"):
+                    starts = end + np.concatenate([[0], np.cumsum(piece[:, 2])[:-1]])
+                    end += int(piece[:, 2].sum())
+                    yield starts.astype(np.int64)
+
+            _write_column(h5, "offsets", (n,), np.int64, offsets())
+            _write_column(h5, "lengths", (n,), np.int64, (p[:, 2] for p in spool.column("stored")))
+            _write_column(h5, "present", (n, n_leads), bool, spool.column("present"))
+            _write_column(h5, "checksum", (n,), np.uint32, (p[:, 3].astype(np.uint32) for p in spool.column("stored")))
+            _write_columns(h5, spool, label_names)
+            h5["skipped/record_id"] = str_array([rid for rid, _ in skipped])
             h5["skipped/reason"] = str_array([reason for _, reason in skipped])
             # Last: the CRC of every part written above, read back as a reader will see it.
             seal_metadata(h5)
             flushed.result()
+        spool.close()
+        _unlink([spool_name])  # before the rename: a build killed there leaves only its HDF5 scratch file
         os.fsync(fd)  # what HDF5 wrote meanwhile: the metadata
         as_if_opened(fd)
         if stop.is_set():
@@ -532,30 +675,66 @@ def _build(
         raise
     finally:
         os.close(fd)
+        if spool is not None:
+            spool.close()
         _unlink(scratch_paths)
     return BuildSummary(
         path=out,
-        n_records=len(keep),
-        n_skipped=len(reasons),
-        skipped=[(refs[i].record_id, reason) for i, reason in skipped],
+        n_records=n,
+        n_skipped=len(skipped),
+        skipped=skipped,
         clipped_samples=clipped,
         seconds=time.perf_counter() - t0,
     )
 
 
-def _listing(source: Any, refs: list[RecordRef]) -> Iterator[RecordRef]:
-    """The source's records one at a time (``iter_records`` where it streams, else ``records()``), each also
-    appended to ``refs``; a listing failure becomes a one-line `CacheError` (sources name the field)."""
+def _repeated_id(spool: _Spool, skipped: list[tuple[str, str]]) -> str | None:
+    """A record id listed twice (kept or skipped), or None. Checked once the listing is done, on 8-byte hashes of
+    the ids (a sort of 8 bytes per record), so the building process holds no set of ids while it streams."""
+
+    def hashes(ids: Sequence[str]) -> np.ndarray:
+        return np.frombuffer(b"".join(hashlib.blake2b(i.encode(), digest_size=8).digest() for i in ids),
+                             dtype=np.uint64)
+
+    def pieces() -> Iterator[list[str]]:
+        yield from spool.column("record_id")
+        yield [rid for rid, _ in skipped]
+
+    h = np.sort(np.concatenate([hashes(p) for p in pieces()]))
+    suspects = set(h[1:][h[1:] == h[:-1]].tolist())
+    if not suspects:
+        return None
+    seen: set[str] = set()  # only the ids whose hash repeats: a true repeat, or (rarely) a hash collision
+    for piece in pieces():
+        for rid, value in zip(piece, hashes(piece).tolist(), strict=True):
+            if value in suspects:
+                if rid in seen:
+                    return rid
+                seen.add(rid)
+    return None
+
+
+def _small_metadata_cache(h5: h5py.File, max_bytes: int = 1 << 20) -> None:
+    """Cap HDF5's metadata cache of ``h5`` (default: adaptive up to 32 MiB). Writing variable-length strings
+    fills it with global heap collections, which made the building process's peak grow with the record count
+    (by ~8 MiB from 10,000 to 200,000 records); the file written is the same."""
+    config = h5.id.get_mdc_config()
+    config.set_initial_size = True
+    config.initial_size = config.min_size = max_bytes
+    config.max_size = max_bytes
+    h5.id.set_mdc_config(config)
+
+
+def _listing(source: Any) -> Iterator[RecordRef]:
+    """The source's records one at a time (``iter_records`` where it streams, else ``records()``); a listing
+    failure becomes a one-line `CacheError` (sources name the field)."""
     try:
-        it = source.iter_records() if hasattr(source, "iter_records") else iter(source.records())
-        for ref in it:
-            refs.append(ref)
-            yield ref
+        yield from (source.iter_records() if hasattr(source, "iter_records") else iter(source.records()))
     except (OSError, ValueError) as exc:  # "source.labels_csv: x.csv not found"
         raise CacheError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
 
-def _nothing_found(recipe: CacheRecipe, n_listed: int, reasons: dict[int, str]) -> str:
+def _nothing_found(recipe: CacheRecipe, n_listed: int, skipped: list[tuple[str, str]]) -> str:
     """Why a build has no record to store, and where the source looked."""
     where = f"source {recipe.source.kind!r}"
     path = getattr(recipe.source, "path", None)
@@ -563,7 +742,7 @@ def _nothing_found(recipe: CacheRecipe, n_listed: int, reasons: dict[int, str]) 
         where += f" looked in {Path(path).resolve()}"
     if n_listed == 0:
         return f"no records found: {where} and listed none (is source.path the dataset's top folder?)"
-    first = reasons[min(reasons)] if reasons else "?"
+    first = skipped[0][1] if skipped else "?"
     return f"no readable record: {where}, listed {n_listed} and none could be read (the first: {first})"
 
 
@@ -573,31 +752,37 @@ def _unlink(paths: Sequence[str]) -> None:
             os.unlink(path)
 
 
-def _write_columns(h5: h5py.File, refs: Sequence[RecordRef], label_names: dict[str, list[str]]) -> None:
-    """What the source knows of each stored record: ids, sex, fold, age, ``meta/*`` and ``labels/*``."""
-    h5["record_id"] = str_array([r.record_id for r in refs])
-    h5["patient_id"] = str_array([r.patient_id for r in refs])
-    h5["source"] = str_array([r.source for r in refs])
-    h5["sex"] = str_array([str(r.meta.get("sex", "")) for r in refs])
-    h5["fold"] = np.array([int(r.meta.get("fold", -1)) for r in refs], dtype=np.int64)
-    h5["age"] = np.array([float(r.meta.get("age", np.nan)) for r in refs], dtype=np.float64)
-    extra = sorted({k for r in refs for k in r.meta} - {"sex", "fold", "age"})
+def _write_columns(h5: h5py.File, spool: _Spool, label_names: dict[str, list[str]]) -> None:
+    """What the source knows of each stored record: ids, sex, fold, age, ``meta/*`` and ``labels/*``, written
+    one column at a time from the spool (the same bytes as whole arrays where the cache fits in one piece)."""
+    n, strs = spool.n, h5py.string_dtype("utf-8")
+    for name in ("record_id", "patient_id", "source", "sex"):
+        _write_column(h5, name, (n,), strs, (str_array(p) for p in spool.column(name)))
+    _write_column(h5, "fold", (n,), np.int64, (np.array(p, dtype=np.int64) for p in spool.column("fold")))
+    _write_column(h5, "age", (n,), np.float64, (np.array(p, dtype=np.float64) for p in spool.column("age")))
     meta = h5.create_group("meta")
-    for col in extra:
-        values = [r.meta.get(col) for r in refs]
-        if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-            meta[col] = np.array(values, dtype=np.int64)
-        elif all(isinstance(v, (int, float, np.number)) for v in values):
-            meta[col] = np.array(values, dtype=np.float64)
+    for col in sorted(spool.meta_stats):
+        pieces = spool.column(f"meta/{col}")
+        kind = spool.meta_kind(col)
+        if kind == "int":
+            _write_column(meta, col, (n,), np.int64, (np.array(p, dtype=np.int64) for p in pieces))
+        elif kind == "float":
+            _write_column(meta, col, (n,), np.float64, (np.array(p, dtype=np.float64) for p in pieces))
         else:
-            meta[col] = str_array(["" if v is None else str(v) for v in values])
+            _write_column(meta, col, (n,), strs,
+                          (str_array(["" if v is None else str(v) for v in p]) for p in pieces))
     labels = h5.create_group("labels")
     for set_name, names in label_names.items():
         col = {name: j for j, name in enumerate(names)}
-        mat = np.zeros((len(refs), len(names)), dtype=np.uint8)
-        for row, r in enumerate(refs):
-            for lab in r.labels.get(set_name, []):
-                if lab in col:
-                    mat[row, col[lab]] = 1
-        labels[set_name] = mat
+
+        def multi_hot(piece: list[dict[str, list[str]]], set_name: str = set_name,
+                      col: dict[str, int] = col) -> np.ndarray:
+            mat = np.zeros((len(piece), len(col)), dtype=np.uint8)
+            for row, labs in enumerate(piece):
+                for lab in labs.get(set_name, []):
+                    if lab in col:
+                        mat[row, col[lab]] = 1
+            return mat
+
+        _write_column(labels, set_name, (n, len(names)), np.uint8, (multi_hot(p) for p in spool.column("labels")))
         labels[set_name].attrs["names"] = json.dumps(list(names))

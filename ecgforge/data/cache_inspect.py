@@ -38,7 +38,40 @@ def info(path: str | Path) -> dict[str, Any]:
         "sources": {k: int(v) for k, v in zip(*np.unique(c.source.astype(str), return_counts=True), strict=True)},
         "folds": {int(k): int(v) for k, v in zip(*np.unique(c.fold, return_counts=True), strict=True)},
         "lead_presence": {lead: int(c.present[:, j].sum()) for j, lead in enumerate(c.leads)},
+        "caveats": caveats(c),
     }
+
+
+# Databases of the PhysioNet/CinC Challenge whose records repeat patients without saying which (the Challenge
+# files carry no patient id): records and patients of the whole databases, from their PhysioNet descriptions.
+_UNRESOLVED_PATIENTS = {"ptb": ("PTB (S*)", 549, 290), "incart": ("INCART (I*)", 75, 32)}
+
+
+def caveats(c: Cache) -> list[str]:
+    """What the cache's patient ids cannot tell (one line each): CinC records of databases that repeat patients
+    under record names, and PTB-XL (HR*) records left without their PTB-XL patient."""
+    if c.spec.get("source", {}).get("kind") != "cinc":
+        return []
+    lines = []
+    counts = {k: int((c.source.astype(str) == k).sum()) for k in _UNRESOLVED_PATIENTS}
+    if any(counts.values()):
+        which = " and ".join(f"{counts[k]} {name}" for k, (name, _, _) in _UNRESOLVED_PATIENTS.items() if counts[k])
+        whole = ", ".join(f"{name.split()[0]} has {r} records of {p} patients"
+                          for k, (name, r, p) in _UNRESOLVED_PATIENTS.items() if counts[k])
+        lines.append(f"patients: {which} records count as one patient each, but those databases repeat patients "
+                     f"({whole}) and the Challenge data does not say which: patient splits and patient positives "
+                     "cannot group them")
+    hr = c.source.astype(str) == "ptb-xl"
+    if hr.any():
+        if "ptbxl_patient_id" not in c.meta:
+            lines.append(f"patients: {int(hr.sum())} PTB-XL (HR*) records count as one patient each; set "
+                         "source.ptbxl_database to give them their PTB-XL patients")
+        else:
+            unmapped = int((np.asarray(c.meta["ptbxl_patient_id"])[hr] < 0).sum())
+            if unmapped:
+                lines.append(f"patients: {unmapped} of {int(hr.sum())} PTB-XL (HR*) records are not in "
+                             "source.ptbxl_database and count as one patient each")
+    return lines
 
 
 def verify(path: str | Path, notes: list[str] | None = None) -> list[str]:

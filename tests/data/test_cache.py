@@ -242,3 +242,78 @@ def test_scratch_file_offsets_and_large_flush(tmp_path: Path) -> None:
     for s, (number, offset, rows, crc) in zip(sigs, stored, strict=True):
         assert number == 3 and rows == len(s)
         assert raw[offset : offset + s.nbytes] == s.tobytes() and zlib.crc32(s.tobytes()) == crc
+
+
+def _contents(path: Path) -> dict[str, object]:
+    """Every dataset and attribute of an HDF5 file, as comparable values."""
+    out: dict[str, object] = {}
+    with h5py.File(path, "r") as h5:
+        out.update({f"@{k}": str(v) for k, v in h5.attrs.items()})
+
+        def visit(name: str, obj: object) -> None:
+            if isinstance(obj, h5py.Dataset):
+                out[name] = (obj.dtype.str, obj.shape, obj[()].tobytes() if obj.dtype.kind != "O" else list(obj[()]))
+                out.update({f"{name}@{k}": str(v) for k, v in obj.attrs.items()})
+
+        h5.visititems(visit)
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_spool_in_small_pieces_writes_the_same_cache(folder: Path, tmp_path: Path, workers: int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent keeps no record in memory: it spools them in pieces, and a cache written from many pieces has
+    the contents of one written from a single piece (where it is also byte for byte the old whole-array write)."""
+    import ecgforge.data.cache_build as cache_mod
+
+    whole = build_cache(recipe(folder, tmp_path / "whole.h5"), workers=workers).path
+    monkeypatch.setattr(cache_mod._Spool, "PIECE", 2)
+    pieces = build_cache(recipe(folder, tmp_path / "pieces.h5"), workers=workers).path
+    a, b = _contents(whole), _contents(pieces)
+    assert a.pop("@spec") != b.pop("@spec")  # it names the output file; everything else is equal
+    assert a.keys() == b.keys() and a == b
+    assert verify(pieces) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pieces.h5", "wfdb", "whole.h5"]  # no spool left
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_building_process_keeps_no_record_until_the_end(folder: Path, tmp_path: Path, workers: int,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the HDF5 columns are written, no `RecordRef` is alive in the building process: its memory does not
+    grow per record (each one listed was spooled to disk or dropped; the source did not list them again)."""
+    import gc
+
+    import ecgforge.data.cache_build as cache_mod
+    from ecgforge.data.record import RecordRef
+
+    monkeypatch.setattr(cache_mod._Spool, "PIECE", 2)
+    real, alive = cache_mod._write_columns, []
+
+    def counting(*a: object) -> None:
+        alive.append(sum(isinstance(o, RecordRef) for o in gc.get_objects()))
+        real(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cache_mod, "_write_columns", counting)
+    build_cache(recipe(folder, tmp_path / "c.h5"), workers=workers)
+    assert alive == [0]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_record_listed_twice_stops_the_build(tmp_path: Path, workers: int) -> None:
+    """A streaming listing holds no set of ids: the build checks them once the listing is done (hashes, then
+    the ids whose hash repeats) and refuses a repeat with one line; the source's `records` refuses it too."""
+    from ecgforge.data.sources.cinc import CinCSource
+
+    for sub in ("a", "b"):
+        (tmp_path / "cinc" / sub).mkdir(parents=True)
+        write_record(tmp_path / "cinc" / sub, "rec1", ecg_like(2, 500, 0))
+        write_record(tmp_path / "cinc" / sub, f"only_{sub}", ecg_like(2, 500, 1))
+    spec = CacheRecipe.model_validate({"name": "t", "out": str(tmp_path / "c.h5"), "signal": {"fs_hz": 100},
+                                       "source": {"kind": "cinc", "path": str(tmp_path / "cinc"), "label_sets": ["dx"]}})
+    with pytest.raises(CacheError, match=r"^source\.path: record 'rec1' is listed twice$"):
+        build_cache(spec, workers=workers)
+    assert not (tmp_path / "c.h5").exists()
+    with pytest.raises(ValueError, match="record 'rec1' is listed twice"):
+        CinCSource(str(tmp_path / "cinc"), label_sets=["dx"]).records()
+    (tmp_path / "cinc" / "b" / "rec1.hea").unlink()
+    assert build_cache(spec, workers=workers).n_records == 3

@@ -293,3 +293,30 @@ def test_wfdb_folder_patient_from_splits_a_mimic_tree_by_subject(tmp_path: Path)
     summary, _ = cache_of({"kind": "wfdb_folder", "path": str(tmp_path / "files"), "patient_from": 1},
                           tmp_path / "c.h5", 500)
     assert summary["n_records"] == 7 and summary["n_patients"] == 4
+
+
+def test_code15_wild_part_files_are_skipped_with_reasons(tmp_path: Path) -> None:
+    """Part files as they go wrong in the wild: an exam whose row is padding only, a part with 8 leads, a part
+    cut short (not a readable HDF5 file). Each exam is listed as skipped with the reason; the rest is stored."""
+    root = tmp_path / "code15"
+    exams, rows = write_code15(root, np.random.default_rng(5))
+    with h5py.File(root / "exams_part0.hdf5", "r+") as h5:  # exam of row 1: all zeros
+        h5["tracings"][1] = np.zeros((4096, 12), np.float32)
+    with h5py.File(root / "exams_part8.hdf5", "w") as h5:
+        h5["tracings"], h5["exam_id"] = np.ones((1, 4096, 8), np.float32), np.array([7001])
+    cut = (root / "exams_part1.hdf5").read_bytes()
+    (root / "exams_part9.hdf5").write_bytes(cut[: len(cut) // 3])
+    base = {k: v for k, v in rows[0].items() if k not in ("exam_id", "patient_id", "trace_file")}
+    extra = [{**base, "exam_id": 7001, "patient_id": 701, "trace_file": "exams_part8.hdf5"},
+             {**base, "exam_id": 7002, "patient_id": 702, "trace_file": "exams_part9.hdf5"}]
+    with open(root / "exams.csv", "a", newline="") as f:
+        csv.DictWriter(f, fieldnames=CODE15_COLUMNS).writerows(extra)
+    summary, cache = cache_of({"kind": "code15", "path": str(root)}, tmp_path / "c.h5", 400, workers=2)
+    skipped = {s["record"]: s["reason"] for s in summary["skipped"]}
+    zero = str(rows[1]["exam_id"])
+    assert skipped[zero] == f"exam {zero}: the tracing is all zeros (padding only)"
+    assert skipped["7001"].startswith("exams_part8.hdf5: tracings of shape (1, 4096, 8)")
+    assert skipped["7002"] == "exams_part9.hdf5 is not a readable part file (no HDF5 exam_id dataset could be read)"
+    assert summary["n_records"] == 4 == len(cache)
+    for i, rid in enumerate(cache.record_id):
+        np.testing.assert_allclose(cache.read(i), exams[int(rid)], atol=QUANTUM, rtol=0)

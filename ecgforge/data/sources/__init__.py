@@ -1,9 +1,12 @@
 """Dataset sources: each lists `RecordRef`s (where a record lives, its metadata and labels), reading no signal.
 
 Every source has ``records() -> list[RecordRef]`` and ``label_names() -> {label set: [every label]}``; the
-file-format sources (MIMIC-IV-ECG, CODE-15%, MUSE, HL7 aECG, DICOM) also ``iter_records()``, a generator of
-the same records, so a listing can stream. A record in a non-WFDB format has a reader path as its ``path``
-(`ecgforge.data.record.reader_path`), read by the reader its module registers.
+file-format sources (MIMIC-IV-ECG, CODE-15%, MUSE, HL7 aECG, DICOM), CinC and the WFDB folder also
+``iter_records()``, a generator of the same records, so a cache build's listing streams into its readers. A
+source may leave part of each record's listing to the reader processes: ``complete(ref) -> RecordRef`` runs
+there (CinC parses each header in it) and ``label_names(observed)`` then receives the labels they found. A
+record in a non-WFDB format has a reader path as its ``path`` (`ecgforge.data.record.reader_path`), read by
+the reader its module registers.
 Add one: write ``<name>.py`` with the source class and its ``<Name>Config`` (``kind`` literal), then add one
 line to the table.
 """

@@ -15,14 +15,15 @@ from __future__ import annotations
 import csv
 import math
 import re
-import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from ecgforge.data.record import RecordError, RecordRef
+from ecgforge.data.sources.common import hash_fold, unique_ids, walk_files
 from ecgforge.data.wfdb_io import parse_header
 from ecgforge.errors import resolved_against
 
@@ -66,11 +67,6 @@ _LAST_CHAPMAN_JS = 10646  # JS00001..JS10646 are Chapman-Shaoxing; higher number
 _COMMENT = re.compile(r"^(age|sex|dx)\s*:\s*(.*)$", re.IGNORECASE)
 
 
-def hash_fold(patient_id: str, n_folds: int = 10) -> int:
-    """Fold 1..n_folds from a CRC32 of the patient id: deterministic across machines and subsets."""
-    return zlib.crc32(patient_id.encode("utf-8")) % n_folds + 1
-
-
 class CinCSourceConfig(BaseModel, extra="forbid", frozen=True):
     kind: Literal["cinc"] = "cinc"
     path: str = Field(description="folder searched recursively for .hea files (the Challenge training data)")
@@ -78,6 +74,17 @@ class CinCSourceConfig(BaseModel, extra="forbid", frozen=True):
     scored_mapping: str | None = Field(
         None, description="dx_mapping_scored.csv; default evaluation-2021/dx_mapping_scored.csv under path"
     )
+    ptbxl_database: str | None = Field(
+        None, description="PTB-XL's ptbxl_database.csv: the HR* records (PTB-XL ECGs) get their PTB-XL patient"
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_table(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave ``ptbxl_database`` out while unset: caches built before it existed keep their spec hash."""
+        data = handler(self)
+        if data.get("ptbxl_database") is None:
+            data.pop("ptbxl_database", None)
+        return data
 
 
 def database_of(record_name: str) -> str:
@@ -142,21 +149,64 @@ def load_scored_mapping(path: str | Path) -> tuple[dict[str, str], list[str]]:
     return code_to_class, names
 
 
+def load_ptbxl_patients(path: str | Path) -> dict[int, int]:
+    """PTB-XL ``ptbxl_database.csv`` -> ``ecg_id -> patient_id`` (the rows with both; ids as PTB-XL writes them,
+    ``15709.0``). Raises FileNotFoundError / ValueError naming ``source.ptbxl_database``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"source.ptbxl_database: {path} not found")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not {"ecg_id", "patient_id"} <= set(reader.fieldnames or []):
+            raise ValueError(f"source.ptbxl_database: {path} has no ecg_id and patient_id columns")
+        table: dict[int, int] = {}
+        for row in reader:
+            try:
+                ecg, patient = float(row["ecg_id"]), float(row["patient_id"])
+            except (TypeError, ValueError):
+                continue  # a row without a patient: its HR record keeps its own name
+            if math.isfinite(ecg) and math.isfinite(patient):
+                table[int(ecg)] = int(patient)
+    if not table:
+        raise ValueError(f"source.ptbxl_database: {path} has no row with an ecg_id and a patient_id")
+    return table
+
+
 class CinCSource:
-    """Lists Challenge records (``*.hea`` under ``path``, sorted) with labels from their header comments."""
+    """Lists Challenge records (``*.hea`` under ``path``, sorted by relative path) with labels from their header
+    comments.
+
+    The listing streams: `iter_records` walks the tree and yields each record with what its name tells (source,
+    patient, fold); `complete` parses its header (age, sex, labels). A cache build calls `complete` in its reader
+    processes, so the parent never parses a header; `records` does both here.
+
+    Patients: the Challenge gives none, so a record's patient is its name, except the ``HR*`` records (PTB-XL
+    ECGs) when ``ptbxl_database`` is given: their patient is ``ptbxl:<PTB-XL patient_id>`` (meta
+    ``ptbxl_patient_id``; -1 for other records). PTB (``S*``: 549 records of 290 patients) and INCART (``I*``: 75
+    records of 32 patients) repeat patients too, which nothing in the data resolves.
+    """
 
     def __init__(
         self,
         path: str,
         label_sets: Sequence[CinCLabelSet] = ("scored",),
         scored_mapping: str | None = None,
+        ptbxl_database: str | None = None,
     ) -> None:
         self.root = Path(path).expanduser()
         self.label_sets = list(label_sets)
         self.scored_mapping = scored_mapping
-        self._cache: tuple[list[RecordRef], dict[str, list[str]]] | None = None
+        self.ptbxl_database = ptbxl_database
+        self._scored: tuple[dict[str, str], list[str]] | None = None  # loaded once per process
+        self._ptbxl: dict[int, int] | None = None
+        self._all_dx: set[str] | None = None  # the dx codes `records` found
 
     def _mapping(self) -> tuple[dict[str, str], list[str]]:
+        if self._scored is not None:
+            return self._scored
+        if "scored" not in self.label_sets:
+            self._scored = ({}, [])
+            return self._scored
         if self.scored_mapping is not None:
             path = Path(self.scored_mapping).expanduser()
             if not path.is_file():
@@ -167,69 +217,84 @@ class CinCSource:
                 raise FileNotFoundError(
                     f"source.scored_mapping: not set and {path} not found (needed for label set 'scored')"
                 )
-        return load_scored_mapping(path)
+        self._scored = load_scored_mapping(path)
+        return self._scored
 
-    def _load(self) -> tuple[list[RecordRef], dict[str, list[str]]]:
-        if self._cache is not None:
-            return self._cache
+    def iter_records(self) -> Iterator[RecordRef]:
+        """One `RecordRef` per ``.hea`` under ``path`` (sorted by relative path) with its name's facts only: no
+        header is read (`complete` adds age, sex and labels)."""
         if not self.root.is_dir():
             raise FileNotFoundError(f"source.path: {self.root} is not a folder")
-        code_to_class, scored_names = self._mapping() if "scored" in self.label_sets else ({}, [])
-
-        refs: list[RecordRef] = []
-        seen: dict[str, Path] = {}
-        all_dx: set[str] = set()
-        for hea in sorted(self.root.rglob("*.hea"), key=lambda p: p.relative_to(self.root).as_posix()):
+        self._mapping()  # a missing mapping file is a recipe error: before any record
+        if self.ptbxl_database is not None and self._ptbxl is None:
+            self._ptbxl = load_ptbxl_patients(self.ptbxl_database)
+        # A name in two folders: `records` and the cache build refuse it (no set of names held while streaming).
+        for hea in walk_files(self.root, "*.hea", ignore_case=False):
             name = hea.stem
-            if name in seen:
-                raise ValueError(f"source.path: record {name} appears twice ({seen[name]} and {hea})")
-            seen[name] = hea
-            try:
-                age, sex, dx = parse_comments(parse_header(hea).comments)
-            except RecordError:
-                # Keep the record with no labels: reading it later raises the same RecordError, and the
-                # cache writer reports it as skipped with that reason instead of it silently vanishing.
-                age, sex, dx = math.nan, "", []
-            all_dx.update(dx)
-            labels: dict[str, list[str]] = {}
-            for label_set in self.label_sets:
-                if label_set == "scored":
-                    labels[label_set] = sorted({code_to_class[c] for c in dx if c in code_to_class})
-                elif label_set == "dx":
-                    labels[label_set] = sorted(dx)
-                else:
-                    groups = {_RHYTHM_OF[c] for c in dx if c in _RHYTHM_OF}
-                    labels[label_set] = sorted(groups) if len(groups) == 1 else []
-            refs.append(
-                RecordRef(
-                    record_id=name,
-                    path=str(hea.with_suffix("")),
-                    patient_id=name,
-                    source=database_of(name),
-                    meta={
-                        # The Challenge has no official folds: a stable hash of the patient id gives folds
-                        # 1..10 that never split a patient and do not depend on which records are present.
-                        "fold": hash_fold(name),
-                        "sex": sex,
-                        "age": age,
-                        # HR records are PTB-XL ECGs (ecg_id = the number): lets runs drop the overlap.
-                        "ptbxl_ecg_id": int(name[2:]) if name.startswith("HR") and name[2:].isdigit() else -1,
-                    },
-                    labels=labels,
-                )
+            ecg_id = int(name[2:]) if name.startswith("HR") and name[2:].isdigit() else -1
+            patient, meta = name, {}
+            if self._ptbxl is not None:
+                ptbxl_patient = self._ptbxl.get(ecg_id, -1) if ecg_id >= 0 else -1
+                if ptbxl_patient >= 0:
+                    patient = f"ptbxl:{ptbxl_patient}"
+                meta["ptbxl_patient_id"] = ptbxl_patient
+            yield RecordRef(
+                record_id=name,
+                path=str(hea.with_suffix("")),
+                patient_id=patient,
+                source=database_of(name),
+                meta={
+                    # The Challenge has no official folds: a stable hash of the patient id gives folds 1..10 that
+                    # never split a patient and do not depend on which records are present.
+                    "fold": hash_fold(patient),
+                    "sex": "",
+                    "age": math.nan,
+                    # HR records are PTB-XL ECGs (ecg_id = the number): lets runs drop the overlap.
+                    "ptbxl_ecg_id": ecg_id,
+                    **meta,
+                },
             )
+
+    def complete(self, ref: RecordRef) -> RecordRef:
+        """``ref`` with age, sex and labels from its header's comments. A header that cannot be parsed leaves the
+        record without them: reading it raises the same error, and the cache lists it as skipped with that
+        reason instead of it silently vanishing."""
+        try:
+            age, sex, dx = parse_comments(parse_header(ref.path + ".hea").comments)
+        except RecordError:
+            age, sex, dx = math.nan, "", []
+        code_to_class = self._mapping()[0]
+        labels: dict[str, list[str]] = {}
+        for label_set in self.label_sets:
+            if label_set == "scored":
+                labels[label_set] = sorted({code_to_class[c] for c in dx if c in code_to_class})
+            elif label_set == "dx":
+                labels[label_set] = sorted(dx)
+            else:
+                groups = {_RHYTHM_OF[c] for c in dx if c in _RHYTHM_OF}
+                labels[label_set] = sorted(groups) if len(groups) == 1 else []
+        return replace(ref, meta={**ref.meta, "sex": sex, "age": age}, labels=labels)
+
+    def records(self) -> list[RecordRef]:
+        """Every record of `iter_records`, completed (headers read here, no signals)."""
+        refs = [self.complete(r) for r in unique_ids(self.iter_records())]
+        self._all_dx = {c for r in refs for c in r.labels.get("dx", [])} if "dx" in self.label_sets else set()
+        return refs
+
+    def label_names(self, observed: dict[str, set[str]] | None = None) -> dict[str, list[str]]:
+        """Label set -> labels: scored classes in mapping-file order, dx codes sorted, the 4 rhythm groups.
+
+        ``observed``: the labels the completed records carry (what a cache build's readers found); without it
+        the dx codes are those `records` found (listing the records first if needed)."""
+        if observed is not None:
+            all_dx = set(observed.get("dx", set()))
+        else:
+            if self._all_dx is None:
+                self.records()
+            all_dx = self._all_dx or set()
         names = {
-            "scored": scored_names,
+            "scored": self._mapping()[1],
             "dx": sorted(all_dx),
             "chapman_rhythm": sorted(CHAPMAN_RHYTHM_GROUPS),
         }
-        self._cache = (refs, {s: names[s] for s in self.label_sets})
-        return self._cache
-
-    def records(self) -> list[RecordRef]:
-        """One `RecordRef` per ``.hea`` under ``path`` (sorted by relative path); reads headers, no signals."""
-        return list(self._load()[0])
-
-    def label_names(self) -> dict[str, list[str]]:
-        """Label set -> labels: scored classes in mapping-file order, dx codes sorted, the 4 rhythm groups."""
-        return {k: list(v) for k, v in self._load()[1].items()}
+        return {s: list(names[s]) for s in self.label_sets}

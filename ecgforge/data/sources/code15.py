@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from ecgforge.data.record import RecordError, RecordRef, Signal, reader_path, register_reader
-from ecgforge.data.sources.common import StreamingSource, hash_fold, unique_ids
+from ecgforge.data.sources.common import StreamingSource, hash_fold
 from ecgforge.errors import resolved_against
 
 LABELS: tuple[str, ...] = ("1dAVb", "RBBB", "LBBB", "SB", "AF", "ST")
@@ -106,7 +106,8 @@ class Code15Source(StreamingSource):
                     patient = str(int(float(patient))) if patient else str(exam_id)
                     trace_file = (row["trace_file"] or "").strip()
                     table = self._index_of(trace_file, tables) if trace_file else None
-                    index = -1 if table is None else table.get(exam_id, -1)
+                    # -1: the exam is not in the part file; -2: the part file has no readable exam_id column.
+                    index = -2 if table is None else table.get(exam_id, -1)
                     male = _flag(row["is_male"])
                     yield RecordRef(
                         record_id=str(exam_id),
@@ -127,7 +128,7 @@ class Code15Source(StreamingSource):
                         labels={"diagnosis": [lab for lab in LABELS if _flag(row[lab]) == 1.0]},
                     )
 
-        yield from unique_ids(refs())
+        yield from refs()  # a repeated id: `records` and the cache build refuse it
 
 
 # ---------------------------------------------------------------------------------------------- reader
@@ -168,6 +169,8 @@ def read_code15(locator: str) -> Signal:
     name = os.path.basename(path)
     if not os.path.isfile(path):
         raise RecordError(f"trace file {name} not found")
+    if index == -2:
+        raise RecordError(f"{name} is not a readable part file (no HDF5 exam_id dataset could be read)")
     if index < 0:
         raise RecordError(f"exam {exam_id} is not in {name} (its exam_id column)")
     h5 = _part(path)

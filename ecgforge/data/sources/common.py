@@ -10,14 +10,14 @@ import fnmatch
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ecgforge.data.leads import CANONICAL_LEADS, resolve_lead
 from ecgforge.data.record import RecordError, RecordRef, Signal
-from ecgforge.data.sources.cinc import hash_fold
 
 __all__ = [
     "INDEPENDENT_LEADS",
@@ -123,15 +123,39 @@ def parse_age(value: str | None, unit: str | None = "years") -> float:
     return number * factor
 
 
-def walk_files(root: Path, pattern: str) -> Iterator[Path]:
-    """Files under ``root`` whose name matches the glob ``pattern`` (case-insensitive), in a deterministic
-    order (folders and names sorted), yielded as the walk goes: no list of the whole tree is built."""
-    rx = re.compile(fnmatch.translate(pattern), re.IGNORECASE)
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            if rx.match(name):
-                yield Path(folder) / name
+def hash_fold(patient_id: str, n_folds: int = 10) -> int:
+    """Fold 1..n_folds from a CRC32 of the patient id: deterministic across machines and subsets."""
+    return zlib.crc32(patient_id.encode("utf-8")) % n_folds + 1
+
+
+def walk_files(
+    root: Path, pattern: str, *, ignore_case: bool = True, key: Callable[[str], str] | None = None
+) -> Iterator[Path]:
+    """Files under ``root`` whose name matches the glob ``pattern``, yielded as the walk goes, in the order of
+    their sorted relative paths (``sorted(root.rglob(pattern))`` by relative POSIX path), without a list of the
+    whole tree: only one folder's entries at a time are held.
+
+    ``key`` maps a file name to what it sorts by (e.g. the name without ``.hea``, to order by record id).
+    Symbolic links to folders are not followed (as ``rglob``).
+    """
+    rx = re.compile(fnmatch.translate(pattern), re.IGNORECASE if ignore_case else 0)
+    by = key or (lambda name: name)
+
+    def walk(folder: str) -> Iterator[Path]:
+        # Sorting a folder's entries with "<dir>/" for each sub-folder gives exactly the sorted order of the full
+        # relative paths: everything under <dir> shares that prefix and nothing else starts with it.
+        with os.scandir(folder) as it:
+            entries = sorted(
+                (e.name + "/", e.path, True) if e.is_dir(follow_symlinks=False) else (by(e.name), e.path, False)
+                for e in it
+            )
+        for _, path, is_dir in entries:
+            if is_dir:
+                yield from walk(path)
+            elif rx.match(os.path.basename(path)):
+                yield Path(path)
+
+    yield from walk(str(root))
 
 
 class StreamingSource:
@@ -145,8 +169,9 @@ class StreamingSource:
         return {}
 
     def records(self) -> list[RecordRef]:
-        """Every record `iter_records` yields, as a list."""
-        return list(self.iter_records())
+        """Every record `iter_records` yields, as a list; ValueError at a repeated record id (a cache build
+        checks the streamed ids itself, at the end of its listing)."""
+        return list(unique_ids(self.iter_records()))
 
 
 def unique_ids(refs: Iterable[RecordRef]) -> Iterator[RecordRef]:

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ecgforge.data.record import RecordError, RecordRef, reader_path
-from ecgforge.data.sources.common import StreamingSource, hash_fold, unique_ids, walk_files
+from ecgforge.data.sources.common import StreamingSource, hash_fold, walk_files
 
 MissingLeads = Literal["error", "absent"]
 
@@ -71,7 +71,7 @@ class FileSource(StreamingSource):
                     },
                 )
 
-        yield from unique_ids(refs())
+        yield from refs()  # a repeated id: `records` and the cache build refuse it
 
 
 def iter_until(path: Path, stop: Callable[[ET.Element], bool]) -> Iterator[tuple[str, ET.Element]]:

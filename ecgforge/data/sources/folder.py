@@ -17,13 +17,14 @@ from __future__ import annotations
 import csv
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from ecgforge.data.record import RecordRef
-from ecgforge.data.sources.cinc import hash_fold
+from ecgforge.data.sources.common import hash_fold, walk_files
 from ecgforge.errors import resolved_against
 
 
@@ -125,31 +126,48 @@ class WFDBFolderSource:
         # which records happen to be on disk.
         all_labels = {lab for labs in (table or {}).values() for lab in labs}
         for rid in ids:
-            labels: dict[str, list[str]] = {}
+            found: list[str] | None = None
             if table is not None:
                 stem = rid.rsplit("/", 1)[-1]
                 # The bare stem counts only where it names one record: otherwise labels could cross records.
                 found = table.get(rid, table.get(stem, []) if len(stems[stem]) == 1 else [])
-                labels["label"] = found
-            patient = patient_of(rid, self.patient_from)
-            refs.append(
-                RecordRef(
-                    record_id=rid,
-                    path=str(self.root / rid),
-                    patient_id=patient,
-                    source="wfdb_folder",
-                    meta={"fold": -1 if self.patient_from is None else hash_fold(patient), "sex": "", "age": math.nan},
-                    labels=labels,
-                )
-            )
+            refs.append(self._ref(rid, found))
         names = {"label": sorted(all_labels)} if table is not None else {}
         self._cache = (refs, names)
         return self._cache
+
+    def iter_records(self) -> Iterator[RecordRef]:
+        """The records of `records`, in the same order, yielded as the folder walk goes (without a labels CSV:
+        with one, whether a bare file stem names a single record needs the whole listing first)."""
+        if self.labels_csv is not None:
+            yield from self._load()[0]
+            return
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"source.path: {self.root} is not a folder")
+        for hea in walk_files(self.root, "*.hea", ignore_case=False, key=lambda name: name[: -len(".hea")]):
+            rid = hea.relative_to(self.root).with_suffix("").as_posix()
+            yield self._ref(rid, None)
+
+    def _ref(self, rid: str, labels: list[str] | None) -> RecordRef:
+        patient = patient_of(rid, self.patient_from)
+        return RecordRef(
+            record_id=rid,
+            path=str(self.root / rid),
+            patient_id=patient,
+            source="wfdb_folder",
+            meta={"fold": -1 if self.patient_from is None else hash_fold(patient), "sex": "", "age": math.nan},
+            labels={} if labels is None else {"label": labels},
+        )
 
     def records(self) -> list[RecordRef]:
         """One `RecordRef` per ``.hea`` under ``path``, sorted by relative path."""
         return list(self._load()[0])
 
     def label_names(self) -> dict[str, list[str]]:
-        """``{"label": every label in the CSV, sorted}``, or ``{}`` without a CSV."""
-        return {k: list(v) for k, v in self._load()[1].items()}
+        """``{"label": every label in the CSV, sorted}``, or ``{}`` without a CSV (no listing needed: a cache
+        build calls this after streaming the records, and a second listing would hold them all)."""
+        if self._cache is not None:
+            return {k: list(v) for k, v in self._cache[1].items()}
+        if self.labels_csv is None:
+            return {}
+        return {"label": sorted({lab for labs in self._read_labels(self.labels_csv).values() for lab in labs})}

@@ -21,6 +21,8 @@ import csv
 import math
 import os
 import re
+import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -28,7 +30,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ecgforge.data.record import RecordRef
-from ecgforge.data.sources.common import StreamingSource, hash_fold, unique_ids, walk_files
+from ecgforge.data.sources.common import StreamingSource, hash_fold, walk_files
 from ecgforge.errors import resolved_against
 
 # machine_measurements.csv's numeric global measurements (ms, and degrees for the axes), stored as meta.
@@ -38,6 +40,48 @@ MEASUREMENTS: tuple[str, ...] = (
 # The carts write 29999 where a measurement could not be made (e.g. P onset in atrial fibrillation).
 _NOT_MEASURED = 29999.0
 _STUDY = re.compile(r"(?:^|/)p(\d+)/s(\d+)/(\d+)$")
+
+
+class _Measurements:
+    """``machine_measurements.csv`` keyed by study, in a temporary SQLite file while the listing runs: 800,000
+    rows of report text and nine numbers held as Python dicts would be ~1 GB in the building process."""
+
+    def __init__(self, path: Path) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="ecgforge-mimic-")
+        self._db = sqlite3.connect(os.path.join(self._dir.name, "measurements.sqlite"))
+        self._db.execute("PRAGMA journal_mode = OFF")
+        self._db.execute("PRAGMA synchronous = OFF")
+        columns = ", ".join(f"{c} REAL" for c in MEASUREMENTS)
+        self._db.execute(f"CREATE TABLE m (study TEXT PRIMARY KEY, report TEXT, {columns})")
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            names = reader.fieldnames or []
+            if "study_id" not in names:
+                self.close()
+                raise ValueError(f"source.path: {path} has no column study_id")
+            reports = sorted((c for c in names if re.fullmatch(r"report_\d+", c)), key=lambda c: int(c.split("_")[1]))
+
+            def rows() -> Iterator[tuple[str | float, ...]]:
+                for row in reader:
+                    lines = [(row[c] or "").strip() for c in reports]
+                    yield (row["study_id"].strip(), "; ".join(t for t in lines if t),
+                           *(_number(row.get(c)) for c in MEASUREMENTS))
+
+            marks = ", ".join("?" * (2 + len(MEASUREMENTS)))
+            self._db.executemany(f"INSERT OR REPLACE INTO m VALUES ({marks})", rows())  # a repeated study: the last
+        self._db.commit()
+
+    def get(self, study: str) -> dict[str, str | float] | None:
+        """{"report": joined report lines, measurement: value (NaN: not measured)}, or None for an unknown study."""
+        row = self._db.execute("SELECT * FROM m WHERE study = ?", (study,)).fetchone()
+        if row is None:
+            return None
+        values = [math.nan if v is None else float(v) for v in row[2:]]  # SQLite stores NaN as NULL
+        return {"report": row[1], **dict(zip(MEASUREMENTS, values, strict=True))}
+
+    def close(self) -> None:
+        self._db.close()
+        self._dir.cleanup()
 
 
 class MimicIVECGSourceConfig(BaseModel, extra="forbid", frozen=True):
@@ -91,26 +135,12 @@ class MimicIVECGSource(StreamingSource):
                 table[row["subject_id"].strip()] = (sex if sex in ("M", "F") else "", age, year)
         return table
 
-    def _measurements(self) -> dict[str, dict[str, str | float]]:
-        """study_id -> {"report": joined report lines, measurement: value (NaN: not measured)}."""
+    def _measurements(self) -> _Measurements | None:
+        """machine_measurements.csv keyed by study (None: absent file, or ``measurements = false``)."""
         path = self.root / "machine_measurements.csv"
         if not self.measurements or not path.is_file():
-            return {}
-        table: dict[str, dict[str, str | float]] = {}
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            if "study_id" not in columns:
-                raise ValueError(f"source.path: {path} has no column study_id")
-            reports = [c for c in columns if re.fullmatch(r"report_\d+", c)]
-            reports.sort(key=lambda c: int(c.split("_")[1]))
-            for row in reader:
-                lines = [(row[c] or "").strip() for c in reports]
-                entry: dict[str, str | float] = {"report": "; ".join(t for t in lines if t)}
-                for col in MEASUREMENTS:
-                    entry[col] = _number(row.get(col))
-                table[row["study_id"].strip()] = entry
-        return table
+            return None
+        return _Measurements(path)
 
     def _listed(self) -> Iterator[tuple[str, str, str, str]]:
         """(subject_id, study_id, relative path without extension, ecg_time) per study."""
@@ -146,6 +176,13 @@ class MimicIVECGSource(StreamingSource):
         blank: dict[str, str | float] = {"report": "", **{c: math.nan for c in MEASUREMENTS}}
 
         def refs() -> Iterator[RecordRef]:
+            try:
+                yield from listed()
+            finally:
+                if measured is not None:
+                    measured.close()
+
+        def listed() -> Iterator[RecordRef]:
             for subject, study, rel, ecg_time in self._listed():
                 sex, age = "", math.nan
                 if subject in patients:
@@ -157,9 +194,9 @@ class MimicIVECGSource(StreamingSource):
                     "fold": hash_fold(subject), "sex": sex, "age": age,
                     "study_id": int(study) if study.isdigit() else -1, "ecg_time": ecg_time.strip(),
                 }
-                if measured:  # absent file (or measurements = false): no columns at all, not columns of blanks
-                    meta.update(measured.get(study, blank))
+                if measured is not None:  # absent file (or measurements = false): no columns, not blank ones
+                    meta.update(measured.get(study) or blank)
                 yield RecordRef(record_id=study, path=root + rel, patient_id=subject, source="mimic_iv_ecg",
                                 meta=meta)
 
-        yield from unique_ids(refs())
+        yield from refs()  # a repeated id: `records` and the cache build refuse it
