@@ -271,6 +271,8 @@ def test_spool_in_small_pieces_writes_the_same_cache(folder: Path, tmp_path: Pat
     pieces = build_cache(recipe(folder, tmp_path / "pieces.h5"), workers=workers).path
     a, b = _contents(whole), _contents(pieces)
     assert a.pop("@spec") != b.pop("@spec")  # it names the output file; everything else is equal
+    crc_a, crc_b = (json.loads(x.pop("@metadata_crc32")) for x in (a, b))  # the spec's CRC differs with it
+    assert crc_a.pop("@spec") != crc_b.pop("@spec") and crc_a == crc_b
     assert a.keys() == b.keys() and a == b
     assert verify(pieces) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pieces.h5", "wfdb", "whole.h5"]  # no spool left
