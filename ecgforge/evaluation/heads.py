@@ -37,6 +37,8 @@ class LinearHead:
     mean: torch.Tensor
     std: torch.Tensor
     task_type: TaskType
+    # 1-based epoch whose weights were kept (the best on validation, else the last); 0 if no epoch ran.
+    selected_epoch: int = 0
 
     def scores(self, feats: np.ndarray) -> np.ndarray:
         self.layer.eval()  # BatchNorm running statistics, no dropout
@@ -82,8 +84,8 @@ def fit_linear_head(
     opt = torch.optim.Adam(layer.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = head_loss(task_type)
     head = LinearHead(layer, mean, std, task_type)
-    best_score, best_state = -np.inf, copy.deepcopy(layer.state_dict())
-    for _ in range(epochs):
+    best_score, best_state, best_epoch = -np.inf, copy.deepcopy(layer.state_dict()), 0
+    for epoch in range(1, epochs + 1):
         layer.train()
         perm = torch.randperm(len(x), generator=gen)
         for start in range(0, len(x), batch_size):
@@ -97,9 +99,12 @@ def fit_linear_head(
             vx, vrec, vy, vn, score_fn = val
             score = score_fn(vy, per_record(head.scores(vx), vrec, vn))
             if np.isfinite(score) and score > best_score:
-                best_score, best_state = score, copy.deepcopy(layer.state_dict())
+                best_score, best_state, best_epoch = score, copy.deepcopy(layer.state_dict()), epoch
     if val is not None and np.isfinite(best_score):
         layer.load_state_dict(best_state)
+        head.selected_epoch = best_epoch
+    else:
+        head.selected_epoch = epochs
     return head
 
 

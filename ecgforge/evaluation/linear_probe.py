@@ -103,6 +103,7 @@ class LinearProbe:
                             **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed,
                                    records=data.test.indices, units=data.test_patients),
                         )
+                        row.facts["selected_epoch"] = head.selected_epoch
                         if c.challenge_weights is not None:
                             f_va, t_va = ctx.features.windows(init, seed, data.cache, data.val.indices, tf)
                             val_scores = per_record(head.scores(f_va), t_va.record_of, len(data.val.indices))[vpos]

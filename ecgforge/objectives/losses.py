@@ -47,6 +47,33 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(logits, pos_idx)
 
 
+def ess_nt_xent(z1: Tensor, z2: Tensor, temperature: float, eps: float = 1e-6) -> Tensor:
+    """NT-Xent as hhi-aml/ecg-selfsupervised computes it (``custom_simclr_bolts.py``,
+    ``CustomSimCLR.nt_xent_loss``, taken from an early PyTorch Lightning Bolts).
+
+    With unit vectors, anchor a's loss is ``−log(exp(s_ap/τ) / (max(Σ_j exp(s_aj/τ) − e, eps) + eps))``, the
+    sum running over every candidate *including a itself*. Subtracting e = exp(1) removes the self term only
+    for τ = 1: at the Strodthoff recipe's τ = 0.5, ``e² − e ≈ 4.67`` of the self-similarity stays in every
+    denominator. Kept as the reference wrote it so that its recipe reproduces the paper's loss; `nt_xent` is
+    the usual form.
+
+    Args:
+        z1, z2: ``(B, D)`` projections of the two views (normalised here, as ESS's ``Projection`` does).
+        temperature: τ > 0.
+
+    Returns:
+        Scalar: mean over the 2B local anchors; candidates gathered across processes.
+    """
+    if z1.shape != z2.shape:
+        raise ValueError(f"ess_nt_xent: z1 {tuple(z1.shape)} and z2 {tuple(z2.shape)} differ in shape")
+    z1, z2 = F.normalize(z1.float(), dim=-1), F.normalize(z2.float(), dim=-1)
+    anchors = torch.cat([z1, z2])  # (2B, D)
+    cands = torch.cat([gather_with_grad(z1), gather_with_grad(z2)])  # (2NB, D)
+    neg = (torch.exp(anchors @ cands.T / temperature).sum(dim=-1) - math.e).clamp_min(eps)
+    pos = torch.exp((z1 * z2).sum(dim=-1) / temperature).repeat(2)
+    return -torch.log(pos / (neg + eps)).mean()
+
+
 def multi_positive_nt_xent(z: Tensor, groups: Tensor, temperature: float) -> Tensor:
     """Contrastive loss with several positives per anchor (SupCon, Khosla et al. 2020, eq. 2 "out").
 

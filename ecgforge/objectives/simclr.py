@@ -1,6 +1,8 @@
 """SimCLR (Chen et al. 2020) for ECG: two augmented views of a window, NT-Xent between their projections.
 
-The random-augmentation baseline of Bo et al. 2022 and one of the methods of Mehari & Strodthoff 2021.
+The random-augmentation baseline of Bo et al. 2022 and one of the methods of Mehari & Strodthoff 2021. For the
+latter, ``projector_bn = false`` and ``loss = "ess"`` give hhi-aml/ecg-selfsupervised's head (Linear-ReLU-Linear,
+no BatchNorm) and its NT-Xent variant (`losses.ess_nt_xent`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from torch import Tensor, nn
 from ecgforge.augment import AugmentConfig
 from ecgforge.layers.projector import projector
 from ecgforge.objectives.base import Objective
-from ecgforge.objectives.losses import nt_xent
+from ecgforge.objectives.losses import ess_nt_xent, nt_xent
 
 
 class SimCLRConfig(BaseModel, extra="forbid", frozen=True):
@@ -21,6 +23,10 @@ class SimCLRConfig(BaseModel, extra="forbid", frozen=True):
     temperature: float = Field(0.1, gt=0)
     projector_hidden: int = Field(2048, gt=0)
     projector_dim: int = Field(128, gt=0)
+    projector_bn: bool = Field(True, description="BatchNorm after the projector's hidden layer (false: ESS)")
+    loss: Literal["nt_xent", "ess"] = Field(
+        "nt_xent", description="nt_xent, or ess: ecg-selfsupervised's variant (its self term is only "
+        "partly removed from the denominator; losses.ess_nt_xent)")
     augment: list[AugmentConfig] = Field(default_factory=list, description="applied independently to each view")
 
 
@@ -32,16 +38,19 @@ class SimCLR(Objective):
         temperature: float = 0.1,
         projector_hidden: int = 2048,
         projector_dim: int = 128,
+        projector_bn: bool = True,
+        loss: str = "nt_xent",
     ) -> None:
         super().__init__(encoder)
         self.augment = augment
         self.temperature = temperature
-        self.projector = projector(encoder.embed_dim, projector_hidden, projector_dim)
+        self.projector = projector(encoder.embed_dim, projector_hidden, projector_dim, batch_norm=projector_bn)
+        self.loss_fn = ess_nt_xent if loss == "ess" else nt_xent
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
         """x (B, leads, T) -> NT-Xent over 2B views (negatives gathered across processes)."""
         x = batch["x"]
         z1 = self.projector(self.encoder(self.augment(x)))
         z2 = self.projector(self.encoder(self.augment(x)))
-        loss = nt_xent(z1, z2, self.temperature)
+        loss = self.loss_fn(z1, z2, self.temperature)
         return loss, {"loss": loss.detach()}

@@ -111,7 +111,9 @@ def test_validate_and_run_refuse_a_leaking_recipe_with_exit_2(cache: Cache, tmp_
     for argv in (["validate", str(path)], ["run", str(path), "--out", str(tmp_path / "run")]):
         res = runner.invoke(app, argv)
         assert res.exit_code == 2, res.output
-        assert "leakage: eval[0]: pretrain split 'all' and test split 'test' share 12 records" in res.output
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, res.stderr  # one line, no traceback
+        assert "leakage: eval[0]: pretrain split 'all' and test split 'test' share 12 records" in lines[0]
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
     missing = tmp_path / "absent.toml"
     missing.write_text(tomli_w.dumps(_raw(tmp_path / "nope.h5", SPLITS, pretrain="all")))

@@ -13,7 +13,7 @@ from torch import nn
 import ecgforge.evaluation.linear_probe as lp_module
 from ecgforge.data.cache import Cache
 from ecgforge.evaluation.context import EvalContext
-from ecgforge.evaluation.leads import LEAD_SUBSETS
+from ecgforge.evaluation.leads import LEAD_SUBSETS, lead_subset_transform
 from ecgforge.evaluation.linear_probe import LinearProbe
 from ecgforge.evaluation.metrics import challenge_metric, challenge_thresholds, load_challenge_weights
 from tests.evaluation.test_protocols import _ids, _protocol, cache  # noqa: F401 (the module's cache fixture)
@@ -46,11 +46,42 @@ SPLITS = {"train": {"record_id": _ids(range(0, 8))}, "val": {"record_id": _ids(r
 
 
 def test_cinc_reduced_lead_sets() -> None:
-    """The Challenge 2021 reduced-lead sets (Reyna et al. 2021) plus Oh et al.'s single lead."""
+    """The Challenge 2021 reduced-lead sets (Reyna et al. 2021) as physionetchallenges/python-classifier-2021
+    ``team_code.py`` spells them (``twelve_leads``, ``six_leads``, ``four_leads``, ``three_leads``,
+    ``two_leads``), plus Oh et al.'s single lead I."""
+    assert LEAD_SUBSETS["12"] == ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
     assert LEAD_SUBSETS["6"] == ("I", "II", "III", "aVR", "aVL", "aVF")
     assert LEAD_SUBSETS["4"] == ("I", "II", "III", "V2")
     assert LEAD_SUBSETS["3"] == ("I", "II", "V2") and LEAD_SUBSETS["2"] == ("I", "II")
-    assert LEAD_SUBSETS["1"] == ("I",) and len(LEAD_SUBSETS["12"]) == 12
+    assert LEAD_SUBSETS["1"] == ("I",)
+
+
+def _fairseq_load_specific_leads(feats: torch.Tensor, leads_to_load: list[int]) -> torch.Tensor:
+    """Jwoo5/fairseq-signals ``fairseq_signals/data/ecg/raw_ecg_dataset.py``,
+    ``RawECGDataset.load_specific_leads`` with ``pad_leads`` (``enable_padding_leads: true``), no lead bucket:
+    ``feats (12, T)`` -> the chosen leads at their own rows of a 12-row zero array."""
+    feats = feats[leads_to_load]
+    padded = torch.zeros((12, feats.size(-1)))
+    padded[leads_to_load] = feats
+    return padded
+
+
+@pytest.mark.parametrize("subset", sorted(LEAD_SUBSETS))
+def test_lead_subset_input_equals_fairseq_signals_padded_leads(subset: str) -> None:
+    """The probe's input under a subset is what fairseq-signals feeds its model for ``leads_to_load`` (lead
+    indices in the standard order I, II, III, aVR, aVL, aVF, V1-V6, fairseq-signals' ``leads_to_load`` order)."""
+    order = list(LEAD_SUBSETS["12"])
+    x = torch.randn(3, 12, 50)
+    ours = lead_subset_transform(order, subset)(x)
+    idx = [order.index(lead) for lead in LEAD_SUBSETS[subset]]
+    ref = torch.stack([_fairseq_load_specific_leads(xi, idx) for xi in x])
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+    # A cache whose leads are stored in another order keeps each lead in its own row too.
+    shuffled = order[6:] + order[:6]
+    got = lead_subset_transform(shuffled, subset)(x)
+    keep = [lead in LEAD_SUBSETS[subset] for lead in shuffled]
+    for row, kept in enumerate(keep):
+        torch.testing.assert_close(got[:, row], x[:, row] if kept else torch.zeros_like(x[:, row]))
 
 
 def test_linear_probe_trains_and_tests_on_the_subset(cache: Cache) -> None:  # noqa: F811

@@ -18,7 +18,7 @@ from ecgforge.data.cache_spec import CacheRecipe
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPERS = ROOT / "recipes" / "papers"
-RECIPES = sorted(PAPERS.glob("*/*.toml"))
+RECIPES = sorted(PAPERS.rglob("*.toml"))  # every recipe under recipes/papers/, at any depth
 CPU = ROOT / "recipes" / "ptbxl_cpu"
 CPU_RECIPES = sorted(CPU.glob("*.toml"))
 

@@ -20,6 +20,7 @@ def test_list_json_is_one_object_of_kinds() -> None:
     table = json.loads(res.stdout)
     assert {"encoders", "maskers", "augment", "ssl", "eval", "sources"} <= set(table)
     assert "resnet1d" in table["encoders"] and "simclr" in table["ssl"] and "linear_probe" in table["eval"]
+    assert {"swav", "moco"} <= set(table["ssl"])  # issue 13: the Strodthoff paper's SwAV and MoCo v3
 
 
 def test_validate_accepts_every_shipped_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
