@@ -236,3 +236,25 @@ def test_authors_resnet18_variant_has_their_parameter_count() -> None:
     assert ours(torch.randn(2, 12, 500)).shape == (2, 512)
     default = ResNet1d(depth=18, width=64)
     assert default.stem[0].kernel_size == (15,) and isinstance(default.fc, nn.Identity)
+
+
+@pytest.mark.slow  # ~10-40 s on a busy 2-core CPU
+def test_shipped_setting_keeps_the_applied_mask_partial_while_training() -> None:
+    """recipes/ptbxl_cpu/adv_mask.toml's setting (one sigmoid mask, binarised, penalty on the applied mask,
+    α 0.1), both phases alternating for 40 steps on ECG-like signals: the mask that reaches the encoder
+    neither vanishes nor hides everything."""
+    obj = make(n_masks=1, sparsity_alpha=0.1, binarization=50.0, penalty_on="applied")
+    opts = {g: torch.optim.Adam(ps, lr=1e-3) for g, ps in obj.param_groups().items()}
+    x = signals(32)
+    coverage = []
+    for step in range(40):
+        batch = {"x": x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(step))}
+        for phase in obj.phases:
+            loss, logs = obj(batch, phase)
+            opts[phase].zero_grad()
+            loss.backward()
+            opts[phase].step()
+            if phase == "masker":
+                coverage.append(float(logs["coverage_m0"]))
+    assert all(math.isfinite(c) for c in coverage)
+    assert 0.05 <= np.mean(coverage[-10:]) <= 0.9
