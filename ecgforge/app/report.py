@@ -407,13 +407,19 @@ def load_masker_objective(run_dir: str | Path) -> MaskerRun | None:
 
 
 def plot_masks(x: np.ndarray, masks: np.ndarray, fs_hz: float, leads: list[str], path: Path, title: str = "",
-               show_leads: tuple[str, ...] = ("II", "V1")) -> Path:
-    """Learned masks over ECGs: one panel per ECG and lead, the signal in black, each mask's value (0..1)
-    as a coloured line on the right axis and the time steps where it exceeds 0.5 shaded.
+               show_leads: tuple[str, ...] = ("II", "V1"), applied: np.ndarray | None = None,
+               per_lead: bool = False, r_peaks: list[np.ndarray] | None = None) -> Path:
+    """Learned masks over ECGs: one panel per ECG and lead, the signal in black. On the right axis, each
+    mask's applied (binarised) value as a solid line with the samples it hides (applied > 0.5) shaded, and
+    its soft value dotted; R peaks (if given) marked with ticks under the trace.
 
     Args:
-        x: ``(B, leads, T)`` mV; masks: ``(B, M, T)`` in [0, 1] (Bo et al.: one mask for all leads).
+        x: ``(B, leads, T)`` mV; masks: ``(B, M, T)`` soft masks in [0, 1] (Bo et al.: one mask for all leads).
+        applied: ``(B, M, T)`` the masks as they reach the encoder (binarised); None = the soft masks.
+        per_lead: mask k applies to lead k only (the per-lead mode): each panel shows its lead's mask.
+        r_peaks: per ECG, the sample indices of its R peaks.
     """
+    applied = masks if applied is None else applied
     shown = [lead for lead in show_leads if lead in leads] or [leads[0]]
     b, m = masks.shape[0], masks.shape[1]
     t = np.arange(x.shape[-1]) / fs_hz
@@ -426,21 +432,27 @@ def plot_masks(x: np.ndarray, masks: np.ndarray, fs_hz: float, leads: list[str],
             ax.plot(t, sig, color="black", lw=0.8)
             lo, hi = float(sig.min()), float(sig.max())
             pad = 0.1 * (hi - lo + 1e-6)
-            for k in range(m):
-                ax.fill_between(t, lo - pad, hi + pad, where=masks[i, k] > 0.5, color=colours[k % len(colours)],
+            ks = [leads.index(lead)] if per_lead else list(range(m))
+            for k in ks:
+                ax.fill_between(t, lo - pad, hi + pad, where=applied[i, k] > 0.5, color=colours[k % len(colours)],
                                 alpha=0.25, step="mid", lw=0)
+            if r_peaks is not None and len(r_peaks[i]):
+                ax.plot(t[r_peaks[i]], np.full(len(r_peaks[i]), lo - pad), "^", color="crimson", ms=4,
+                        label="R peak")
             ax2 = ax.twinx()
-            for k in range(m):
-                ax2.plot(t, masks[i, k], color=colours[k % len(colours)], lw=1.0, label=f"mask {k}")
+            for k in ks:
+                ax2.step(t, applied[i, k], where="mid", color=colours[k % len(colours)], lw=1.0,
+                         label=f"mask {k} applied")
+                ax2.plot(t, masks[i, k], color=colours[k % len(colours)], lw=0.8, ls=":", label=f"mask {k} soft")
             ax2.set_ylim(-0.05, 1.05)
             ax2.set_ylabel("mask", fontsize=7)
             ax.set_ylabel(f"ECG {i} {lead} (mV)", fontsize=7)
             if i == 0 and j == len(shown) - 1:
-                ax2.legend(frameon=False, fontsize=7, loc="upper right")
+                ax2.legend(frameon=False, fontsize=6, loc="upper right")
     for ax in axes[-1]:
         ax.set_xlabel("time (s)")
     fig.subplots_adjust(wspace=0.4, hspace=0.3)  # room for each panel's right-hand mask axis
-    fig.suptitle(title or "learned masks (shaded where mask > 0.5)", fontsize=10)
+    fig.suptitle(title or "learned masks: applied (binarised, solid; shaded = hidden) and soft (dotted)", fontsize=10)
     return _save(fig, path)
 
 
@@ -464,8 +476,15 @@ def plot_run_masks(run_dir: str | Path, path: Path, n_ecgs: int = 3) -> Path | N
     x = torch.stack([tiles[k]["x"] for k in first])
     with torch.no_grad():
         masks = run.objective.masks(x).float().numpy()
+        applied = run.objective.applied_masks(x).float().numpy() if hasattr(run.objective, "applied_masks") else None
+    from ecgforge.data.qrs import r_peaks
+
+    qrs_lead = min(int(getattr(run.objective, "qrs_lead", 1)), x.shape[1] - 1)
+    peaks = [r_peaks(x[i, qrs_lead].numpy(), cache.fs_hz) for i in range(x.shape[0])]
     return plot_masks(x.numpy(), masks, cache.fs_hz, list(cache.leads), path,
-                      f"{Path(run_dir).name}: {run.checkpoint.name} masks (shaded where > 0.5)")
+                      f"{Path(run_dir).name}: {run.checkpoint.name} masks: applied (solid; shaded = hidden), "
+                      "soft (dotted)", applied=applied, per_lead=getattr(run.objective, "mask_mode", "") == "per_lead",
+                      r_peaks=peaks)
 
 
 def make_report(run_dirs: list[str | Path], out_dir: str | Path) -> list[Path]:

@@ -1,7 +1,9 @@
 """1D U-Net masker for adversarial masking (Bo et al. 2022, after ADIOS, Shi et al. 2022).
 
-``forward(x (B, leads, T)) -> masks (B, n_masks, T)`` in [0, 1]: a sigmoid when ``n_masks == 1``, a softmax
-across masks otherwise (so the masks partition each time step). The objective picks one mask per sample,
+``forward(x (B, leads, T)) -> masks (B, n_masks, T)`` in [0, 1]: with ``activation = "auto"`` a sigmoid when
+``n_masks == 1``, a softmax across masks otherwise (so the masks partition each time step); ``"sigmoid"``
+makes every mask independent (the authors' ``unet1D`` uses a sigmoid for ``nmasks`` 1 and 12, the per-lead
+mode), ``"softmax"`` forces the partition. The objective picks one mask per sample,
 binarises it and applies ``x * (1 - m)`` to all leads.
 
 Architecture as in the authors' ``unet1D``: stage i (i = 0..n-1) is a strided conv-BN-ReLU to ``width*(i+1)``
@@ -39,6 +41,8 @@ class UNet1dConfig(BaseModel, extra="forbid", frozen=True):
     strides: list[int] = Field(default_factory=lambda: [1, 5, 5, 5], min_length=1)
     kernel_size: int = Field(5, gt=0)
     in_leads: int = Field(12, gt=0)
+    activation: Literal["auto", "sigmoid", "softmax"] = Field(
+        "auto", description="auto: sigmoid for one mask, softmax across masks otherwise")
 
     @field_validator("strides")
     @classmethod
@@ -106,9 +110,11 @@ class UNet1d(nn.Module):
         strides: Sequence[int] = (1, 5, 5, 5),
         kernel_size: int = 5,
         in_leads: int = 12,
+        activation: Literal["auto", "sigmoid", "softmax"] = "auto",
     ) -> None:
         super().__init__()
         self.strides = list(strides)
+        self.activation = ("sigmoid" if n_masks == 1 else "softmax") if activation == "auto" else activation
         self.n_masks = n_masks
         self.in_leads = in_leads
         widths = [width * (i + 1) for i in range(len(self.strides))]
@@ -157,4 +163,4 @@ class UNet1d(nn.Module):
         if self.strides[0] > 1:
             logits = F.interpolate(logits, scale_factor=self.strides[0], mode="nearest")
         logits = logits[..., :t]
-        return torch.sigmoid(logits) if self.n_masks == 1 else torch.softmax(logits, dim=1)
+        return torch.sigmoid(logits) if self.activation == "sigmoid" else torch.softmax(logits, dim=1)

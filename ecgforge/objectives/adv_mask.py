@@ -1,14 +1,32 @@
 """Adversarial masking (Bo et al. 2022, arXiv 2211.07889; after ADIOS, Shi et al. 2022) for ECG.
 
-A U-Net masker proposes M soft masks over time; one of them, drawn per sample, occludes the second view
-of a SimCLR pair: view2 = augment(x)·(1 − m), the same mask on all 12 leads. The encoder *minimises* the
-NT-Xent between view1 and the masked view2; the masker *maximises* it, minus a sparsity penalty that keeps
-every mask partial (ADIOS's α·Σ_m mean_b 1/sin(ratio·π·mean_t m); without it the masks collapse to all-on,
-which makes the views unrecognisable). Each batch runs the masker phase, then the encoder phase.
+A U-Net masker proposes M masks over time, ``m (B, M, T)`` in [0, 1]. Masks occlude the second view of a
+SimCLR pair, ``view2 = augment(x)·(1 − a)`` where ``a`` is the *applied* mask: the soft mask binarised with a
+steep sigmoid σ(b·(m − 0.5)) (``binarization`` = b = 50 in the authors' code; 0 = apply the soft mask, as
+ADIOS). The encoder minimises the NT-Xent between view 1 and the masked view 2; the masker maximises it,
+minus α times the sparsity penalty Σ_m mean_b 1/sin(ratio·π·mean_t m) (without it the masks grow to all-on).
 
-As in the authors' code (``advmask_model.py``), the chosen mask can be binarised with a steep sigmoid
-σ(b·(m − 0.5)) (``binarization`` = b = 50; 0 = soft masks) so that occluded samples are fully zeroed while
-the masker still gets a gradient; the sparsity penalty is computed on the soft masks of all M outputs.
+How the masks are applied (``mask_mode``):
+    ``draw``: one of the M masks drawn per sample, the same on every lead (the authors' ``nmasks`` 1-3).
+    ``each``: every mask in turn, one NT-Xent term per mask, summed (ADIOS's ``mask_forward``; M forwards).
+    ``per_lead``: M = leads sigmoid masks, mask k on lead k (the authors' ``nmasks = 12``).
+Where the penalty is computed (``penalty_on``): ``soft`` on the M soft masks (the authors' and ADIOS's code),
+``applied`` on the binarised ones, i.e. on the occlusion that actually reaches the encoder: with b = 50 a
+soft mask flat at 0.4 earns the soft penalty's minimum while hiding nothing once binarised.
+``entropy_alpha`` adds ADIOS's entropy term across masks (alpha_entropy; 0 in the authors' code).
+``positive_pairing = "cmsc"`` takes the two views from two adjacent segments of one record (the authors'
+CMSC option: the two halves of a record) instead of two augmentations of one window.
+
+``authors_update``: the authors' ``training_step`` runs the encoder phase first and never detaches the masks
+there, so the encoder phase's +NT-Xent also accumulates into the masker's gradient before the masker phase
+adds its −NT-Xent + penalty (``opt_m.zero_grad`` only follows ``opt_m.step``). With one mask both terms are
+computed on the same masked view by the same encoder (it steps once per 4 accumulated batches) and cancel:
+the masker then learns only the sparsity penalty. This flag reproduces that update (the masker's loss is
+−NT-Xent(draw 2) + NT-Xent(draw 1) + α·penalty, encoder phase first).
+
+The masker phase logs, per mask k, ``coverage_m{k}`` (mean applied mask = fraction of samples hidden) and
+``qrs_share_m{k}`` (share of the hidden samples that lie within QRS complexes, ``data.qrs``), and
+``qrs_share_signal`` (share of all samples in QRS complexes: what a mask placed at random would hide).
 """
 
 from __future__ import annotations
@@ -18,14 +36,18 @@ from contextlib import contextmanager
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from ecgforge.augment import AugmentConfig
+from ecgforge.data.qrs import qrs_mask
+from ecgforge.errors import UserError
 from ecgforge.layers.projector import projector
 from ecgforge.maskers import MaskerConfig
 from ecgforge.maskers.unet1d import UNet1dConfig
 from ecgforge.objectives.base import Objective
+from ecgforge.objectives.cmsc import two_segments
 from ecgforge.objectives.losses import nt_xent, sparsity_penalty
 
 
@@ -34,7 +56,16 @@ class AdvMaskConfig(BaseModel, extra="forbid", frozen=True):
     temperature: float = Field(0.1, gt=0, description="NT-Xent τ (Bo et al.: 0.1)")
     sparsity_alpha: float = Field(1.0, ge=0, description="weight α of the sparsity penalty (sweep: 0.1, 0.5; code 1.0)")
     sparsity_ratio: float = Field(1.0, gt=0, le=1, description="penalty is smallest at 1/(2·ratio) masked")
-    binarization: float = Field(50.0, ge=0, description="slope of σ(b·(m − 0.5)) on the chosen mask; 0 = off")
+    binarization: float = Field(50.0, ge=0, description="slope of σ(b·(m − 0.5)) on applied masks; 0 = soft")
+    mask_mode: Literal["draw", "each", "per_lead"] = Field(
+        "draw", description="draw: one mask per sample; each: every mask, NT-Xent summed (ADIOS); per_lead: mask k on lead k")
+    penalty_on: Literal["soft", "applied"] = Field(
+        "soft", description="sparsity penalty on the soft masks (authors, ADIOS) or on the binarised, applied ones")
+    entropy_alpha: float = Field(0.0, ge=0, description="ADIOS's entropy term across the masks' coverages")
+    positive_pairing: Literal["simclr", "cmsc"] = Field(
+        "simclr", description="simclr: two views of one window; cmsc: two adjacent segments of one record")
+    authors_update: bool = Field(False, description="encoder phase first, its NT-Xent leaking into the masker (authors' code)")
+    qrs_lead: int = Field(1, ge=0, description="lead whose R peaks define QRS complexes for the logged qrs_share (II)")
     projector_hidden: int = Field(2048, gt=0)
     projector_dim: int = Field(128, gt=0)
     masker: MaskerConfig = Field(default_factory=UNet1dConfig)
@@ -55,8 +86,34 @@ def frozen(modules: tuple[nn.Module, ...]) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+def binarise(masks: Tensor, slope: float) -> Tensor:
+    """Soft masks -> applied masks σ(slope·(m − 0.5)) (the authors' ``encoder_forward``); slope 0 = as given."""
+    return torch.sigmoid(slope * (masks - 0.5)) if slope > 0 else masks
+
+
+def mask_coverage(applied: Tensor) -> Tensor:
+    """applied (B, M, T) in [0, 1] -> (M,) mean occlusion per mask: the fraction of samples it hides."""
+    return applied.detach().float().mean(dim=(0, 2))
+
+
+def qrs_share(applied: Tensor, qrs: Tensor) -> Tensor:
+    """applied (B, M, T), qrs (B, T) bool -> (M,) share of each mask's hidden samples that lie in QRS complexes,
+    Σ a·qrs / Σ a (0 for a mask that hides nothing). A mask placed at random scores ``qrs.mean()``."""
+    a = applied.detach().float()
+    hidden = a.sum(dim=(0, 2))
+    in_qrs = (a * qrs[:, None, :].float()).sum(dim=(0, 2))
+    return torch.where(hidden > 0, in_qrs / hidden.clamp_min(1e-12), torch.zeros_like(hidden))
+
+
+def entropy_across_masks(masks: Tensor) -> Tensor:
+    """ADIOS's entropy term (``utils/metrics.py`` ``Entropy`` on the summed masks): masks (B, M, T) ->
+    −Σ_b Σ_k p_bk log p_bk with p_b = softmax over k of the coverages mean_t m_bk."""
+    cov = masks.mean(dim=-1)
+    return -(F.softmax(cov, dim=1) * F.log_softmax(cov, dim=1)).sum()
+
+
 class AdvMask(Objective):
-    phases = ("masker", "encoder")
+    phases: tuple[str, ...] = ("masker", "encoder")
 
     def __init__(
         self,
@@ -67,16 +124,40 @@ class AdvMask(Objective):
         sparsity_alpha: float = 1.0,
         sparsity_ratio: float = 1.0,
         binarization: float = 50.0,
+        mask_mode: Literal["draw", "each", "per_lead"] = "draw",
+        penalty_on: Literal["soft", "applied"] = "soft",
+        entropy_alpha: float = 0.0,
+        positive_pairing: Literal["simclr", "cmsc"] = "simclr",
+        authors_update: bool = False,
+        qrs_lead: int = 1,
         projector_hidden: int = 2048,
         projector_dim: int = 128,
+        fs_hz: float = 100.0,
     ) -> None:
         super().__init__(encoder)
+        n_masks = getattr(masker, "n_masks", None)
+        if mask_mode == "per_lead":
+            in_leads = getattr(masker, "in_leads", None)
+            if n_masks != in_leads or getattr(masker, "activation", "sigmoid") != "sigmoid":
+                raise UserError(f"ssl.mask_mode = 'per_lead' needs ssl.masker.n_masks = its in_leads ({in_leads}) "
+                                f"and activation = 'sigmoid', got n_masks = {n_masks}")
         self.masker = masker
         self.augment = augment
         self.temperature = temperature
         self.sparsity_alpha = sparsity_alpha
         self.sparsity_ratio = sparsity_ratio
         self.binarization = binarization
+        self.mask_mode = mask_mode
+        self.penalty_on = penalty_on
+        self.entropy_alpha = entropy_alpha
+        self.positive_pairing = positive_pairing
+        self.authors_update = authors_update
+        self.qrs_lead = qrs_lead
+        self.fs_hz = fs_hz
+        # Instance attributes read by the training loop: two segments per item for CMSC positives, and the
+        # authors' phase order (encoder, then masker) when reproducing their update.
+        self.n_segments = 2 if positive_pairing == "cmsc" else 1
+        self.phases = ("encoder", "masker") if authors_update else ("masker", "encoder")
         self.projector = projector(encoder.embed_dim, projector_hidden, projector_dim)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -90,37 +171,74 @@ class AdvMask(Objective):
         """x (B, leads, T) -> soft masks (B, M, T) in [0, 1] (for plots; no binarisation, no augmentation)."""
         return self.masker(x)
 
+    def applied_masks(self, x: Tensor) -> Tensor:
+        """x (B, leads, T) -> every mask as it would reach the encoder, binarised: (B, M, T) in [0, 1]."""
+        return binarise(self.masker(x), self.binarization)
+
     def apply_mask(self, x: Tensor, masks: Tensor) -> Tensor:
-        """x (B, leads, T), masks (B, M, T) -> x·(1 − m) with one mask per sample drawn uniformly from the M,
-        binarised with σ(b·(m − 0.5)) when ``binarization`` b > 0, broadcast to all leads."""
+        """x (B, leads, T), soft masks (B, M, T) -> x·(1 − a), a = binarised mask: in ``draw`` mode one mask
+        per sample drawn uniformly from the M and broadcast to all leads; in ``per_lead`` mode mask k on lead k."""
+        applied = binarise(masks, self.binarization)
+        if self.mask_mode == "per_lead":
+            return x * (1 - applied)
         b, n_masks, _ = masks.shape
         choice = torch.randint(n_masks, (b,), device=masks.device)
-        m = masks[torch.arange(b, device=masks.device), choice]  # (B, T)
-        if self.binarization > 0:
-            m = torch.sigmoid(self.binarization * (m - 0.5))
+        m = applied[torch.arange(b, device=masks.device), choice]  # (B, T)
         return x * (1 - m[:, None, :])
 
+    def views(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Batch x -> (view 1, view 2 before masking), each (B, leads, T)."""
+        if self.positive_pairing == "cmsc":
+            x = two_segments(x, "adv_mask with positive_pairing = 'cmsc'")
+            return self.augment(x[:, 0]), self.augment(x[:, 1])
+        return self.augment(x), self.augment(x)
+
+    def contrast(self, v1: Tensor, v2: Tensor, masks: Tensor) -> Tensor:
+        """NT-Xent between view 1 and view 2 masked as ``mask_mode`` says (summed over masks for ``each``)."""
+        z1 = self.projector(self.encoder(v1))
+        if self.mask_mode != "each":
+            return nt_xent(z1, self.projector(self.encoder(self.apply_mask(v2, masks))), self.temperature)
+        applied = binarise(masks, self.binarization)
+        return torch.stack([
+            nt_xent(z1, self.projector(self.encoder(v2 * (1 - applied[:, k, None, :]))), self.temperature)
+            for k in range(masks.shape[1])
+        ]).sum()
+
+    def mask_logs(self, v2: Tensor, masks: Tensor) -> dict[str, Tensor]:
+        """Coverage and QRS share per applied mask, and the QRS share of the signal (see module docstring)."""
+        applied = binarise(masks.detach(), self.binarization)
+        lead = min(self.qrs_lead, v2.shape[1] - 1)
+        qrs = torch.from_numpy(qrs_mask(v2.detach().float().cpu().numpy(), self.fs_hz, lead=lead)).to(v2.device)
+        cov, share = mask_coverage(applied), qrs_share(applied, qrs)
+        logs = {f"coverage_m{k}": cov[k] for k in range(cov.shape[0])}
+        logs |= {f"qrs_share_m{k}": share[k] for k in range(share.shape[0])}
+        logs["qrs_share_signal"] = qrs.float().mean()
+        return logs
+
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
-        """x (B, leads, T) -> loss of ``phase``: masker −NT-Xent + α·penalty, encoder NT-Xent."""
-        x = batch["x"]
-        v1, v2 = self.augment(x), self.augment(x)
+        """x (B, leads, T) (or (B, 2, leads, T) for cmsc) -> loss of ``phase``: masker −NT-Xent + α·penalty
+        (+ entropy), encoder NT-Xent."""
+        v1, v2 = self.views(batch["x"])
         if phase == "masker":
             # The masker's loss must not train the encoder: its parameters record no history here, so the
             # gradient reaches only the masker whatever requires_grad flags the caller left on them.
             with frozen((self.encoder, self.projector)):
                 masks = self.masker(v2)
-                z1 = self.projector(self.encoder(v1))
-                z2 = self.projector(self.encoder(self.apply_mask(v2, masks)))
-                nce = nt_xent(z1, z2, self.temperature)
-                penalty = sparsity_penalty(masks, self.sparsity_ratio)
+                nce = self.contrast(v1, v2, masks)
+                on = masks if self.penalty_on == "soft" else binarise(masks, self.binarization)
+                penalty = sparsity_penalty(on, self.sparsity_ratio)
                 loss = -nce + self.sparsity_alpha * penalty
-            return loss, {"loss": loss.detach(), "nce": nce.detach(), "penalty": penalty.detach(),
-                          "mask_mean": masks.detach().mean()}
+                if self.entropy_alpha > 0:
+                    loss = loss + self.entropy_alpha * entropy_across_masks(masks)
+                if self.authors_update:
+                    # The encoder phase's NT-Xent, with its own mask draw, reaches the masker in their code.
+                    loss = loss + self.contrast(v1, v2, masks)
+            logs = {"loss": loss.detach(), "nce": nce.detach(), "penalty": penalty.detach(),
+                    "mask_mean": masks.detach().mean()}
+            return loss, logs | self.mask_logs(v2, masks)
         if phase == "encoder":
             with torch.no_grad():
                 masks = self.masker(v2)
-            z1 = self.projector(self.encoder(v1))
-            z2 = self.projector(self.encoder(self.apply_mask(v2, masks.detach())))
-            loss = nt_xent(z1, z2, self.temperature)
+            loss = self.contrast(v1, v2, masks.detach())
             return loss, {"loss": loss.detach(), "mask_mean": masks.mean()}
         raise ValueError(f"adv_mask: unknown phase {phase!r}; phases are {self.phases}")

@@ -141,6 +141,27 @@ def test_plot_masks(tmp_path: Path) -> None:
     assert p.is_file() and p.stat().st_size > 10_000
 
 
+def test_plot_masks_draws_the_applied_masks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A soft mask flat at 0.6 is all-hiding once binarised: the figure must show the applied mask (1), with
+    the soft one dotted beside it, and shade what it hides."""
+    import ecgforge.app.report as report
+
+    figs = []
+    save = report._save
+    monkeypatch.setattr(report, "_save", lambda fig, path: (figs.append(fig), save(fig, path))[1])
+    x = np.zeros((1, 12, 250), dtype=np.float32)
+    soft = np.full((1, 1, 250), 0.6, dtype=np.float32)
+    applied = 1.0 / (1 + np.exp(-50 * (soft - 0.5)))
+    leads = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+    p = plot_masks(x, soft, 100.0, leads, tmp_path / "m.png", applied=applied, r_peaks=[np.array([50, 150])])
+    assert p.is_file()
+    lines = [ln for ax in figs[0].axes for ln in ax.get_lines()]
+    labels = {ln.get_label(): np.asarray(ln.get_ydata()) for ln in lines}
+    assert np.allclose(labels["mask 0 applied"], applied[0, 0]) and np.allclose(labels["mask 0 soft"], 0.6)
+    assert "R peak" in labels
+    assert any(len(ax.collections) for ax in figs[0].axes)  # the hidden samples are shaded
+
+
 def _make_run(tmp_path: Path, cache_path: Path, ssl: dict | None = None) -> Path:
     from ecgforge.config_files import to_toml_dict
     from ecgforge.encoder_files import save_encoder
