@@ -42,6 +42,9 @@ class BYOLConfig(BaseModel, extra="forbid", frozen=True):
         "all", description="all: EMA of every parameter (Grill et al.); weights: only '*weight*' ones (ESS)"
     )
     augment: list[AugmentConfig] = Field(default_factory=list, description="applied independently to each view")
+    views: Literal["same_window", "own_window"] = Field(
+        "same_window", description="same_window: both views of one crop (ESS); own_window: a crop of the record each"
+    )
 
 
 def cosine_tau(base_tau: float, step: int, total_steps: int) -> float:
@@ -60,8 +63,12 @@ class BYOL(Objective):
         projector_dim: int = 256,
         predictor_hidden: int = 4096,
         ema: str = "all",
+        views: str = "same_window",
     ) -> None:
         super().__init__(encoder)
+        if views == "own_window":  # two crops of each record, drawn independently (may overlap)
+            self.n_segments, self.segment_pairing = 2, "independent"
+        self.views = views
         self.augment = augment
         self.base_tau = base_tau
         self.ema = ema
@@ -89,10 +96,11 @@ class BYOL(Objective):
         return {"encoder": [p for p in self.parameters() if id(p) not in target]}
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
-        """x (B, leads, T) -> symmetric BYOL loss ℓ(v1→v2) + ℓ(v2→v1), each 2 − 2·cos in [0, 4] (sum in [0, 8],
-        as ecg-selfsupervised's sum of the two directions)."""
+        """x (B, leads, T), or (B, 2, leads, T) with ``own_window`` -> symmetric BYOL loss
+        ℓ(v1→v2) + ℓ(v2→v1), each 2 − 2·cos in [0, 4] (sum in [0, 8], as ecg-selfsupervised's sum)."""
         x = batch["x"]
-        v1, v2 = self.augment(x), self.augment(x)
+        x1, x2 = (x[:, 0], x[:, 1]) if self.views == "own_window" else (x, x)
+        v1, v2 = self.augment(x1), self.augment(x2)
         p1 = self.predictor(self.projector(self.encoder(v1)))
         p2 = self.predictor(self.projector(self.encoder(v2)))
         with torch.no_grad():

@@ -193,3 +193,21 @@ def test_strodthoff_byol_recipe_uses_ess_settings() -> None:
     ssl = tomllib.loads((ROOT / "recipes/papers/strodthoff/byol.toml").read_text())["ssl"]
     assert (ssl["base_tau"], ssl["projector_hidden"], ssl["predictor_hidden"], ssl["projector_dim"], ssl["ema"]) == \
         (0.996, 512, 512, 16, "weights")
+
+
+def test_byol_own_window_takes_one_crop_per_view() -> None:
+    """``views = "own_window"``: two independent crops from the dataset, one view of each (ESS: one crop)."""
+    obj = _byol(views="own_window")
+    assert (obj.n_segments, obj.segment_pairing) == (2, "independent")
+    assert (_byol().n_segments, _byol().segment_pairing) == (1, "adjacent")
+    x = torch.randn(6, 2, 12, 100, generator=torch.Generator().manual_seed(3))
+    seen: list[Tensor] = []
+
+    class Record(nn.Module):
+        def forward(self, v: Tensor) -> Tensor:
+            seen.append(v)
+            return v
+
+    obj.augment = Record()
+    loss, _ = obj({"x": x}, "encoder")
+    assert torch.isfinite(loss) and torch.equal(seen[0], x[:, 0]) and torch.equal(seen[1], x[:, 1])
