@@ -6,7 +6,9 @@ linear-probe evaluation, pretrained vs random init, with the paired difference o
 
 Columns: macro AUROC mean ± std over probe seeds (pretrained, random); Δ = mean over seeds of the paired
 difference; its 95 % interval (bootstrap over test records, paired, bounds averaged over seeds); p the larger
-of the seeds' two-sided bootstrap p values; then the run's warnings and the last logged embed/std, embed/erank.
+of the seeds' two-sided bootstrap p values (with the default 200 resamples its floor is 1/201 = 0.005); then
+whether the run warned (pretrained worse than random at every fraction) and the last logged embed/std,
+embed/erank (n/a where the objective does not call the encoder's forward, e.g. CPC and wav2vec 2.0).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def rows_of(run: Path) -> list[str]:
         ci = f"[{np.mean([c[0] for c in cis]):+.3f}, {np.mean([c[1] for c in cis]):+.3f}]" if cis else "n/a"
         ps = [v["p_value"]["macro_auroc"] for v in vs if v["p_value"].get("macro_auroc") is not None]
         p = f"{max(ps):.3f}" if ps else "n/a"
-        n = pre[0].get("n_train_records", "")
+        n = "/".join(str(k) for k in sorted({r.get("n_train_records") for r in pre} - {None}))
         out.append(f"| {run.name} | {frac:g} ({n}) | {np.mean(m):.3f} ± {np.std(m):.3f} | {np.mean(mr):.3f} ± "
                    f"{np.std(mr):.3f} | {delta:+.3f} | {ci} | {p} | {warn} | {monitor} |")
     return out
