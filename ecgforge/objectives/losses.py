@@ -50,8 +50,9 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
 def multi_positive_nt_xent(z: Tensor, groups: Tensor, temperature: float) -> Tensor:
     """Contrastive loss with several positives per anchor (SupCon, Khosla et al. 2020, eq. 2 "out").
 
-    Every other item with the same group id is a positive: CMSC (Kiyasseh et al. 2021) groups segments of a
-    record; 3KG (Gopal et al. 2021) groups views of a patient. For anchor i with positives P(i),
+    Every other item with the same group id is a positive (e.g. segments of a record, views of a patient). The
+    objectives use their references' own forms instead (``cmsc_loss``, ``three_kg_loss``); this one is kept as
+    the general SupCon form. For anchor i with positives P(i),
     ℓ_i = −mean_{p ∈ P(i)} log softmax_{a ≠ i}(s_ia / τ)_p; anchors without a positive are left out.
     With two views per group this is exactly ``nt_xent``.
 
