@@ -5,8 +5,8 @@ linear-probe evaluation, pretrained vs random init, with the paired difference o
     python benchmarks/ptbxl_versus_table.py runs/ptbxl-cpu-simclr runs/ptbxl-cpu-three_kg ...
 
 Columns: macro AUROC mean ± std over probe seeds (pretrained, random); Δ = mean over seeds of the paired
-difference; its 95 % interval (bootstrap over test records, paired, bounds averaged over seeds); p the larger
-of the seeds' two-sided bootstrap p values (with the default 200 resamples its floor is 1/201 = 0.005); then
+difference; its 95 % interval (bootstrap over test records, paired, bounds averaged over seeds); per seed, Δ and
+its two-sided bootstrap p (with the default 200 resamples the floor of p is 1/201 = 0.005); then
 whether the run warned (pretrained worse than random at every fraction) and the last logged embed/std,
 embed/erank (n/a where the objective does not call the encoder's forward, e.g. CPC and wav2vec 2.0).
 """
@@ -41,8 +41,9 @@ def rows_of(run: Path) -> list[str]:
         delta = np.mean([v["delta"]["macro_auroc"] for v in vs]) if vs else float("nan")
         cis = [v["ci95"]["macro_auroc"] for v in vs if v["ci95"].get("macro_auroc")]
         ci = f"[{np.mean([c[0] for c in cis]):+.3f}, {np.mean([c[1] for c in cis]):+.3f}]" if cis else "n/a"
-        ps = [v["p_value"]["macro_auroc"] for v in vs if v["p_value"].get("macro_auroc") is not None]
-        p = f"{max(ps):.3f}" if ps else "n/a"
+        # Per seed: the paired Δ and its bootstrap p (a mean of p values would mean nothing).
+        p = ", ".join(f"{v['delta']['macro_auroc']:+.3f} ({v['p_value']['macro_auroc']:.3f})" for v in vs
+                      if v["p_value"].get("macro_auroc") is not None) or "n/a"
         n = "/".join(str(k) for k in sorted({r.get("n_train_records") for r in pre} - {None}))
         out.append(f"| {run.name} | {frac:g} ({n}) | {np.mean(m):.3f} ± {np.std(m):.3f} | {np.mean(mr):.3f} ± "
                    f"{np.std(mr):.3f} | {delta:+.3f} | {ci} | {p} | {warn} | {monitor} |")
@@ -50,7 +51,7 @@ def rows_of(run: Path) -> list[str]:
 
 
 def main(runs: list[str]) -> None:
-    print("| run | label fraction (records) | pretrained | random | Δ | Δ 95 % CI | p | warning | embed std / erank |")
+    print("| run | label fraction (records) | pretrained | random | Δ | Δ 95 % CI | per seed: Δ (p) | warning | embed std / erank |")
     print("|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         for line in rows_of(Path(run)):
