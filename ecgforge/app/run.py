@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
+from ecgforge.app.guard import worse_than_random
 from ecgforge.app.leakage import check_leakage
 from ecgforge.app.recipes import load_run_recipe, resolve_splits
 from ecgforge.config_files import to_toml_dict
@@ -79,8 +80,12 @@ def env_info(accelerator: Accelerator, recipe: Recipe, cache: Cache | None) -> d
 
 
 def evaluate(recipe: Recipe, cache: Cache, encoder: nn.Module, device: torch.device, reporter: Reporter,
-             run_dir: Path | None = None) -> list[ResultRow]:
-    """Every ``[[eval]]`` table of ``recipe`` on ``encoder`` (and its reference initialisations)."""
+             run_dir: Path | None = None, warnings: list[str] | None = None) -> list[ResultRow]:
+    """Every ``[[eval]]`` table of ``recipe`` on ``encoder`` (and its reference initialisations).
+
+    When the first table has a random-init reference and the encoder is worse than it at every label fraction,
+    one line says so (``reporter.note``) and is appended to ``warnings``.
+    """
     r = recipe
     window = int(round(r.data.window_s * cache.fs_hz))
     stride = int(round((r.data.eval_stride_s or r.data.window_s) * cache.fs_hz))
@@ -100,7 +105,14 @@ def evaluate(recipe: Recipe, cache: Cache, encoder: nn.Module, device: torch.dev
     rows: list[ResultRow] = []
     for i, ev in enumerate(r.eval):
         reporter.note(f"eval [{i}] {ev.kind} on {getattr(ev, 'task', '')}")
-        rows += add_versus(PROTOCOLS[ev.kind](ev).run(ctx), ev.bootstrap)
+        table = add_versus(PROTOCOLS[ev.kind](ev).run(ctx), ev.bootstrap)
+        if i == 0:
+            line = worse_than_random(table, f"eval [0] {ev.kind} {getattr(ev, 'task', '')}".rstrip())
+            if line is not None:
+                reporter.note(f"warning: {line}")
+                if warnings is not None:
+                    warnings.append(line)
+        rows += table
     ctx.features.clear()
     return rows
 
@@ -183,7 +195,8 @@ class Run:
         results: dict[str, Any] = {}
         if self.is_main:
             t1 = time.perf_counter()
-            rows = evaluate(r, cache, encoder, self.accelerator.device, self.reporter, self.run_dir)
+            warnings: list[str] = []
+            rows = evaluate(r, cache, encoder, self.accelerator.device, self.reporter, self.run_dir, warnings)
             results = {
                 "recipe": r.name,
                 "ecgforge_version": __version__,
@@ -193,6 +206,7 @@ class Run:
                 "pretrain_seconds": pretrain_seconds,
                 "eval_seconds": time.perf_counter() - t1,
                 "eval": [row.to_json() for row in rows],
+                "warnings": warnings,
             }
             if allowed_overlap is not None:
                 results["allowed_overlap"] = allowed_overlap
@@ -230,12 +244,13 @@ def evaluate_run(run_dir: Path, overrides: list[str], reporter: Reporter | None 
     check_contract(meta, fs_hz=cache.fs_hz, leads=list(cache.leads), source=str(cache.path))
     allowed_overlap = check_leakage(r, cache, str(resolved))
     with RunLock(run_dir):
-        rows = evaluate(r, cache, encoder, default_device(), reporter, run_dir)
+        warnings: list[str] = []
+        rows = evaluate(r, cache, encoder, default_device(), reporter, run_dir, warnings)
         path = run_dir / "results.json"
         previous = json.loads(path.read_text()) if path.is_file() else {}
         results = {**previous, "recipe": r.name, "seed": r.seed, "cache": str(cache.path),
                    "cache_spec_hash": cache.spec_hash, "eval": [row.to_json() for row in rows],
-                   "eval_overrides": list(overrides)}
+                   "eval_overrides": list(overrides), "warnings": warnings}
         results.pop("allowed_overlap", None)
         if allowed_overlap is not None:
             results["allowed_overlap"] = allowed_overlap

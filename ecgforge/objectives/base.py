@@ -24,6 +24,9 @@ class Objective(nn.Module):
 
     phases: tuple[str, ...] = ("encoder",)
     n_segments: int = 1
+    #: how the dataset cuts the ``n_segments`` windows of a record: ``adjacent`` (back to back, CMSC) or
+    #: ``independent`` (each start drawn on its own)
+    segment_pairing: str = "adjacent"
     needs_labels: bool = False
 
     def __init__(self, encoder: nn.Module) -> None:

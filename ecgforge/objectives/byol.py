@@ -6,6 +6,14 @@ target network (encoder → projector) whose weights are an exponential moving a
 τ_k = 1 − (1 − τ_base)·(cos(π·k/K) + 1)/2 (Grill et al. eq. and appendix). The loss is symmetrised over the
 two views. The target network never receives gradients (its parameters have ``requires_grad = False`` and
 its outputs are computed under ``no_grad``) and is not in any optimiser group.
+
+As in ecg-selfsupervised (``custom_byol_bolts.py``): the loss is the *sum* of the two directions
+(``CustomBYOL.shared_step``: −2·cos(h1, z2) − 2·cos(h2, z1); ours adds the constant 4, so the gradient is the
+same), τ_base 0.996 (``BYOLMAWeightUpdate``), projector and predictor Linear(no bias)-BN-ReLU-Linear with hidden
+512 (``SiameseArm``/``MLP``), output ``out_dim`` of bolts_config.yaml (16). Its EMA updates only the parameters
+whose name contains ``weight`` (``BYOLMAWeightUpdate.update_weights``): the target's biases stay at their
+initial values. ``ema = "weights"`` reproduces that; ``"all"`` (default) is Grill et al.'s EMA of every
+parameter.
 """
 
 from __future__ import annotations
@@ -26,11 +34,17 @@ from ecgforge.objectives.losses import byol_loss
 
 class BYOLConfig(BaseModel, extra="forbid", frozen=True):
     kind: Literal["byol"] = "byol"
-    base_tau: float = Field(0.99, ge=0, le=1, description="EMA momentum at step 0; rises to 1 (cosine)")
-    projector_hidden: int = Field(4096, gt=0, description="Grill et al.: 4096")
-    projector_dim: int = Field(256, gt=0, description="Grill et al.: 256")
-    predictor_hidden: int = Field(4096, gt=0)
+    base_tau: float = Field(0.996, ge=0, le=1, description="EMA momentum at step 0; rises to 1 (cosine); ESS 0.996")
+    projector_hidden: int = Field(4096, gt=0, description="Grill et al.: 4096; ESS: 512")
+    projector_dim: int = Field(256, gt=0, description="Grill et al.: 256; ESS: 16")
+    predictor_hidden: int = Field(4096, gt=0, description="Grill et al.: 4096; ESS: 512")
+    ema: Literal["all", "weights"] = Field(
+        "all", description="all: EMA of every parameter (Grill et al.); weights: only '*weight*' ones (ESS)"
+    )
     augment: list[AugmentConfig] = Field(default_factory=list, description="applied independently to each view")
+    views: Literal["same_window", "own_window"] = Field(
+        "same_window", description="same_window: both views of one crop (ESS); own_window: a crop of the record each"
+    )
 
 
 def cosine_tau(base_tau: float, step: int, total_steps: int) -> float:
@@ -44,14 +58,20 @@ class BYOL(Objective):
         self,
         encoder: nn.Module,
         augment: nn.Module,
-        base_tau: float = 0.99,
+        base_tau: float = 0.996,
         projector_hidden: int = 4096,
         projector_dim: int = 256,
         predictor_hidden: int = 4096,
+        ema: str = "all",
+        views: str = "same_window",
     ) -> None:
         super().__init__(encoder)
+        if views == "own_window":  # two crops of each record, drawn independently (may overlap)
+            self.n_segments, self.segment_pairing = 2, "independent"
+        self.views = views
         self.augment = augment
         self.base_tau = base_tau
+        self.ema = ema
         # A buffer, so that a resumed run continues with the τ it had (it is saved with the model state).
         self.register_buffer("tau", torch.tensor(float(base_tau), dtype=torch.float64))
         self.projector = projector(encoder.embed_dim, projector_hidden, projector_dim)
@@ -76,22 +96,27 @@ class BYOL(Objective):
         return {"encoder": [p for p in self.parameters() if id(p) not in target]}
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
-        """x (B, leads, T) -> symmetric BYOL loss, (ℓ(v1→v2) + ℓ(v2→v1)) / 2, each 2 − 2·cos in [0, 4]."""
+        """x (B, leads, T), or (B, 2, leads, T) with ``own_window`` -> symmetric BYOL loss
+        ℓ(v1→v2) + ℓ(v2→v1), each 2 − 2·cos in [0, 4] (sum in [0, 8], as ecg-selfsupervised's sum)."""
         x = batch["x"]
-        v1, v2 = self.augment(x), self.augment(x)
+        x1, x2 = (x[:, 0], x[:, 1]) if self.views == "own_window" else (x, x)
+        v1, v2 = self.augment(x1), self.augment(x2)
         p1 = self.predictor(self.projector(self.encoder(v1)))
         p2 = self.predictor(self.projector(self.encoder(v2)))
         with torch.no_grad():
             z1 = self.target_projector(self.target_encoder(v1))
             z2 = self.target_projector(self.target_encoder(v2))
-        loss = (byol_loss(p1, z2) + byol_loss(p2, z1)) / 2
+        loss = byol_loss(p1, z2) + byol_loss(p2, z1)
         return loss, {"loss": loss.detach(), "tau": self.tau.detach().float()}
 
     @torch.no_grad()
     def update_target(self, tau: float) -> None:
-        """ξ ← τ·ξ + (1 − τ)·θ for parameters; buffers (BatchNorm statistics) are copied from the online net."""
+        """ξ ← τ·ξ + (1 − τ)·θ for parameters (with ``ema = "weights"`` only those named ``*weight*``, as
+        ecg-selfsupervised); buffers (BatchNorm statistics) are copied from the online net."""
         for online, target in zip(self._online_modules(), self._target_modules(), strict=True):
-            for po, pt in zip(online.parameters(), target.parameters(), strict=True):
+            for (name, po), pt in zip(online.named_parameters(), target.parameters(), strict=True):
+                if self.ema == "weights" and "weight" not in name:
+                    continue
                 pt.mul_(tau).add_(po.detach(), alpha=1 - tau)
             for bo, bt in zip(online.buffers(), target.buffers(), strict=True):
                 bt.copy_(bo)

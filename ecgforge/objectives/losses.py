@@ -77,8 +77,9 @@ def ess_nt_xent(z1: Tensor, z2: Tensor, temperature: float, eps: float = 1e-6) -
 def multi_positive_nt_xent(z: Tensor, groups: Tensor, temperature: float) -> Tensor:
     """Contrastive loss with several positives per anchor (SupCon, Khosla et al. 2020, eq. 2 "out").
 
-    Every other item with the same group id is a positive: CMSC (Kiyasseh et al. 2021) groups segments of a
-    record; 3KG (Gopal et al. 2021) groups views of a patient. For anchor i with positives P(i),
+    Every other item with the same group id is a positive (e.g. segments of a record, views of a patient). The
+    objectives use their references' own forms instead (``cmsc_loss``, ``three_kg_loss``); this one is kept as
+    the general SupCon form. For anchor i with positives P(i),
     ℓ_i = −mean_{p ∈ P(i)} log softmax_{a ≠ i}(s_ia / τ)_p; anchors without a positive are left out.
     With two views per group this is exactly ``nt_xent``.
 
@@ -108,6 +109,45 @@ def multi_positive_nt_xent(z: Tensor, groups: Tensor, temperature: float) -> Ten
     per_anchor = -torch.where(positive, log_prob, 0.0).sum(dim=1) / n_pos.clamp_min(1)
     has_pos = n_pos > 0
     return (per_anchor * has_pos).sum() / has_pos.sum().clamp_min(1)
+
+
+def three_kg_loss(z: Tensor, groups: Tensor, temperature: float, eps: float = 1e-8) -> Tensor:
+    """3KG's contrastive loss as in fairseq-signals (``criterions/3kg_criterion.py``,
+    ``ThreeKGCriterion.compute_loss``): one cross-entropy term per (anchor, positive) pair, whose denominator
+    is that positive and the anchor's *negatives* only (the anchor's other positives are left out).
+
+    Each row is divided by its *detached* norm (``max(norm, eps)``), so no gradient flows through the
+    normalisation. With logits ``L = ẑ ẑᵀ / τ`` (self excluded), P(i) the other items of anchor i's group and
+    N(i) the items of other groups:
+    ``loss = Σ_i Σ_{p ∈ P(i)} −log(exp(L_ip) / (exp(L_ip) + Σ_{n ∈ N(i)} exp(L_in))) / n_items``
+    (fairseq-signals sums and divides by the sample size, the number of views). With two views per group
+    this is NT-Xent on detached norms.
+
+    Across processes the candidates are gathered, anchors stay local (each process divides by its own count).
+
+    Args:
+        z: ``(N, D)`` local projections (need not be normalised); the order of views does not matter.
+        groups: ``(N,)`` int64 group ids (patient, or the batch position for "views of one window").
+        temperature: τ > 0 (fairseq-signals: 0.1).
+        eps: lower bound of the norm.
+
+    Returns:
+        Scalar.
+    """
+    if groups.shape != z.shape[:1]:
+        raise ValueError(f"three_kg_loss: groups {tuple(groups.shape)} must be ({z.shape[0]},)")
+    n = z.shape[0]
+    rank, _ = world()
+    z = z / z.detach().norm(dim=-1, keepdim=True).clamp_min(eps)
+    all_z, all_groups = gather_with_grad(z), gather_with_grad(groups)
+    local = rank * n + torch.arange(n, device=z.device)
+    is_self = F.one_hot(local, all_z.shape[0]).bool()  # (N, N_all)
+    logits = z @ all_z.T / temperature
+    same = groups[:, None] == all_groups[None, :]
+    positive = same & ~is_self
+    neg_lse = logits.masked_fill(same, float("-inf")).logsumexp(dim=1, keepdim=True)  # (N, 1), −inf if none
+    per_pair = torch.logaddexp(logits, neg_lse) - logits  # −log softmax over {p} ∪ N(i)
+    return torch.where(positive, per_pair, 0.0).sum() / n
 
 
 def info_nce(pred: Tensor, pos: Tensor, negs: Tensor, temperature: float, cosine: bool = True) -> Tensor:

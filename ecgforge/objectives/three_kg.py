@@ -1,10 +1,15 @@
 """3KG (Gopal et al. 2021, arXiv 2106.04452) as in fairseq-signals (``3kg_criterion.py``).
 
 Two views of each window, each through the 3KG augmentation (random VCG rotation and scaling plus a 50 %
-temporal mask per lead, ``augment.three_kg_views``) and then any further augmentations; NT-Xent with τ 0.1 on their
-projections. With ``patient_positives`` (fairseq-signals' setting) every view of the same patient in the
-batch — across processes too — is a positive (``multi_positive_nt_xent`` grouped by patient id); without it,
-only the two views of one window are (plain NT-Xent).
+temporal mask per lead, ``augment.three_kg_views``) and then any further augmentations; fairseq-signals'
+3KG loss with τ 0.1 on their projections (``losses.three_kg_loss``: norms detached, each positive against the
+anchor's negatives only). With ``patient_positives`` (fairseq-signals' setting) every view of the same patient
+in the batch — across processes too — is a positive; without it, only the two views of one window are.
+
+``views = "same_window"`` (fairseq-signals): both views are made from one crop of the record, so they are
+aligned in time. On PTB-XL at 100 Hz and 2.5 s that lets the encoder pair views by beat timing, a shortcut
+that leaves it worse than a random one (docs/findings/kgbyol.md); ``"own_window"`` cuts each view from its own
+random crop of the record (the dataset's ``independent`` pairing), which removes it.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from torch import Tensor, nn
 
 from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.augment.three_kg_views import ThreeKGConfig
+from ecgforge.layers.distributed import world
 from ecgforge.layers.projector import projector
 from ecgforge.objectives.base import Objective
-from ecgforge.objectives.losses import multi_positive_nt_xent, nt_xent
+from ecgforge.objectives.losses import three_kg_loss
 
 
 class ThreeKGObjectiveConfig(BaseModel, extra="forbid", frozen=True):
@@ -30,6 +36,9 @@ class ThreeKGObjectiveConfig(BaseModel, extra="forbid", frozen=True):
     projector_dim: int = Field(128, gt=0)
     threekg: Annotated[ThreeKGConfig, AUGMENTS] = Field(default_factory=ThreeKGConfig, description="angle 45°, scale 1.5, mask 0.5")
     augment: list[AugmentConfig] = Field(default_factory=list, description="applied after 3KG to each view")
+    views: Literal["same_window", "own_window"] = Field(
+        "same_window", description="same_window: both views of one crop (fairseq-signals); own_window: a crop each"
+    )
 
 
 class ThreeKGObjective(Objective):
@@ -42,21 +51,27 @@ class ThreeKGObjective(Objective):
         patient_positives: bool = True,
         projector_hidden: int = 2048,
         projector_dim: int = 128,
+        views: str = "same_window",
     ) -> None:
         super().__init__(encoder)
+        if views == "own_window":  # two crops of each record, drawn independently (may overlap)
+            self.n_segments, self.segment_pairing = 2, "independent"
+        self.views = views
         self.view = nn.Sequential(threekg, augment)
         self.temperature = temperature
         self.patient_positives = patient_positives
         self.projector = projector(encoder.embed_dim, projector_hidden, projector_dim)
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
-        """x (B, 12, T) -> contrastive loss over the 2B views."""
+        """x (B, 12, T), or (B, 2, 12, T) with ``own_window`` -> 3KG loss over the 2B views."""
         x = batch["x"]
-        z1 = self.projector(self.encoder(self.view(x)))
-        z2 = self.projector(self.encoder(self.view(x)))
+        x1, x2 = (x[:, 0], x[:, 1]) if self.views == "own_window" else (x, x)
+        z1 = self.projector(self.encoder(self.view(x1)))
+        z2 = self.projector(self.encoder(self.view(x2)))
         if self.patient_positives:
-            patient = batch["patient"]
-            loss = multi_positive_nt_xent(torch.cat([z1, z2]), torch.cat([patient, patient]), self.temperature)
-        else:
-            loss = nt_xent(z1, z2, self.temperature)
+            group = batch["patient"]
+        else:  # the two views of one window; offset by rank so ids differ across processes
+            b = x.shape[0]
+            group = world()[0] * b + torch.arange(b, device=x.device)
+        loss = three_kg_loss(torch.cat([z1, z2]), torch.cat([group, group]), self.temperature)
         return loss, {"loss": loss.detach()}

@@ -52,6 +52,7 @@ from ecgforge.progress import Reporter
 from ecgforge.recipe import Recipe
 from ecgforge.registry import build
 from ecgforge.rundir import MetricsLog
+from ecgforge.train.collapse import EmbeddingProbe
 from ecgforge.train.optim import make_optimizer, make_schedule
 
 
@@ -210,7 +211,7 @@ class Trainer:
             context["n_classes"] = 1 if targets.task_type == "regression" else len(targets.names)
         objective = build(OBJECTIVES, r.ssl, **context)
         self.ds = RandomWindows(cache, train_idx, window, n_segments=objective.n_segments, seed=r.seed,
-                                targets=targets)
+                                targets=targets, segment_pairing=objective.segment_pairing)
         if len(self.ds) < t.batch_size * acc.num_processes:
             raise UserError(
                 f"pretraining split {r.data.pretrain_split!r} has {len(self.ds)} records, fewer than one batch "
@@ -265,6 +266,8 @@ class Trainer:
         # after a resume averages the same steps as it would have without the interruption).
         self.pending: list[dict[str, torch.Tensor]] = []
         self.reduced: list[dict[str, float]] = []
+        # Collapse monitor: embedding statistics of the last step of each log window (this process's batch).
+        self.embed_probe = EmbeddingProbe(self.inner.encoder)
 
     def resume(self) -> None:
         """Remove half-written checkpoints; with ``--resume``, load the last complete one (every process's part)."""
@@ -328,6 +331,7 @@ class Trainer:
         """The metrics/train.jsonl row of the log window that just ended (``reduced`` averaged)."""
         s = self.state
         row: dict[str, Any] = {k: float(np.mean([w[k] for w in self.reduced])) for k in self.reduced[0]}
+        row.update(self.embed_probe.take())
         row.update(step=s.step, epoch=s.epoch, samples=s.samples,
                    lr={g: sch.get_last_lr()[0] for g, sch in self.scheds.items()},
                    samples_per_s=samples / span, data_wait_frac=min(1.0, wait / span), elapsed_s=now - t_start)
@@ -402,6 +406,8 @@ class Trainer:
                     window_wait += time.perf_counter() - t_wait
                     if batch is None:
                         break
+                    if (state.step + 1) % t.log_every_steps == 0 or state.step + 1 == self.total:
+                        self.embed_probe.arm()  # the step that ends a log window: its first embeddings
                     self.step(batch, micro)
                     state.batch_in_epoch += 1
                     state.samples += batch_size_global
@@ -452,6 +458,7 @@ class Trainer:
                 self.reduce_pending(False, False)
             for p in self.all_params:
                 p.requires_grad_(True)
+            self.embed_probe.close()
             self.save_checkpoint()
         if t.trackers:
             acc.end_training()

@@ -51,6 +51,16 @@ CPU_SMALL: dict[str, list[str]] = {
                                    "ssl.projector_dim=16"],
     "ptbxl_cpu/three_kg": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16"],
     "ptbxl_cpu/cpc": ["model.encoder.features=[16, 16, 16, 16]", "model.encoder.hidden=16"],
+    "ptbxl_cpu/three_kg": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16"],
+    "ptbxl_cpu/three_kg_owncrop_norot": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16"],
+    "ptbxl_cpu/byol": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.predictor_hidden=32"],
+    "ptbxl_cpu/cmsc": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16"],
+    "ptbxl_cpu/moco": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16",
+                       "ssl.queue_length=16"],
+    "ptbxl_cpu/swav": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16",
+                       "ssl.n_prototypes=10", "ssl.freeze_prototypes_steps=1"],
+    "ptbxl_cpu/wav2vec2": [*SMALL_W2V, "ssl.final_dim=32", "ssl.quantiser_entries=16", "ssl.n_negatives=10"],
+    "ptbxl_cpu/w2v_cmsc_rlm": [*SMALL_W2V, "ssl.final_dim=32", "ssl.quantiser_entries=16", "ssl.n_negatives=10"],
 }
 TINY_EVAL = ('eval=[{kind = "linear_probe", task = "rhythm", label_fractions = [1.0], seeds = [0], epochs = 2, '
              'bootstrap = 0, inits = ["pretrained"]}]')
