@@ -18,6 +18,16 @@ def _seed() -> None:
     np.random.seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> object:
+    """torch on one thread for a module of tiny convolutions: with several threads, synchronising them costs more
+    than the work (and much more on a loaded 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (real PTB-XL and CinC records); skips the test where it is absent."""

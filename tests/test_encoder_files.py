@@ -59,14 +59,16 @@ def embed_all(enc: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return enc.eval()(x)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> object:
-    # Tiny convolutions: with several threads, thread synchronisation costs more than the work (and much
-    # more on a loaded 2-core machine).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def quickstart_recipe(root: Path) -> Path:
+    """recipes/quickstart.toml without its ``build`` line, written under ``root``: with it, a run would rebuild a
+    small test cache given by ``--set data.cache=...`` as the 200-patient synthetic one."""
+    recipe = root / "quickstart.toml"
+    recipe.write_text("\n".join(ln for ln in (ROOT / "recipes" / "quickstart.toml").read_text().splitlines()
+                                if not ln.startswith("build = ")))
+    return recipe
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "ssl.projector_hidden=32", "ssl.projector_dim=16", "eval.0.label_fractions=[1.0]", "eval.0.epochs=5",
         "eval.0.bootstrap=0",
     ]
-    res = cli.invoke(app, ["run", str(ROOT / "recipes" / "quickstart.toml"), "--out", str(run_dir),
+    res = cli.invoke(app, ["run", str(quickstart_recipe(root)), "--out", str(run_dir),
                            *[a for s in sets for a in ("--set", s)]])
     assert res.exit_code == 0, res.output
     res = cli.invoke(app, ["export", str(run_dir), "--out", str(export_dir)])
@@ -111,7 +113,8 @@ bootstrap = 0
 
 def test_run_saves_encoder_with_its_contract(work: dict[str, Path]) -> None:
     meta = json.loads((work["run"] / "encoder.json").read_text())
-    assert meta["config"] == {"kind": "resnet1d", "depth": 18, "width": 8, "kernel_size": 7, "in_leads": 12}
+    assert meta["config"] == {"kind": "resnet1d", "depth": 18, "width": 8, "kernel_size": 7, "stem_kernel": 15,
+                              "fc": False, "in_leads": 12}
     assert meta["fs_hz"] == 100.0 and meta["window_s"] == 2.5 and meta["leads"] == LEADS
     assert meta["units"] == "mV" and meta["normalisation"] and meta["ecgforge_version"] == ecgforge.__version__
     assert len(meta["recipe_hash"]) == 16 and meta["pretrained"] == "simclr" and meta["embed_dim"] == 64

@@ -36,7 +36,7 @@ from ecgforge.errors import UserError
 from ecgforge.hub import HubError, parse
 from ecgforge.layers.weights import state_dict_hash
 from tests.hub_standin import HubStandIn, card_problems
-from tests.test_encoder_files import LEADS, SPLITS, embed_all, make_cache, one_line_error
+from tests.test_encoder_files import LEADS, SPLITS, embed_all, make_cache, one_line_error, quickstart_recipe
 
 hf = pytest.importorskip("huggingface_hub")
 import huggingface_hub.constants as hf_constants  # noqa: E402 - after the importorskip
@@ -55,12 +55,7 @@ def front_matter(readme: str) -> dict:
     return data
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +70,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "ssl.projector_hidden=32", "ssl.projector_dim=16", "eval.0.label_fractions=[0.5, 1.0]", "eval.0.epochs=3",
         "eval.0.bootstrap=0",
     ]
-    # The quickstart recipe without `build`, which would rebuild the small cache as the 200-patient one.
-    recipe = root / "quickstart.toml"
-    recipe.write_text("\n".join(ln for ln in (ROOT / "recipes" / "quickstart.toml").read_text().splitlines()
-                                if not ln.startswith("build = ")))
+    recipe = quickstart_recipe(root)
     res = cli.invoke(app, ["run", str(recipe), "--out", str(run_dir),
                            *[a for s in sets for a in ("--set", s)]])
     assert res.exit_code == 0, res.output

@@ -51,7 +51,6 @@ CPU_SMALL: dict[str, list[str]] = {
                                    "ssl.projector_dim=16"],
     "ptbxl_cpu/three_kg": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16"],
     "ptbxl_cpu/cpc": ["model.encoder.features=[16, 16, 16, 16]", "model.encoder.hidden=16"],
-    "ptbxl_cpu/three_kg": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16"],
     "ptbxl_cpu/three_kg_owncrop_norot": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16"],
     "ptbxl_cpu/byol": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.predictor_hidden=32"],
     "ptbxl_cpu/cmsc": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16"],
