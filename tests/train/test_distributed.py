@@ -9,7 +9,7 @@ sends to z_r (all-reduce sum, then take this rank's slice), not average them. Th
 
 BatchNorm: torch's SyncBatchNorm has no CPU kernel, so on CPU each process normalises over its own B samples and
 a BN model cannot match the N*B run exactly. The end-to-end check therefore uses an encoder without batch
-statistics (wav2vec2: GroupNorm/LayerNorm, per sample), a projection head without BatchNorm (``bn_free_entry``),
+statistics (wav2vec2: GroupNorm/LayerNorm, per sample), a projection head without BatchNorm (``ssl.projector_bn = false``),
 no augmentation and no dropout: every remaining
 difference is the data-parallel machinery (sharding, gradient averaging, gathered negatives, metric reduction).
 """
@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from ecgforge.objectives.losses import nt_xent
 from tests.train.conftest import ROOT, env, losses, recipe_dict, write_recipe
 
-ENTRY = "tests.train.bn_free_entry"  # the CLI with a BatchNorm-free projection head (see its docstring)
+ENTRY = "ecgforge"
 
 B, D_IN, D, N = 4, 10, 6, 2
 
@@ -89,6 +89,7 @@ def test_accelerate_launch_two_cpu_processes_matches_one_process_with_the_combin
                         optim={"encoder": {"kind": "sgd", "lr": 0.05, "momentum": 0.9}})
         r["model"]["encoder"] = encoder
         r["ssl"]["augment"] = []
+        r["ssl"]["projector_bn"] = False  # per-sample head: SyncBatchNorm has no CPU kernel
         return r
 
     one = write_recipe(tmp_path / "one.toml", recipe(8))
