@@ -19,8 +19,10 @@ from ecgforge.rundir import RunLock
 lock = RunLock(sys.argv[1]); lock.acquire()
 pid = os.fork()
 if pid == 0:  # a worker that lives on after the parent dies
+    # It says its pid itself: the fork hooks have run by then (a pid printed by the parent could reach the test
+    # before a loaded machine has scheduled the child, whose descriptor would then still hold the lock).
+    print(os.getpid(), flush=True)
     time.sleep(30); os._exit(0)
-print(pid, flush=True)
 time.sleep(30)
 """
 
