@@ -8,6 +8,7 @@ the output path, no scratch file beside it, and no process of it left. SIGTERM t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -129,6 +130,15 @@ def test_sigterm_during_a_pooled_build(records_folder: Path, tmp_path: Path, to_
             out.unlink()
 
 
+def _scratch_bytes(folder: Path) -> int:
+    """Bytes in the build's scratch sample files (a file removed while counting counts 0)."""
+    total = 0
+    for f in folder.glob(".ptbxl.h5.*.samples"):
+        with contextlib.suppress(FileNotFoundError):
+            total += f.stat().st_size
+    return total
+
+
 @pytest.mark.data
 def test_sigkill_of_a_reader_of_the_shipped_ptbxl_build(shared_data: Path, tmp_path: Path) -> None:
     """The shipped recipe ``recipes/caches/ptbxl.toml`` (``ptbxl`` source, ../shared/data/ptb-xl), two readers:
@@ -150,7 +160,12 @@ def test_sigkill_of_a_reader_of_the_shipped_ptbxl_build(shared_data: Path, tmp_p
                 break
             time.sleep(0.005)
         assert len(readers) >= 2, f"the build did not start its readers (exit {proc.poll()})"
-        time.sleep(rng.uniform(0.2, 2.0))  # the listing (pandas) and the first records are read by now
+        # A seeded moment by progress, not by time: on a quiet machine the whole build takes well under a second.
+        # The readers append the samples (about 160 MB in all) to scratch files: kill when they hold 2-50 % of it.
+        target = rng.uniform(0.02, 0.5) * 160e6
+        while proc.poll() is None and _scratch_bytes(tmp_path) < target:
+            time.sleep(0.001)
+        assert proc.poll() is None, f"the build ended (exit {proc.returncode}) before the kill"
         victim = readers[rng.randrange(2)]
         os.kill(victim, signal.SIGKILL)
         code, stderr, seconds = finish(proc, timeout=30)
