@@ -62,32 +62,35 @@ def embed_all(enc: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def quickstart_recipe(root: Path) -> Path:
-    """recipes/quickstart.toml without its ``build`` line, written under ``root``: with it, a run would rebuild a
-    small test cache given by ``--set data.cache=...`` as the 200-patient synthetic one."""
+def tiny_quickstart_run(root: Path, *, label_fractions: str, probe_epochs: int) -> tuple[Path, Path, Path]:
+    """A small cache, recipes/quickstart.toml run on it (width 8, 2 steps, one probe) and its export, under ``root``.
+
+    The recipe's ``build`` line is dropped: with it, the run would rebuild the small cache given by
+    ``--set data.cache=...`` as the 200-patient synthetic one. Returns ``(cache, run_dir, export_dir)``.
+    """
+    cache = make_cache(root, "syn")
+    run_dir, export_dir = root / "runs" / "tiny", root / "export" / "tiny"
     recipe = root / "quickstart.toml"
     recipe.write_text("\n".join(ln for ln in (ROOT / "recipes" / "quickstart.toml").read_text().splitlines()
                                 if not ln.startswith("build = ")))
-    return recipe
+    sets = [
+        f"data.cache={json.dumps(str(cache))}", "data.window_s=2.5", f"data.splits={SPLITS}",
+        "model.encoder.width=8", "train.max_steps=2", "train.batch_size=8", "train.log_every_steps=1",
+        "ssl.projector_hidden=32", "ssl.projector_dim=16", f"eval.0.label_fractions={label_fractions}",
+        f"eval.0.epochs={probe_epochs}", "eval.0.bootstrap=0",
+    ]
+    res = cli.invoke(app, ["run", str(recipe), "--out", str(run_dir), *[a for s in sets for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    res = cli.invoke(app, ["export", str(run_dir), "--out", str(export_dir)])
+    assert res.exit_code == 0, res.output
+    return cache, run_dir, export_dir
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """cache, run (quickstart with --set: width 8, 2 steps), export, and a run that starts from the export."""
     root = tmp_path_factory.mktemp("artifacts")
-    cache = make_cache(root, "syn")
-    run_dir, export_dir = root / "runs" / "tiny", root / "export" / "tiny"
-    sets = [
-        f"data.cache={json.dumps(str(cache))}", "data.window_s=2.5", f"data.splits={SPLITS}",
-        "model.encoder.width=8", "train.max_steps=2", "train.batch_size=8", "train.log_every_steps=1",
-        "ssl.projector_hidden=32", "ssl.projector_dim=16", "eval.0.label_fractions=[1.0]", "eval.0.epochs=5",
-        "eval.0.bootstrap=0",
-    ]
-    res = cli.invoke(app, ["run", str(quickstart_recipe(root)), "--out", str(run_dir),
-                           *[a for s in sets for a in ("--set", s)]])
-    assert res.exit_code == 0, res.output
-    res = cli.invoke(app, ["export", str(run_dir), "--out", str(export_dir)])
-    assert res.exit_code == 0, res.output
+    cache, run_dir, export_dir = tiny_quickstart_run(root, label_fractions="[1.0]", probe_epochs=5)
     init_recipe = root / "init.toml"
     init_recipe.write_text(f"""
 schema_version = 1

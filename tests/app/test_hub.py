@@ -36,7 +36,7 @@ from ecgforge.errors import UserError
 from ecgforge.hub import HubError, parse
 from ecgforge.layers.weights import state_dict_hash
 from tests.hub_standin import HubStandIn, card_problems
-from tests.test_encoder_files import LEADS, SPLITS, embed_all, make_cache, one_line_error, quickstart_recipe
+from tests.test_encoder_files import LEADS, SPLITS, embed_all, one_line_error, tiny_quickstart_run
 
 hf = pytest.importorskip("huggingface_hub")
 import huggingface_hub.constants as hf_constants  # noqa: E402 - after the importorskip
@@ -62,19 +62,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """cache, run (quickstart with --set: width 8, 2 steps, one probe at 100 % labels), export."""
     root = tmp_path_factory.mktemp("hub")
-    cache = make_cache(root, "syn")
-    run_dir, export_dir = root / "runs" / "tiny", root / "export" / "tiny"
-    sets = [
-        f"data.cache={json.dumps(str(cache))}", "data.window_s=2.5", f"data.splits={SPLITS}",
-        "model.encoder.width=8", "train.max_steps=2", "train.batch_size=8", "train.log_every_steps=1",
-        "ssl.projector_hidden=32", "ssl.projector_dim=16", "eval.0.label_fractions=[0.5, 1.0]", "eval.0.epochs=3",
-        "eval.0.bootstrap=0",
-    ]
-    recipe = quickstart_recipe(root)
-    res = cli.invoke(app, ["run", str(recipe), "--out", str(run_dir),
-                           *[a for s in sets for a in ("--set", s)]])
-    assert res.exit_code == 0, res.output
-    assert cli.invoke(app, ["export", str(run_dir), "--out", str(export_dir)]).exit_code == 0
+    cache, run_dir, export_dir = tiny_quickstart_run(root, label_fractions="[0.5, 1.0]", probe_epochs=3)
     # A second encoder of the same architecture with other weights: what a later push replaces the first with.
     torch.manual_seed(1)
     other = root / "runs" / "other"
