@@ -1,25 +1,61 @@
-"""Component tables, and the one function that turns a validated config into a component.
+"""Component tables, the build context, and the one way a validated config becomes a component.
 
-Each component category (sources, encoders, maskers, augmentations, objectives, evaluation protocols) keeps a
-`Table` in its package's ``__init__``: one line per kind, ``"resnet1d": "ecgforge.encoders.resnet1d:ResNet1d"``.
-The class's config is the class of the same name plus ``Config`` in the same module (``ResNet1dConfig``).
+The convention, for every registered kind (sources, encoders, maskers, augmentations, objectives, evaluation
+protocols):
+
+- a pydantic config class with a ``kind: Literal["<kind>"]`` field holds every field, once, with its default;
+  metadata derived from the fields (an objective's ``phases``, a protocol's ``task_types``) are properties or
+  class variables of the config, so they are known before anything is built;
+- the component class names it as ``Config`` and is constructed as ``cls(cfg, ctx)``: the config whole, and a
+  `BuildContext` of run facts (sampling rate, window, leads, the encoder, the number of classes);
+- one line in its category's `Table`: ``"resnet1d": "ecgforge.encoders.resnet1d:ResNet1d"``.
+
 Entries are strings, so listing the kinds imports no component (``ecgforge list`` never loads torch); the
-config union that a recipe validates against is made on first use.
-
-``build(table, cfg, **context)``: the caller names the table, so this module knows no component. A field that
-is itself a component config (or a list of them) is built first, from the table its type annotation names
-(``Table.union`` puts the table in the union's ``Annotated`` metadata).
+config union that a recipe validates against is made on first use. Installed packages add kinds through the
+``ecgforge.components`` entry-point group: an entry named ``<category>.<kind>`` (``augment.polarity_flip``)
+whose value is ``"package.module:Class"``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
-import inspect
-from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Union, get_args, get_origin
+from collections.abc import Iterator, Mapping, Sequence
+from importlib.metadata import entry_points
+from typing import Annotated, Any, Union, get_args
 
 from pydantic import BaseModel, Field
+
+ENTRY_POINT_GROUP = "ecgforge.components"
+
+
+class ComponentError(TypeError):
+    """A registered class that does not follow the convention (a developer's mistake, named in one line)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildContext:
+    """Run facts a component may need, known only once the cache (and the encoder) are.
+
+    Every field is optional: a component asks for what it needs with `need`, which names the missing fact.
+    """
+
+    fs_hz: float | None = None  # sampling rate of the cache (Hz)
+    window: int | None = None  # training window (samples)
+    n_leads: int | None = None  # leads of the cache
+    encoder: Any = None  # the encoder (nn.Module) an objective trains
+    n_classes: int | None = None  # width of a supervised head
+
+    def need(self, name: str) -> Any:
+        """The fact ``name``; ValueError where the caller did not supply it."""
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(f"BuildContext.{name} is needed here but was not given")
+        return value
+
+    def replace(self, **changes: Any) -> BuildContext:
+        return dataclasses.replace(self, **changes)
 
 
 class Table(Mapping[str, type]):
@@ -27,7 +63,37 @@ class Table(Mapping[str, type]):
 
     def __init__(self, category: str, entries: Mapping[str, str]) -> None:
         self.category = category
-        self.entries = dict(entries)
+        self.builtin = dict(entries)
+
+    @functools.cached_property
+    def entries(self) -> dict[str, str]:
+        """Built-in kinds and those installed packages register (entry points, read once, nothing imported)."""
+        merged = dict(self.builtin)
+        for kind, (target, _package) in self.plugins.items():
+            merged[kind] = target
+        return merged
+
+    @functools.cached_property
+    def plugins(self) -> dict[str, tuple[str, str]]:
+        """``kind -> ("module:Class", distribution name)`` for this category's entry points."""
+        found: dict[str, tuple[str, str]] = {}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            category, _, kind = ep.name.partition(".")
+            if category != self.category or not kind:
+                continue
+            package = ep.dist.name if ep.dist is not None else "?"
+            if kind in self.builtin:
+                raise ComponentError(f"entry point {ep.name!r} of package {package!r}: kind {kind!r} is built "
+                                     f"into ecgforge ({self.builtin[kind]}); choose another name")
+            if kind in found:
+                raise ComponentError(f"entry point {ep.name!r}: registered by both {found[kind][1]!r} and "
+                                     f"{package!r}")
+            found[kind] = (ep.value, package)
+        return found
+
+    def origin(self, kind: str) -> str:
+        """Where ``kind`` comes from: ``"ecgforge"`` or the installed package that registers it."""
+        return self.plugins[kind][1] if kind in self.plugins else "ecgforge"
 
     def __getitem__(self, kind: str) -> type:
         if kind not in self.entries:
@@ -41,9 +107,21 @@ class Table(Mapping[str, type]):
         return len(self.entries)
 
     def config(self, kind: str) -> type[BaseModel]:
-        """The pydantic config class of ``kind`` (``<Class>Config`` beside the class)."""
-        module, _, name = self.entries[kind].partition(":")
-        return _resolve(f"{module}:{name}Config")
+        """The pydantic config class of ``kind``: the class's ``Config``, whose ``kind`` must be ``kind``."""
+        cls, target = self[kind], self.entries[kind]
+        cfg = getattr(cls, "Config", None)
+        if cfg is None:  # TRANSITION (#25): keyword-constructor classes, until every kind is converted
+            module, _, name = target.partition(":")
+            cfg = getattr(importlib.import_module(module), f"{name}Config", None)
+        if not (isinstance(cfg, type) and issubclass(cfg, BaseModel)):
+            raise ComponentError(
+                f"{target}: a registered class names its config as a class attribute `Config = <Name>Config` "
+                f"(a pydantic model with a kind field), and is built as cls(cfg, ctx); see CONTRIBUTING.md")
+        declared = cfg.model_fields.get("kind")
+        if declared is None or declared.default != kind:
+            raise ComponentError(f"{target}: {cfg.__name__}.kind must default to {kind!r}, the name it is "
+                                 f"registered under (found {None if declared is None else declared.default!r})")
+        return cfg
 
     def configs(self) -> tuple[type[BaseModel], ...]:
         return tuple(self.config(kind) for kind in self.entries)
@@ -79,58 +157,57 @@ class Table(Mapping[str, type]):
 @functools.cache
 def _resolve(target: str) -> Any:
     module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ComponentError(f"{target}: cannot be imported ({type(exc).__name__}: {exc})") from exc
 
 
-def is_component(value: Any) -> bool:
-    return isinstance(value, BaseModel) and "kind" in type(value).model_fields
-
-
-def _table_in(annotation: Any) -> Table | None:
-    """The `Table` in an annotation's ``Annotated`` metadata, looking inside ``list[...]`` / ``X | None``."""
-    if get_origin(annotation) is Annotated:
-        for meta in annotation.__metadata__:
-            if isinstance(meta, Table):
-                return meta
-    for arg in get_args(annotation):
-        found = _table_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def field_table(cfg: BaseModel, name: str) -> Table | None:
-    """The table of component field ``name`` of ``cfg`` (pydantic keeps top-level metadata apart)."""
-    info = type(cfg).model_fields[name]
-    for meta in info.metadata:
-        if isinstance(meta, Table):
-            return meta
-    return _table_in(info.annotation)
-
-
-def build(table: Mapping[str, type], cfg: BaseModel, **context: Any) -> Any:
-    """Construct the component of ``table`` that ``cfg`` describes.
-
-    The constructor receives the config's fields (minus ``kind``) as keyword arguments. Fields that are
-    themselves component configs are built first (a list of them becomes an ``nn.Sequential``, empty for an
-    empty list). ``context`` carries run facts such as ``fs_hz``, ``window`` (samples), ``n_leads`` or
-    ``encoder``; each constructor receives only the context keys its signature names.
-    """
+def build(table: Table, cfg: BaseModel, ctx: BuildContext | None = None) -> Any:
+    """The component of ``table`` that ``cfg`` describes: ``cls(cfg, ctx)``."""
     cls = table[cfg.kind]  # type: ignore[attr-defined]
+    ctx = ctx if ctx is not None else BuildContext()
+    if getattr(cls, "Config", None) is None:  # TRANSITION (#25): removed once every kind is converted
+        return _build_legacy(table, cls, cfg, ctx)
+    return cls(cfg, ctx)
+
+
+def _build_legacy(table: Table, cls: type, cfg: BaseModel, ctx: BuildContext) -> Any:
+    """TRANSITION (#25): the old keyword convention (fields and named context as keyword arguments)."""
+    import inspect
+
     kwargs: dict[str, Any] = {}
-    for name in type(cfg).model_fields:
+    for name, info in type(cfg).model_fields.items():
         if name == "kind":
             continue
-        value = getattr(cfg, name)
-        sub = field_table(cfg, name)
-        if sub is not None and is_component(value):
-            value = build(sub, value, **context)
-        elif sub is not None and isinstance(value, (list, tuple)) and all(is_component(v) for v in value):
-            from torch import nn  # only components that hold other components need torch here
-
-            value = nn.Sequential(*(build(sub, v, **context) for v in value))
+        value, sub = getattr(cfg, name), table_of(info.annotation) or next(
+            (m for m in info.metadata if isinstance(m, Table)), None)
+        if sub is not None and isinstance(value, BaseModel):
+            value = build(sub, value, ctx)
+        elif sub is not None and isinstance(value, (list, tuple)):
+            value = build_all(sub, value, ctx)
         kwargs[name] = value
     params = inspect.signature(cls).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kwargs.update({k: v for k, v in context.items() if (takes_any or k in params) and k not in kwargs})
+    facts = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx) if getattr(ctx, f.name) is not None}
+    kwargs.update({k: v for k, v in facts.items() if (takes_any or k in params) and k not in kwargs})
     return cls(**kwargs)
+
+
+def build_all(table: Table, cfgs: Sequence[BaseModel], ctx: BuildContext | None = None) -> Any:
+    """``nn.Sequential`` of the components ``cfgs`` describe, in order (empty: the identity)."""
+    from torch import nn  # only components that hold other components need torch here
+
+    return nn.Sequential(*(build(table, c, ctx) for c in cfgs))
+
+
+def table_of(annotation: Any) -> Table | None:
+    """The `Table` in a field annotation's ``Annotated`` metadata (looking inside ``list[...]`` / ``X | None``)."""
+    for meta in getattr(annotation, "__metadata__", ()):
+        if isinstance(meta, Table):
+            return meta
+    for arg in get_args(annotation):
+        found = table_of(arg)
+        if found is not None:
+            return found
+    return None

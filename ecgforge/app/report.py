@@ -382,7 +382,7 @@ def load_masker_objective(run_dir: str | Path) -> MaskerRun | None:
     from ecgforge.data.cache import Cache
     from ecgforge.encoders import ENCODERS
     from ecgforge.objectives import OBJECTIVES
-    from ecgforge.registry import build
+    from ecgforge.registry import BuildContext, build
 
     run_dir = Path(run_dir)
     if not (run_dir / "resolved.toml").is_file():
@@ -395,8 +395,9 @@ def load_masker_objective(run_dir: str | Path) -> MaskerRun | None:
         return None
     cache = Cache(recipe.data.cache)
     window = int(round(recipe.data.window_s * cache.fs_hz))
-    objective = build(OBJECTIVES, recipe.ssl, encoder=build(ENCODERS, recipe.model.encoder), fs_hz=cache.fs_hz, window=window,
-                      n_leads=cache.n_leads)
+    ctx = BuildContext(encoder=build(ENCODERS, recipe.model.encoder), fs_hz=cache.fs_hz, window=window,
+                       n_leads=cache.n_leads)
+    objective = build(OBJECTIVES, recipe.ssl, ctx)
     # A compiled encoder saves its weights under "_orig_mod."; the rebuilt one is not compiled.
     state = {k.replace("_orig_mod.", ""): v for k, v in load_file(str(ckpt / "model.safetensors")).items()}
     try:

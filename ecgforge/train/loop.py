@@ -50,7 +50,7 @@ from ecgforge.interrupts import StopOnSignal
 from ecgforge.objectives import OBJECTIVES
 from ecgforge.progress import Reporter
 from ecgforge.recipe import Recipe
-from ecgforge.registry import build
+from ecgforge.registry import BuildContext, build
 from ecgforge.rundir import MetricsLog
 from ecgforge.train.collapse import EmbeddingProbe
 from ecgforge.train.optim import make_optimizer, make_schedule
@@ -205,11 +205,11 @@ class Trainer:
         window = int(round(r.data.window_s * cache.fs_hz))
         train_idx = select(cache, r.data.splits[r.data.pretrain_split], r.data.exclude_ptbxl_overlap)
         targets = None
-        context: dict[str, Any] = dict(encoder=encoder, fs_hz=cache.fs_hz, window=window, n_leads=cache.n_leads)
+        ctx = BuildContext(encoder=encoder, fs_hz=cache.fs_hz, window=window, n_leads=cache.n_leads)
         if OBJECTIVES[r.ssl.kind].needs_labels:  # targets first: the objective's head needs their width
             targets = task_targets(cache, r.ssl.task, train_idx)
-            context["n_classes"] = 1 if targets.task_type == "regression" else len(targets.names)
-        objective = build(OBJECTIVES, r.ssl, **context)
+            ctx = ctx.replace(n_classes=1 if targets.task_type == "regression" else len(targets.names))
+        objective = build(OBJECTIVES, r.ssl, ctx)
         self.ds = RandomWindows(cache, train_idx, window, n_segments=objective.n_segments, seed=r.seed,
                                 targets=targets, segment_pairing=objective.segment_pairing)
         if len(self.ds) < t.batch_size * acc.num_processes:
