@@ -100,7 +100,7 @@ class CPC(nn.Module):
         ]
         self.lstm = nn.LSTM(c_in, cfg.hidden, num_layers=cfg.lstm_layers, batch_first=True)
         self.latent_dim = c_in  # C of z: the dimension a CPC predictor must map c_t onto
-        self.hidden = cfg.hidden  # H of c, also the channel count of forward_features (the CPC objective's)
+        self.hidden = cfg.hidden  # H of c, also the channel count of forward_features (read by the CPC objective)
         self.embed_dim = 3 * cfg.hidden if cfg.pooling == "concat" else cfg.hidden
         self.downsample = math.prod(strides)
         # Of one latent z_t. The LSTM makes c_t depend on every earlier sample (causal, unbounded).
