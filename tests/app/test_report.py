@@ -183,7 +183,9 @@ def _make_run(tmp_path: Path, cache_path: Path, ssl: dict | None = None) -> Path
     torch.manual_seed(0)
     enc = build(ENCODERS, recipe.model.encoder)
     save_encoder(enc, recipe.model.encoder, run, {"fs_hz": 100.0, "window_s": 2.5, "leads": Cache(cache_path).leads})
-    (run / "results.json").write_text(json.dumps({"recipe": "r", "eval": [], "pretrain_seconds": 1.5}))
+    (run / "results.json").write_text(json.dumps({"recipe": "r", "eval": [], "pretrain_seconds": 1.5,
+                                                  "ecgforge_version": "0.0.1", "eval_seconds": 99.0,
+                                                  "note": "kept"}))
     return run
 
 
@@ -192,7 +194,9 @@ def test_eval_command_reruns_the_tables_with_overrides(cache: Cache, tmp_path: P
     result = CliRunner().invoke(app, ["eval", str(run), "--set", "eval.0.seeds=[0, 1]"])
     assert result.exit_code == 0, result.output
     res = json.loads((run / "results.json").read_text())
-    assert res["pretrain_seconds"] == 1.5  # what the eval does not redo is kept
+    assert res["pretrain_seconds"] == 1.5 and res["note"] == "kept"  # what the eval does not redo is kept
+    assert res["ecgforge_version"] == __version__ and res["eval_seconds"] > 0  # what it redoes is its own
+    assert res["cache"] == str(cache.path) and res["warnings"] == [] and "allowed_overlap" not in res
     assert res["eval_overrides"] == ["eval.0.seeds=[0, 1]"]
     lp = [(r["init"], r["seed"]) for r in res["eval"] if r["kind"] == "linear_probe"]
     assert lp == [("pretrained", 0), ("pretrained", 1), ("random", 0), ("random", 1)]
