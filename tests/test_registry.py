@@ -12,7 +12,7 @@ from pydantic_core import PydanticUndefined
 
 from ecgforge.app.catalog import CATEGORIES
 from ecgforge.encoders import ENCODERS
-from ecgforge.registry import Table, build
+from ecgforge.registry import BuildContext, Table, build
 
 CASES = [(name, kind) for name, table in CATEGORIES.items() for kind in table]
 
@@ -56,6 +56,8 @@ def test_config_binds_to_its_constructor(category: str, kind: str) -> None:
     default is a config field or run context."""
     table: Table = CATEGORIES[category]
     cfg_cls, cls = table.config(kind), table[kind]
+    if getattr(cls, "Config", None) is not None:
+        pytest.skip(f"{cls.__name__} is built as cls(cfg, ctx): its fields exist once, in {cfg_cls.__name__}")
     params = inspect.signature(cls).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     for name, info in cfg_cls.model_fields.items():
@@ -122,8 +124,9 @@ def test_default_component_builds_and_runs(category: str, kind: str) -> None:
     x = torch.randn(4, 12, 1000, requires_grad=True)
     if category == "ssl":
         enc_cfg = TypeAdapter(ENCODERS.union).validate_python(SMALL_ENCODER_FOR.get(kind, {"kind": "resnet1d", "width": 8}))
-        obj = build(table, cfg, encoder=build(ENCODERS, enc_cfg), fs_hz=100.0, window=1000, n_leads=12, n_classes=2)
-        n_seg = obj.n_segments
+        ctx = BuildContext(encoder=build(ENCODERS, enc_cfg), fs_hz=100.0, window=1000, n_leads=12, n_classes=2)
+        obj = build(table, cfg, ctx)
+        n_seg = cfg.n_segments
         batch = {
             "x": torch.randn(4, n_seg, 12, 1000) if n_seg > 1 else torch.randn(4, 12, 1000),
             "lead_mask": torch.ones(4, 12, dtype=torch.bool),
@@ -131,7 +134,7 @@ def test_default_component_builds_and_runs(category: str, kind: str) -> None:
             "record": torch.arange(4),
             "y": torch.tensor([0, 1, 0, 1]),
         }
-        for phase in obj.phases:
+        for phase in cfg.phases:
             loss, logs = obj(batch, phase)
             assert loss.ndim == 0 and torch.isfinite(loss)
             loss.backward()
