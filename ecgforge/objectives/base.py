@@ -40,6 +40,21 @@ class ObjectiveConfig(BaseModel, extra="forbid", frozen=True):
     segment_pairing: ClassVar[Literal["adjacent", "independent"]] = "adjacent"
 
 
+class WindowViews:
+    """Mixin of a config whose field ``views`` says where two views come from: ``same_window``, one crop of the
+    record (one segment per item); ``own_window``, a crop each, drawn independently (they may overlap)."""
+
+    # No annotation of ``views`` here: pydantic would take it for a field and put it first in the config.
+
+    @property
+    def n_segments(self) -> int:
+        return 2 if self.views == "own_window" else 1
+
+    @property
+    def segment_pairing(self) -> Literal["adjacent", "independent"]:
+        return "independent" if self.views == "own_window" else "adjacent"
+
+
 class Objective(nn.Module):
     """Base class: a module that owns the encoder being pretrained and everything the loss needs.
 

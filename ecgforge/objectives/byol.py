@@ -28,12 +28,12 @@ from torch import Tensor, nn
 
 from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.layers.projector import projector
-from ecgforge.objectives.base import Objective, ObjectiveConfig
+from ecgforge.objectives.base import Objective, ObjectiveConfig, WindowViews
 from ecgforge.objectives.losses import byol_loss
 from ecgforge.registry import BuildContext, build_all
 
 
-class BYOLConfig(ObjectiveConfig):
+class BYOLConfig(WindowViews, ObjectiveConfig):
     kind: Literal["byol"] = "byol"
     base_tau: float = Field(0.996, ge=0, le=1, description="EMA momentum at step 0; rises to 1 (cosine); ESS 0.996")
     projector_hidden: int = Field(4096, gt=0, description="Grill et al.: 4096; ESS: 512")
@@ -46,15 +46,6 @@ class BYOLConfig(ObjectiveConfig):
     views: Literal["same_window", "own_window"] = Field(
         "same_window", description="same_window: both views of one crop (ESS); own_window: a crop of the record each"
     )
-
-    @property
-    def n_segments(self) -> int:
-        """``own_window``: two crops of each record, drawn independently (they may overlap)."""
-        return 2 if self.views == "own_window" else 1
-
-    @property
-    def segment_pairing(self) -> Literal["adjacent", "independent"]:
-        return "independent" if self.views == "own_window" else "adjacent"
 
 
 def cosine_tau(base_tau: float, step: int, total_steps: int) -> float:

@@ -24,12 +24,12 @@ from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.augment.three_kg_views import ThreeKGConfig
 from ecgforge.layers.distributed import world
 from ecgforge.layers.projector import projector
-from ecgforge.objectives.base import Objective, ObjectiveConfig
+from ecgforge.objectives.base import Objective, ObjectiveConfig, WindowViews
 from ecgforge.objectives.losses import three_kg_loss
 from ecgforge.registry import BuildContext, build, build_all
 
 
-class ThreeKGObjectiveConfig(ObjectiveConfig):
+class ThreeKGObjectiveConfig(WindowViews, ObjectiveConfig):
     kind: Literal["three_kg"] = "three_kg"
     temperature: float = Field(0.1, gt=0, description="Gopal et al. / fairseq-signals: 0.1")
     patient_positives: bool = Field(True, description="views of the same patient are positives (fairseq-signals)")
@@ -40,15 +40,6 @@ class ThreeKGObjectiveConfig(ObjectiveConfig):
     views: Literal["same_window", "own_window"] = Field(
         "same_window", description="same_window: both views of one crop (fairseq-signals); own_window: a crop each"
     )
-
-    @property
-    def n_segments(self) -> int:
-        """``own_window``: two crops of each record, drawn independently (they may overlap)."""
-        return 2 if self.views == "own_window" else 1
-
-    @property
-    def segment_pairing(self) -> Literal["adjacent", "independent"]:
-        return "independent" if self.views == "own_window" else "adjacent"
 
 
 class ThreeKGObjective(Objective):
