@@ -182,7 +182,7 @@ class Recipe(Strict):
     @model_validator(mode="after")
     def _optim_groups(self) -> Recipe:
         if self.ssl is not None:
-            missing = [g for g in dict.fromkeys(OBJECTIVES[self.ssl.kind].phases) if g not in self.train.optim]
+            missing = [g for g in dict.fromkeys(self.ssl.phases) if g not in self.train.optim]
             if missing:
                 raise ValueError(f"ssl kind {self.ssl.kind!r} needs [train.optim.{missing[0]}] (optimiser groups: {missing})")
         return self

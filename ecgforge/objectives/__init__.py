@@ -1,7 +1,8 @@
 """Pretraining objectives (``[ssl]`` in a recipe). Interface: ``objectives.base.Objective``.
 
-Add one: write ``<name>.py`` with an ``Objective`` subclass and its ``<Name>Config``, then add one line to
-the table.
+Add one: write ``<name>.py`` with an ``Objective`` subclass built as ``cls(cfg, ctx)`` and its config (an
+``ObjectiveConfig`` subclass named by the class's ``Config``), then add one line to the table (CONTRIBUTING.md
+shows ``vicreg.py`` whole).
 """
 
 from ecgforge.registry import Table
@@ -20,6 +21,7 @@ OBJECTIVES = Table(
         "cmsc": "ecgforge.objectives.cmsc:CMSC",
         "w2v_cmsc_rlm": "ecgforge.objectives.w2v_cmsc_rlm:W2VCMSCRLM",
         "supervised": "ecgforge.objectives.supervised:Supervised",
+        "vicreg": "ecgforge.objectives.vicreg:VICReg",
     },
 )
 

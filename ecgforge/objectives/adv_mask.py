@@ -37,21 +37,22 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import Field
 from torch import Tensor, nn
 
-from ecgforge.augment import AugmentConfig
+from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.data.qrs import qrs_mask
 from ecgforge.errors import UserError
 from ecgforge.layers.projector import projector
-from ecgforge.maskers import MaskerConfig
+from ecgforge.maskers import MASKERS, MaskerConfig
 from ecgforge.maskers.unet1d import UNet1dConfig
-from ecgforge.objectives.base import Objective
+from ecgforge.objectives.base import Objective, ObjectiveConfig
 from ecgforge.objectives.cmsc import two_segments
 from ecgforge.objectives.losses import nt_xent, sparsity_penalty
+from ecgforge.registry import BuildContext, build, build_all
 
 
-class AdvMaskConfig(BaseModel, extra="forbid", frozen=True):
+class AdvMaskConfig(ObjectiveConfig):
     kind: Literal["adv_mask"] = "adv_mask"
     temperature: float = Field(0.1, gt=0, description="NT-Xent τ (Bo et al.: 0.1)")
     sparsity_alpha: float = Field(1.0, ge=0, description="weight α of the sparsity penalty (sweep: 0.1, 0.5; code 1.0)")
@@ -70,6 +71,16 @@ class AdvMaskConfig(BaseModel, extra="forbid", frozen=True):
     projector_dim: int = Field(128, gt=0)
     masker: MaskerConfig = Field(default_factory=UNet1dConfig)
     augment: list[AugmentConfig] = Field(default_factory=list, description="applied independently to each view")
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """The masker ascends, then the encoder descends; ``authors_update``: the authors' order, encoder first."""
+        return ("encoder", "masker") if self.authors_update else ("masker", "encoder")
+
+    @property
+    def n_segments(self) -> int:
+        """Two adjacent segments of a record per item for CMSC positives."""
+        return 2 if self.positive_pairing == "cmsc" else 1
 
 
 @contextmanager
@@ -113,52 +124,21 @@ def entropy_across_masks(masks: Tensor) -> Tensor:
 
 
 class AdvMask(Objective):
-    phases: tuple[str, ...] = ("masker", "encoder")
+    Config = AdvMaskConfig
+    cfg: AdvMaskConfig
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        masker: nn.Module,
-        augment: nn.Module,
-        temperature: float = 0.1,
-        sparsity_alpha: float = 1.0,
-        sparsity_ratio: float = 1.0,
-        binarization: float = 50.0,
-        mask_mode: Literal["draw", "each", "per_lead"] = "draw",
-        penalty_on: Literal["soft", "applied"] = "soft",
-        entropy_alpha: float = 0.0,
-        positive_pairing: Literal["simclr", "cmsc"] = "simclr",
-        authors_update: bool = False,
-        qrs_lead: int = 1,
-        projector_hidden: int = 2048,
-        projector_dim: int = 128,
-        fs_hz: float = 100.0,
-    ) -> None:
-        super().__init__(encoder)
-        n_masks = getattr(masker, "n_masks", None)
-        if mask_mode == "per_lead":
-            in_leads = getattr(masker, "in_leads", None)
-            if n_masks != in_leads or getattr(masker, "activation", "sigmoid") != "sigmoid":
+    def __init__(self, cfg: AdvMaskConfig, ctx: BuildContext) -> None:
+        super().__init__(cfg, ctx)
+        self.masker = build(MASKERS, cfg.masker, ctx)
+        n_masks = getattr(self.masker, "n_masks", None)
+        if cfg.mask_mode == "per_lead":
+            in_leads = getattr(self.masker, "in_leads", None)
+            if n_masks != in_leads or getattr(self.masker, "activation", "sigmoid") != "sigmoid":
                 raise UserError(f"ssl.mask_mode = 'per_lead' needs ssl.masker.n_masks = its in_leads ({in_leads}) "
                                 f"and activation = 'sigmoid', got n_masks = {n_masks}")
-        self.masker = masker
-        self.augment = augment
-        self.temperature = temperature
-        self.sparsity_alpha = sparsity_alpha
-        self.sparsity_ratio = sparsity_ratio
-        self.binarization = binarization
-        self.mask_mode = mask_mode
-        self.penalty_on = penalty_on
-        self.entropy_alpha = entropy_alpha
-        self.positive_pairing = positive_pairing
-        self.authors_update = authors_update
-        self.qrs_lead = qrs_lead
-        self.fs_hz = fs_hz
-        # Instance attributes read by the training loop: two segments per item for CMSC positives, and the
-        # authors' phase order (encoder, then masker) when reproducing their update.
-        self.n_segments = 2 if positive_pairing == "cmsc" else 1
-        self.phases = ("encoder", "masker") if authors_update else ("masker", "encoder")
-        self.projector = projector(encoder.embed_dim, projector_hidden, projector_dim)
+        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
+        self.fs_hz: float = ctx.need("fs_hz")  # for the R-peak detector of the logged QRS shares
+        self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """``masker``: the U-Net; ``encoder``: encoder + projector."""
@@ -173,13 +153,13 @@ class AdvMask(Objective):
 
     def applied_masks(self, x: Tensor) -> Tensor:
         """x (B, leads, T) -> every mask as it would reach the encoder, binarised: (B, M, T) in [0, 1]."""
-        return binarise(self.masker(x), self.binarization)
+        return binarise(self.masker(x), self.cfg.binarization)
 
     def apply_mask(self, x: Tensor, masks: Tensor) -> Tensor:
         """x (B, leads, T), soft masks (B, M, T) -> x·(1 − a), a = binarised mask: in ``draw`` mode one mask
         per sample drawn uniformly from the M and broadcast to all leads; in ``per_lead`` mode mask k on lead k."""
-        applied = binarise(masks, self.binarization)
-        if self.mask_mode == "per_lead":
+        applied = binarise(masks, self.cfg.binarization)
+        if self.cfg.mask_mode == "per_lead":
             return x * (1 - applied)
         b, n_masks, _ = masks.shape
         choice = torch.randint(n_masks, (b,), device=masks.device)
@@ -188,7 +168,7 @@ class AdvMask(Objective):
 
     def views(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Batch x -> (view 1, view 2 before masking), each (B, leads, T)."""
-        if self.positive_pairing == "cmsc":
+        if self.cfg.positive_pairing == "cmsc":
             x = two_segments(x, "adv_mask with positive_pairing = 'cmsc'")
             return self.augment(x[:, 0]), self.augment(x[:, 1])
         return self.augment(x), self.augment(x)
@@ -196,18 +176,18 @@ class AdvMask(Objective):
     def contrast(self, v1: Tensor, v2: Tensor, masks: Tensor) -> Tensor:
         """NT-Xent between view 1 and view 2 masked as ``mask_mode`` says (summed over masks for ``each``)."""
         z1 = self.projector(self.encoder(v1))
-        if self.mask_mode != "each":
-            return nt_xent(z1, self.projector(self.encoder(self.apply_mask(v2, masks))), self.temperature)
-        applied = binarise(masks, self.binarization)
+        if self.cfg.mask_mode != "each":
+            return nt_xent(z1, self.projector(self.encoder(self.apply_mask(v2, masks))), self.cfg.temperature)
+        applied = binarise(masks, self.cfg.binarization)
         return torch.stack([
-            nt_xent(z1, self.projector(self.encoder(v2 * (1 - applied[:, k, None, :]))), self.temperature)
+            nt_xent(z1, self.projector(self.encoder(v2 * (1 - applied[:, k, None, :]))), self.cfg.temperature)
             for k in range(masks.shape[1])
         ]).sum()
 
     def mask_logs(self, v2: Tensor, masks: Tensor) -> dict[str, Tensor]:
         """Coverage and QRS share per applied mask, and the QRS share of the signal (see module docstring)."""
-        applied = binarise(masks.detach(), self.binarization)
-        lead = min(self.qrs_lead, v2.shape[1] - 1)
+        applied = binarise(masks.detach(), self.cfg.binarization)
+        lead = min(self.cfg.qrs_lead, v2.shape[1] - 1)
         qrs = torch.from_numpy(qrs_mask(v2.detach().float().cpu().numpy(), self.fs_hz, lead=lead)).to(v2.device)
         cov, share = mask_coverage(applied), qrs_share(applied, qrs)
         logs = {f"coverage_m{k}": cov[k] for k in range(cov.shape[0])}
@@ -225,12 +205,12 @@ class AdvMask(Objective):
             with frozen((self.encoder, self.projector)):
                 masks = self.masker(v2)
                 nce = self.contrast(v1, v2, masks)
-                on = masks if self.penalty_on == "soft" else binarise(masks, self.binarization)
-                penalty = sparsity_penalty(on, self.sparsity_ratio)
-                loss = -nce + self.sparsity_alpha * penalty
-                if self.entropy_alpha > 0:
-                    loss = loss + self.entropy_alpha * entropy_across_masks(masks)
-                if self.authors_update:
+                on = masks if self.cfg.penalty_on == "soft" else binarise(masks, self.cfg.binarization)
+                penalty = sparsity_penalty(on, self.cfg.sparsity_ratio)
+                loss = -nce + self.cfg.sparsity_alpha * penalty
+                if self.cfg.entropy_alpha > 0:
+                    loss = loss + self.cfg.entropy_alpha * entropy_across_masks(masks)
+                if self.cfg.authors_update:
                     # The encoder phase's NT-Xent, with its own mask draw, reaches the masker in their code.
                     loss = loss + self.contrast(v1, v2, masks)
             logs = {"loss": loss.detach(), "nce": nce.detach(), "penalty": penalty.detach(),
@@ -241,4 +221,4 @@ class AdvMask(Objective):
                 masks = self.masker(v2)
             loss = self.contrast(v1, v2, masks.detach())
             return loss, {"loss": loss.detach(), "mask_mean": masks.mean()}
-        raise ValueError(f"adv_mask: unknown phase {phase!r}; phases are {self.phases}")
+        raise ValueError(f"adv_mask: unknown phase {phase!r}; phases are {self.cfg.phases}")

@@ -4,34 +4,74 @@ The runner knows nothing about individual methods: it asks the objective which o
 which of them to step in which order each batch (``phases``), and calls ``forward(batch, phase)`` for the
 loss of each phase. Adversarial masking, for instance, has phases ``("masker", "encoder")``: the masker
 ascends the contrastive loss, then the encoder descends it. BYOL updates its EMA target in ``on_step_end``.
+
+What the runner must know before it builds an objective (its phases, whether batches carry labels, how many
+windows of a record an item holds) is metadata of the objective's *config*, `ObjectiveConfig`: class
+variables, or properties where a field decides it (adversarial masking's ``authors_update`` swaps its phases,
+BYOL's ``views = "own_window"`` asks for two crops). The trainer and the recipe read them from the validated
+config (``recipe.ssl.phases``); the objective reads them from ``self.cfg``.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel
 from torch import Tensor, nn
+
+from ecgforge.registry import BuildContext
+
+
+class ObjectiveConfig(BaseModel, extra="forbid", frozen=True):
+    """Base of every objective's config (subclasses add ``kind`` and their fields).
+
+    A subclass overrides a class variable with its own value (``n_segments: ClassVar[int] = 2``) or with a
+    property where a field decides it.
+    """
+
+    #: optimiser groups stepped each batch, in this order; each is a key of ``Objective.param_groups()``
+    phases: ClassVar[tuple[str, ...]] = ("encoder",)
+    #: batches carry ``y``, the targets of the config's ``task`` (the trainer then sets ``BuildContext.n_classes``)
+    needs_labels: ClassVar[bool] = False
+    #: windows of one record per batch item: ``x (B, n_segments, leads, T)`` when > 1
+    n_segments: ClassVar[int] = 1
+    #: how the dataset cuts the ``n_segments`` windows of a record: ``adjacent`` (back to back, CMSC) or
+    #: ``independent`` (each start drawn on its own)
+    segment_pairing: ClassVar[Literal["adjacent", "independent"]] = "adjacent"
+
+
+class WindowViews:
+    """Mixin of a config whose field ``views`` says where two views come from: ``same_window``, one crop of the
+    record (one segment per item); ``own_window``, a crop each, drawn independently (they may overlap)."""
+
+    # No annotation of ``views`` here: pydantic would take it for a field and put it first in the config.
+
+    @property
+    def n_segments(self) -> int:
+        return 2 if self.views == "own_window" else 1
+
+    @property
+    def segment_pairing(self) -> Literal["adjacent", "independent"]:
+        return "independent" if self.views == "own_window" else "adjacent"
 
 
 class Objective(nn.Module):
     """Base class: a module that owns the encoder being pretrained and everything the loss needs.
 
+    Built as ``cls(cfg, ctx)`` (``registry.build``); the encoder comes from ``ctx.encoder``.
+
     Batches are dicts of tensors:
         ``x``: ``(B, leads, T)`` windows in mV, canonical lead order; ``(B, S, leads, T)`` when
-            ``n_segments = S > 1`` (S windows of the same record, for CMSC-style positives).
+            ``cfg.n_segments = S > 1`` (S windows of the same record, for CMSC-style positives).
         ``lead_mask``: ``(B, leads)`` bool, False where the lead is missing in the record (zeroed in x).
         ``patient``: ``(B,)`` int64 patient index; ``record``: ``(B,)`` int64 record index in the cache.
-        ``y``: labels, only for objectives with ``needs_labels = True`` (supervised).
+        ``y``: labels, only for objectives whose config has ``needs_labels = True`` (supervised).
     """
 
-    phases: tuple[str, ...] = ("encoder",)
-    n_segments: int = 1
-    #: how the dataset cuts the ``n_segments`` windows of a record: ``adjacent`` (back to back, CMSC) or
-    #: ``independent`` (each start drawn on its own)
-    segment_pairing: str = "adjacent"
-    needs_labels: bool = False
-
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, cfg: ObjectiveConfig, ctx: BuildContext) -> None:
         super().__init__()
-        self.encoder = encoder
+        self.cfg = cfg
+        self.encoder: nn.Module = ctx.need("encoder")
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Optimiser group name -> parameters. Default: one group ``encoder`` with every parameter."""

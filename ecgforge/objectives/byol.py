@@ -23,16 +23,17 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 from torch import Tensor, nn
 
-from ecgforge.augment import AugmentConfig
+from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.layers.projector import projector
-from ecgforge.objectives.base import Objective
+from ecgforge.objectives.base import Objective, ObjectiveConfig, WindowViews
 from ecgforge.objectives.losses import byol_loss
+from ecgforge.registry import BuildContext, build_all
 
 
-class BYOLConfig(BaseModel, extra="forbid", frozen=True):
+class BYOLConfig(WindowViews, ObjectiveConfig):
     kind: Literal["byol"] = "byol"
     base_tau: float = Field(0.996, ge=0, le=1, description="EMA momentum at step 0; rises to 1 (cosine); ESS 0.996")
     projector_hidden: int = Field(4096, gt=0, description="Grill et al.: 4096; ESS: 512")
@@ -54,29 +55,17 @@ def cosine_tau(base_tau: float, step: int, total_steps: int) -> float:
 
 
 class BYOL(Objective):
-    def __init__(
-        self,
-        encoder: nn.Module,
-        augment: nn.Module,
-        base_tau: float = 0.996,
-        projector_hidden: int = 4096,
-        projector_dim: int = 256,
-        predictor_hidden: int = 4096,
-        ema: str = "all",
-        views: str = "same_window",
-    ) -> None:
-        super().__init__(encoder)
-        if views == "own_window":  # two crops of each record, drawn independently (may overlap)
-            self.n_segments, self.segment_pairing = 2, "independent"
-        self.views = views
-        self.augment = augment
-        self.base_tau = base_tau
-        self.ema = ema
+    Config = BYOLConfig
+    cfg: BYOLConfig
+
+    def __init__(self, cfg: BYOLConfig, ctx: BuildContext) -> None:
+        super().__init__(cfg, ctx)
+        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
         # A buffer, so that a resumed run continues with the τ it had (it is saved with the model state).
-        self.register_buffer("tau", torch.tensor(float(base_tau), dtype=torch.float64))
-        self.projector = projector(encoder.embed_dim, projector_hidden, projector_dim)
-        self.predictor = projector(projector_dim, predictor_hidden, projector_dim)
-        self.target_encoder = copy.deepcopy(encoder)
+        self.register_buffer("tau", torch.tensor(float(cfg.base_tau), dtype=torch.float64))
+        self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim)
+        self.predictor = projector(cfg.projector_dim, cfg.predictor_hidden, cfg.projector_dim)
+        self.target_encoder = copy.deepcopy(self.encoder)
         self.target_projector = copy.deepcopy(self.projector)
         for p in self._target_params():
             p.requires_grad_(False)
@@ -99,7 +88,7 @@ class BYOL(Objective):
         """x (B, leads, T), or (B, 2, leads, T) with ``own_window`` -> symmetric BYOL loss
         ℓ(v1→v2) + ℓ(v2→v1), each 2 − 2·cos in [0, 4] (sum in [0, 8], as ecg-selfsupervised's sum)."""
         x = batch["x"]
-        x1, x2 = (x[:, 0], x[:, 1]) if self.views == "own_window" else (x, x)
+        x1, x2 = (x[:, 0], x[:, 1]) if self.cfg.views == "own_window" else (x, x)
         v1, v2 = self.augment(x1), self.augment(x2)
         p1 = self.predictor(self.projector(self.encoder(v1)))
         p2 = self.predictor(self.projector(self.encoder(v2)))
@@ -115,7 +104,7 @@ class BYOL(Objective):
         ecg-selfsupervised); buffers (BatchNorm statistics) are copied from the online net."""
         for online, target in zip(self._online_modules(), self._target_modules(), strict=True):
             for (name, po), pt in zip(online.named_parameters(), target.parameters(), strict=True):
-                if self.ema == "weights" and "weight" not in name:
+                if self.cfg.ema == "weights" and "weight" not in name:
                     continue
                 pt.mul_(tau).add_(po.detach(), alpha=1 - tau)
             for bo, bt in zip(online.buffers(), target.buffers(), strict=True):
@@ -124,4 +113,4 @@ class BYOL(Objective):
     def on_step_end(self, step: int, total_steps: int) -> None:
         """EMA update with the current τ, then advance τ on the cosine schedule (Grill et al. 2020)."""
         self.update_target(float(self.tau))
-        self.tau.fill_(cosine_tau(self.base_tau, step, total_steps))
+        self.tau.fill_(cosine_tau(self.cfg.base_tau, step, total_steps))

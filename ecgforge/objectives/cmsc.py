@@ -11,25 +11,28 @@ the same side are never candidates for each other.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field
-from torch import Tensor, nn
+from pydantic import Field
+from torch import Tensor
 
-from ecgforge.augment import AugmentConfig
+from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.errors import UserError
 from ecgforge.layers.projector import projector
-from ecgforge.objectives.base import Objective
+from ecgforge.objectives.base import Objective, ObjectiveConfig
 from ecgforge.objectives.losses import cmsc_loss
+from ecgforge.registry import BuildContext, build_all
 
 
-class CMSCConfig(BaseModel, extra="forbid", frozen=True):
+class CMSCConfig(ObjectiveConfig):
     kind: Literal["cmsc"] = "cmsc"
     temperature: float = Field(0.1, gt=0, description="Kiyasseh et al. / Oh et al.: 0.1")
     per_patient: bool = Field(False, description="segments of every record of a patient are positives")
     projector_hidden: int = Field(2048, gt=0)
     projector_dim: int = Field(128, gt=0)
     augment: list[AugmentConfig] = Field(default_factory=list, description="applied to each segment (CLOCS: none)")
+
+    n_segments: ClassVar[int] = 2
 
 
 def segment_groups(batch: dict[str, Tensor], per_patient: bool) -> Tensor:
@@ -45,28 +48,19 @@ def two_segments(x: Tensor, kind: str) -> Tensor:
 
 
 class CMSC(Objective):
-    n_segments = 2
+    Config = CMSCConfig
+    cfg: CMSCConfig
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        augment: nn.Module,
-        temperature: float = 0.1,
-        per_patient: bool = False,
-        projector_hidden: int = 2048,
-        projector_dim: int = 128,
-    ) -> None:
-        super().__init__(encoder)
-        self.augment = augment
-        self.temperature = temperature
-        self.per_patient = per_patient
-        self.projector = projector(encoder.embed_dim, projector_hidden, projector_dim)
+    def __init__(self, cfg: CMSCConfig, ctx: BuildContext) -> None:
+        super().__init__(cfg, ctx)
+        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
+        self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim)
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
         """x (B, 2, leads, T) -> fairseq-signals' CMSC loss between the first and second segments."""
         x = two_segments(batch["x"], "cmsc")
         b = x.shape[0]
         z = self.projector(self.encoder(self.augment(x.flatten(0, 1)))).view(b, 2, -1)  # (B, 2, D)
-        groups = segment_groups(batch, self.per_patient)
-        loss = cmsc_loss(z[:, 0], z[:, 1], groups, groups, self.temperature)
+        groups = segment_groups(batch, self.cfg.per_patient)
+        loss = cmsc_loss(z[:, 0], z[:, 1], groups, groups, self.cfg.temperature)
         return loss, {"loss": loss.detach()}

@@ -28,16 +28,17 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import Field
 from torch import Tensor, nn
 
-from ecgforge.augment import AugmentConfig
+from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.encoders.cpc import CPC
 from ecgforge.errors import UserError
-from ecgforge.objectives.base import Objective
+from ecgforge.objectives.base import Objective, ObjectiveConfig
+from ecgforge.registry import BuildContext, build_all
 
 
-class CPCObjectiveConfig(BaseModel, extra="forbid", frozen=True):
+class CPCObjectiveConfig(ObjectiveConfig):
     kind: Literal["cpc"] = "cpc"
     form: Literal["single_step", "multi_step"] = Field(
         "single_step",
@@ -71,30 +72,22 @@ def draw_negatives(b: int, t: int, s: int, k: int, same_seq: bool, device: torch
 
 
 class CPCObjective(Objective):
-    def __init__(
-        self,
-        encoder: nn.Module,
-        augment: nn.Module,
-        form: str = "single_step",
-        n_steps: int = 12,
-        n_negatives: int = 128,
-        negatives_from_same_seq_only: bool = True,
-    ) -> None:
+    Config = CPCObjectiveConfig
+    cfg: CPCObjectiveConfig
+
+    def __init__(self, cfg: CPCObjectiveConfig, ctx: BuildContext) -> None:
+        encoder = ctx.need("encoder")
         if not isinstance(encoder, CPC):
             raise UserError(
                 f"ssl.kind = 'cpc' needs model.encoder.kind = 'cpc' (latents + LSTM context), got {type(encoder).__name__}"
             )
-        super().__init__(encoder)
-        self.augment = augment
-        self.form = form
-        self.n_steps = n_steps
-        self.n_negatives = n_negatives
-        self.same_seq = negatives_from_same_seq_only
-        if form == "single_step":
+        super().__init__(cfg, ctx)
+        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
+        if cfg.form == "single_step":
             self.proj = nn.Linear(encoder.hidden, encoder.latent_dim, bias=False)  # ESS proj, bias_proj=False
         else:
             self.predictors = nn.ModuleList(
-                nn.Linear(encoder.hidden, encoder.latent_dim) for _ in range(n_steps)
+                nn.Linear(encoder.hidden, encoder.latent_dim) for _ in range(cfg.n_steps)
             )
 
     # ------------------------------------------------------------------------------ single_step (ESS)
@@ -102,14 +95,14 @@ class CPCObjective(Objective):
     def single_step_loss(self, c: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         """ESS ``cpc_loss``: c (B, T', H), z (B, T', C) -> (sum over positions of the batch-mean CE, accuracy)."""
         b, t, _ = z.shape
-        s = self.n_steps
+        s = self.cfg.n_steps
         n = t - s
         if n < 1 or t < 2:
             raise UserError(f"ssl.n_steps = {s}: a window of {t} latent steps is too short to predict {s} ahead")
         pred = self.proj(c[:, :n])  # (B, n, C): prediction of z_{i+s} from c_i
-        flat = draw_negatives(b, t, s, self.n_negatives, self.same_seq, z.device)  # (n, B, K)
+        flat = draw_negatives(b, t, s, self.cfg.n_negatives, self.cfg.negatives_from_same_seq_only, z.device)  # (n, B, K)
         pos = (pred * z[:, s:]).sum(-1)  # (B, n)
-        if self.same_seq:
+        if self.cfg.negatives_from_same_seq_only:
             scores = pred @ z.transpose(1, 2)  # (B, n, T'): every prediction vs every latent of its sequence
             neg = scores.gather(2, (flat % t).permute(1, 0, 2))  # (B, n, K)
         else:
@@ -129,15 +122,15 @@ class CPCObjective(Objective):
         pred = self.predictors[k - 1](c[:, :n])  # (B, n, C): predictions of z_{t+k}
         target = z[:, k:]  # (B, n, C)
         pos = (pred * target).sum(-1, keepdim=True)  # (B, n, 1)
-        if self.same_seq:
+        if self.cfg.negatives_from_same_seq_only:
             scores = pred @ target.transpose(1, 2)  # (B, n, n): every prediction vs every target of its sequence
             # K indices from the n − 1 other steps: draw from [0, n−1) and skip the positive's own index.
-            idx = torch.randint(n - 1, (b, n, self.n_negatives), device=z.device)
+            idx = torch.randint(n - 1, (b, n, self.cfg.n_negatives), device=z.device)
             idx = idx + (idx >= torch.arange(n, device=z.device)[None, :, None]).long()
             neg = scores.gather(2, idx)
         else:
             flat = target.reshape(b * n, -1)
-            pool = torch.randint(b * n, (self.n_negatives,), device=z.device)
+            pool = torch.randint(b * n, (self.cfg.n_negatives,), device=z.device)
             neg = pred @ flat[pool].T  # (B, n, K)
             own = (torch.arange(b * n, device=z.device).view(b, n, 1) == pool[None, None, :])
             neg = neg.masked_fill(own, float("-inf"))  # a pool entry that is the positive is no distractor
@@ -150,10 +143,10 @@ class CPCObjective(Objective):
         x = self.augment(batch["x"])
         z = self.encoder.encode(x)  # (B, T', C)
         c = self.encoder.context(z)  # (B, T', H)
-        if self.form == "single_step":
+        if self.cfg.form == "single_step":
             loss, acc = self.single_step_loss(c, z)
             return loss, {"loss": loss.detach(), "acc": acc.detach()}
-        steps = [k for k in range(1, self.n_steps + 1) if z.shape[1] - k >= 2]
+        steps = [k for k in range(1, self.cfg.n_steps + 1) if z.shape[1] - k >= 2]
         if not steps:
             raise UserError(f"ssl.n_steps: a window of {z.shape[1]} latent steps is too short to predict ahead")
         losses, accs = zip(*(self.step_loss(c, z, k) for k in steps), strict=True)

@@ -23,17 +23,18 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import Field
 from torch import Tensor, nn
 
-from ecgforge.augment import AugmentConfig
+from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.errors import UserError
 from ecgforge.layers.distributed import gather_with_grad
-from ecgforge.objectives.base import Objective
+from ecgforge.objectives.base import Objective, ObjectiveConfig
 from ecgforge.objectives.losses import moco_infonce
+from ecgforge.registry import BuildContext, build_all
 
 
-class MoCoConfig(BaseModel, extra="forbid", frozen=True):
+class MoCoConfig(ObjectiveConfig):
     kind: Literal["moco"] = "moco"
     temperature: float = Field(0.07, gt=0, description="CustomMoCo default 0.07 (ESS cli_main passes lr)")
     momentum: float = Field(0.999, ge=0, le=1, description="EMA momentum of the key network")
@@ -49,27 +50,20 @@ def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
 
 
 class MoCo(Objective):
-    def __init__(
-        self,
-        encoder: nn.Module,
-        augment: nn.Module,
-        temperature: float = 0.07,
-        momentum: float = 0.999,
-        queue_length: int = 65536,
-        projector_hidden: int = 512,
-        projector_dim: int = 16,
-    ) -> None:
-        super().__init__(encoder)
-        self.augment = augment
-        self.temperature, self.momentum = temperature, momentum
-        self.projector = mlp_head(encoder.embed_dim, projector_hidden, projector_dim)
-        self.key_encoder = copy.deepcopy(encoder)
+    Config = MoCoConfig
+    cfg: MoCoConfig
+
+    def __init__(self, cfg: MoCoConfig, ctx: BuildContext) -> None:
+        super().__init__(cfg, ctx)
+        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
+        self.projector = mlp_head(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim)
+        self.key_encoder = copy.deepcopy(self.encoder)
         self.key_projector = copy.deepcopy(self.projector)
         for p in self._key_params():
             p.requires_grad_(False)
         # Buffers: saved with the model; DDP broadcasts them from process 0, and every process enqueues the
         # same gathered keys, so they agree anyway.
-        self.register_buffer("queue", F.normalize(torch.randn(queue_length, projector_dim), dim=1))
+        self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_length, cfg.projector_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     def _key_params(self) -> list[nn.Parameter]:
@@ -104,7 +98,7 @@ class MoCo(Objective):
         q = F.normalize(self.projector(self.encoder(v1)), dim=1)
         with torch.no_grad():
             k = F.normalize(self.key_projector(self.key_encoder(v2)), dim=1)
-        loss = moco_infonce(q, k, self.queue.clone(), self.temperature)
+        loss = moco_infonce(q, k, self.queue.clone(), self.cfg.temperature)
         if self.training:
             self.enqueue(gather_with_grad(k.float()))
         return loss, {"loss": loss.detach()}
@@ -113,5 +107,6 @@ class MoCo(Objective):
     def on_step_end(self, step: int, total_steps: int) -> None:
         """ξ ← m·ξ + (1 − m)·θ over parameters (ESS ``_momentum_update_key_encoder``)."""
         online = [*self.encoder.parameters(), *self.projector.parameters()]
+        m = self.cfg.momentum
         for po, pk in zip(online, self._key_params(), strict=True):
-            pk.mul_(self.momentum).add_(po.detach(), alpha=1 - self.momentum)
+            pk.mul_(m).add_(po.detach(), alpha=1 - m)

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
-from torch import Tensor, nn
+from pydantic import Field
+from torch import Tensor
 
-from ecgforge.augment import AugmentConfig
+from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.layers.projector import projector
-from ecgforge.objectives.base import Objective
+from ecgforge.objectives.base import Objective, ObjectiveConfig
 from ecgforge.objectives.losses import ess_nt_xent, nt_xent
+from ecgforge.registry import BuildContext, build_all
 
 
-class SimCLRConfig(BaseModel, extra="forbid", frozen=True):
+class SimCLRConfig(ObjectiveConfig):
     kind: Literal["simclr"] = "simclr"
     temperature: float = Field(0.1, gt=0)
     projector_hidden: int = Field(2048, gt=0)
@@ -31,26 +32,20 @@ class SimCLRConfig(BaseModel, extra="forbid", frozen=True):
 
 
 class SimCLR(Objective):
-    def __init__(
-        self,
-        encoder: nn.Module,
-        augment: nn.Module,
-        temperature: float = 0.1,
-        projector_hidden: int = 2048,
-        projector_dim: int = 128,
-        projector_bn: bool = True,
-        loss: str = "nt_xent",
-    ) -> None:
-        super().__init__(encoder)
-        self.augment = augment
-        self.temperature = temperature
-        self.projector = projector(encoder.embed_dim, projector_hidden, projector_dim, batch_norm=projector_bn)
-        self.loss_fn = ess_nt_xent if loss == "ess" else nt_xent
+    Config = SimCLRConfig
+    cfg: SimCLRConfig
+
+    def __init__(self, cfg: SimCLRConfig, ctx: BuildContext) -> None:
+        super().__init__(cfg, ctx)
+        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
+        self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim,
+                                   batch_norm=cfg.projector_bn)
+        self.loss_fn = ess_nt_xent if cfg.loss == "ess" else nt_xent
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
         """x (B, leads, T) -> NT-Xent over 2B views (negatives gathered across processes)."""
         x = batch["x"]
         z1 = self.projector(self.encoder(self.augment(x)))
         z2 = self.projector(self.encoder(self.augment(x)))
-        loss = self.loss_fn(z1, z2, self.temperature)
+        loss = self.loss_fn(z1, z2, self.cfg.temperature)
         return loss, {"loss": loss.detach()}

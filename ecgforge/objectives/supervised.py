@@ -8,20 +8,23 @@ ids -> cross-entropy; float ``(B,)`` values -> mean squared error (e.g. age in y
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import Field
 from torch import Tensor, nn
 
-from ecgforge.augment import AugmentConfig
-from ecgforge.objectives.base import Objective
+from ecgforge.augment import AUGMENTS, AugmentConfig
+from ecgforge.objectives.base import Objective, ObjectiveConfig
+from ecgforge.registry import BuildContext, build_all
 
 
-class SupervisedConfig(BaseModel, extra="forbid", frozen=True):
+class SupervisedConfig(ObjectiveConfig):
     kind: Literal["supervised"] = "supervised"
     task: str = Field(min_length=1, description="label set of the cache, or 'sex' / 'age'")
     augment: list[AugmentConfig] = Field(default_factory=list, description="applied to x during training")
+
+    needs_labels: ClassVar[bool] = True
 
 
 def supervised_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -34,15 +37,15 @@ def supervised_loss(logits: Tensor, y: Tensor) -> Tensor:
 
 
 class Supervised(Objective):
-    needs_labels = True
+    Config = SupervisedConfig
+    cfg: SupervisedConfig
 
-    def __init__(self, encoder: nn.Module, task: str, augment: nn.Module, n_classes: int) -> None:
-        """``n_classes``: outputs of the head (labels or classes; 1 for regression), from the run context.
-        No default: a head of the wrong width would only fail at the first batch, far from its cause."""
-        super().__init__(encoder)
-        self.task = task
-        self.augment = augment
-        self.head = nn.Linear(encoder.embed_dim, n_classes)
+    def __init__(self, cfg: SupervisedConfig, ctx: BuildContext) -> None:
+        """``ctx.n_classes``: outputs of the head (labels or classes; 1 for regression). Needed: a head of a
+        guessed width would only fail at the first batch, far from its cause."""
+        super().__init__(cfg, ctx)
+        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
+        self.head = nn.Linear(self.encoder.embed_dim, ctx.need("n_classes"))
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
         """x (B, leads, T), y -> loss of the linear head on the encoder's embedding."""
@@ -53,5 +56,3 @@ class Supervised(Objective):
         if not y.is_floating_point():
             logs["acc"] = (logits.argmax(-1) == y).float().mean()
         return loss, logs
-
-

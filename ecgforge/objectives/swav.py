@@ -26,18 +26,19 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from ecgforge.augment import AugmentConfig
+from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.errors import UserError
 from ecgforge.layers.distributed import gather_with_grad, world
 from ecgforge.layers.projector import projector
-from ecgforge.objectives.base import Objective
+from ecgforge.objectives.base import Objective, ObjectiveConfig
 from ecgforge.objectives.losses import sinkhorn, swapped_prediction
+from ecgforge.registry import BuildContext, build_all
 
 
-class SwAVConfig(BaseModel, extra="forbid", frozen=True):
+class SwAVConfig(ObjectiveConfig):
     kind: Literal["swav"] = "swav"
     n_views: int = Field(6, ge=2, description="views per window in the loss (ESS: 7 crops, the last unused)")
     crops_for_assign: list[int] = Field(default_factory=lambda: [0, 1], min_length=1,
@@ -62,37 +63,21 @@ class SwAVConfig(BaseModel, extra="forbid", frozen=True):
 
 
 class SwAV(Objective):
-    def __init__(
-        self,
-        encoder: nn.Module,
-        augment: nn.Module,
-        n_views: int = 6,
-        crops_for_assign: tuple[int, ...] | list[int] = (0, 1),
-        n_prototypes: int = 3000,
-        projector_hidden: int = 2048,
-        projector_dim: int = 128,
-        temperature: float = 0.1,
-        epsilon: float = 0.05,
-        sinkhorn_iterations: int = 3,
-        queue_length: int = 0,
-        queue_start_step: int = 0,
-        freeze_prototypes_steps: int = 0,
-    ) -> None:
-        super().__init__(encoder)
-        self.augment = augment
-        self.n_views = n_views
-        self.crops_for_assign = list(crops_for_assign)
-        self.temperature, self.epsilon, self.iterations = temperature, epsilon, sinkhorn_iterations
-        self.queue_start_step, self.freeze_prototypes_steps = queue_start_step, freeze_prototypes_steps
+    Config = SwAVConfig
+    cfg: SwAVConfig
+
+    def __init__(self, cfg: SwAVConfig, ctx: BuildContext) -> None:
+        super().__init__(cfg, ctx)
+        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
         # ESS CustomResNet.projection_head: Linear-BN-ReLU-Linear (its first bias is cancelled by the BN anyway).
-        self.projector = projector(encoder.embed_dim, projector_hidden, projector_dim)
-        self.prototypes = nn.Linear(projector_dim, n_prototypes, bias=False)
+        self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim)
+        self.prototypes = nn.Linear(cfg.projector_dim, cfg.n_prototypes, bias=False)
         # Buffers: saved with the model, so a resumed run continues with its queue and step count. DDP
         # broadcasts buffers from process 0; the queue holds gathered entries, the same on every process.
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         self.queue: Tensor | None
-        if queue_length > 0:
-            self.register_buffer("queue", torch.zeros(len(self.crops_for_assign), queue_length, projector_dim))
+        if cfg.queue_length > 0:
+            self.register_buffer("queue", torch.zeros(len(cfg.crops_for_assign), cfg.queue_length, cfg.projector_dim))
         else:
             self.queue = None
 
@@ -101,24 +86,24 @@ class SwAV(Objective):
         their grad to None in the first epoch). Multi-process runs keep them in the graph with a zero
         gradient instead, so that DDP sees the same set of used parameters on every step."""
         w = self.prototypes.weight
-        if int(self.steps_done) >= self.freeze_prototypes_steps:
+        if int(self.steps_done) >= self.cfg.freeze_prototypes_steps:
             return w
         return w.detach() + 0.0 * w if world()[1] > 1 else w.detach()
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
         """x (B, leads, T) -> SwAV loss over ``n_views`` views."""
-        x = batch["x"]
+        x, cfg = batch["x"], self.cfg
         b = x.shape[0]
         with torch.no_grad():  # ESS step 1: unit-norm prototypes
             self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
-        views = torch.cat([self.augment(x) for _ in range(self.n_views)])  # (V·B, leads, T)
+        views = torch.cat([self.augment(x) for _ in range(cfg.n_views)])  # (V·B, leads, T)
         z = F.normalize(self.projector(self.encoder(views)), dim=1)  # (V·B, D)
         w = self.prototype_weight()
         scores = z @ w.t()  # (V·B, K)
         rank, _ = world()
-        use_queue = self.queue is not None and int(self.steps_done) >= self.queue_start_step
+        use_queue = self.queue is not None and int(self.steps_done) >= cfg.queue_start_step
         loss = z.new_zeros(())
-        for i, c in enumerate(self.crops_for_assign):
+        for i, c in enumerate(cfg.crops_for_assign):
             with torch.no_grad():
                 out = gather_with_grad(scores[c * b:(c + 1) * b].detach())  # (N·B, K), every process's batch
                 nb = out.shape[0]
@@ -131,13 +116,13 @@ class SwAV(Objective):
                         out = torch.cat([self.queue[i] @ w.detach().t(), out])
                     self.queue[i, nb:] = self.queue[i, :-nb].clone()
                     self.queue[i, :nb] = gather_with_grad(z[c * b:(c + 1) * b].detach())
-                codes = sinkhorn(out, self.epsilon, self.iterations)[-nb:][rank * b:(rank + 1) * b]  # (B, K)
+                codes = sinkhorn(out, cfg.epsilon, cfg.sinkhorn_iterations)[-nb:][rank * b:(rank + 1) * b]  # (B, K)
             subloss = z.new_zeros(())
-            for v in range(self.n_views):
+            for v in range(cfg.n_views):
                 if v != c:
-                    subloss = subloss + swapped_prediction(codes, scores[v * b:(v + 1) * b], self.temperature)
-            loss = loss + subloss / self.n_views
-        loss = loss / len(self.crops_for_assign)
+                    subloss = subloss + swapped_prediction(codes, scores[v * b:(v + 1) * b], cfg.temperature)
+            loss = loss + subloss / cfg.n_views
+        loss = loss / len(cfg.crops_for_assign)
         return loss, {"loss": loss.detach()}
 
     def on_step_end(self, step: int, total_steps: int) -> None:

@@ -17,18 +17,19 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.augment.three_kg_views import ThreeKGConfig
 from ecgforge.layers.distributed import world
 from ecgforge.layers.projector import projector
-from ecgforge.objectives.base import Objective
+from ecgforge.objectives.base import Objective, ObjectiveConfig, WindowViews
 from ecgforge.objectives.losses import three_kg_loss
+from ecgforge.registry import BuildContext, build, build_all
 
 
-class ThreeKGObjectiveConfig(BaseModel, extra="forbid", frozen=True):
+class ThreeKGObjectiveConfig(WindowViews, ObjectiveConfig):
     kind: Literal["three_kg"] = "three_kg"
     temperature: float = Field(0.1, gt=0, description="Gopal et al. / fairseq-signals: 0.1")
     patient_positives: bool = Field(True, description="views of the same patient are positives (fairseq-signals)")
@@ -42,36 +43,24 @@ class ThreeKGObjectiveConfig(BaseModel, extra="forbid", frozen=True):
 
 
 class ThreeKGObjective(Objective):
-    def __init__(
-        self,
-        encoder: nn.Module,
-        threekg: nn.Module,
-        augment: nn.Module,
-        temperature: float = 0.1,
-        patient_positives: bool = True,
-        projector_hidden: int = 2048,
-        projector_dim: int = 128,
-        views: str = "same_window",
-    ) -> None:
-        super().__init__(encoder)
-        if views == "own_window":  # two crops of each record, drawn independently (may overlap)
-            self.n_segments, self.segment_pairing = 2, "independent"
-        self.views = views
-        self.view = nn.Sequential(threekg, augment)
-        self.temperature = temperature
-        self.patient_positives = patient_positives
-        self.projector = projector(encoder.embed_dim, projector_hidden, projector_dim)
+    Config = ThreeKGObjectiveConfig
+    cfg: ThreeKGObjectiveConfig
+
+    def __init__(self, cfg: ThreeKGObjectiveConfig, ctx: BuildContext) -> None:
+        super().__init__(cfg, ctx)
+        self.view = nn.Sequential(build(AUGMENTS, cfg.threekg, ctx), build_all(AUGMENTS, cfg.augment, ctx))
+        self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim)
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
         """x (B, 12, T), or (B, 2, 12, T) with ``own_window`` -> 3KG loss over the 2B views."""
         x = batch["x"]
-        x1, x2 = (x[:, 0], x[:, 1]) if self.views == "own_window" else (x, x)
+        x1, x2 = (x[:, 0], x[:, 1]) if self.cfg.views == "own_window" else (x, x)
         z1 = self.projector(self.encoder(self.view(x1)))
         z2 = self.projector(self.encoder(self.view(x2)))
-        if self.patient_positives:
+        if self.cfg.patient_positives:
             group = batch["patient"]
         else:  # the two views of one window; offset by rank so ids differ across processes
             b = x.shape[0]
             group = world()[0] * b + torch.arange(b, device=x.device)
-        loss = three_kg_loss(torch.cat([z1, z2]), torch.cat([group, group]), self.temperature)
+        loss = three_kg_loss(torch.cat([z1, z2]), torch.cat([group, group]), self.cfg.temperature)
         return loss, {"loss": loss.detach()}

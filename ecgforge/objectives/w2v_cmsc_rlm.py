@@ -18,16 +18,17 @@ signals adds the two criteria unweighted.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 
 from ecgforge.augment import AUGMENTS
 from ecgforge.augment.leads import RandomLeadMaskConfig
 from ecgforge.objectives.cmsc import segment_groups, two_segments
 from ecgforge.objectives.losses import cmsc_loss
 from ecgforge.objectives.wav2vec2 import Wav2Vec2Objective, Wav2Vec2ObjectiveConfig
+from ecgforge.registry import BuildContext, build
 
 
 class W2VCMSCRLMConfig(Wav2Vec2ObjectiveConfig):
@@ -38,44 +39,18 @@ class W2VCMSCRLMConfig(Wav2Vec2ObjectiveConfig):
     w2v_weight: float = Field(1.0, ge=0)
     cmsc_weight: float = Field(1.0, ge=0)
 
+    n_segments: ClassVar[int] = 2
+
 
 class W2VCMSCRLM(Wav2Vec2Objective):
-    n_segments = 2
+    """The wav2vec 2.0 objective (its modules and ``w2v_loss``) plus RLM and the CMSC term."""
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        augment: nn.Module,
-        rlm: nn.Module,
-        cmsc_temperature: float = 0.1,
-        per_patient: bool = False,
-        w2v_weight: float = 1.0,
-        cmsc_weight: float = 1.0,
-        mask_prob: float = 0.65,
-        mask_length: int = 10,
-        min_masks: int = 2,
-        quantiser_groups: int = 2,
-        quantiser_entries: int = 320,
-        quantiser_temp: tuple[float, float, float] = (2.0, 0.5, 0.999995),
-        final_dim: int = 256,
-        n_negatives: int = 100,
-        logit_temperature: float = 0.1,
-        diversity_weight: float = 0.1,
-        feature_penalty_weight: float = 10.0,
-    ) -> None:
-        # Explicit arguments, not **kwargs: the builder passes run-context keys to any **kwargs signature.
-        super().__init__(
-            encoder, augment, mask_prob, mask_length, min_masks, quantiser_groups, quantiser_entries,
-            quantiser_temp, final_dim, n_negatives, logit_temperature, diversity_weight, feature_penalty_weight,
-        )
-        self.rlm = rlm
-        self.cmsc_temperature = cmsc_temperature
-        self.per_patient = per_patient
-        self.w2v_weight, self.cmsc_weight = w2v_weight, cmsc_weight
+    Config = W2VCMSCRLMConfig
+    cfg: W2VCMSCRLMConfig
 
-    @classmethod
-    def _kind(cls) -> str:
-        return "w2v_cmsc_rlm"
+    def __init__(self, cfg: W2VCMSCRLMConfig, ctx: BuildContext) -> None:
+        super().__init__(cfg, ctx)
+        self.rlm = build(AUGMENTS, cfg.rlm, ctx)
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
         """x (B, 2, leads, T) -> weighted wav2vec2 + CMSC loss over the 2B lead-masked segments."""
@@ -84,9 +59,7 @@ class W2VCMSCRLM(Wav2Vec2Objective):
         segments = self.rlm(self.augment(x.flatten(0, 1)))  # leads masked independently per segment
         w2v, logs, context = self.w2v_loss(segments)
         pooled = context.mean(dim=1).view(b, 2, -1)  # (B, 2, D): segment-major within a record
-        groups = segment_groups(batch, self.per_patient)
-        cmsc = cmsc_loss(pooled[:, 0], pooled[:, 1], groups, groups, self.cmsc_temperature)
-        loss = self.w2v_weight * w2v + self.cmsc_weight * cmsc
+        groups = segment_groups(batch, self.cfg.per_patient)
+        cmsc = cmsc_loss(pooled[:, 0], pooled[:, 1], groups, groups, self.cfg.cmsc_temperature)
+        loss = self.cfg.w2v_weight * w2v + self.cfg.cmsc_weight * cmsc
         return loss, {"loss": loss.detach(), "w2v_loss": w2v.detach(), "cmsc_loss": cmsc.detach(), **logs}
-
-

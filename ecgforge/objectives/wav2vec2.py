@@ -21,15 +21,16 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import Field
 from torch import Tensor, nn
 
-from ecgforge.augment import AugmentConfig
+from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.encoders.wav2vec2 import Wav2Vec2
 from ecgforge.errors import UserError
 from ecgforge.layers.grad import GradMultiply
-from ecgforge.objectives.base import Objective
+from ecgforge.objectives.base import Objective, ObjectiveConfig
 from ecgforge.objectives.losses import info_nce
+from ecgforge.registry import BuildContext, build_all
 
 
 def compute_mask_indices(
@@ -105,7 +106,7 @@ class GumbelQuantiser(nn.Module):
         return q, prob_ppl, code_ppl.detach()
 
 
-class Wav2Vec2ObjectiveConfig(BaseModel, extra="forbid", frozen=True):
+class Wav2Vec2ObjectiveConfig(ObjectiveConfig):
     kind: Literal["wav2vec2"] = "wav2vec2"
     mask_prob: float = Field(0.65, gt=0, lt=1, description="span starts = mask_prob·T'/mask_length")
     mask_length: int = Field(10, gt=0, description="tokens per masked span")
@@ -122,40 +123,21 @@ class Wav2Vec2ObjectiveConfig(BaseModel, extra="forbid", frozen=True):
 
 
 class Wav2Vec2Objective(Objective):
-    def __init__(
-        self,
-        encoder: nn.Module,
-        augment: nn.Module,
-        mask_prob: float = 0.65,
-        mask_length: int = 10,
-        min_masks: int = 2,
-        quantiser_groups: int = 2,
-        quantiser_entries: int = 320,
-        quantiser_temp: tuple[float, float, float] = (2.0, 0.5, 0.999995),
-        final_dim: int = 256,
-        n_negatives: int = 100,
-        logit_temperature: float = 0.1,
-        diversity_weight: float = 0.1,
-        feature_penalty_weight: float = 10.0,
-    ) -> None:
+    Config = Wav2Vec2ObjectiveConfig
+    cfg: Wav2Vec2ObjectiveConfig
+
+    def __init__(self, cfg: Wav2Vec2ObjectiveConfig, ctx: BuildContext) -> None:
+        encoder = ctx.need("encoder")
         if not isinstance(encoder, Wav2Vec2):
             raise UserError(
-                f"ssl.kind = '{self._kind()}' needs model.encoder.kind = 'wav2vec2', got {type(encoder).__name__}"
+                f"ssl.kind = '{cfg.kind}' needs model.encoder.kind = 'wav2vec2', got {type(encoder).__name__}"
             )
-        super().__init__(encoder)
-        self.augment = augment
-        self.mask_prob, self.mask_length, self.min_masks = mask_prob, mask_length, min_masks
-        self.n_negatives = n_negatives
-        self.logit_temperature = logit_temperature
-        self.diversity_weight = diversity_weight
-        self.feature_penalty_weight = feature_penalty_weight
-        self.quantiser = GumbelQuantiser(encoder.feature_dim, quantiser_groups, quantiser_entries, final_dim, quantiser_temp)
-        self.project_q = nn.Linear(final_dim, final_dim)
-        self.final_proj = nn.Linear(encoder.embed_dim, final_dim)
-
-    @classmethod
-    def _kind(cls) -> str:
-        return "wav2vec2"
+        super().__init__(cfg, ctx)
+        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
+        self.quantiser = GumbelQuantiser(encoder.feature_dim, cfg.quantiser_groups, cfg.quantiser_entries,
+                                         cfg.final_dim, cfg.quantiser_temp)
+        self.project_q = nn.Linear(cfg.final_dim, cfg.final_dim)
+        self.final_proj = nn.Linear(encoder.embed_dim, cfg.final_dim)
 
     def _features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x (B, leads, T) -> (layer-normed features (B, T', C), L2 penalty mean(raw²) before the norm)."""
@@ -173,18 +155,18 @@ class Wav2Vec2Objective(Objective):
     def sample_negatives(self, y: Tensor) -> Tensor:
         """y (B, n, D) -> (B, n, K, D): for each step, K others of the same row (never itself; n ≥ 2)."""
         b, n, _ = y.shape
-        idx = torch.randint(n - 1, (b, n, self.n_negatives), device=y.device)
+        idx = torch.randint(n - 1, (b, n, self.cfg.n_negatives), device=y.device)
         idx = idx + (idx >= torch.arange(n, device=y.device)[None, :, None]).long()
         return y[torch.arange(b, device=y.device)[:, None, None], idx]
 
     def w2v_loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """x (B, leads, T) -> (loss, logs, context (B, T', D) of the masked input)."""
-        enc = self.encoder
+        enc, cfg = self.encoder, self.cfg
         feats, feat_pen = self._features(x)
         targets = enc.dropout_features(feats)
         tokens = enc.project(feats)
         b, t, _ = tokens.shape
-        mask = compute_mask_indices(b, t, self.mask_prob, self.mask_length, self.min_masks, tokens.device)
+        mask = compute_mask_indices(b, t, cfg.mask_prob, cfg.mask_length, cfg.min_masks, tokens.device)
         tokens = torch.where(mask[..., None], enc.mask_emb.to(tokens.dtype), tokens)
         context = enc.contextualise(tokens)
         n = int(mask[0].sum())
@@ -193,10 +175,10 @@ class Wav2Vec2Objective(Objective):
         q = self.project_q(q).view(b, n, -1)
         pred = self.final_proj(context[mask])  # (B·n, final_dim)
         negs = self.sample_negatives(q).flatten(0, 1)
-        contrastive = info_nce(pred, q.flatten(0, 1), negs, self.logit_temperature, cosine=True)
+        contrastive = info_nce(pred, q.flatten(0, 1), negs, cfg.logit_temperature, cosine=True)
         n_vars = self.quantiser.groups * self.quantiser.entries
         diversity = (n_vars - prob_ppl) / n_vars
-        loss = contrastive + self.diversity_weight * diversity + self.feature_penalty_weight * feat_pen
+        loss = contrastive + cfg.diversity_weight * diversity + cfg.feature_penalty_weight * feat_pen
         logs = {
             "w2v_contrastive": contrastive.detach(), "diversity": diversity.detach(), "feature_pen": feat_pen.detach(),
             "code_perplexity": code_ppl, "prob_perplexity": prob_ppl.detach(),
@@ -212,5 +194,3 @@ class Wav2Vec2Objective(Objective):
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Anneal the Gumbel temperature: max(max_temp·decay^step, min_temp) (fairseq ``set_num_updates``)."""
         self.quantiser.set_num_updates(step)
-
-

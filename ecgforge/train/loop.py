@@ -121,7 +121,7 @@ def make_accelerator(recipe: Recipe, run_dir: Path) -> Accelerator:
             raise UserError(f"train.trackers: {name!r} needs the {name} package: pip install 'ecgforge[{name}]'")
     # Alternating phases change which parameters get gradients; one phase may still leave some unused
     # (wav2vec2's mask embedding under SimCLR): a static graph lets DDP learn that set once.
-    multi_phase = recipe.ssl is not None and len(dict.fromkeys(OBJECTIVES[recipe.ssl.kind].phases)) > 1
+    multi_phase = recipe.ssl is not None and len(dict.fromkeys(recipe.ssl.phases)) > 1
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched == 1:
         # Accelerate keeps its settings in process-wide singletons, so a second run in one process (a notebook,
@@ -206,12 +206,12 @@ class Trainer:
         train_idx = select(cache, r.data.splits[r.data.pretrain_split], r.data.exclude_ptbxl_overlap)
         targets = None
         ctx = BuildContext(encoder=encoder, fs_hz=cache.fs_hz, window=window, n_leads=cache.n_leads)
-        if OBJECTIVES[r.ssl.kind].needs_labels:  # targets first: the objective's head needs their width
+        if r.ssl.needs_labels:  # targets first: the objective's head needs their width
             targets = task_targets(cache, r.ssl.task, train_idx)
             ctx = ctx.replace(n_classes=1 if targets.task_type == "regression" else len(targets.names))
         objective = build(OBJECTIVES, r.ssl, ctx)
-        self.ds = RandomWindows(cache, train_idx, window, n_segments=objective.n_segments, seed=r.seed,
-                                targets=targets, segment_pairing=objective.segment_pairing)
+        self.ds = RandomWindows(cache, train_idx, window, n_segments=r.ssl.n_segments, seed=r.seed,
+                                targets=targets, segment_pairing=r.ssl.segment_pairing)
         if len(self.ds) < t.batch_size * acc.num_processes:
             raise UserError(
                 f"pretraining split {r.data.pretrain_split!r} has {len(self.ds)} records, fewer than one batch "
@@ -239,13 +239,13 @@ class Trainer:
         )
         self.loader = acc.prepare(loader)  # first: its per-process length fixes the schedule's length
         groups = objective.param_groups()
-        missing = [p for p in objective.phases if p not in groups]
+        missing = [p for p in r.ssl.phases if p not in groups]
         if missing:
             raise ValueError(f"objective {r.ssl.kind!r} has no parameter group {missing}")
         # Accelerate also syncs at the end of each epoch's data, so a short last accumulation still steps.
         steps_per_epoch = max(1, math.ceil(len(self.loader) / t.grad_accum_steps))
         self.total = min(t.max_steps or 10**12, steps_per_epoch * t.epochs)
-        optims = {g: make_optimizer(t.optim[g], groups[g]) for g in dict.fromkeys(objective.phases)}
+        optims = {g: make_optimizer(t.optim[g], groups[g]) for g in dict.fromkeys(r.ssl.phases)}
         scheds = {g: make_schedule(t.schedule, o, self.total) for g, o in optims.items()}
         if t.compile:
             objective.encoder = torch.compile(objective.encoder)
@@ -298,7 +298,7 @@ class Trainer:
         phase logs are appended to ``micro``."""
         acc, t, names = self.acc, self.recipe.train, list(self.optims)
         with acc.accumulate(self.objective):
-            for phase in self.inner.phases:
+            for phase in self.recipe.ssl.phases:
                 if len(names) > 1:  # only this phase's group accumulates gradients
                     for p in self.all_params:
                         p.requires_grad_(id(p) in self.group_ids[phase] or id(p) not in self.trainable)

@@ -214,12 +214,13 @@ def test_masks_of_an_adversarial_masking_run(cache: Cache, tmp_path: Path) -> No
     from ecgforge.app.recipes import load_run_recipe as load_recipe
     from ecgforge.encoders import ENCODERS
     from ecgforge.objectives import OBJECTIVES
-    from ecgforge.registry import build
+    from ecgforge.registry import BuildContext, build
 
     run = _make_run(tmp_path, cache.path, ssl={"kind": "adv_mask", "masker": {"kind": "unet1d", "width": 8, "n_masks": 2}})
     r = load_recipe(run / "resolved.toml")
     torch.manual_seed(0)
-    objective = build(OBJECTIVES, r.ssl, encoder=build(ENCODERS, r.model.encoder), fs_hz=100.0, window=250, n_leads=12)
+    ctx = BuildContext(encoder=build(ENCODERS, r.model.encoder), fs_hz=100.0, window=250, n_leads=12)
+    objective = build(OBJECTIVES, r.ssl, ctx)
     ckpt = run / "checkpoints" / "step_3"
     ckpt.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in objective.state_dict().items()}, str(ckpt / "model.safetensors"))

@@ -15,7 +15,6 @@ from torch import Tensor, nn
 
 from ecgforge.encoders.resnet1d import ResNet1d
 from ecgforge.errors import UserError
-from ecgforge.maskers.unet1d import UNet1d
 from ecgforge.objectives.adv_mask import (
     AdvMask,
     binarise,
@@ -25,6 +24,7 @@ from ecgforge.objectives.adv_mask import (
 )
 from ecgforge.objectives.losses import nt_xent, sparsity_penalty
 from tests.components import make as component
+from tests.objectives.test_objectives import make_objective
 
 
 class Tiny(nn.Module):
@@ -39,8 +39,8 @@ class Tiny(nn.Module):
 
 def make(n_masks: int = 1, activation: str = "auto", **kw: object) -> AdvMask:
     torch.manual_seed(0)
-    return AdvMask(Tiny(), component(UNet1d, n_masks=n_masks, width=4, activation=activation), nn.Sequential(),
-                   projector_hidden=16, projector_dim=8, **kw)
+    masker = {"kind": "unet1d", "n_masks": n_masks, "width": 4, "activation": activation}
+    return make_objective(AdvMask, Tiny(), masker=masker, projector_hidden=16, projector_dim=8, **kw)
 
 
 def signals(b: int = 6, t: int = 250, seed: int = 0) -> Tensor:
@@ -108,7 +108,7 @@ def test_authors_update_leaves_one_mask_only_the_penalty_gradient() -> None:
     (its masks are not detached, ``opt_m.zero_grad`` only follows ``opt_m.step``), the masker phase then adds
     −NT-Xent + α·penalty. With one mask both NT-Xent terms are the same number: only the penalty is learned."""
     obj = make(n_masks=1, authors_update=True, sparsity_alpha=0.1, binarization=50.0)
-    assert obj.phases == ("encoder", "masker")
+    assert obj.cfg.phases == ("encoder", "masker")
     x = signals()
     loss, _ = obj({"x": x}, "masker")
     grads = torch.autograd.grad(loss, list(obj.masker.parameters()))
@@ -126,7 +126,7 @@ def test_cmsc_pairing_contrasts_the_two_segments_and_masks_the_second() -> None:
     """advmask_ecg ``data/dataset_wrapper.py`` (positive_pairing 'CMSC'): view 1 is the first half of the
     record, view 2 (the one the masker sees and masks) the second half."""
     obj = make(n_masks=1, positive_pairing="cmsc")
-    assert obj.n_segments == 2
+    assert obj.cfg.n_segments == 2
     seg = torch.stack([signals(4, seed=0), signals(4, seed=1)], dim=1)  # (B, 2, leads, T)
     v1, v2 = obj.views(seg)
     assert torch.equal(v1, seg[:, 0]) and torch.equal(v2, seg[:, 1])
@@ -250,7 +250,7 @@ def test_shipped_setting_keeps_the_applied_mask_partial_while_training() -> None
     coverage = []
     for step in range(40):
         batch = {"x": x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(step))}
-        for phase in obj.phases:
+        for phase in obj.cfg.phases:
             loss, logs = obj(batch, phase)
             opts[phase].zero_grad()
             loss.backward()

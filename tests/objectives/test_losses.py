@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from ecgforge.objectives.losses import byol_loss, info_nce, multi_positive_nt_xent, nt_xent, sparsity_penalty
+from ecgforge.objectives.vicreg import VICRegConfig, vicreg_loss
 
 
 def nt_xent_by_hand(z1: np.ndarray, z2: np.ndarray, tau: float) -> float:
@@ -210,3 +211,35 @@ def test_gathered_negatives_equal_one_big_batch(tmp_path: Path) -> None:
     assert np.mean([r["multi"].item() for r in ranks]) == pytest.approx(multi.item(), rel=1e-12)
     for rank, r in enumerate(ranks):
         torch.testing.assert_close(r["gz"], WORLD * z.grad[rank * 2 * B : (rank + 1) * 2 * B])
+
+
+def _vicreg_worker(rank: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        z1, z2, _ = _full_inputs()
+        rows = slice(rank * B, (rank + 1) * B)
+        a, b = (0.5 * z1[rows]).requires_grad_(True), z2[rows].clone().requires_grad_(True)
+        loss, _ = vicreg_loss(a, b, VICRegConfig())
+        loss.backward()
+        torch.save({"loss": loss.detach(), "g1": a.grad, "g2": b.grad}, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_vicreg_of_two_processes_is_the_big_batch_vicreg(tmp_path: Path) -> None:
+    """VICReg's variance and covariance over the gathered batch (``FullGatherLayer``), its MSE per process: the
+    mean of the processes' losses is the big-batch loss and each gradient WORLD times its slice (z1 halved, so
+    that the variance hinge is active)."""
+    mp.spawn(_vicreg_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    z1, z2, _ = _full_inputs()
+    z1 = (0.5 * z1).requires_grad_(True)
+    z2.requires_grad_(True)
+    loss, terms = vicreg_loss(z1, z2, VICRegConfig())
+    loss.backward()
+    assert terms["variance"] > 0 and terms["covariance"] > 0
+    assert np.mean([r["loss"].item() for r in ranks]) == pytest.approx(loss.item(), rel=1e-12)
+    for rank, r in enumerate(ranks):
+        rows = slice(rank * B, (rank + 1) * B)
+        torch.testing.assert_close(r["g1"], WORLD * z1.grad[rows])
+        torch.testing.assert_close(r["g2"], WORLD * z2.grad[rows])

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from ecgforge.augment.leads import RandomLeadMask
-from ecgforge.augment.noise import GaussianNoise
-from ecgforge.augment.three_kg_views import ThreeKG
 from ecgforge.encoders.cpc import CPC
 from ecgforge.encoders.resnet1d import ResNet1d
 from ecgforge.encoders.wav2vec2 import Wav2Vec2
@@ -27,10 +25,22 @@ from ecgforge.objectives.supervised import Supervised
 from ecgforge.objectives.three_kg import ThreeKGObjective
 from ecgforge.objectives.w2v_cmsc_rlm import W2VCMSCRLM
 from ecgforge.objectives.wav2vec2 import GumbelQuantiser, Wav2Vec2Objective, compute_mask_indices
-from ecgforge.registry import build
+from ecgforge.registry import BuildContext, build
 from tests.components import make
 
+T = TypeVar("T", bound=nn.Module)
+
 # ------------------------------------------------------------------------------------------ helpers
+
+
+def noise(std_mv: float) -> list[dict[str, object]]:
+    """An ``augment`` list of one Gaussian noise, as a recipe writes it."""
+    return [{"kind": "gaussian_noise", "std_mv": std_mv}]
+
+
+def make_objective(cls: type[T], encoder: nn.Module, n_classes: int | None = None, **fields: object) -> T:
+    """``cls`` built as the trainer builds it: its config from ``fields``, the encoder in the build context."""
+    return cls(cls.Config(**fields), BuildContext(encoder=encoder, fs_hz=100.0, n_classes=n_classes))
 
 
 def ecg_like(b: int, t: int, fs: float = 100.0, seed: int = 0) -> Tensor:
@@ -87,15 +97,16 @@ def train(obj: nn.Module, batch: dict[str, Tensor], steps: int, lr: float = 1e-3
 def test_every_objective_kind_is_registered_and_builds_from_defaults() -> None:
     kinds = {c.model_fields["kind"].default for c in OBJECTIVES.configs()}
     assert kinds == set(OBJECTIVES)
-    built = build(OBJECTIVES, OBJECTIVES.config("adv_mask")(), encoder=small_resnet(), fs_hz=100.0, window=250, n_leads=12)
+    ctx = BuildContext(encoder=small_resnet(), fs_hz=100.0, window=250, n_leads=12)
+    built = build(OBJECTIVES, OBJECTIVES.config("adv_mask")(), ctx)
     assert isinstance(built, AdvMask) and isinstance(built.masker, UNet1d)
 
 
 def test_cpc_and_wav2vec2_refuse_other_encoders_naming_the_field() -> None:
     with pytest.raises(UserError, match="model.encoder.kind"):
-        CPCObjective(small_resnet(), nn.Sequential())
+        make_objective(CPCObjective, small_resnet())
     with pytest.raises(UserError, match="model.encoder.kind"):
-        Wav2Vec2Objective(small_resnet(), nn.Sequential())
+        make_objective(Wav2Vec2Objective, small_resnet())
 
 
 # ------------------------------------------------------------------------------------ adversarial
@@ -114,8 +125,8 @@ class TinyEncoder(nn.Module):
 
 
 def small_advmask(alpha: float = 1.0, binarization: float = 50.0, n_masks: int = 1, encoder: nn.Module | None = None) -> AdvMask:
-    return AdvMask(encoder or TinyEncoder(), make(UNet1d, n_masks=n_masks, width=4), nn.Sequential(), temperature=0.1,
-                   sparsity_alpha=alpha, binarization=binarization, projector_hidden=32, projector_dim=16)
+    return make_objective(AdvMask, encoder or TinyEncoder(), masker={"kind": "unet1d", "n_masks": n_masks, "width": 4},
+                temperature=0.1, sparsity_alpha=alpha, binarization=binarization, projector_hidden=32, projector_dim=16)
 
 
 def nce_of(obj: AdvMask, batch: dict[str, Tensor]) -> float:
@@ -125,7 +136,7 @@ def nce_of(obj: AdvMask, batch: dict[str, Tensor]) -> float:
         x = batch["x"]
         z1 = obj.projector(obj.encoder(x))
         z2 = obj.projector(obj.encoder(obj.apply_mask(x, obj.masker(x))))
-        return float(nt_xent(z1, z2, obj.temperature))
+        return float(nt_xent(z1, z2, obj.cfg.temperature))
 
 
 def test_adv_mask_masker_step_raises_and_encoder_step_lowers_the_contrastive_loss() -> None:
@@ -189,7 +200,7 @@ def test_adv_mask_applies_one_mask_to_every_lead_and_binarises() -> None:
 
 
 def test_byol_target_gets_no_gradient_and_follows_the_ema_formula() -> None:
-    obj = BYOL(small_resnet(), make(GaussianNoise, std_mv=0.05), base_tau=0.9, projector_hidden=64, projector_dim=32,
+    obj = make_objective(BYOL, small_resnet(), augment=noise(0.05), base_tau=0.9, projector_hidden=64, projector_dim=32,
                predictor_hidden=64)
     batch = batch_of(ecg_like(8, 250))
     target_ids = {id(p) for p in [*obj.target_encoder.parameters(), *obj.target_projector.parameters()]}
@@ -246,7 +257,7 @@ def test_quantiser_uses_more_than_one_code_and_anneals_temperature() -> None:
 
 @pytest.mark.slow  # ~20-60 s on a busy 2-core CPU
 def test_wav2vec2_objective_masks_configured_fraction_and_learns() -> None:
-    obj = Wav2Vec2Objective(small_wav2vec2(), nn.Sequential(), final_dim=32, n_negatives=20, quantiser_entries=16)
+    obj = make_objective(Wav2Vec2Objective, small_wav2vec2(), final_dim=32, n_negatives=20, quantiser_entries=16)
     batch = batch_of(ecg_like(8, 2000, fs=500.0))
     _, logs = obj(batch, "encoder")
     assert 0.35 < logs["mask_frac"].item() < 0.6
@@ -261,7 +272,7 @@ def test_wav2vec2_objective_masks_configured_fraction_and_learns() -> None:
 
 @pytest.mark.slow  # ~20-60 s on a busy 2-core CPU
 def test_cpc_multi_step_loss_falls_on_predictable_signals() -> None:
-    obj = CPCObjective(small_cpc(), nn.Sequential(), form="multi_step", n_steps=4, n_negatives=16, negatives_from_same_seq_only=True)
+    obj = make_objective(CPCObjective, small_cpc(), form="multi_step", n_steps=4, n_negatives=16, negatives_from_same_seq_only=True)
     batch = batch_of(ecg_like(16, 400))
     before = loss_at(obj, batch, "encoder")
     train(obj, batch, 30, lr=0.05, opt="sgd")
@@ -271,7 +282,7 @@ def test_cpc_multi_step_loss_falls_on_predictable_signals() -> None:
 
 
 def test_cpc_multi_step_batch_negatives_also_learn() -> None:
-    obj = CPCObjective(small_cpc(), nn.Sequential(), form="multi_step", n_steps=2, n_negatives=32, negatives_from_same_seq_only=False)
+    obj = make_objective(CPCObjective, small_cpc(), form="multi_step", n_steps=2, n_negatives=32, negatives_from_same_seq_only=False)
     batch = batch_of(ecg_like(4, 128))
     before = loss_at(obj, batch, "encoder")
     train(obj, batch, 20, lr=0.05, opt="sgd")
@@ -280,7 +291,7 @@ def test_cpc_multi_step_batch_negatives_also_learn() -> None:
 
 @pytest.mark.parametrize("same_seq", [True, False])
 def test_cpc_single_step_loss_falls_below_chance(same_seq: bool) -> None:
-    obj = CPCObjective(small_cpc(), nn.Sequential(), n_steps=4, n_negatives=16, negatives_from_same_seq_only=same_seq)
+    obj = make_objective(CPCObjective, small_cpc(), n_steps=4, n_negatives=16, negatives_from_same_seq_only=same_seq)
     batch = batch_of(ecg_like(8, 200))
     n_positions = 200 // 4 - 4  # 50 latents, predicted 4 ahead
     before = loss_at(obj, batch, "encoder")
@@ -293,7 +304,7 @@ def test_cpc_single_step_loss_falls_below_chance(same_seq: bool) -> None:
 
 
 def test_cmsc_treats_segments_of_one_record_as_positives() -> None:
-    obj = CMSC(small_resnet(), nn.Sequential(), projector_hidden=64, projector_dim=32)
+    obj = make_objective(CMSC, small_resnet(), projector_hidden=64, projector_dim=32)
     x = ecg_like(16, 250)
     same = batch_of(torch.stack([x, x], dim=1))
     shuffled = batch_of(torch.stack([x, x[torch.roll(torch.arange(16), 1)]], dim=1))
@@ -301,7 +312,7 @@ def test_cmsc_treats_segments_of_one_record_as_positives() -> None:
 
 
 def test_cmsc_per_patient_groups_records_of_a_patient() -> None:
-    obj = CMSC(small_resnet(), nn.Sequential(), per_patient=True, projector_hidden=64, projector_dim=32)
+    obj = make_objective(CMSC, small_resnet(), per_patient=True, projector_hidden=64, projector_dim=32)
     x = ecg_like(8, 250)
     seg = torch.stack([x, x], dim=1)
     # Records 0 and 1 (different signals) belong to patient 0: per patient, each is a positive of the other,
@@ -324,7 +335,7 @@ def test_supervised_loss_falls(kind: str) -> None:
         y, n = (amp > amp.median()).long(), 2
     else:
         y, n = amp.float(), 1
-    obj = Supervised(small_resnet(), "task", nn.Sequential(), n_classes=n)
+    obj = make_objective(Supervised, small_resnet(), n_classes=n, task="task")
     batch = batch_of(x, y=y)
     before = loss_at(obj, batch, "encoder")
     train(obj, batch, 10, lr=1e-3)
@@ -342,29 +353,29 @@ def make_pair(name: str) -> tuple[nn.Module, dict[str, Tensor], str]:
     if name == "resnet1d-simclr":
         from ecgforge.objectives.simclr import SimCLR
 
-        return SimCLR(small_resnet(), make(GaussianNoise, std_mv=0.05), **small_proj), batch_of(x100), "encoder"
+        return make_objective(SimCLR, small_resnet(), augment=noise(0.05), **small_proj), batch_of(x100), "encoder"
     if name == "resnet1d-three_kg":
-        obj = ThreeKGObjective(small_resnet(), make(ThreeKG), nn.Sequential(), patient_positives=True, **small_proj)
+        obj = make_objective(ThreeKGObjective, small_resnet(), patient_positives=True, **small_proj)
         return obj, batch_of(x100), "encoder"
     if name == "xresnet1d-simclr":
         from ecgforge.objectives.simclr import SimCLR
 
-        return SimCLR(make(XResNet1d, depth=50, width=4), make(GaussianNoise, std_mv=0.05), **small_proj), batch_of(x100[:4]), "encoder"
+        return make_objective(SimCLR, make(XResNet1d, depth=50, width=4), augment=noise(0.05), **small_proj), batch_of(x100[:4]), "encoder"
     if name == "xresnet1d-byol":
-        obj = BYOL(make(XResNet1d, depth=50, width=4), make(GaussianNoise, std_mv=0.05), projector_hidden=64, projector_dim=32,
+        obj = make_objective(BYOL, make(XResNet1d, depth=50, width=4), augment=noise(0.05), projector_hidden=64, projector_dim=32,
                    predictor_hidden=64)
         return obj, batch_of(x100[:4]), "encoder"
     if name == "cpc-cpc":
-        return CPCObjective(small_cpc(), nn.Sequential(), n_steps=4, n_negatives=16), batch_of(x100), "encoder"
+        return make_objective(CPCObjective, small_cpc(), n_steps=4, n_negatives=16), batch_of(x100), "encoder"
     x500 = ecg_like(8, 1000, fs=500.0)
     seg = torch.stack([x500, torch.roll(x500, 100, dims=-1)], dim=1)
     w2v = dict(final_dim=32, n_negatives=20, quantiser_entries=16)
     if name == "wav2vec2-wav2vec2":
-        return Wav2Vec2Objective(small_wav2vec2(), nn.Sequential(), **w2v), batch_of(x500), "encoder"
+        return make_objective(Wav2Vec2Objective, small_wav2vec2(), **w2v), batch_of(x500), "encoder"
     if name == "wav2vec2-cmsc":
-        return CMSC(small_wav2vec2(), nn.Sequential(), **small_proj), batch_of(seg), "encoder"
+        return make_objective(CMSC, small_wav2vec2(), **small_proj), batch_of(seg), "encoder"
     if name == "wav2vec2-w2v_cmsc_rlm":
-        return W2VCMSCRLM(small_wav2vec2(), nn.Sequential(), make(RandomLeadMask, p_lead=0.5), **w2v), batch_of(seg), "encoder"
+        return make_objective(W2VCMSCRLM, small_wav2vec2(), rlm={"kind": "random_lead_mask", "p_lead": 0.5}, **w2v), batch_of(seg), "encoder"
     raise KeyError(name)
 
 

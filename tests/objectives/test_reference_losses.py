@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ecgforge.augment.noise import GaussianNoise
 from ecgforge.encoders.cpc import CPC
 from ecgforge.encoders.resnet1d import ResNet1d
 from ecgforge.objectives.cpc import CPCObjective
@@ -19,6 +18,7 @@ from ecgforge.objectives.losses import cmsc_loss, sinkhorn
 from ecgforge.objectives.moco import MoCo
 from ecgforge.objectives.swav import SwAV
 from tests.components import make
+from tests.objectives.test_objectives import make_objective, noise
 
 # --------------------------------------------------------------------------------------------- CPC
 
@@ -61,7 +61,8 @@ def test_cpc_single_step_equals_ess_cpc_loss() -> None:
     enc = make(CPC, frontend="linear", features=[8, 8], strides=[2, 2], kernel_sizes=[2, 2], hidden=6, lstm_layers=1)
     x = torch.randn(3, 12, 64)
     for same_seq in (True, False):
-        obj = CPCObjective(enc, nn.Sequential(), form="single_step", n_steps=3, n_negatives=5, negatives_from_same_seq_only=same_seq)
+        obj = make_objective(CPCObjective, enc, form="single_step", n_steps=3, n_negatives=5,
+                             negatives_from_same_seq_only=same_seq)
         assert obj.proj.bias is None  # ESS bias_proj=False
         z = enc.encode(x)
         c = enc.context(z)
@@ -200,8 +201,8 @@ def test_swav_forward_equals_ess_shared_step_with_its_queue() -> None:
     torch.manual_seed(0)
     enc = make(ResNet1d, depth=18, width=4)
     b, v = 4, 6
-    obj = SwAV(enc, make(GaussianNoise, std_mv=0.1), n_views=v, n_prototypes=5, projector_hidden=16, projector_dim=8,
-               queue_length=2 * b)
+    obj = make_objective(SwAV, enc, augment=noise(0.1), n_views=v, n_prototypes=5, projector_hidden=16,
+                         projector_dim=8, queue_length=2 * b)
     ref_queue = torch.zeros(2, 2 * b, 8)
     x = torch.randn(b, 12, 200)
     for step in range(3):
@@ -224,8 +225,8 @@ def test_swav_forward_equals_ess_shared_step_with_its_queue() -> None:
 
 def test_swav_prototypes_frozen_for_the_first_steps() -> None:
     torch.manual_seed(0)
-    obj = SwAV(make(ResNet1d, depth=18, width=4), nn.Sequential(), n_views=2, n_prototypes=5, projector_hidden=16, projector_dim=8,
-               freeze_prototypes_steps=2)
+    obj = make_objective(SwAV, make(ResNet1d, depth=18, width=4), n_views=2, n_prototypes=5, projector_hidden=16,
+                         projector_dim=8, freeze_prototypes_steps=2)
     x = torch.randn(4, 12, 200)
     for step in range(3):
         obj.zero_grad(set_to_none=True)
@@ -244,8 +245,8 @@ def test_moco_equals_ess_forward_queue_and_momentum_update() -> None:
     queue of 10 with batches of 4) and ``_momentum_update_key_encoder`` (parameters only)."""
     torch.manual_seed(0)
     b, size, t, m = 4, 10, 0.2, 0.9
-    obj = MoCo(make(ResNet1d, depth=18, width=4), make(GaussianNoise, std_mv=0.1), temperature=t, momentum=m, queue_length=size,
-               projector_hidden=16, projector_dim=8)
+    obj = make_objective(MoCo, make(ResNet1d, depth=18, width=4), augment=noise(0.1), temperature=t, momentum=m,
+                         queue_length=size, projector_hidden=16, projector_dim=8)
     ref_queue = obj.queue.t().clone()  # ESS layout (emb_dim, num_negatives)
     ref_ptr = 0
     x = torch.randn(b, 12, 200)

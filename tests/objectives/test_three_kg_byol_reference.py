@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ecgforge.augment.noise import GaussianNoise
 from ecgforge.encoders.resnet1d import ResNet1d
 from ecgforge.objectives.byol import BYOL, cosine_tau
 from ecgforge.objectives.losses import three_kg_loss
 from ecgforge.objectives.three_kg import ThreeKGObjective
 from tests.components import make
+from tests.objectives.test_objectives import make_objective, noise
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,10 +86,10 @@ def test_three_kg_objective_own_window_takes_one_crop_per_view() -> None:
     """``views = "own_window"`` asks the dataset for two independent crops and makes one view of each; the
     faithful ``same_window`` makes both views of one crop (``ThreeKGECGDataset.perturb`` on one ``feats``)."""
     enc = make(ResNet1d, depth=18, width=8)
-    same = ThreeKGObjective(enc, nn.Identity(), nn.Identity(), projector_hidden=16, projector_dim=8)
-    own = ThreeKGObjective(enc, nn.Identity(), nn.Identity(), projector_hidden=16, projector_dim=8, views="own_window")
-    assert (same.n_segments, same.segment_pairing) == (1, "adjacent")
-    assert (own.n_segments, own.segment_pairing) == (2, "independent")
+    same = make_objective(ThreeKGObjective, enc, projector_hidden=16, projector_dim=8)
+    own = make_objective(ThreeKGObjective, enc, projector_hidden=16, projector_dim=8, views="own_window")
+    assert (same.cfg.n_segments, same.cfg.segment_pairing) == (1, "adjacent")
+    assert (own.cfg.n_segments, own.cfg.segment_pairing) == (2, "independent")
     seen: list[Tensor] = []
 
     class Record(nn.Module):
@@ -121,8 +121,10 @@ class _TwoViews(nn.Module):
 
 def _byol(**kw: object) -> BYOL:
     torch.manual_seed(0)
-    return BYOL(make(ResNet1d, depth=18, width=8), _TwoViews(), projector_hidden=32, projector_dim=16,
-                predictor_hidden=32, **kw)  # type: ignore[arg-type]
+    obj = make_objective(BYOL, make(ResNet1d, depth=18, width=8), projector_hidden=32, projector_dim=16,
+                         predictor_hidden=32, **kw)
+    obj.augment = _TwoViews()
+    return obj
 
 
 def test_byol_loss_has_the_gradient_of_ecg_selfsupervised_shared_step() -> None:
@@ -183,7 +185,7 @@ def test_byol_ema_follows_byolmaweightupdate(ema: str) -> None:
 
 def test_byol_tau_is_byolmaweightupdate_update_tau() -> None:
     """``BYOLMAWeightUpdate.update_tau``: 1 − (1 − τ0)·(cos(π·k/K) + 1)/2 with τ0 = 0.996 (its default)."""
-    assert BYOL(make(ResNet1d, depth=18, width=8), make(GaussianNoise, std_mv=0.05)).base_tau == 0.996
+    assert make_objective(BYOL, make(ResNet1d, depth=18, width=8), augment=noise(0.05)).cfg.base_tau == 0.996
     for k in (0, 1, 37, 150, 300):
         assert cosine_tau(0.996, k, 300) == pytest.approx(1 - (1 - 0.996) * (math.cos(math.pi * k / 300) + 1) / 2)
 
@@ -199,8 +201,8 @@ def test_strodthoff_byol_recipe_uses_ess_settings() -> None:
 def test_byol_own_window_takes_one_crop_per_view() -> None:
     """``views = "own_window"``: two independent crops from the dataset, one view of each (ESS: one crop)."""
     obj = _byol(views="own_window")
-    assert (obj.n_segments, obj.segment_pairing) == (2, "independent")
-    assert (_byol().n_segments, _byol().segment_pairing) == (1, "adjacent")
+    assert (obj.cfg.n_segments, obj.cfg.segment_pairing) == (2, "independent")
+    assert (_byol().cfg.n_segments, _byol().cfg.segment_pairing) == (1, "adjacent")
     x = torch.randn(6, 2, 12, 100, generator=torch.Generator().manual_seed(3))
     seen: list[Tensor] = []
 

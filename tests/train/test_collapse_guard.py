@@ -19,6 +19,7 @@ from ecgforge.evaluation.rows import ResultRow
 from ecgforge.objectives import OBJECTIVES
 from ecgforge.objectives.base import Objective
 from ecgforge.recipe import Recipe
+from ecgforge.registry import BuildContext
 from ecgforge.train.collapse import embedding_stats
 from tests.train.conftest import recipe_dict
 
@@ -68,8 +69,8 @@ def test_collapsing_objective_trips_the_monitor_and_the_guard(tiny_cache: Path, 
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     real_build = loop.build
 
-    def build(table: Any, cfg: Any, **context: Any) -> Any:
-        return Collapse(context["encoder"]) if table is OBJECTIVES else real_build(table, cfg, **context)
+    def build(table: Any, cfg: Any, ctx: BuildContext | None = None) -> Any:
+        return Collapse(cfg, ctx) if table is OBJECTIVES else real_build(table, cfg, ctx)
 
     monkeypatch.setattr(loop, "build", build)
     r = recipe_dict(tiny_cache, max_steps=4, epochs=10)
