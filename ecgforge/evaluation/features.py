@@ -1,9 +1,9 @@
 """Embeddings of tiled evaluation windows, computed once per (encoder, records, transform) and reused.
 
-Every frozen-feature protocol (linear probe, k-NN, identification, robustness) asks `FeatureCache.windows`
-for the window embeddings of some records under some initialisation; within a run each combination of
-(init, seed, cache, records, window, stride, transform) is embedded once, whichever protocol, task or label
-fraction asks again.
+Every frozen-feature protocol (linear probe, k-NN, nearest centroid, robustness, identification) asks
+`FeatureCache.windows` for the window embeddings of some records under some initialisation; within a run each
+combination of (init, seed, cache, records, window, stride, transform) is embedded once, whichever protocol,
+task or label fraction asks again.
 """
 
 from __future__ import annotations

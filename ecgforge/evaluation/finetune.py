@@ -50,12 +50,11 @@ from ecgforge.data.splits import Targets, TaskType
 from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.features import per_record
 from ecgforge.evaluation.heads import head_loss, reference_mlp_head, scores_from_logits
-from ecgforge.evaluation.protocol import ProtocolConfig
+from ecgforge.evaluation.protocol import EvalProtocol, ProtocolConfig
 from ecgforge.evaluation.rows import ResultRow
 from ecgforge.evaluation.scoring import PRIMARY, primary_score, score_rows
 from ecgforge.evaluation.tasks import TaskData, load_task
 from ecgforge.layers.weights import state_dict_hash
-from ecgforge.registry import BuildContext
 
 
 class FinetuneConfig(ProtocolConfig, extra="forbid", frozen=True):
@@ -271,13 +270,11 @@ def fit(
     return model, facts
 
 
-class Finetune:
+class Finetune(EvalProtocol):
     """Trains the encoder, so not a frozen-feature protocol; it loads its task as they do."""
 
     Config = FinetuneConfig
-
-    def __init__(self, cfg: FinetuneConfig, ctx: BuildContext) -> None:
-        self.cfg = cfg
+    cfg: FinetuneConfig
 
     def run(self, ctx: EvalContext) -> list[ResultRow]:
         c = self.cfg

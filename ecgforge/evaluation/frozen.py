@@ -11,7 +11,7 @@ primary metric, and the evidence (test records and their patients) that paired c
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -21,11 +21,10 @@ import numpy as np
 from ecgforge.data.splits import Targets
 from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.features import NamedTransform
-from ecgforge.evaluation.protocol import FrozenFeatureConfig
+from ecgforge.evaluation.protocol import EvalProtocol, FrozenFeatureConfig
 from ecgforge.evaluation.rows import PRIMARY, ResultRow
 from ecgforge.evaluation.scoring import score_rows
 from ecgforge.evaluation.tasks import TaskData, load_task
-from ecgforge.registry import BuildContext
 
 Part = Literal["train", "val", "test"]
 
@@ -82,13 +81,11 @@ class Scored:
     metrics: dict[str, float | None] = field(default_factory=dict)
 
 
-class FrozenFeatureProtocol(ABC):
+class FrozenFeatureProtocol(EvalProtocol):
     """A protocol on frozen embeddings, built as ``cls(cfg, ctx)``; subclasses set ``Config`` and ``score``."""
 
     Config: ClassVar[type[FrozenFeatureConfig]]
-
-    def __init__(self, cfg: FrozenFeatureConfig, ctx: BuildContext) -> None:
-        self.cfg = cfg
+    cfg: FrozenFeatureConfig
 
     @abstractmethod
     def score(self, view: FeatureView, fraction: float) -> Iterator[Scored]:

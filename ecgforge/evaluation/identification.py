@@ -31,9 +31,9 @@ from ecgforge.errors import UserError
 from ecgforge.evaluation.arcface import fit_arcface
 from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.paired import Evidence
+from ecgforge.evaluation.protocol import EvalProtocol
 from ecgforge.evaluation.retrieval import identification_ranks, patient_bootstrap_ci
 from ecgforge.evaluation.rows import ResultRow
-from ecgforge.registry import BuildContext
 
 
 class IdentificationConfig(BaseModel, extra="forbid", frozen=True):
@@ -82,11 +82,9 @@ def _hits_evidence(ranks: np.ndarray, probe_patients: np.ndarray) -> Evidence:
     return Evidence(records=np.asarray(probe_patients), units=np.asarray(probe_patients), metrics=metrics)
 
 
-class Identification:
+class Identification(EvalProtocol):
     Config = IdentificationConfig
-
-    def __init__(self, cfg: IdentificationConfig, ctx: BuildContext) -> None:
-        self.cfg = cfg
+    cfg: IdentificationConfig
 
     def run(self, ctx: EvalContext) -> list[ResultRow]:
         c = self.cfg

@@ -1,4 +1,5 @@
-"""What a protocol's ``[[eval]]`` table says: the task and its splits, the encoders compared, the probes' heads.
+"""What a protocol's ``[[eval]]`` table says (the task and its splits, the encoders compared, the probes' heads),
+and what every protocol is: `EvalProtocol`, built as ``cls(cfg, ctx)``, whose ``run`` gives results rows.
 
 Derived facts are on the config, known before anything is built or any cache is opened: ``task_types`` (the
 task types a protocol can score), ``split_fields()`` (every split the table names, for a pre-flight to check
@@ -7,12 +8,18 @@ against ``[data.splits]``) and ``task_spec`` (what `tasks.load_task` loads).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from ecgforge.data.splits import TaskType
+from ecgforge.registry import BuildContext
+
+if TYPE_CHECKING:
+    from ecgforge.evaluation.context import EvalContext
+    from ecgforge.evaluation.rows import ResultRow
 
 ALL_TASK_TYPES: frozenset[str] = frozenset({"multilabel", "multiclass", "regression"})
 
@@ -108,3 +115,18 @@ class ProbeConfig(FrozenFeatureConfig, extra="forbid", frozen=True):
 
     def split_fields(self) -> dict[str, str]:
         return {**super().split_fields(), "val_split": self.val_split}
+
+
+class EvalProtocol(ABC):
+    """An evaluation protocol: built as ``cls(cfg, ctx)`` from its ``Config`` and a ``registry.BuildContext``;
+    ``run`` gets the run's `context.EvalContext` and returns `rows.ResultRow` s. Protocols on frozen
+    embeddings subclass ``frozen.FrozenFeatureProtocol`` instead, which writes ``run``."""
+
+    Config: ClassVar[type[BaseModel]]
+
+    def __init__(self, cfg: Any, ctx: BuildContext) -> None:
+        self.cfg = cfg
+
+    @abstractmethod
+    def run(self, ctx: EvalContext) -> list[ResultRow]:
+        """Every row of this table: each init x seed (x label fraction x test condition)."""

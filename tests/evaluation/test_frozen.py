@@ -22,7 +22,7 @@ from ecgforge.evaluation import PROTOCOLS
 from ecgforge.evaluation.centroid import centroid_cosines
 from ecgforge.evaluation.frozen import FeatureView, FrozenFeatureProtocol, Scored
 from ecgforge.evaluation.paired import add_versus
-from ecgforge.evaluation.protocol import ALL_TASK_TYPES, FrozenFeatureConfig, TaskSpec
+from ecgforge.evaluation.protocol import ALL_TASK_TYPES, EvalProtocol, FrozenFeatureConfig, TaskSpec
 from ecgforge.evaluation.tasks import load_task
 from ecgforge.registry import BuildContext, build
 from tests.evaluation.test_protocols import SPLITS, Reader, _protocol, cache, context, tiny_encoder  # noqa: F401
@@ -165,7 +165,7 @@ def test_every_protocol_declares_its_task_types_and_inits(kind: str) -> None:
     cfg_cls = PROTOCOLS.config(kind)
     assert cfg_cls.task_types <= ALL_TASK_TYPES or cfg_cls.task_types == {"identification"}
     assert "pretrained" in cfg_cls(**_minimal(kind)).inits
-    assert hasattr(PROTOCOLS[kind], "Config") and PROTOCOLS[kind].Config is cfg_cls
+    assert issubclass(PROTOCOLS[kind], EvalProtocol) and PROTOCOLS[kind].Config is cfg_cls
 
 
 def test_identification_needs_its_train_split_only_in_arcface_mode() -> None:
