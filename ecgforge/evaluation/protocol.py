@@ -119,7 +119,7 @@ class ProbeConfig(FrozenFeatureConfig, extra="forbid", frozen=True):
 
 class EvalProtocol(ABC):
     """An evaluation protocol: built as ``cls(cfg, ctx)`` from its ``Config`` and a ``registry.BuildContext``;
-    ``run`` gets the run's `context.EvalContext` and returns `rows.ResultRow` s. Protocols on frozen
+    ``run`` gets the run's `context.EvalContext` and returns its rows (`rows.ResultRow`). Protocols on frozen
     embeddings subclass ``frozen.FrozenFeatureProtocol`` instead, which writes ``run``."""
 
     Config: ClassVar[type[BaseModel]]
