@@ -105,7 +105,7 @@ def evaluate(recipe: Recipe, cache: Cache, encoder: nn.Module, device: torch.dev
     rows: list[ResultRow] = []
     for i, ev in enumerate(r.eval):
         reporter.note(f"eval [{i}] {ev.kind} on {getattr(ev, 'task', '')}")
-        table = add_versus(PROTOCOLS[ev.kind](ev).run(ctx), ev.bootstrap)
+        table = add_versus(build(PROTOCOLS, ev).run(ctx), ev.bootstrap)
         if i == 0:
             line = worse_than_random(table, f"eval [0] {ev.kind} {getattr(ev, 'task', '')}".rstrip())
             if line is not None:

@@ -1,8 +1,10 @@
 """Evaluation protocols (``[[eval]]`` tables in a recipe).
 
-A protocol is a class whose constructor takes its validated config and whose ``run(ctx: EvalContext)``
-returns `ResultRow`s (``evaluation.rows``). Add one: write ``<name>.py`` with the class and its
-``<Name>Config``, then add one line to the table; reports, the CLI table and exports read the typed rows.
+A protocol is a class built as ``cls(cfg, ctx)`` (its config, named by its ``Config`` attribute, and a
+``registry.BuildContext``) whose ``run(ctx: EvalContext)`` returns `ResultRow`s (``evaluation.rows``). One on
+frozen embeddings subclasses ``frozen.FrozenFeatureProtocol`` and writes only how it scores them
+(``centroid.py`` is the example CONTRIBUTING.md shows). Add one: write ``<name>.py``, then add one line to the
+table; reports, the CLI table and exports read the typed rows.
 """
 
 from ecgforge.registry import Table
@@ -15,6 +17,7 @@ PROTOCOLS = Table(
         "knn": "ecgforge.evaluation.knn:KNN",
         "identification": "ecgforge.evaluation.identification:Identification",
         "robustness": "ecgforge.evaluation.robustness:Robustness",
+        "centroid": "ecgforge.evaluation.centroid:NearestCentroid",
     },
 )
 

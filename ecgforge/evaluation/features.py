@@ -1,16 +1,16 @@
 """Embeddings of tiled evaluation windows, computed once per (encoder, records, transform) and reused.
 
-Every frozen-feature protocol (linear probe, k-NN, identification, robustness) asks `FeatureCache.windows`
-for the window embeddings of some records under some initialisation; within a run each combination of
-(init, seed, cache, records, window, stride, transform) is embedded once, whichever protocol, task or label
-fraction asks again.
+Every frozen-feature protocol (linear probe, k-NN, nearest centroid, robustness, identification) asks
+`FeatureCache.windows` for the window embeddings of some records under some initialisation; within a run each
+combination of (init, seed, cache, records, window, stride, transform) is embedded once, whichever protocol,
+task or label fraction asks again.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -20,8 +20,21 @@ from torch.utils.data import DataLoader
 from ecgforge.data.cache import Cache
 from ecgforge.data.dataset import TiledWindows
 
-if TYPE_CHECKING:
-    from ecgforge.evaluation.context import EvalContext
+#: A transform of input batches ``x (B, leads, T) -> x`` and the name that identifies it in the feature cache
+#: (``"leads/6"``, ``"physio_noise/level3/seed0"``).
+NamedTransform = tuple[str, Callable[[torch.Tensor], torch.Tensor]]
+
+
+class EmbeddingSettings(Protocol):
+    """What `FeatureCache` reads from the evaluation context (``context.EvalContext`` is one; this module does
+    not import it, so the context may hold a feature cache without an import cycle)."""
+
+    window: int  # samples
+    stride: int  # samples between evaluation tiles
+    make_encoder: Callable[[str, int], nn.Module]  # (init, seed) -> encoder
+    device: torch.device
+    batch_size: int
+    num_workers: int
 
 
 @torch.no_grad()
@@ -75,7 +88,7 @@ class FeatureCache:
     Encoders are built once per `encoder_key` and dropped after the run's evaluations (``clear``).
     """
 
-    def __init__(self, ctx: EvalContext) -> None:
+    def __init__(self, ctx: EmbeddingSettings) -> None:
         self.ctx = ctx
         self._encoders: dict[tuple[str, int], nn.Module] = {}
         self._features: dict[tuple[object, ...], np.ndarray] = {}
@@ -100,7 +113,7 @@ class FeatureCache:
         seed: int,
         cache: Cache,
         indices: np.ndarray,
-        transform: tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+        transform: NamedTransform | None = None,
     ) -> tuple[np.ndarray, TiledWindows]:
         """``(W, D)`` window embeddings of ``indices`` and their tiles (``record_of`` maps window -> record).
 

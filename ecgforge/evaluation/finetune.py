@@ -50,7 +50,7 @@ from ecgforge.data.splits import Targets, TaskType
 from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.features import per_record
 from ecgforge.evaluation.heads import head_loss, reference_mlp_head, scores_from_logits
-from ecgforge.evaluation.protocol import ProtocolConfig
+from ecgforge.evaluation.protocol import EvalProtocol, ProtocolConfig
 from ecgforge.evaluation.rows import ResultRow
 from ecgforge.evaluation.scoring import PRIMARY, primary_score, score_rows
 from ecgforge.evaluation.tasks import TaskData, load_task
@@ -91,6 +91,9 @@ class FinetuneConfig(ProtocolConfig, extra="forbid", frozen=True):
     weight_decay: float = Field(1e-3, ge=0)
     batch_size: int = Field(64, gt=0)
     val_split: str = "val"
+
+    def split_fields(self) -> dict[str, str]:
+        return {**super().split_fields(), "val_split": self.val_split}
 
     @model_validator(mode="after")
     def _trains_something(self) -> FinetuneConfig:
@@ -267,13 +270,15 @@ def fit(
     return model, facts
 
 
-class Finetune:
-    def __init__(self, cfg: FinetuneConfig) -> None:
-        self.cfg = cfg
+class Finetune(EvalProtocol):
+    """Trains the encoder, so not a frozen-feature protocol; it loads its task as they do."""
+
+    Config = FinetuneConfig
+    cfg: FinetuneConfig
 
     def run(self, ctx: EvalContext) -> list[ResultRow]:
         c = self.cfg
-        data = load_task(ctx, "finetune", c.task, c.task_type, c.cache, c.train_split, c.val_split, c.test_split)
+        data = load_task(ctx, c.task_spec)
         test_tiles = TiledWindows(data.cache, data.test.indices, ctx.window, ctx.stride)
         rows: list[ResultRow] = []
         for init in c.inits:

@@ -19,7 +19,7 @@ probes together), and carry the condition ``mode``. No label is used, so ``label
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -31,11 +31,15 @@ from ecgforge.errors import UserError
 from ecgforge.evaluation.arcface import fit_arcface
 from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.paired import Evidence
+from ecgforge.evaluation.protocol import EvalProtocol
 from ecgforge.evaluation.retrieval import identification_ranks, patient_bootstrap_ci
 from ecgforge.evaluation.rows import ResultRow
 
 
 class IdentificationConfig(BaseModel, extra="forbid", frozen=True):
+    #: Not a label set of the cache: the patients themselves (rows report task_type "identification").
+    task_types: ClassVar[frozenset[str]] = frozenset({"identification"})
+
     kind: Literal["identification"] = "identification"
     mode: Literal["zero_shot", "arcface"] = Field(
         "zero_shot", description="zero_shot: cosine retrieval on embeddings; arcface: Oh et al.'s trained head")
@@ -54,6 +58,10 @@ class IdentificationConfig(BaseModel, extra="forbid", frozen=True):
     lr: float = Field(1e-2, gt=0, description="arcface head Adam learning rate (frozen encoder)")
     batch_size: int = Field(128, gt=0)
     standardize: bool = Field(True, description="arcface: standardise frozen features with train mean/std")
+
+    def split_fields(self) -> dict[str, str]:
+        """TOML field -> split name, for every split this table uses (``train_split`` only in arcface mode)."""
+        return {"split": self.split, **({"train_split": self.train_split} if self.mode == "arcface" else {})}
 
 
 def wilson_interval(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
@@ -74,9 +82,9 @@ def _hits_evidence(ranks: np.ndarray, probe_patients: np.ndarray) -> Evidence:
     return Evidence(records=np.asarray(probe_patients), units=np.asarray(probe_patients), metrics=metrics)
 
 
-class Identification:
-    def __init__(self, cfg: IdentificationConfig) -> None:
-        self.cfg = cfg
+class Identification(EvalProtocol):
+    Config = IdentificationConfig
+    cfg: IdentificationConfig
 
     def run(self, ctx: EvalContext) -> list[ResultRow]:
         c = self.cfg

@@ -8,24 +8,21 @@ the fraction of neighbours carrying each label (multi-label), each class (multi-
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
 from ecgforge.data.splits import TaskType
-from ecgforge.evaluation.context import EvalContext
-from ecgforge.evaluation.protocol import ProtocolConfig
+from ecgforge.evaluation.frozen import FeatureView, FrozenFeatureProtocol, Scored
+from ecgforge.evaluation.protocol import FrozenFeatureConfig
 from ecgforge.evaluation.retrieval import unit_rows
-from ecgforge.evaluation.rows import ResultRow
-from ecgforge.evaluation.scoring import PRIMARY, score_rows
-from ecgforge.evaluation.tasks import load_task
 
 
-class KNNConfig(ProtocolConfig, extra="forbid", frozen=True):
+class KNNConfig(FrozenFeatureConfig, extra="forbid", frozen=True):
     kind: Literal["knn"] = "knn"
     k: int = Field(20, gt=0, description="neighbours (fewer if the training subset is smaller)")
-    inits: list[Literal["pretrained", "random"]] = Field(default_factory=lambda: ["pretrained", "random"], min_length=1)
 
 
 def knn_scores(train_z: np.ndarray, train_y: np.ndarray, test_z: np.ndarray, k: int, task_type: TaskType,
@@ -44,28 +41,15 @@ def knn_scores(train_z: np.ndarray, train_y: np.ndarray, test_z: np.ndarray, k: 
     return train_y.astype(np.float64)[nearest].mean(axis=1)
 
 
-class KNN:
-    def __init__(self, cfg: KNNConfig) -> None:
-        self.cfg = cfg
+class KNN(FrozenFeatureProtocol):
+    """No model to select, so no validation split is used."""
 
-    def run(self, ctx: EvalContext) -> list[ResultRow]:
-        c = self.cfg
-        # k-NN has no model to select: no validation split is used.
-        data = load_task(ctx, "knn", c.task, c.task_type, c.cache, c.train_split, None, c.test_split)
-        rows: list[ResultRow] = []
-        for init in c.inits:
-            for seed in c.seeds:
-                z_tr = ctx.features.records(init, seed, data.cache, data.train.indices)
-                z_te = ctx.features.records(init, seed, data.cache, data.test.indices)
-                for frac in c.label_fractions:
-                    pos = data.positions(frac, seed)
-                    scores = knn_scores(z_tr[pos], data.train.y[pos], z_te, c.k, data.task_type, len(data.train.names))
-                    rows.append(ResultRow(
-                        kind="knn", task=c.task, task_type=data.task_type, init=init, label_fraction=frac,
-                        seed=seed, split=c.test_split, primary=PRIMARY[data.task_type],
-                        n_train_records=int(len(pos)), n_val_records=0, n_test_records=int(len(data.test.indices)),
-                        facts={"k": min(c.k, len(pos))},
-                        **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed,
-                                   records=data.test.indices, units=data.test_patients),
-                    ))
-        return rows
+    Config = KNNConfig
+    cfg: KNNConfig
+
+    def score(self, view: FeatureView, fraction: float) -> Iterator[Scored]:
+        data = view.data
+        pos = data.positions(fraction, view.seed)
+        z_tr, z_te = view.records("train"), view.records("test")
+        scores = knn_scores(z_tr[pos], data.train.y[pos], z_te, self.cfg.k, data.task_type, len(data.train.names))
+        yield Scored(scores, n_train=len(pos), facts={"k": min(self.cfg.k, len(pos))})

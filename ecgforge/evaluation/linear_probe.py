@@ -13,22 +13,21 @@ with per-class thresholds chosen on the validation split's scores (never the tes
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
 from ecgforge.errors import UserError, resolved_against
-from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.features import per_record
+from ecgforge.evaluation.frozen import FeatureView, FrozenFeatureProtocol, Scored
 from ecgforge.evaluation.leads import LeadSubset, lead_transform
 from ecgforge.evaluation.metrics import NORMAL_CLASS, challenge_metric, challenge_thresholds
 from ecgforge.evaluation.probing import train_probe
 from ecgforge.evaluation.protocol import ProbeConfig
-from ecgforge.evaluation.rows import ResultRow
-from ecgforge.evaluation.scoring import PRIMARY, score_rows
-from ecgforge.evaluation.tasks import TaskData, load_task
+from ecgforge.evaluation.tasks import TaskData
 
 
 class LinearProbeConfig(ProbeConfig, extra="forbid", frozen=True):
@@ -77,39 +76,31 @@ def challenge_row_metrics(data: TaskData, val_y: np.ndarray, val_scores: np.ndar
     return score, [float(t) for t in thr]
 
 
-class LinearProbe:
-    def __init__(self, cfg: LinearProbeConfig) -> None:
-        self.cfg = cfg
+class LinearProbe(FrozenFeatureProtocol):
+    Config = LinearProbeConfig
+    cfg: LinearProbeConfig
 
-    def run(self, ctx: EvalContext) -> list[ResultRow]:
-        c = self.cfg
-        data = load_task(ctx, "linear_probe", c.task, c.task_type, c.cache, c.train_split, c.val_split, c.test_split)
-        rows: list[ResultRow] = []
-        for init in c.inits:
-            for seed in c.seeds:
-                for leads in c.lead_subsets:
-                    tf = lead_transform(list(data.cache.leads), leads, "linear_probe")
-                    f_te, t_te = ctx.features.windows(init, seed, data.cache, data.test.indices, tf)
-                    for frac in c.label_fractions:
-                        head, pos, vpos = train_probe(ctx, data, c, init, seed, frac, tf)
-                        scores = per_record(head.scores(f_te), t_te.record_of, len(data.test.indices))
-                        row = ResultRow(
-                            kind="linear_probe" if c.head == "linear" else "mlp_probe", task=c.task, task_type=data.task_type, init=init,
-                            label_fraction=frac, seed=seed, split=c.test_split, primary=PRIMARY[data.task_type],
-                            n_train_records=int(len(pos)), n_val_records=int(len(vpos)),
-                            n_test_records=int(len(data.test.indices)), reference=leads == "12",
-                            # Only runs that ask for subsets get the condition, so 12-lead rows stay as before.
-                            conditions={"leads": leads} if c.lead_subsets != ["12"] else {},
-                            **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed,
-                                   records=data.test.indices, units=data.test_patients),
-                        )
-                        row.facts["selected_epoch"] = head.selected_epoch
-                        if c.challenge_weights is not None:
-                            f_va, t_va = ctx.features.windows(init, seed, data.cache, data.val.indices, tf)
-                            val_scores = per_record(head.scores(f_va), t_va.record_of, len(data.val.indices))[vpos]
-                            score, thr = challenge_row_metrics(data, data.val.y[vpos], val_scores, scores,
-                                                               c.challenge_weights, c.challenge_normal_class)
-                            row.metrics["challenge_score"] = score
-                            row.facts["challenge_thresholds"] = dict(zip(data.train.names, thr, strict=True))
-                        rows.append(row)
-        return rows
+    @property
+    def row_kind(self) -> str:
+        return "linear_probe" if self.cfg.head == "linear" else "mlp_probe"
+
+    def score(self, view: FeatureView, fraction: float) -> Iterator[Scored]:
+        c, data = self.cfg, view.data
+        for leads in c.lead_subsets:
+            tf = lead_transform(list(data.cache.leads), leads, "linear_probe")
+            head, pos, vpos = train_probe(view, c, fraction, tf)
+            f_te, rec_te = view.windows("test", tf)
+            scores = per_record(head.scores(f_te), rec_te, len(data.test.indices))
+            facts: dict[str, Any] = {"selected_epoch": head.selected_epoch}
+            metrics: dict[str, float | None] = {}
+            if c.challenge_weights is not None:
+                f_va, rec_va = view.windows("val", tf)
+                val_scores = per_record(head.scores(f_va), rec_va, len(data.val.indices))[vpos]
+                challenge, thr = challenge_row_metrics(data, data.val.y[vpos], val_scores, scores,
+                                                   c.challenge_weights, c.challenge_normal_class)
+                metrics["challenge_score"] = challenge
+                facts["challenge_thresholds"] = dict(zip(data.train.names, thr, strict=True))
+            yield Scored(scores, n_train=len(pos), n_val=len(vpos), reference=leads == "12",
+                         # Only runs that ask for subsets get the condition, so 12-lead rows stay as before.
+                         conditions={"leads": leads} if c.lead_subsets != ["12"] else {},
+                         facts=facts, metrics=metrics)

@@ -17,7 +17,7 @@ Rows are linear-probe rows plus ``noise_level`` (0 = clean) and ``leads`` (the s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import torch
@@ -25,14 +25,11 @@ from pydantic import Field, field_validator
 
 from ecgforge.augment.noise import PHYSIO_NOISE_LEVELS_MV, physio_noise
 from ecgforge.data.cache import Cache
-from ecgforge.evaluation.context import EvalContext
-from ecgforge.evaluation.features import per_record
+from ecgforge.evaluation.features import NamedTransform, per_record
+from ecgforge.evaluation.frozen import FeatureView, FrozenFeatureProtocol, Scored
 from ecgforge.evaluation.leads import LEAD_SUBSETS, LeadSubset, lead_subset_transform  # noqa: F401 (re-exported)
 from ecgforge.evaluation.probing import train_probe
 from ecgforge.evaluation.protocol import ProbeConfig
-from ecgforge.evaluation.rows import ResultRow
-from ecgforge.evaluation.scoring import PRIMARY, score_rows
-from ecgforge.evaluation.tasks import load_task
 
 
 class RobustnessConfig(ProbeConfig, extra="forbid", frozen=True):
@@ -70,7 +67,7 @@ def conditions(cfg: RobustnessConfig) -> list[tuple[int, str]]:
     return out
 
 
-def _transform(cache: Cache, level: int, leads: str, seed: int) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None:
+def _transform(cache: Cache, level: int, leads: str, seed: int) -> NamedTransform | None:
     """The named test-time transform of a condition (the name keys the feature cache), None when clean."""
     if level == 0 and leads == "12":
         return None
@@ -79,31 +76,15 @@ def _transform(cache: Cache, level: int, leads: str, seed: int) -> tuple[str, Ca
     return f"leads/{leads}", lead_subset_transform(list(cache.leads), leads)
 
 
-class Robustness:
-    def __init__(self, cfg: RobustnessConfig) -> None:
-        self.cfg = cfg
+class Robustness(FrozenFeatureProtocol):
+    Config = RobustnessConfig
+    cfg: RobustnessConfig
 
-    def run(self, ctx: EvalContext) -> list[ResultRow]:
-        c = self.cfg
-        data = load_task(ctx, "robustness", c.task, c.task_type, c.cache, c.train_split, c.val_split, c.test_split)
-        conds = conditions(c)
-        rows: list[ResultRow] = []
-        for init in c.inits:
-            for seed in c.seeds:
-                test = {cond: ctx.features.windows(init, seed, data.cache, data.test.indices,
-                                                   _transform(data.cache, *cond, c.noise_seed))[0] for cond in conds}
-                record_of = ctx.features.tiles(data.cache, data.test.indices).record_of
-                for frac in c.label_fractions:
-                    head, pos, vpos = train_probe(ctx, data, c, init, seed, frac)
-                    for level, leads in conds:
-                        scores = per_record(head.scores(test[(level, leads)]), record_of, len(data.test.indices))
-                        rows.append(ResultRow(
-                            kind="robustness", task=c.task, task_type=data.task_type, init=init, label_fraction=frac,
-                            seed=seed, split=c.test_split, primary=PRIMARY[data.task_type],
-                            reference=(level, leads) == (0, "12"), conditions={"noise_level": level, "leads": leads},
-                            n_train_records=int(len(pos)), n_val_records=int(len(vpos)),
-                            n_test_records=int(len(data.test.indices)),
-                            **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed,
-                                   records=data.test.indices, units=data.test_patients),
-                        ))
-        return rows
+    def score(self, view: FeatureView, fraction: float) -> Iterator[Scored]:
+        c, data = self.cfg, view.data
+        head, pos, vpos = train_probe(view, c, fraction)  # on clean, 12-lead inputs
+        for level, leads in conditions(c):
+            f_te, rec_te = view.windows("test", _transform(data.cache, level, leads, c.noise_seed))
+            yield Scored(per_record(head.scores(f_te), rec_te, len(data.test.indices)), n_train=len(pos),
+                         n_val=len(vpos), reference=(level, leads) == (0, "12"),
+                         conditions={"noise_level": level, "leads": leads})

@@ -10,6 +10,7 @@ from ecgforge.data.cache import Cache
 from ecgforge.data.splits import Targets, TaskType, label_fraction, patient_codes, task_targets
 from ecgforge.errors import UserError
 from ecgforge.evaluation.context import EvalContext
+from ecgforge.evaluation.protocol import TaskSpec
 
 
 @dataclass
@@ -60,17 +61,22 @@ class TaskData:
         return Targets(t.indices[chosen], t.y[chosen], t.names, t.task_type, 0)
 
 
-def load_task(ctx: EvalContext, protocol: str, task: str, task_type: TaskType | None, cache_path: str | None,
-              train_split: str, val_split: str | None, test_split: str) -> TaskData:
-    """Targets of ``task`` on the three splits (``val_split`` None: no validation records); a UserError naming
-    the protocol if train or test has no labelled record."""
-    cache = ctx.open_cache(cache_path)
-    tr = task_targets(cache, task, ctx.split(cache, train_split), task_type)
-    va_idx = ctx.split(cache, val_split) if val_split is not None else np.zeros(0, dtype=np.int64)
-    va = task_targets(cache, task, va_idx, tr.task_type)
-    te = task_targets(cache, task, ctx.split(cache, test_split), tr.task_type)
-    for name, t in ((train_split, tr), (test_split, te)):
+def load_task(ctx: EvalContext, spec: TaskSpec) -> TaskData:
+    """Targets of ``spec.task`` on its three splits (no validation records where ``spec.val_split`` is None).
+
+    A UserError naming the protocol if train or test has no labelled record, or if the task's type is not
+    one the protocol supports.
+    """
+    cache = ctx.open_cache(spec.cache)
+    tr = task_targets(cache, spec.task, ctx.split(cache, spec.train_split), spec.task_type)
+    va_idx = ctx.split(cache, spec.val_split) if spec.val_split is not None else np.zeros(0, dtype=np.int64)
+    va = task_targets(cache, spec.task, va_idx, tr.task_type)
+    te = task_targets(cache, spec.task, ctx.split(cache, spec.test_split), tr.task_type)
+    for name, t in ((spec.train_split, tr), (spec.test_split, te)):
         if len(t.indices) == 0:
-            raise UserError(f"{protocol} task {task!r}: split {name!r} has no labelled records")
+            raise UserError(f"{spec.protocol} task {spec.task!r}: split {name!r} has no labelled records")
+    if tr.task_type not in spec.task_types:
+        raise UserError(f"{spec.protocol} task {spec.task!r} is {tr.task_type}; {spec.protocol} scores "
+                        f"{' / '.join(sorted(spec.task_types))} tasks")
     codes = patient_codes(cache)
     return TaskData(cache, tr, va, te, codes[tr.indices], codes[va.indices], codes[te.indices])

@@ -36,9 +36,10 @@ class _AsJSON:
 def _protocol(cls: type, **cfg: object) -> _AsJSON:
     """``cls`` built from its config, as the registry builds it."""
     from ecgforge.evaluation import PROTOCOLS
+    from ecgforge.registry import build
 
     kind = next(k for k in PROTOCOLS if PROTOCOLS[k] is cls)
-    return _AsJSON(cls(PROTOCOLS.config(kind)(**cfg)))
+    return _AsJSON(build(PROTOCOLS, PROTOCOLS.config(kind)(**cfg)))
 
 
 FS = 100

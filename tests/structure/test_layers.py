@@ -2,7 +2,9 @@
 
 Every ``import`` of an ``ecgforge`` module in every file (lazy imports inside functions included; imports
 under ``if TYPE_CHECKING:`` aside, they never run) is resolved to a file, and each file belongs to a layer.
-A file may import its own layer or lower ones, never a higher one, and the file graph has no cycle.
+A file may import its own layer or lower ones, never a higher one, and the file graph has no cycle, not even
+through ``if TYPE_CHECKING:`` imports: two modules that need each other's types are one design knot, whether
+or not the import runs.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ LAYERS: dict[str, int] = {
 UI_ONLY = ("typer", "rich")
 
 
-def module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT).with_suffix("")
+def module_name(path: Path, root: Path = ROOT) -> str:
+    rel = path.relative_to(root).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
@@ -64,14 +66,15 @@ def _is_type_checking(node: ast.If) -> bool:
         isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
 
 
-def imports(path: Path) -> list[tuple[str, int]]:
-    """(imported module, line) for every import in ``path`` outside ``if TYPE_CHECKING`` blocks."""
+def imports(path: Path, *, type_checking: bool = False, root: Path = ROOT) -> list[tuple[str, int]]:
+    """(imported module, line) for every import in ``path``; those in ``if TYPE_CHECKING`` blocks only with
+    ``type_checking``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     skip: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and _is_type_checking(node):
+        if isinstance(node, ast.If) and _is_type_checking(node) and not type_checking:
             skip.update(id(n) for child in node.body for n in ast.walk(child))
-    me = module_name(path)
+    me = module_name(path, root)
     package = me if path.name == "__init__.py" else me.rpartition(".")[0]
     found = []
     for node in ast.walk(tree):
@@ -89,24 +92,25 @@ def imports(path: Path) -> list[tuple[str, int]]:
     return found
 
 
-def resolve(module: str) -> str | None:
-    """The ecgforge module (file) an imported name refers to, or None outside the package / not a module."""
-    if module != "ecgforge" and not module.startswith("ecgforge."):
+def resolve(module: str, pkg: Path = PKG) -> str | None:
+    """The module (file) of package ``pkg`` an imported name refers to, or None outside it / not a module."""
+    if module != pkg.name and not module.startswith(pkg.name + "."):
         return None
     parts = module.split(".")
-    path = ROOT.joinpath(*parts)
+    path = pkg.parent.joinpath(*parts)
     if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
         return module
     return None
 
 
-def graph() -> dict[str, set[tuple[str, int]]]:
+def graph(pkg: Path = PKG, *, type_checking: bool = False) -> dict[str, set[tuple[str, int]]]:
+    """Module -> {(imported module of ``pkg``, line)}; with ``type_checking``, ``if TYPE_CHECKING`` imports too."""
     edges: dict[str, set[tuple[str, int]]] = {}
-    for path in sorted(PKG.rglob("*.py")):
-        me = module_name(path)
+    for path in sorted(pkg.rglob("*.py")):
+        me = module_name(path, pkg.parent)
         edges[me] = set()
-        for name, line in imports(path):
-            target = resolve(name)
+        for name, line in imports(path, type_checking=type_checking, root=pkg.parent):
+            target = resolve(name, pkg)
             if target is not None and target != me:
                 edges[me].add((target, line))
     return edges
@@ -128,20 +132,21 @@ def test_no_import_goes_up_a_layer() -> None:
     assert not bad, "imports against the layering:\n" + "\n".join(sorted(bad))
 
 
-def test_no_import_cycle() -> None:
-    edges = {k: {d for d, _ in v} for k, v in graph().items()}
+def cycles(pkg: Path = PKG) -> list[list[str]]:
+    """Import cycles among the files of ``pkg``, ``if TYPE_CHECKING`` imports included."""
+    edges = {k: {d for d, _ in v} for k, v in graph(pkg, type_checking=True).items()}
     # The package __init__ of a module is imported with it at run time but is not a dependency of its code;
     # an __init__ that imports its submodules (a table, a union) would otherwise make every sibling a cycle.
     state: dict[str, int] = {}
     stack: list[str] = []
-    cycles: list[list[str]] = []
+    found: list[list[str]] = []
 
     def visit(node: str) -> None:
         state[node] = 1
         stack.append(node)
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                found.append(stack[stack.index(nxt):] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -150,7 +155,24 @@ def test_no_import_cycle() -> None:
     for node in sorted(edges):
         if node not in state:
             visit(node)
-    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+    return found
+
+
+def test_no_import_cycle() -> None:
+    found = cycles()
+    assert not found, "import cycles:\n" + "\n".join(" -> ".join(c) for c in found)
+
+
+def test_a_cycle_through_type_only_imports_is_found(tmp_path: Path) -> None:
+    pkg = tmp_path / "knot"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "context.py").write_text("from knot.features import FeatureCache\n")
+    (pkg / "features.py").write_text("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
+                                     "    from knot.context import EvalContext\n")
+    assert cycles(pkg) == [["knot.context", "knot.features", "knot.context"]]
+    (pkg / "features.py").write_text("from typing import Protocol\n")
+    assert cycles(pkg) == []
 
 
 def test_ui_libraries_stay_in_the_ui() -> None:
