@@ -120,7 +120,7 @@ class _Flight:
         if path not in self.caches:
             self.caches[path] = None
             if not Path(path).is_file() and not self.strict:
-                self.notes.append(f"{where}: {path} not built yet: its tasks and leakage not checked")
+                self.notes.append(f"{where}: {path} not built yet: its tasks and leakage not checked (run checks them)")
             else:
                 try:
                     self.caches[path] = self.open_cache(path)
@@ -196,9 +196,9 @@ class _Flight:
     def leakage(self, cache: Cache) -> dict[str, Any] | None:
         if self.unreadable:
             return None
-        if any(c is None for c in self.caches.values()):
-            self.notes.append("leakage not checked: an evaluation cache is not built yet (run checks it)")
+        if any(c is None for c in self.caches.values()):  # not built yet: noted by `cache_at`
             return None
+        # Every cache the leakage check opens is open by now (`cache_at` returns it, or the data cache).
         lines, allowed = check_leakage(self.recipe, cache, self.source, lambda p: self.cache_at("", p, cache))
         self.problems += lines
         return allowed
