@@ -103,12 +103,14 @@ def run(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing run directory")] = False,
 ) -> None:
     """Pretrain and evaluate as the recipe says; writes the run directory, ending with results.json."""
-    from ecgforge.app.recipes import load_run_recipe
+    from ecgforge.app import preflight
+
+    r = preflight.load_recipe(recipe, set_ or [])
+    preflight.check(r, str(recipe))  # before the run directory is touched; with the cache in Run.run
     from ecgforge.app.run import Run
     from ecgforge.rundir import RunLock, prepare_run_dir
     from ecgforge.ui.console import RichReporter
 
-    r = load_run_recipe(recipe, set_ or [])
     run_dir = out_dir or Path("runs") / r.name
     runner = Run(r, run_dir, resume=resume, reporter=RichReporter(err), recipe_text=recipe.read_text(encoding="utf-8"),
                  source=str(recipe))
@@ -137,32 +139,26 @@ def validate(
     recipes: Annotated[list[Path], typer.Argument(help="run or cache recipes")],
     set_: SetOpt = None,
 ) -> None:
-    """Validate recipes without running them (exit 0 when all are valid, 2 otherwise)."""
+    """Validate recipes without running them: the schema, then a run recipe's pre-flight (splits, tasks and
+    leakage against its cache where it is built). Exit 0 when all are valid, 2 otherwise."""
+    from ecgforge.app import preflight
     from ecgforge.config_files import RecipeError, is_cache_recipe
-    from ecgforge.data.cache_spec import load_cache_recipe
 
     failed = 0
     for path in recipes:
         try:
-            kind = "cache recipe" if is_cache_recipe(path) else "recipe"
-            if kind == "cache recipe":  # torch-free: a cache recipe never needs the model libraries
-                loaded = load_cache_recipe(path, set_ or [])
+            notes: list[str] = []
+            if is_cache_recipe(path):  # torch-free: a cache recipe never needs the model libraries
+                from ecgforge.data.cache_spec import load_cache_recipe
+
+                kind = "cache recipe"
+                with preflight.naming_component_errors(path):
+                    load_cache_recipe(path, set_ or [])
             else:
-                from ecgforge.app.recipes import load_run_recipe
-
-                loaded = load_run_recipe(path, set_ or [])
-            build = getattr(getattr(loaded, "data", None), "build", None)
-            if build is not None:  # the cache recipe a run would build from must exist and be valid too
-                try:
-                    load_cache_recipe(build)
-                except RecipeError as exc:
-                    raise RecipeError(f"{path}: data.build: {str(exc).splitlines()[0]}") from None
-            note = ""
-            if kind == "recipe":
-                from ecgforge.app.leakage import validate_leakage
-
-                note = validate_leakage(loaded, str(path))
-            out.print(f"[green]ok[/] {path} ({kind}){note}")
+                kind = "recipe"
+                notes = preflight.validate(preflight.load_recipe(path, set_ or []), str(path)).notes
+            out.print(f"[green]ok[/] {escape(str(path))} ({kind})" + "".join(f"; {escape(n)}" for n in notes),
+                      highlight=False, soft_wrap=True)
         except RecipeError as exc:
             failed += 1
             for line in str(exc).splitlines():

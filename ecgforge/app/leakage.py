@@ -7,8 +7,9 @@ Two checks, for every ``[[eval]]`` table, on the splits as the run selects them 
   also across caches (PTB-XL ECGs inside a CinC cache are the same ECGs as in a PTB-XL cache);
 - ``train`` / ``test``: the patients of the table's training split against its test split.
 
-Any overlap stops ``ecgforge validate`` / ``run`` / ``eval`` with one line naming the two splits and the count,
-unless ``data.allow_overlap`` names both roles (with ``allow_overlap_reason``); then results.json records it.
+Any overlap stops ``ecgforge validate`` / ``run`` / ``eval`` (in their pre-flight, ``app.preflight``) with one
+line per overlap naming the two splits and the count, unless ``data.allow_overlap`` names both roles (with
+``allow_overlap_reason``); then results.json records it.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ecgforge.config_files import RecipeError
 from ecgforge.data.cache import Cache
 from ecgforge.data.leakage import n_shared, patient_keys, record_keys
 from ecgforge.data.splits import select
-from ecgforge.recipe import Recipe
+
+if TYPE_CHECKING:  # importing the schema builds the config unions; `preflight.load_recipe` does that first
+    from ecgforge.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,13 @@ class Overlap:
     count: int
     eval_index: int
 
-    def line(self) -> str:
+    def pair(self) -> str:
         (ra, rb), (sa, sb) = self.roles, self.splits
-        return (f"eval[{self.eval_index}]: {ra} split {sa!r} and {rb} split {sb!r} share {self.count} {self.unit}")
+        return f"{ra} split {sa!r} and {rb} split {sb!r} share {self.count} {self.unit}"
+
+    def line(self) -> str:
+        """As results.json's ``allowed_overlap`` records it."""
+        return f"eval[{self.eval_index}]: {self.pair()}"
 
 
 def _test_split(ev: Any) -> str | None:
@@ -86,29 +91,16 @@ def find_overlaps(recipe: Recipe, cache: Cache, open_cache: Callable[[str], Cach
 
 
 def check_leakage(recipe: Recipe, cache: Cache, source: str,
-                  open_cache: Callable[[str], Cache] = Cache) -> dict[str, Any] | None:
-    """Refuse (RecipeError, one line) an overlap the recipe does not allow; return what results.json records
-    of the allowed ones (``allowed_overlap``), None when there is none."""
+                  open_cache: Callable[[str], Cache] = Cache) -> tuple[list[str], dict[str, Any] | None]:
+    """(one line per overlap the recipe does not allow, ``FILE: eval[i]: leakage: ...``; what results.json
+    records of the allowed ones as ``allowed_overlap``, None when there is none). The pre-flight
+    (``app.preflight``) reports the lines with its other problems."""
     d = recipe.data
     found = find_overlaps(recipe, cache, functools.cache(open_cache))  # each other cache opened once
-    refused = [o for o in found if not set(o.roles) <= set(d.allow_overlap)]
-    if refused:
-        o = refused[0]
-        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
-        raise RecipeError(f"{source}: leakage: {o.line()}{more}; make them disjoint or set data.allow_overlap = "
-                          f"{json.dumps(list(o.roles))} with data.allow_overlap_reason")
-    if not found:
-        return None
-    return {"roles": list(d.allow_overlap), "reason": d.allow_overlap_reason, "overlaps": [o.line() for o in found]}
-
-
-def validate_leakage(recipe: Recipe, source: str) -> str:
-    """``ecgforge validate``'s leakage check: raises as `check_leakage` where the caches exist; otherwise the
-    note that it runs when the run has built them (a recipe is valid before its cache is built)."""
-    paths = [recipe.data.cache, *(p for ev in recipe.eval for p in (getattr(ev, "cache", None),
-                                                                     getattr(ev, "train_cache", None)) if p)]
-    absent = [p for p in dict.fromkeys(paths) if not Path(p).is_file()]
-    if absent:
-        return f"; leakage not checked: {', '.join(absent)} not built yet (run checks it)"
-    allowed = check_leakage(recipe, Cache(recipe.data.cache), source)
-    return f"; allowed overlap: {'; '.join(allowed['overlaps'])}" if allowed else ""
+    refused = [f"{source}: eval[{o.eval_index}]: leakage: {o.pair()}; make them disjoint or set data.allow_overlap = "
+               f"{json.dumps(list(o.roles))} with data.allow_overlap_reason"
+               for o in found if not set(o.roles) <= set(d.allow_overlap)]
+    if refused or not found:
+        return refused, None
+    return [], {"roles": list(d.allow_overlap), "reason": d.allow_overlap_reason,
+                "overlaps": [o.line() for o in found]}

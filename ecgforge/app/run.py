@@ -20,8 +20,8 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
+from ecgforge.app import preflight
 from ecgforge.app.guard import worse_than_random
-from ecgforge.app.leakage import check_leakage
 from ecgforge.app.recipes import load_run_recipe, resolve_splits
 from ecgforge.config_files import to_toml_dict
 from ecgforge.data.cache import Cache, CacheError
@@ -179,10 +179,11 @@ class Run:
     def run(self) -> dict[str, Any]:
         r = self.recipe
         set_seed(r.seed)
+        preflight.check(r, self.source)  # before the cache is built: what the recipe alone gets wrong
         cache = self.ensure_cache()
         r = self.recipe = resolve_splits(r, cache, self.reporter.note)  # a suite on a subset of its folds
-        # Before any training: a recipe that tests on what it trains on is refused here, not reported later.
-        allowed_overlap = check_leakage(r, cache, self.source)
+        # Before any training: splits, tasks and leakage against the cache, refused here, not at evaluation.
+        allowed_overlap = preflight.check(r, self.source, cache).allowed_overlap
         self.write_run_files(cache)
         t0 = time.perf_counter()
         # Fresh, or the saved weights of [model] init (contract checked against this cache, strict load).
@@ -242,7 +243,7 @@ def evaluate_run(run_dir: Path, overrides: list[str], reporter: Reporter | None 
     cache = Cache(r.data.cache, in_memory=r.data.in_memory)
     r = resolve_splits(r, cache, reporter.note)
     check_contract(meta, fs_hz=cache.fs_hz, leads=list(cache.leads), source=str(cache.path))
-    allowed_overlap = check_leakage(r, cache, str(resolved))
+    allowed_overlap = preflight.check(r, str(resolved), cache).allowed_overlap
     with RunLock(run_dir):
         warnings: list[str] = []
         rows = evaluate(r, cache, encoder, default_device(), reporter, run_dir, warnings)

@@ -372,16 +372,19 @@ def check_refused(mutation: str, recipe: Path, args: list[str], path: tuple[str 
     assert named, f"{args}: no line names {dotted(path or ())}: {lines}"
 
 
-def command(recipe: Path, mutated: Path, draw: st.DrawFn, overrides: list[str]) -> list[str]:
+def command(recipe: Path, mutated: Path, draw: st.DrawFn, overrides: list[str], check: Any = None) -> list[str]:
     """``validate``, or the command that would act on the recipe (``run`` / ``cache build``).
 
-    The acting command is chosen only when the recipe is certainly refused (checked first), so that a
+    The acting command is chosen only when the recipe is certainly refused (checked first: by the schema, and
+    by ``check(recipe, source)`` where given, the pre-flight run does before the cache is built), so that a
     mutation the schema accepts fails this test instead of starting a training run or a build.
     """
     is_cache = recipe in CACHE_RECIPES
     loader = load_cache_recipe if is_cache else load_recipe
     try:
-        loader(mutated, overrides)
+        loaded = loader(mutated, overrides)
+        if check is not None:
+            check(loaded, str(mutated))
         refused = False
     except RecipeError:
         refused = True
@@ -497,8 +500,28 @@ def test_unknown_kind(recipe: Path, via: str, scratch: Path, data: st.DataObject
     _mutate_and_check("unknown kind", recipe, via, scratch, data, node.path, kind)
 
 
+@pytest.mark.parametrize("recipe", RUN_RECIPES, ids=lambda p: p.relative_to(ROOT).as_posix())
+@pytest.mark.parametrize("via", ["file", "set"])
+@EXAMPLES
+@given(data=st.data())
+def test_misspelled_split_name(recipe: Path, via: str, scratch: Path, data: st.DataObject) -> None:
+    """A split an ``[[eval]]`` table (or pretraining) names, misspelled: the schema accepts the string, the
+    pre-flight refuses it, and ``run`` does so before it builds the cache or makes the run directory."""
+    from ecgforge.app import preflight
+
+    loaded = load_recipe(recipe)
+    splits = loaded.data.splits
+    uses = [(("eval", i, f), name) for i, ev in enumerate(loaded.eval) for f, name in preflight.split_fields(ev).items()]
+    if loaded.ssl is not None:
+        uses.append((("data", "pretrain_split"), loaded.data.pretrain_split))
+    path, name = data.draw(st.sampled_from(uses))
+    typo = data.draw(misspelling(name))
+    assume(typo not in splits and typo.strip() == typo and typo)
+    _mutate_and_check("misspelled split name", recipe, via, scratch, data, path, typo, preflight.check)
+
+
 def _mutate_and_check(mutation: str, recipe: Path, via: str, scratch: Path, data: st.DataObject,
-                      path: tuple[str | int, ...], value: Any) -> None:
+                      path: tuple[str | int, ...], value: Any, check: Any = None) -> None:
     target = _target(recipe, scratch)
     raw = tomllib.loads(recipe.read_text(encoding="utf-8"))
     overrides = []
@@ -507,7 +530,8 @@ def _mutate_and_check(mutation: str, recipe: Path, via: str, scratch: Path, data
     else:
         overrides = [f"{dotted(path)}={toml_value(value)}"]
     target.write_text(tomli_w.dumps(raw))
-    check_refused(mutation, target, command(recipe, target, data.draw, overrides), path)
+    check_refused(mutation, target, command(recipe, target, data.draw, overrides, check), path)
+    assert not (target.parent / "run").exists()  # a refused run makes no run directory
 
 
 @pytest.mark.parametrize("recipe", ALL_RECIPES, ids=lambda p: p.relative_to(ROOT).as_posix())
