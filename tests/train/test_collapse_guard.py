@@ -68,8 +68,8 @@ def test_collapsing_objective_trips_the_monitor_and_the_guard(tiny_cache: Path, 
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     real_build = loop.build
 
-    def build(table: Any, cfg: Any, **context: Any) -> Any:
-        return Collapse(context["encoder"]) if table is OBJECTIVES else real_build(table, cfg, **context)
+    def build(table: Any, cfg: Any, ctx: Any = None) -> Any:
+        return Collapse(ctx.encoder) if table is OBJECTIVES else real_build(table, cfg, ctx)
 
     monkeypatch.setattr(loop, "build", build)
     r = recipe_dict(tiny_cache, max_steps=4, epochs=10)
