@@ -8,9 +8,9 @@ case here. Progress goes to a `Reporter` (``ecgforge.progress``), which the loop
 
 `Trainer` takes the run's plan (window, split indices, build context: ``rundir.RunPlan``) and directory
 (``rundir.RunDir``: where checkpoints go and which is the last complete one). It is set up once (``setup``),
-may continue from the last checkpoint (``resume``), then ``fit`` runs ``step`` per batch, ``log`` per log window and ``save_checkpoint`` per checkpoint interval. A resumed run is
-bit-identical to an uninterrupted one: every process's RNG states, the data order (``EpochSampler``) and
-the log window travel in the checkpoint.
+may continue from the last checkpoint (``resume``), then ``fit`` runs ``step`` per batch, ``log`` per log
+window and ``save_checkpoint`` per checkpoint interval. A resumed run is bit-identical to an uninterrupted
+one: every process's RNG states, the data order (``EpochSampler``) and the log window travel in the checkpoint.
 """
 
 from __future__ import annotations
