@@ -115,15 +115,16 @@ def run_baseline(r: dict[str, Any], device: str, warmup: int) -> tuple[float, fl
     from ecgforge.encoders import ENCODERS
     from ecgforge.objectives import OBJECTIVES
     from ecgforge.recipe import Recipe
-    from ecgforge.registry import build
+    from ecgforge.registry import BuildContext, build
     from ecgforge.train.loop import EpochSampler
 
     rec = Recipe.model_validate(r)
     torch.manual_seed(0)
     cache = Cache(r["data"]["cache"], in_memory=True)
     window = int(round(rec.data.window_s * cache.fs_hz))
-    objective = build(OBJECTIVES, rec.ssl, encoder=build(ENCODERS, rec.model.encoder),
-                      fs_hz=cache.fs_hz, window=window, n_leads=cache.n_leads).to(device)
+    ctx = BuildContext(encoder=build(ENCODERS, rec.model.encoder), fs_hz=cache.fs_hz, window=window,
+                       n_leads=cache.n_leads)
+    objective = build(OBJECTIVES, rec.ssl, ctx).to(device)
     if rec.train.compile:
         objective.encoder = torch.compile(objective.encoder)
     opt = torch.optim.Adam(objective.parameters(), lr=1e-3)

@@ -173,16 +173,15 @@ def validate(
 
 @app.command("list")
 def list_(as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False) -> None:
-    """The registered component kinds per category."""
-    from ecgforge.app.catalog import kinds
+    """The registered component kinds per category, with the package each comes from (plugins included)."""
+    from ecgforge.app.catalog import kinds, origins
 
-    table = kinds()
     if as_json:
-        print(json.dumps(table))
+        print(json.dumps(kinds()))
         return
     from ecgforge.ui.console import kinds_table
 
-    out.print(kinds_table(table))
+    out.print(kinds_table(origins()))
 
 
 # ---------------------------------------------------------------------------------------- eval, report

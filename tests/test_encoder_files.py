@@ -276,10 +276,11 @@ def test_import_ecgforge_stays_cheap() -> None:
 def test_fairseq_checkpoint_loads_exports_and_embeds_the_same(tmp_path: Path) -> None:
     """A fine-tuned fairseq-signals layout (w2v_encoder.w2v_model.*, old weight norm, head) through load_encoder."""
     from ecgforge.encoders.wav2vec2 import Wav2Vec2, Wav2Vec2Config
+    from ecgforge.registry import BuildContext
 
     cfg = Wav2Vec2Config(conv_layers=[(32, 2, 2)] * 3, layers=2, dim=64, heads=1, ffn_dim=128, conv_pos=8,
                          conv_pos_groups=4)
-    ref = Wav2Vec2.from_config(cfg).eval()
+    ref = Wav2Vec2(cfg, BuildContext()).eval()
     theirs = {}
     for k, v in ref.state_dict().items():
         k = k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v")

@@ -1,4 +1,5 @@
-"""Every component table by category: what ``ecgforge list`` prints (reading no component module)."""
+"""Every component table by category: what ``ecgforge list`` prints (reading no component module: the kinds
+and the packages they come from are known from the tables' strings and the installed entry points)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,9 @@ CATEGORIES: dict[str, Table] = {
 def kinds() -> dict[str, list[str]]:
     """Category -> registered kinds."""
     return {name: sorted(table) for name, table in CATEGORIES.items()}
+
+
+def origins() -> dict[str, dict[str, str]]:
+    """Category -> ``{kind: package}``, sorted by kind: ``"ecgforge"`` for built-in kinds, else the installed
+    distribution whose ``ecgforge.components`` entry point registers it."""
+    return {name: {kind: table.origin(kind) for kind in sorted(table)} for name, table in CATEGORIES.items()}

@@ -2,8 +2,9 @@
 
 Every augmentation is an ``nn.Module`` drawing from torch's global generator on ``x.device``, independently
 per sample, with a probability ``p`` of being applied to each sample. Modules that need the sampling rate
-take the run-context keyword ``fs_hz``. Add one: write it next to its family (or in a new file) with its
-``<Name>Config``, then add one line to the table.
+read ``ctx.need("fs_hz")``. Add one: write it next to its family (or in a new file) with its ``<Name>Config``
+(``Config = <Name>Config``, built as ``cls(cfg, ctx)``), then add one line to the table; CONTRIBUTING.md shows a
+whole file (a polarity flip).
 """
 
 from ecgforge.registry import Table

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, model_validator
 from torch import Tensor, nn
 
 from ecgforge.augment.noise import apply_with_probability
+from ecgforge.registry import BuildContext
 
 
 def _log_uniform(shape: tuple[int, ...], lo: float, hi: float, device: torch.device) -> Tensor:
@@ -36,14 +37,16 @@ class AmplitudeScaleConfig(BaseModel, extra="forbid", frozen=True):
 class AmplitudeScale(nn.Module):
     """Multiply each sample (all leads alike) by one log-uniform gain in [min_scale, max_scale]."""
 
-    def __init__(self, min_scale: float = 0.5, max_scale: float = 2.0, p: float = 1.0) -> None:
+    Config = AmplitudeScaleConfig
+
+    def __init__(self, cfg: AmplitudeScaleConfig, ctx: BuildContext) -> None:
         super().__init__()
-        self.min_scale, self.max_scale, self.p = min_scale, max_scale, p
+        self.cfg = cfg
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, L, T) -> (B, L, T)."""
-        gain = _log_uniform((x.shape[0], 1, 1), self.min_scale, self.max_scale, x.device).to(x.dtype)
-        return apply_with_probability(x, x * gain, self.p)
+        gain = _log_uniform((x.shape[0], 1, 1), self.cfg.min_scale, self.cfg.max_scale, x.device).to(x.dtype)
+        return apply_with_probability(x, x * gain, self.cfg.p)
 
 
 class ChannelResizeConfig(BaseModel, extra="forbid", frozen=True):
@@ -65,11 +68,14 @@ class ChannelResize(nn.Module):
     Breaks the linear relations between limb leads (III = II − I): intended, as in ESS.
     """
 
-    def __init__(self, min_scale: float = 0.5, max_scale: float = 2.0, p: float = 1.0) -> None:
+    Config = ChannelResizeConfig
+
+    def __init__(self, cfg: ChannelResizeConfig, ctx: BuildContext) -> None:
         super().__init__()
-        self.min_scale, self.max_scale, self.p = min_scale, max_scale, p
+        self.cfg = cfg
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, L, T) -> (B, L, T)."""
-        gain = _log_uniform((x.shape[0], x.shape[1], 1), self.min_scale, self.max_scale, x.device).to(x.dtype)
-        return apply_with_probability(x, x * gain, self.p)
+        shape = (x.shape[0], x.shape[1], 1)
+        gain = _log_uniform(shape, self.cfg.min_scale, self.cfg.max_scale, x.device).to(x.dtype)
+        return apply_with_probability(x, x * gain, self.cfg.p)

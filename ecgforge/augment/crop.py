@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, model_validator
 from torch import Tensor, nn
 
 from ecgforge.augment.noise import apply_with_probability
+from ecgforge.registry import BuildContext
 
 
 class RandomResizedCropConfig(BaseModel, extra="forbid", frozen=True):
@@ -36,14 +37,17 @@ class RandomResizedCrop(nn.Module):
     so the crop spans scale·(T − 1) sample intervals and scale = 1 is exactly the identity.
     """
 
-    def __init__(self, min_scale: float = 0.5, max_scale: float = 1.0, p: float = 1.0) -> None:
+    Config = RandomResizedCropConfig
+
+    def __init__(self, cfg: RandomResizedCropConfig, ctx: BuildContext) -> None:
         super().__init__()
-        self.min_scale, self.max_scale, self.p = min_scale, max_scale, p
+        self.cfg = cfg
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, L, T) -> (B, L, T)."""
         b, n_leads, t_len = x.shape
-        scale = self.min_scale + (self.max_scale - self.min_scale) * torch.rand(b, 1, device=x.device)
+        lo, hi = self.cfg.min_scale, self.cfg.max_scale
+        scale = lo + (hi - lo) * torch.rand(b, 1, device=x.device)
         start = torch.rand(b, 1, device=x.device) * (1 - scale) * (t_len - 1)
         # (B, T) source position of each output sample, in input samples.
         u = start + scale * torch.arange(t_len, device=x.device, dtype=torch.float32)
@@ -53,7 +57,7 @@ class RandomResizedCrop(nn.Module):
         # gather on a (B, L, T) index: a batched linear interpolation with no loop over samples.
         x0 = x.gather(2, i0[:, None, :].expand(b, n_leads, t_len))
         x1 = x.gather(2, i1[:, None, :].expand(b, n_leads, t_len))
-        return apply_with_probability(x, x0 + w * (x1 - x0), self.p)
+        return apply_with_probability(x, x0 + w * (x1 - x0), self.cfg.p)
 
 
 class TimeOutConfig(BaseModel, extra="forbid", frozen=True):
@@ -73,16 +77,17 @@ class TimeOut(nn.Module):
     """Zero a contiguous span of round(frac·T) samples, frac ~ U(min_frac, max_frac), at a uniform position
     inside the window, in every lead."""
 
-    def __init__(self, min_frac: float = 0.0, max_frac: float = 0.5, p: float = 1.0) -> None:
+    Config = TimeOutConfig
+
+    def __init__(self, cfg: TimeOutConfig, ctx: BuildContext) -> None:
         super().__init__()
-        self.min_frac, self.max_frac, self.p = min_frac, max_frac, p
+        self.cfg = cfg
 
     def span_mask(self, b: int, t_len: int, device: torch.device | str) -> Tensor:
         """(B, T) bool, True on the zeroed span of each sample."""
         # float64 so that frac·T rounds to the intended integer (0.3 in float32 is 0.30000001).
-        frac = self.min_frac + (self.max_frac - self.min_frac) * torch.rand(
-            b, 1, device=device, dtype=torch.float64
-        )
+        lo, hi = self.cfg.min_frac, self.cfg.max_frac
+        frac = lo + (hi - lo) * torch.rand(b, 1, device=device, dtype=torch.float64)
         length = (frac * t_len).round().long()
         start = (torch.rand(b, 1, device=device, dtype=torch.float64) * (t_len - length + 1)).floor().long()
         start = torch.minimum(start, t_len - length)  # rand < 1, but guard the float edge
@@ -92,4 +97,4 @@ class TimeOut(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x (B, L, T) -> (B, L, T)."""
         mask = self.span_mask(x.shape[0], x.shape[-1], x.device)
-        return apply_with_probability(x, x.masked_fill(mask[:, None, :], 0), self.p)
+        return apply_with_probability(x, x.masked_fill(mask[:, None, :], 0), self.cfg.p)

@@ -10,6 +10,8 @@ import torch
 from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
+from ecgforge.registry import BuildContext
+
 
 class RandomLeadMaskConfig(BaseModel, extra="forbid", frozen=True):
     kind: Literal["random_lead_mask"] = "random_lead_mask"
@@ -28,19 +30,21 @@ class RandomLeadMask(nn.Module):
     not know which leads are missing in the record, so the lead it keeps may be one that is already zero.
     """
 
-    def __init__(self, p_lead: float = 0.5, keep_at_least_one: bool = False, p: float = 1.0) -> None:
+    Config = RandomLeadMaskConfig
+
+    def __init__(self, cfg: RandomLeadMaskConfig, ctx: BuildContext) -> None:
         super().__init__()
-        self.p_lead, self.keep_at_least_one, self.p = p_lead, keep_at_least_one, p
+        self.cfg = cfg
 
     def sample_mask(self, b: int, device: torch.device | str, n_leads: int = 12) -> Tensor:
         """(B, n_leads) bool, True where the lead is zeroed. Draws from torch's global generator on ``device``."""
-        mask = torch.rand(b, n_leads, device=device) < self.p_lead
-        if self.keep_at_least_one:
+        mask = torch.rand(b, n_leads, device=device) < self.cfg.p_lead
+        if self.cfg.keep_at_least_one:
             keep = torch.randint(n_leads, (b,), device=device)
             all_masked = mask.all(dim=1)
             mask[all_masked, keep[all_masked]] = False
-        if self.p < 1.0:
-            mask &= (torch.rand(b, device=device) < self.p)[:, None]
+        if self.cfg.p < 1.0:
+            mask &= (torch.rand(b, device=device) < self.cfg.p)[:, None]
         return mask
 
     def forward(self, x: Tensor) -> Tensor:

@@ -27,6 +27,8 @@ import torch
 from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
+from ecgforge.registry import BuildContext
+
 # Cmax in mV of (baseline wander, electrode motion, powerline, baseline shift) per noise level of Mehari &
 # Strodthoff's robustness test (ecg-selfsupervised eval.py, ``t_params_by_level``: bw/em/pl/bs_cmax).
 PHYSIO_NOISE_LEVELS_MV: dict[int, tuple[float, float, float, float]] = {
@@ -240,13 +242,15 @@ class GaussianNoiseConfig(BaseModel, extra="forbid", frozen=True):
 class GaussianNoise(nn.Module):
     """Additive white Gaussian noise, i.i.d. over leads and time (ESS ``GaussianNoise``)."""
 
-    def __init__(self, std_mv: float = 0.05, p: float = 1.0) -> None:
+    Config = GaussianNoiseConfig
+
+    def __init__(self, cfg: GaussianNoiseConfig, ctx: BuildContext) -> None:
         super().__init__()
-        self.std_mv, self.p = std_mv, p
+        self.cfg = cfg
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, L, T) mV -> (B, L, T) mV."""
-        return apply_with_probability(x, x + self.std_mv * torch.randn_like(x), self.p)
+        return apply_with_probability(x, x + self.cfg.std_mv * torch.randn_like(x), self.cfg.p)
 
 
 # Defaults of the four physiological modules: the t_params of ESS's pretraining scripts (custom_simclr_bolts.py
@@ -264,29 +268,17 @@ class BaselineWanderConfig(BaseModel, extra="forbid", frozen=True):
 class BaselineWander(nn.Module):
     """Low-frequency baseline wander (< ``cutoff_hz``), equal on every lead, see ``baseline_wander_noise``."""
 
-    def __init__(
-        self,
-        fs_hz: float,
-        max_mv: float = 0.1,
-        cutoff_hz: float = 0.5,
-        n_components: int = 50,
-        p: float = 1.0,
-    ) -> None:
+    Config = BaselineWanderConfig
+
+    def __init__(self, cfg: BaselineWanderConfig, ctx: BuildContext) -> None:
         super().__init__()
-        self.fs_hz, self.max_mv, self.cutoff_hz, self.n_components, self.p = (
-            fs_hz,
-            max_mv,
-            cutoff_hz,
-            n_components,
-            p,
-        )
+        self.cfg, self.fs_hz = cfg, ctx.need("fs_hz")  # of the cache
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, L, T) mV -> (B, L, T) mV."""
-        noise = baseline_wander_noise(
-            tuple(x.shape), self.fs_hz, self.max_mv, self.cutoff_hz, self.n_components, x.device
-        )
-        return apply_with_probability(x, x + noise.to(x.dtype), self.p)
+        c = self.cfg
+        noise = baseline_wander_noise(tuple(x.shape), self.fs_hz, c.max_mv, c.cutoff_hz, c.n_components, x.device)
+        return apply_with_probability(x, x + noise.to(x.dtype), c.p)
 
 
 class PowerlineConfig(BaseModel, extra="forbid", frozen=True):
@@ -300,18 +292,18 @@ class PowerlineConfig(BaseModel, extra="forbid", frozen=True):
 class Powerline(nn.Module):
     """Mains interference at 50 or 60 Hz and its harmonics, see ``powerline_noise``."""
 
-    def __init__(
-        self, fs_hz: float, max_mv: float = 0.2, freq_hz: float = 50, n_harmonics: int = 3, p: float = 1.0
-    ) -> None:
+    Config = PowerlineConfig
+
+    def __init__(self, cfg: PowerlineConfig, ctx: BuildContext) -> None:
         super().__init__()
-        self.fs_hz, self.max_mv, self.freq_hz, self.n_harmonics, self.p = (
-            fs_hz, max_mv, float(freq_hz), n_harmonics, p,
-        )  # fmt: skip
+        self.cfg, self.fs_hz = cfg, ctx.need("fs_hz")  # of the cache
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, L, T) mV -> (B, L, T) mV."""
-        noise = powerline_noise(tuple(x.shape), self.fs_hz, self.max_mv, self.freq_hz, self.n_harmonics, x.device)
-        return apply_with_probability(x, x + noise.to(x.dtype), self.p)
+        c = self.cfg
+        # float: the harmonic frequencies are then a float tensor (an int Literal would make them integers).
+        noise = powerline_noise(tuple(x.shape), self.fs_hz, c.max_mv, float(c.freq_hz), c.n_harmonics, x.device)
+        return apply_with_probability(x, x + noise.to(x.dtype), c.p)
 
 
 class ElectrodeMotionConfig(BaseModel, extra="forbid", frozen=True):
@@ -323,14 +315,16 @@ class ElectrodeMotionConfig(BaseModel, extra="forbid", frozen=True):
 class ElectrodeMotion(nn.Module):
     """White Gaussian noise of random strength (electrode motion / EMG), see ``electrode_motion_noise``."""
 
-    def __init__(self, fs_hz: float, max_mv: float = 0.5, p: float = 1.0) -> None:
+    Config = ElectrodeMotionConfig
+
+    def __init__(self, cfg: ElectrodeMotionConfig, ctx: BuildContext) -> None:
         super().__init__()
-        self.fs_hz, self.max_mv, self.p = fs_hz, max_mv, p
+        self.cfg, self.fs_hz = cfg, ctx.need("fs_hz")  # of the cache
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, L, T) mV -> (B, L, T) mV."""
-        noise = electrode_motion_noise(tuple(x.shape), self.fs_hz, self.max_mv, x.device)
-        return apply_with_probability(x, x + noise.to(x.dtype), self.p)
+        noise = electrode_motion_noise(tuple(x.shape), self.fs_hz, self.cfg.max_mv, x.device)
+        return apply_with_probability(x, x + noise.to(x.dtype), self.cfg.p)
 
 
 class BaselineShiftConfig(BaseModel, extra="forbid", frozen=True):
@@ -346,26 +340,16 @@ class BaselineShiftConfig(BaseModel, extra="forbid", frozen=True):
 class BaselineShift(nn.Module):
     """Step changes of the baseline over random spans, see ``baseline_shift_noise``."""
 
-    def __init__(
-        self,
-        fs_hz: float,
-        max_mv: float = 1.0,
-        max_segments_per_s: float = 0.3,
-        mean_segment_s: float = 3.0,
-        p: float = 1.0,
-    ) -> None:
+    Config = BaselineShiftConfig
+
+    def __init__(self, cfg: BaselineShiftConfig, ctx: BuildContext) -> None:
         super().__init__()
-        self.fs_hz, self.max_mv, self.max_segments_per_s, self.mean_segment_s, self.p = (
-            fs_hz,
-            max_mv,
-            max_segments_per_s,
-            mean_segment_s,
-            p,
-        )
+        self.cfg, self.fs_hz = cfg, ctx.need("fs_hz")  # of the cache
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, L, T) mV -> (B, L, T) mV."""
+        c = self.cfg
         noise = baseline_shift_noise(
-            tuple(x.shape), self.fs_hz, self.max_mv, self.max_segments_per_s, self.mean_segment_s, x.device
+            tuple(x.shape), self.fs_hz, c.max_mv, c.max_segments_per_s, c.mean_segment_s, x.device
         )
-        return apply_with_probability(x, x + noise.to(x.dtype), self.p)
+        return apply_with_probability(x, x + noise.to(x.dtype), c.p)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
 from ecgforge.augment.noise import apply_with_probability
+from ecgforge.registry import BuildContext
 
 # Leads I, II, V1..V6 in canonical order (I, II, III, aVR, aVL, aVF, V1..V6): the 8 independent leads.
 INDEPENDENT_LEADS = (0, 1, 6, 7, 8, 9, 10, 11)
@@ -77,11 +78,11 @@ class ThreeKG(nn.Module):
     (as in fairseq-signals). Needs the 12 canonical leads; missing leads should be zero, as usual.
     """
 
-    def __init__(
-        self, angle_deg: float = 45.0, max_scale: float = 1.5, mask_ratio: float = 0.5, p: float = 1.0
-    ) -> None:
+    Config = ThreeKGConfig
+
+    def __init__(self, cfg: ThreeKGConfig, ctx: BuildContext) -> None:
         super().__init__()
-        self.angle_deg, self.max_scale, self.mask_ratio, self.p = angle_deg, max_scale, mask_ratio, p
+        self.cfg = cfg
         d = torch.tensor(LEADS_TO_VCG, dtype=torch.float64)
         # Buffers move with the module; not persistent, so checkpoints do not carry constants.
         self.register_buffer("to_vcg", d, persistent=False)
@@ -89,14 +90,14 @@ class ThreeKG(nn.Module):
 
     def sample_transform(self, b: int, device: torch.device | str) -> Tensor:
         """(B, 8, 8) float64 maps pinv(D) · S · R · D on the independent leads, one per sample."""
-        angles = math.radians(self.angle_deg) * (2 * torch.rand(b, 3, device=device, dtype=torch.float64) - 1)
-        scales = 1 + (self.max_scale - 1) * torch.rand(b, 3, device=device, dtype=torch.float64)
+        angles = math.radians(self.cfg.angle_deg) * (2 * torch.rand(b, 3, device=device, dtype=torch.float64) - 1)
+        scales = 1 + (self.cfg.max_scale - 1) * torch.rand(b, 3, device=device, dtype=torch.float64)
         to_vcg, from_vcg = self.to_vcg.to(device), self.from_vcg.to(device)
         return from_vcg @ (scales[:, :, None] * rotation_zyx(angles)) @ to_vcg
 
     def sample_time_mask(self, b: int, t_len: int, device: torch.device | str, n_leads: int = 12) -> Tensor:
         """(B, n_leads, T) bool, True on each lead's zeroed span of floor(mask_ratio·T) samples (wrapping)."""
-        length = math.floor(t_len * self.mask_ratio)
+        length = math.floor(t_len * self.cfg.mask_ratio)
         start = torch.randint(t_len, (b, n_leads, 1), device=device)
         t = torch.arange(t_len, device=device)
         return (t - start) % t_len < length
@@ -110,6 +111,6 @@ class ThreeKG(nn.Module):
         # float32 matmul even for bf16 inputs: the 8×8 map mixes leads of different size.
         leads8 = transform @ x[:, INDEPENDENT_LEADS].float()  # (B, 8, T)
         out = torch.cat([leads8[:, :2], limb_leads(leads8[:, 0], leads8[:, 1]), leads8[:, 2:]], dim=1)
-        if self.mask_ratio > 0:
+        if self.cfg.mask_ratio > 0:
             out = out.masked_fill(self.sample_time_mask(b, t_len, x.device), 0)
-        return apply_with_probability(x, out.to(x.dtype), self.p)
+        return apply_with_probability(x, out.to(x.dtype), self.cfg.p)

@@ -4,7 +4,8 @@ Every encoder is an ``nn.Module`` with:
     ``forward(x)`` -> ``(B, embed_dim)`` pooled embedding,
     ``forward_features(x)`` -> ``(B, C, T')`` sequence features,
     ``embed_dim`` (int), ``downsample`` (input samples per feature step), ``receptive_field`` (samples).
-Add one: write ``<name>.py`` with the module and its ``<Name>Config``, then add one line to the table.
+Add one: write ``<name>.py`` with its ``<Name>Config`` and the module (``Config = <Name>Config``, built as
+``cls(cfg, ctx)``), then add one line to the table; CONTRIBUTING.md shows a whole file.
 """
 
 from ecgforge.registry import Table

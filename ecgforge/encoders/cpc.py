@@ -16,7 +16,6 @@ Each front-end layer is conv -> BatchNorm -> ReLU (BatchNorm on, as their ``bn_e
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -24,6 +23,7 @@ from pydantic import BaseModel, Field, model_validator
 from torch import Tensor, nn
 
 from ecgforge.layers.receptive_field import chain_receptive_field
+from ecgforge.registry import BuildContext
 
 
 def _resolve(
@@ -77,23 +77,15 @@ class CPCConfig(BaseModel, extra="forbid", frozen=True):
 class CPC(nn.Module):
     """Front end + LSTM; ``encode`` -> latents z, ``context`` -> c, ``forward`` -> pooled c."""
 
-    def __init__(
-        self,
-        frontend: str = "linear",
-        features: Sequence[int] = (512, 512, 512, 512),
-        strides: list[int] | None = None,
-        kernel_sizes: list[int] | None = None,
-        hidden: int = 512,
-        lstm_layers: int = 2,
-        batch_norm: bool = True,
-        pooling: str = "concat",
-        in_leads: int = 12,
-    ) -> None:
+    Config = CPCConfig
+
+    def __init__(self, cfg: CPCConfig, ctx: BuildContext) -> None:
         super().__init__()
-        features = list(features)
-        strides, kernel_sizes = _resolve(frontend, len(features), strides, kernel_sizes)
+        self.cfg = cfg
+        frontend, features, batch_norm = cfg.frontend, cfg.features, cfg.batch_norm
+        strides, kernel_sizes = _resolve(frontend, len(features), cfg.strides, cfg.kernel_sizes)
         layers: list[nn.Module] = []
-        c_in = in_leads
+        c_in = cfg.in_leads
         for f, k, s in zip(features, kernel_sizes, strides, strict=True):
             pad = 0 if frontend == "linear" else (k - 1) // 2
             layers.append(nn.Conv1d(c_in, f, k, s, pad, bias=not batch_norm))
@@ -106,12 +98,10 @@ class CPC(nn.Module):
             (k, s, 0 if frontend == "linear" else (k - 1) // 2)
             for k, s in zip(kernel_sizes, strides, strict=True)
         ]
-        self.lstm = nn.LSTM(c_in, hidden, num_layers=lstm_layers, batch_first=True)
-        self.pooling = pooling
-        self.in_leads = in_leads
+        self.lstm = nn.LSTM(c_in, cfg.hidden, num_layers=cfg.lstm_layers, batch_first=True)
         self.latent_dim = c_in  # C of z: the dimension a CPC predictor must map c_t onto
-        self.hidden = hidden  # H of c, also the channel count of forward_features
-        self.embed_dim = 3 * hidden if pooling == "concat" else hidden
+        self.hidden = cfg.hidden  # H of c, also the channel count of forward_features (read by the CPC objective)
+        self.embed_dim = 3 * cfg.hidden if cfg.pooling == "concat" else cfg.hidden
         self.downsample = math.prod(strides)
         # Of one latent z_t. The LSTM makes c_t depend on every earlier sample (causal, unbounded).
         self.receptive_field = chain_receptive_field(list(zip(kernel_sizes, strides, strict=True)))
@@ -142,8 +132,8 @@ class CPC(nn.Module):
         end and max/mean add evidence from the whole window. ``mean`` / ``last`` give H-wide embeddings.
         """
         c = self.forward_features(x)
-        if self.pooling == "mean":
+        if self.cfg.pooling == "mean":
             return c.mean(dim=-1)
-        if self.pooling == "last":
+        if self.cfg.pooling == "last":
             return c[:, :, -1]
         return torch.cat([c.mean(dim=-1), c.amax(dim=-1), c[:, :, -1]], dim=1)

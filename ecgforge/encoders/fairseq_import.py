@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ecgforge.encoders.wav2vec2 import Wav2Vec2, Wav2Vec2Config
 from ecgforge.errors import UserError, resolved_against
+from ecgforge.registry import BuildContext
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ def convert_fairseq_wav2vec2(
         sd["mask_emb"] = torch.rand(config.dim)
         log.info("fairseq checkpoint has no mask_emb (fine-tuned without masking): initialised U(0, 1)")
     with torch.device("meta"):  # shapes only: no memory, no init cost
-        expected = {k: v.shape for k, v in Wav2Vec2.from_config(config).state_dict().items()}
+        expected = {k: v.shape for k, v in Wav2Vec2(config, BuildContext()).state_dict().items()}
     missing = sorted(set(expected) - set(sd))
     if missing:
         raise FairseqImportError(
@@ -290,6 +291,6 @@ def load_fairseq_checkpoint(path: str | Path) -> Wav2Vec2:
         raise FairseqImportError(f"{path}: no 'model' entry; not a fairseq checkpoint")
     cfg = _plain(ckpt.get("cfg")) if ckpt.get("cfg") is not None else None
     state, config = convert_fairseq_wav2vec2(ckpt["model"], cfg if isinstance(cfg, dict) else None)
-    model = Wav2Vec2.from_config(config)
+    model = Wav2Vec2(config, BuildContext())
     model.load_state_dict(state, strict=True)
     return model

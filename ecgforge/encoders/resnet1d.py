@@ -17,6 +17,8 @@ import torch
 from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
+from ecgforge.registry import BuildContext
+
 
 class ResNet1dConfig(BaseModel, extra="forbid", frozen=True):
     kind: Literal["resnet1d"] = "resnet1d"
@@ -51,12 +53,15 @@ class ResNet1d(nn.Module):
     """1D ResNet with BasicBlocks; stem conv (stride 2) + max-pool, four stages (strides 1,2,2,2), average
     pool, optionally a final fc."""
 
-    def __init__(self, depth: int = 18, width: int = 64, kernel_size: int = 7, stem_kernel: int = 15,
-                 fc: bool = False, in_leads: int = 12) -> None:
+    Config = ResNet1dConfig
+
+    def __init__(self, cfg: ResNet1dConfig, ctx: BuildContext) -> None:
         super().__init__()
-        blocks = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}[depth]
+        self.cfg = cfg
+        width, kernel_size, stem_kernel = cfg.width, cfg.kernel_size, cfg.stem_kernel
+        blocks = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}[cfg.depth]
         self.stem = nn.Sequential(
-            nn.Conv1d(in_leads, width, stem_kernel, 2, stem_kernel // 2, bias=False),
+            nn.Conv1d(cfg.in_leads, width, stem_kernel, 2, stem_kernel // 2, bias=False),
             nn.BatchNorm1d(width),
             nn.ReLU(inplace=True),
             nn.MaxPool1d(3, 2, 1),
@@ -68,8 +73,7 @@ class ResNet1d(nn.Module):
                 stages.append(BasicBlock1d(c_in, c_out, 2 if (i > 0 and j == 0) else 1, kernel_size))
                 c_in = c_out
         self.stages = nn.Sequential(*stages)
-        self.fc = nn.Linear(c_in, c_in) if fc else nn.Identity()
-        self.in_leads = in_leads
+        self.fc = nn.Linear(c_in, c_in) if cfg.fc else nn.Identity()
         self.embed_dim = c_in
         self.downsample = 32  # samples per output step: stem 2, pool 2, three stride-2 stages
         # Receptive field in samples, accumulated through every conv/pool (kernel k at input stride s adds (k-1)*s).

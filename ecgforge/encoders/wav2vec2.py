@@ -17,7 +17,6 @@ Submodule names follow fairseq-signals so that its state dicts map key for key (
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -28,6 +27,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from ecgforge.layers.grad import GradMultiply
 from ecgforge.layers.receptive_field import chain_receptive_field
+from ecgforge.registry import BuildContext
 
 
 class Wav2Vec2Config(BaseModel, extra="forbid", frozen=True):
@@ -253,30 +253,10 @@ class TransformerEncoder(nn.Module):
 class Wav2Vec2(nn.Module):
     """wav2vec 2.0 context network for 12-lead ECG; see the module docstring for the hooks."""
 
-    def __init__(
-        self,
-        conv_layers: Sequence[tuple[int, int, int]] = ((256, 2, 2),) * 4,
-        extractor_mode: str = "default",
-        conv_bias: bool = False,
-        layers: int = 12,
-        dim: int = 768,
-        heads: int = 12,
-        ffn_dim: int = 3072,
-        layer_norm_first: bool = False,
-        dropout: float = 0.1,
-        attention_dropout: float = 0.1,
-        activation_dropout: float = 0.0,
-        dropout_input: float = 0.1,
-        dropout_features: float = 0.1,
-        layerdrop: float = 0.0,
-        feature_grad_mult: float = 0.1,
-        conv_pos: int = 128,
-        conv_pos_groups: int = 16,
-        in_leads: int = 12,
-    ) -> None:
+    Config = Wav2Vec2Config
+
+    def __init__(self, cfg: Wav2Vec2Config, ctx: BuildContext) -> None:
         super().__init__()
-        fields = {k: v for k, v in locals().items() if k in Wav2Vec2Config.model_fields and v is not None}
-        cfg = Wav2Vec2Config(**fields)  # validates direct construction too
         self.cfg = cfg
         c_conv = cfg.conv_layers[-1][0]
         self.feature_extractor = ConvFeatureExtractor(
@@ -289,17 +269,13 @@ class Wav2Vec2(nn.Module):
         self.dropout_features = nn.Dropout(cfg.dropout_features)
         self.mask_emb = nn.Parameter(torch.empty(cfg.dim).uniform_())
         self.encoder = TransformerEncoder(cfg)
+        # An attribute, not read from the frozen cfg: fine-tuning changes it (fairseq-signals fine-tunes with 0).
         self.feature_grad_mult = cfg.feature_grad_mult
-        self.in_leads = cfg.in_leads
         self.feature_dim = c_conv
         self.embed_dim = cfg.dim
         self.downsample = math.prod(s for _, _, s in cfg.conv_layers)
         # Of one token of the conv front end; the transformer then makes every output depend on the whole input.
         self.receptive_field = chain_receptive_field([(k, s) for _, k, s in cfg.conv_layers])
-
-    @classmethod
-    def from_config(cls, cfg: Wav2Vec2Config) -> Wav2Vec2:
-        return cls(**cfg.model_dump(exclude={"kind"}))
 
     def output_length(self, t: int) -> int:
         """Number of tokens T' for T input samples (unpadded convs: floor((t - k) / s) + 1 per layer)."""

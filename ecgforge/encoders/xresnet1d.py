@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, field_validator
 from torch import Tensor, nn
 
 from ecgforge.layers.receptive_field import chain_receptive_field
+from ecgforge.registry import BuildContext
 
 _STAGES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 _EXPANSION = 4  # bottleneck blocks widen their output 4x
@@ -87,13 +88,13 @@ class Bottleneck1d(nn.Module):
 class XResNet1d(nn.Module):
     """xresnet1d50/101 backbone without its classification head (Strodthoff et al. 2021)."""
 
-    def __init__(
-        self, depth: int = 50, width: int = 64, kernel_size: int = 5, pooling: str = "mean", in_leads: int = 12
-    ) -> None:
+    Config = XResNet1dConfig
+
+    def __init__(self, cfg: XResNet1dConfig, ctx: BuildContext) -> None:
         super().__init__()
-        if pooling not in ("mean", "concat"):
-            raise ValueError(f"pooling must be 'mean' or 'concat', got {pooling!r}")
-        stem_widths = (in_leads, width // 2, width // 2, width)
+        self.cfg = cfg
+        width, kernel_size = cfg.width, cfg.kernel_size
+        stem_widths = (cfg.in_leads, width // 2, width // 2, width)
         self.stem = nn.Sequential(
             *(
                 _conv_bn(stem_widths[i], stem_widths[i + 1], kernel_size, 2 if i == 0 else 1)
@@ -103,16 +104,14 @@ class XResNet1d(nn.Module):
         )
         path: list[tuple[int, int]] = [(kernel_size, 2), (kernel_size, 1), (kernel_size, 1), (3, 2)]
         blocks, c_in = [], width
-        for i, n in enumerate(_STAGES[depth]):
+        for i, n in enumerate(_STAGES[cfg.depth]):
             for j in range(n):
                 stride = 2 if (i > 0 and j == 0) else 1
                 blocks.append(Bottleneck1d(c_in, width, stride, kernel_size))
                 path += [(1, 1), (kernel_size, stride), (1, 1)]
                 c_in = width * _EXPANSION
         self.stages = nn.Sequential(*blocks)
-        self.in_leads = in_leads
-        self.pooling = pooling
-        self.embed_dim = 2 * c_in if pooling == "concat" else c_in
+        self.embed_dim = 2 * c_in if cfg.pooling == "concat" else c_in
         self.downsample = 32  # stem conv 2, max-pool 2, stages 2-4 each 2
         self.receptive_field = chain_receptive_field(path)
 
@@ -124,6 +123,6 @@ class XResNet1d(nn.Module):
         """x (B, leads, T) -> z (B, embed_dim): [max, mean] over time (``concat``, max first as in fastai's
         AdaptiveConcatPool1d) or the mean."""
         h = self.forward_features(x)
-        if self.pooling == "concat":
+        if self.cfg.pooling == "concat":
             return torch.cat([h.amax(dim=-1), h.mean(dim=-1)], dim=1)
         return h.mean(dim=-1)

@@ -1,6 +1,7 @@
 """Maskers: ``x (B, leads, T) -> masks (B, n_masks, T)`` in [0, 1], trained adversarially to the encoder.
 
-Add one: write ``<name>.py`` with the module and its ``<Name>Config``, then add one line to the table.
+Add one: write ``<name>.py`` with its ``<Name>Config`` and the module (``Config = <Name>Config``, built as
+``cls(cfg, ctx)``), then add one line to the table; CONTRIBUTING.md shows a whole file.
 """
 
 from ecgforge.registry import Table

@@ -24,13 +24,14 @@ uses a 12-sample window, the lead count, at every scale).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field, field_validator
 from torch import Tensor, nn
+
+from ecgforge.registry import BuildContext
 
 
 class UNet1dConfig(BaseModel, extra="forbid", frozen=True):
@@ -102,31 +103,26 @@ class ResSEBlock(nn.Module):
 class UNet1d(nn.Module):
     """Adversarial masker: x (B, leads, T) -> masks (B, n_masks, T) in [0, 1]."""
 
-    def __init__(
-        self,
-        n_masks: int = 1,
-        width: int = 32,
-        depth: int = 1,
-        strides: Sequence[int] = (1, 5, 5, 5),
-        kernel_size: int = 5,
-        in_leads: int = 12,
-        activation: Literal["auto", "sigmoid", "softmax"] = "auto",
-    ) -> None:
+    Config = UNet1dConfig
+
+    def __init__(self, cfg: UNet1dConfig, ctx: BuildContext) -> None:
         super().__init__()
-        self.strides = list(strides)
-        self.activation = ("sigmoid" if n_masks == 1 else "softmax") if activation == "auto" else activation
-        self.n_masks = n_masks
-        self.in_leads = in_leads
-        widths = [width * (i + 1) for i in range(len(self.strides))]
+        self.cfg = cfg
+        n_masks, in_leads, kernel_size, strides = cfg.n_masks, cfg.in_leads, cfg.kernel_size, cfg.strides
+        auto = "sigmoid" if n_masks == 1 else "softmax"
+        self.activation = auto if cfg.activation == "auto" else cfg.activation  # resolved: sigmoid or softmax
+        # Read by the adversarial-masking objective (its per-lead mode needs n_masks == in_leads).
+        self.n_masks, self.in_leads = n_masks, in_leads
+        widths = [cfg.width * (i + 1) for i in range(len(strides))]
         # Cumulative stride in front of each stage: where it exceeds 1, the pooled input joins the stage input.
-        self._pre_stride = [math.prod(self.strides[:i]) for i in range(len(self.strides))]
+        self._pre_stride = [math.prod(strides[:i]) for i in range(len(strides))]
         self.down = nn.ModuleList()
         c_prev = in_leads
-        for i, (c, s) in enumerate(zip(widths, self.strides, strict=True)):
+        for i, (c, s) in enumerate(zip(widths, strides, strict=True)):
             c_in = c_prev + (in_leads if i > 0 and self._pre_stride[i] > 1 else 0)
             self.down.append(
                 nn.Sequential(
-                    _cbr(c_in, c, kernel_size, s), *(ResSEBlock(c, kernel_size) for _ in range(depth))
+                    _cbr(c_in, c, kernel_size, s), *(ResSEBlock(c, kernel_size) for _ in range(cfg.depth))
                 )
             )
             c_prev = c
@@ -135,11 +131,11 @@ class UNet1d(nn.Module):
             _cbr(widths[i + 1] + widths[i], widths[i], kernel_size) for i in range(len(widths) - 1)
         )
         self.out = nn.Conv1d(widths[0], n_masks, kernel_size, 1, kernel_size // 2)
-        self.multiple = math.prod(self.strides)  # T is padded to a multiple of this
+        self.multiple = math.prod(strides)  # T is padded to a multiple of this
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, leads, T) -> masks (B, n_masks, T); any T (replicate-padded internally, then cropped)."""
-        t = x.shape[-1]
+        t, strides = x.shape[-1], self.cfg.strides
         pad = -t % self.multiple
         if pad:
             # Replicate rather than zeros: a zero tail looks like a flat (missing) signal to the masker.
@@ -154,13 +150,13 @@ class UNet1d(nn.Module):
             skips.append(h)
         for i in range(len(self.up) - 1, -1, -1):
             h = (
-                F.interpolate(h, scale_factor=self.strides[i + 1], mode="nearest")
-                if self.strides[i + 1] > 1
+                F.interpolate(h, scale_factor=strides[i + 1], mode="nearest")
+                if strides[i + 1] > 1
                 else h
             )
             h = self.up[i](torch.cat([h, skips[i]], dim=1))
         logits = self.out(h)
-        if self.strides[0] > 1:
-            logits = F.interpolate(logits, scale_factor=self.strides[0], mode="nearest")
+        if strides[0] > 1:
+            logits = F.interpolate(logits, scale_factor=strides[0], mode="nearest")
         logits = logits[..., :t]
         return torch.sigmoid(logits) if self.activation == "sigmoid" else torch.softmax(logits, dim=1)

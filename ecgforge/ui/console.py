@@ -113,10 +113,14 @@ def cache_info_table(path: Any, d: dict[str, Any]) -> Table:
     return t
 
 
-def kinds_table(kinds: dict[str, list[str]]) -> Table:
+def kinds_table(origins: dict[str, dict[str, str]]) -> Table:
+    """One row per category and package: the built-in kinds (package ``ecgforge``) first, then each plugin's."""
     t = Table(title="registered kinds")
     t.add_column("category")
+    t.add_column("package")
     t.add_column("kinds")
-    for name, ks in kinds.items():
-        t.add_row(name, ", ".join(ks))
+    for name, kinds in origins.items():
+        packages = sorted(set(kinds.values()), key=lambda pkg: (pkg != "ecgforge", pkg))
+        for pkg in packages:
+            t.add_row(name, pkg, ", ".join(k for k, origin in kinds.items() if origin == pkg))
     return t

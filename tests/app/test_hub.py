@@ -35,6 +35,7 @@ from ecgforge.encoders import ENCODERS
 from ecgforge.errors import UserError
 from ecgforge.hub import HubError, parse
 from ecgforge.layers.weights import state_dict_hash
+from ecgforge.registry import build
 from tests.hub_standin import HubStandIn, card_problems
 from tests.test_encoder_files import LEADS, SPLITS, embed_all, one_line_error, tiny_quickstart_run
 
@@ -70,7 +71,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     saved = json.loads((run_dir / "encoder.json").read_text())
     contract = {k: v for k, v in saved.items() if k not in ("format", "format_version", "ecgforge_version", "config",
                                                              "embed_dim", "weights_sha256")}
-    save_encoder(ENCODERS["resnet1d"](width=8), cfg, other, contract | {"recipe_hash": "other"})
+    save_encoder(build(ENCODERS, cfg), cfg, other, contract | {"recipe_hash": "other"})
     return {"root": root, "cache": cache, "run": run_dir, "export": export_dir, "other": other}
 
 

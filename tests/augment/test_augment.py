@@ -15,7 +15,9 @@ from ecgforge.augment.crop import RandomResizedCrop, TimeOut
 from ecgforge.augment.leads import RandomLeadMask
 from ecgforge.augment.noise import physio_noise
 from ecgforge.augment.three_kg_views import INDEPENDENT_LEADS, LEADS_TO_VCG, ThreeKG, limb_leads, rotation_zyx
+from ecgforge.registry import BuildContext
 from ecgforge.registry import build as registry_build
+from tests.components import make
 
 FS_HZ = 100.0
 
@@ -48,8 +50,8 @@ def test_union_tags_match_registry_dict() -> None:
 
 @pytest.fixture
 def build():
-    """``registry.build`` on the augmentation table."""
-    return lambda cfg, **context: registry_build(AUGMENTS, cfg, **context)
+    """``registry.build`` on the augmentation table, with the run facts given as keywords."""
+    return lambda cfg, **facts: registry_build(AUGMENTS, cfg, BuildContext(**facts))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -75,7 +77,7 @@ def test_probability_applies_per_sample() -> None:
 
     torch.manual_seed(1)
     x = torch.zeros(4000, 1, 8)
-    changed = (GaussianNoise(std_mv=1.0, p=0.3)(x) != 0).any(dim=(1, 2)).float().mean()
+    changed = (make(GaussianNoise, std_mv=1.0, p=0.3)(x) != 0).any(dim=(1, 2)).float().mean()
     assert abs(changed.item() - 0.3) < 0.03
 
 
@@ -98,7 +100,7 @@ def test_rotation_matches_scipy_extrinsic_zyx() -> None:
 
 def test_threekg_identity_preserves_dipolar_leads() -> None:
     x = dipolar_ecg()
-    y = ThreeKG(angle_deg=0.0, max_scale=1.0, mask_ratio=0.0)(x)
+    y = make(ThreeKG, angle_deg=0.0, max_scale=1.0, mask_ratio=0.0)(x)
     torch.testing.assert_close(y, x, atol=1e-5, rtol=1e-5)
     energy = (x[:, :2] ** 2).sum(-1)
     torch.testing.assert_close((y[:, :2] ** 2).sum(-1), energy, rtol=1e-5, atol=1e-6)
@@ -106,7 +108,7 @@ def test_threekg_identity_preserves_dipolar_leads() -> None:
 
 def test_threekg_identity_is_a_projection_on_any_signal() -> None:
     noisy = ecg_like() + 0.3 * torch.randn(4, 12, 500)
-    identity = ThreeKG(angle_deg=0.0, max_scale=1.0, mask_ratio=0.0)
+    identity = make(ThreeKG, angle_deg=0.0, max_scale=1.0, mask_ratio=0.0)
     once = identity(noisy)
     assert not torch.allclose(once[:, INDEPENDENT_LEADS], noisy[:, INDEPENDENT_LEADS], atol=1e-2)
     torch.testing.assert_close(identity(once), once, atol=1e-5, rtol=1e-5)
@@ -114,7 +116,7 @@ def test_threekg_identity_is_a_projection_on_any_signal() -> None:
 
 def test_threekg_rotation_keeps_vcg_norm_with_unit_scale() -> None:
     x = ecg_like()
-    y = ThreeKG(angle_deg=45.0, max_scale=1.0, mask_ratio=0.0)(x)
+    y = make(ThreeKG, angle_deg=45.0, max_scale=1.0, mask_ratio=0.0)(x)
     d = torch.tensor(LEADS_TO_VCG)
     norm_in = (d @ x[:, INDEPENDENT_LEADS]).norm(dim=1)
     norm_out = (d @ y[:, INDEPENDENT_LEADS]).norm(dim=1)
@@ -124,7 +126,7 @@ def test_threekg_rotation_keeps_vcg_norm_with_unit_scale() -> None:
 
 def test_threekg_scale_stretches_vcg_within_bounds() -> None:
     x = ecg_like()
-    y = ThreeKG(angle_deg=0.0, max_scale=1.5, mask_ratio=0.0)(x)
+    y = make(ThreeKG, angle_deg=0.0, max_scale=1.5, mask_ratio=0.0)(x)
     d = torch.tensor(LEADS_TO_VCG)
     ratio = (d @ y[:, INDEPENDENT_LEADS]).norm(dim=-1) / (d @ x[:, INDEPENDENT_LEADS]).norm(dim=-1)  # (B, 3)
     assert (ratio >= 1 - 1e-5).all() and (ratio <= 1.5 + 1e-5).all()
@@ -140,10 +142,10 @@ def test_threekg_limb_leads_always_derived() -> None:
     x = ecg_like() + 0.3 * torch.randn(4, 12, 500)  # limb leads of the input deliberately inconsistent
     iii_res, sum_res = _limb_residuals(x)
     assert iii_res.abs().max() > 0.1 and sum_res.abs().max() > 0.1
-    iii_res, sum_res = _limb_residuals(ThreeKG(mask_ratio=0.0)(x))
+    iii_res, sum_res = _limb_residuals(make(ThreeKG, mask_ratio=0.0)(x))
     assert iii_res.abs().max() < 1e-6 and sum_res.abs().max() < 1e-6
     # With the temporal mask the relations hold wherever none of the six limb leads is masked.
-    y = ThreeKG(mask_ratio=0.5)(x)
+    y = make(ThreeKG, mask_ratio=0.5)(x)
     unmasked = (y[:, :6] != 0).all(dim=1)
     assert unmasked.any()
     iii_res, sum_res = _limb_residuals(y)
@@ -152,7 +154,7 @@ def test_threekg_limb_leads_always_derived() -> None:
 
 @pytest.mark.parametrize("t_len", [500, 333])
 def test_threekg_mask_zeroes_contiguous_fraction_per_lead(t_len: int) -> None:
-    module = ThreeKG(angle_deg=0.0, max_scale=1.0, mask_ratio=0.5)
+    module = make(ThreeKG, angle_deg=0.0, max_scale=1.0, mask_ratio=0.5)
     mask = module.sample_time_mask(64, t_len, "cpu")
     assert mask.shape == (64, 12, t_len)
     assert (mask.sum(-1) == math.floor(0.5 * t_len)).all()
@@ -175,7 +177,7 @@ def test_threekg_mask_zeroes_contiguous_fraction_per_lead(t_len: int) -> None:
 
 def test_random_lead_mask_zeroes_exactly_the_chosen_leads() -> None:
     x = ecg_like(16) + 1.0
-    module = RandomLeadMask(p_lead=0.5)
+    module = make(RandomLeadMask, p_lead=0.5)
     torch.manual_seed(7)
     mask = module.sample_mask(16, "cpu")
     torch.manual_seed(7)
@@ -186,10 +188,10 @@ def test_random_lead_mask_zeroes_exactly_the_chosen_leads() -> None:
 
 
 def test_random_lead_mask_rate_and_keep_one() -> None:
-    mask = RandomLeadMask(p_lead=0.5).sample_mask(20000, "cpu")
+    mask = make(RandomLeadMask, p_lead=0.5).sample_mask(20000, "cpu")
     rate = mask.float().mean(0)
     assert ((rate - 0.5).abs() < 0.02).all()
-    all_off = RandomLeadMask(p_lead=1.0, keep_at_least_one=True).sample_mask(2000, "cpu")
+    all_off = make(RandomLeadMask, p_lead=1.0, keep_at_least_one=True).sample_mask(2000, "cpu")
     assert (all_off.sum(1) == 11).all()
     kept = (~all_off).float().mean(0)  # the kept lead is uniform over the 12
     assert ((kept - 1 / 12).abs() < 0.03).all()
@@ -204,18 +206,18 @@ def test_random_lead_mask_rate_and_keep_one() -> None:
 def test_random_resized_crop_is_linear_time_dilation() -> None:
     t_len = 500
     ramp = torch.arange(t_len, dtype=torch.float32).expand(6, 12, t_len).clone()
-    y = RandomResizedCrop(min_scale=0.5, max_scale=0.5)(ramp)
+    y = make(RandomResizedCrop, min_scale=0.5, max_scale=0.5)(ramp)
     assert y.shape == ramp.shape
     slope = y[..., 1:] - y[..., :-1]
     torch.testing.assert_close(slope, torch.full_like(slope, 0.5), atol=1e-3, rtol=0)
     assert (y[..., 0] >= 0).all() and (y[..., -1] <= t_len - 1).all()
-    assert torch.equal(RandomResizedCrop(min_scale=1.0, max_scale=1.0)(ramp), ramp)
+    assert torch.equal(make(RandomResizedCrop, min_scale=1.0, max_scale=1.0)(ramp), ramp)
 
 
 @pytest.mark.parametrize("frac", [0.1, 0.29, 0.5])
 def test_time_out_zeroes_the_right_fraction(frac: float) -> None:
     x = ecg_like(32) + 5.0
-    y = TimeOut(min_frac=frac, max_frac=frac)(x)
+    y = make(TimeOut, min_frac=frac, max_frac=frac)(x)
     zero = y == 0
     assert y.shape == x.shape
     assert (zero.all(dim=1) == zero.any(dim=1)).all(), "same span in every lead"
@@ -229,12 +231,12 @@ def test_amplitude_gains_within_range() -> None:
     from ecgforge.augment.amplitude import AmplitudeScale, ChannelResize
 
     x = torch.ones(2000, 12, 4)
-    per_sample = AmplitudeScale(min_scale=0.5, max_scale=2.0)(x)
+    per_sample = make(AmplitudeScale, min_scale=0.5, max_scale=2.0)(x)
     assert (per_sample == per_sample[:, :1, :1]).all()
     gains = per_sample[:, 0, 0]
     assert gains.min() >= 0.5 and gains.max() <= 2.0
     assert abs(gains.log().mean().item()) < 0.05  # log-uniform: symmetric around 1
-    per_lead = ChannelResize(min_scale=0.5, max_scale=2.0)(x)
+    per_lead = make(ChannelResize, min_scale=0.5, max_scale=2.0)(x)
     assert (per_lead.std(dim=1) > 0).all() and per_lead.min() >= 0.5 and per_lead.max() <= 2.0
 
 

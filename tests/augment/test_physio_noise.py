@@ -24,7 +24,9 @@ from ecgforge.augment.noise import (
     physio_noise,
     powerline_noise,
 )
+from ecgforge.registry import BuildContext
 from tests.augment.ess_noise_reference import ESS_LEVELS, EXPECTED_MS, REFERENCE, reference_draws
+from tests.components import make
 
 OURS = {
     "baseline_wander": baseline_wander_noise,
@@ -207,7 +209,8 @@ def test_modules_draw_from_the_global_generator_per_sample() -> None:
     from ecgforge.augment.noise import BaselineShift, BaselineWander, ElectrodeMotion, Powerline
 
     x = torch.zeros(256, 12, 250)
-    for module in (BaselineWander(100.0), Powerline(100.0), ElectrodeMotion(100.0), BaselineShift(100.0)):
+    ctx = BuildContext(fs_hz=100.0)
+    for module in (make(cls, ctx) for cls in (BaselineWander, Powerline, ElectrodeMotion, BaselineShift)):
         torch.manual_seed(0)
         a = module(x)
         torch.manual_seed(0)

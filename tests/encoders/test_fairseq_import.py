@@ -19,6 +19,7 @@ from ecgforge.encoders.fairseq_import import (
     load_fairseq_checkpoint,
 )
 from ecgforge.encoders.wav2vec2 import Wav2Vec2
+from ecgforge.registry import BuildContext
 
 D, HEADS, FFN, LAYERS, K_POS, G_POS, C_CONV = 32, 4, 48, 2, 8, 4, 24
 CONV = [(C_CONV, 2, 2)] * 3
@@ -140,7 +141,7 @@ class RefWav2Vec2(nn.Module):
 
 def ours_from(sd: dict[str, Tensor], cfg: dict | None = None) -> Wav2Vec2:
     state, config = convert_fairseq_wav2vec2(sd, cfg)
-    model = Wav2Vec2.from_config(config)
+    model = Wav2Vec2(config, BuildContext())
     result = model.load_state_dict(state, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     return model.eval()

@@ -7,11 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from ecgforge.encoders.wav2vec2 import Wav2Vec2
+from ecgforge.encoders.wav2vec2 import Wav2Vec2, Wav2Vec2Config
 from ecgforge.evaluation.finetune import Classifier, Finetune, budget_steps, param_groups
 from ecgforge.evaluation.heads import reference_mlp_head
 from ecgforge.evaluation.linear_probe import LinearProbe
 from ecgforge.layers.weights import state_dict_hash
+from ecgforge.registry import BuildContext
 from tests.evaluation.test_protocols import _protocol, cache, context, tiny_encoder  # noqa: F401 (fixture)
 
 
@@ -101,8 +102,8 @@ def test_wav2vec2_front_end_is_frozen_when_fine_tuning(cache) -> None:  # noqa: 
 
     def make(init: str, seed: int) -> nn.Module:
         torch.manual_seed(seed)
-        made.append(Wav2Vec2(conv_layers=[(16, 2, 2)] * 2, layers=1, dim=16, heads=2, ffn_dim=32, conv_pos=8,
-                             conv_pos_groups=2, feature_grad_mult=0.1))
+        made.append(Wav2Vec2(Wav2Vec2Config(conv_layers=[(16, 2, 2)] * 2, layers=1, dim=16, heads=2, ffn_dim=32,
+                                             conv_pos=8, conv_pos_groups=2, feature_grad_mult=0.1), BuildContext()))
         return made[-1]
 
     ctx = context(cache, make)
@@ -115,8 +116,8 @@ def test_wav2vec2_front_end_is_frozen_when_fine_tuning(cache) -> None:  # noqa: 
 
     fe, enc = run(0.0)
     torch.manual_seed(0)
-    ref = Wav2Vec2(conv_layers=[(16, 2, 2)] * 2, layers=1, dim=16, heads=2, ffn_dim=32, conv_pos=8,
-                   conv_pos_groups=2, feature_grad_mult=0.1)
+    ref = Wav2Vec2(Wav2Vec2Config(conv_layers=[(16, 2, 2)] * 2, layers=1, dim=16, heads=2, ffn_dim=32, conv_pos=8,
+                                  conv_pos_groups=2, feature_grad_mult=0.1), BuildContext())
     assert state_dict_hash(fe) == state_dict_hash(ref.feature_extractor)
     assert state_dict_hash(enc) != state_dict_hash(ref.encoder)
     fe, _ = run(None)  # the encoder's own 0.1: the front end trains

@@ -24,6 +24,7 @@ from ecgforge.objectives.adv_mask import (
     qrs_share,
 )
 from ecgforge.objectives.losses import nt_xent, sparsity_penalty
+from tests.components import make as component
 
 
 class Tiny(nn.Module):
@@ -38,7 +39,7 @@ class Tiny(nn.Module):
 
 def make(n_masks: int = 1, activation: str = "auto", **kw: object) -> AdvMask:
     torch.manual_seed(0)
-    return AdvMask(Tiny(), UNet1d(n_masks=n_masks, width=4, activation=activation), nn.Sequential(),
+    return AdvMask(Tiny(), component(UNet1d, n_masks=n_masks, width=4, activation=activation), nn.Sequential(),
                    projector_hidden=16, projector_dim=8, **kw)
 
 
@@ -231,10 +232,10 @@ def test_authors_resnet18_variant_has_their_parameter_count() -> None:
                 n += conv(c_in, planes, 1) + bn(planes)
             c_in = planes
     n += 512 * 512 + 512
-    ours = ResNet1d(depth=18, width=64, kernel_size=3, stem_kernel=7, fc=True)
+    ours = component(ResNet1d, depth=18, width=64, kernel_size=3, stem_kernel=7, fc=True)
     assert sum(p.numel() for p in ours.parameters()) == n
     assert ours(torch.randn(2, 12, 500)).shape == (2, 512)
-    default = ResNet1d(depth=18, width=64)
+    default = component(ResNet1d, depth=18, width=64)
     assert default.stem[0].kernel_size == (15,) and isinstance(default.fc, nn.Identity)
 
 

@@ -28,6 +28,7 @@ from ecgforge.objectives.three_kg import ThreeKGObjective
 from ecgforge.objectives.w2v_cmsc_rlm import W2VCMSCRLM
 from ecgforge.objectives.wav2vec2 import GumbelQuantiser, Wav2Vec2Objective, compute_mask_indices
 from ecgforge.registry import build
+from tests.components import make
 
 # ------------------------------------------------------------------------------------------ helpers
 
@@ -44,16 +45,16 @@ def ecg_like(b: int, t: int, fs: float = 100.0, seed: int = 0) -> Tensor:
 
 
 def small_resnet() -> ResNet1d:
-    return ResNet1d(depth=18, width=8)
+    return make(ResNet1d, depth=18, width=8)
 
 
 def small_wav2vec2() -> Wav2Vec2:
-    return Wav2Vec2(conv_layers=[(32, 2, 2)] * 4, layers=1, dim=32, heads=2, ffn_dim=64, conv_pos=16,
+    return make(Wav2Vec2, conv_layers=[(32, 2, 2)] * 4, layers=1, dim=32, heads=2, ffn_dim=64, conv_pos=16,
                     conv_pos_groups=4, dropout=0.0, attention_dropout=0.0, dropout_input=0.0, dropout_features=0.0)
 
 
 def small_cpc() -> CPC:
-    return CPC(frontend="conv", features=[32, 32], strides=[2, 2], kernel_sizes=[4, 4], hidden=32, lstm_layers=1)
+    return make(CPC, frontend="conv", features=[32, 32], strides=[2, 2], kernel_sizes=[4, 4], hidden=32, lstm_layers=1)
 
 
 def batch_of(x: Tensor, **extra: Tensor) -> dict[str, Tensor]:
@@ -113,7 +114,7 @@ class TinyEncoder(nn.Module):
 
 
 def small_advmask(alpha: float = 1.0, binarization: float = 50.0, n_masks: int = 1, encoder: nn.Module | None = None) -> AdvMask:
-    return AdvMask(encoder or TinyEncoder(), UNet1d(n_masks=n_masks, width=4), nn.Sequential(), temperature=0.1,
+    return AdvMask(encoder or TinyEncoder(), make(UNet1d, n_masks=n_masks, width=4), nn.Sequential(), temperature=0.1,
                    sparsity_alpha=alpha, binarization=binarization, projector_hidden=32, projector_dim=16)
 
 
@@ -188,7 +189,7 @@ def test_adv_mask_applies_one_mask_to_every_lead_and_binarises() -> None:
 
 
 def test_byol_target_gets_no_gradient_and_follows_the_ema_formula() -> None:
-    obj = BYOL(small_resnet(), GaussianNoise(std_mv=0.05), base_tau=0.9, projector_hidden=64, projector_dim=32,
+    obj = BYOL(small_resnet(), make(GaussianNoise, std_mv=0.05), base_tau=0.9, projector_hidden=64, projector_dim=32,
                predictor_hidden=64)
     batch = batch_of(ecg_like(8, 250))
     target_ids = {id(p) for p in [*obj.target_encoder.parameters(), *obj.target_projector.parameters()]}
@@ -341,16 +342,16 @@ def make_pair(name: str) -> tuple[nn.Module, dict[str, Tensor], str]:
     if name == "resnet1d-simclr":
         from ecgforge.objectives.simclr import SimCLR
 
-        return SimCLR(small_resnet(), GaussianNoise(std_mv=0.05), **small_proj), batch_of(x100), "encoder"
+        return SimCLR(small_resnet(), make(GaussianNoise, std_mv=0.05), **small_proj), batch_of(x100), "encoder"
     if name == "resnet1d-three_kg":
-        obj = ThreeKGObjective(small_resnet(), ThreeKG(), nn.Sequential(), patient_positives=True, **small_proj)
+        obj = ThreeKGObjective(small_resnet(), make(ThreeKG), nn.Sequential(), patient_positives=True, **small_proj)
         return obj, batch_of(x100), "encoder"
     if name == "xresnet1d-simclr":
         from ecgforge.objectives.simclr import SimCLR
 
-        return SimCLR(XResNet1d(depth=50, width=4), GaussianNoise(std_mv=0.05), **small_proj), batch_of(x100[:4]), "encoder"
+        return SimCLR(make(XResNet1d, depth=50, width=4), make(GaussianNoise, std_mv=0.05), **small_proj), batch_of(x100[:4]), "encoder"
     if name == "xresnet1d-byol":
-        obj = BYOL(XResNet1d(depth=50, width=4), GaussianNoise(std_mv=0.05), projector_hidden=64, projector_dim=32,
+        obj = BYOL(make(XResNet1d, depth=50, width=4), make(GaussianNoise, std_mv=0.05), projector_hidden=64, projector_dim=32,
                    predictor_hidden=64)
         return obj, batch_of(x100[:4]), "encoder"
     if name == "cpc-cpc":
@@ -363,7 +364,7 @@ def make_pair(name: str) -> tuple[nn.Module, dict[str, Tensor], str]:
     if name == "wav2vec2-cmsc":
         return CMSC(small_wav2vec2(), nn.Sequential(), **small_proj), batch_of(seg), "encoder"
     if name == "wav2vec2-w2v_cmsc_rlm":
-        return W2VCMSCRLM(small_wav2vec2(), nn.Sequential(), RandomLeadMask(p_lead=0.5), **w2v), batch_of(seg), "encoder"
+        return W2VCMSCRLM(small_wav2vec2(), nn.Sequential(), make(RandomLeadMask, p_lead=0.5), **w2v), batch_of(seg), "encoder"
     raise KeyError(name)
 
 

@@ -18,6 +18,7 @@ from ecgforge.objectives.cpc import CPCObjective
 from ecgforge.objectives.losses import cmsc_loss, sinkhorn
 from ecgforge.objectives.moco import MoCo
 from ecgforge.objectives.swav import SwAV
+from tests.components import make
 
 # --------------------------------------------------------------------------------------------- CPC
 
@@ -57,7 +58,7 @@ def test_cpc_single_step_equals_ess_cpc_loss() -> None:
     """Same seed, same negatives: ecgforge's vectorised loss equals ESS's per-position loop, for both ways of
     drawing negatives, in value, accuracy and the gradient of every parameter."""
     torch.manual_seed(0)
-    enc = CPC(frontend="linear", features=[8, 8], strides=[2, 2], kernel_sizes=[2, 2], hidden=6, lstm_layers=1)
+    enc = make(CPC, frontend="linear", features=[8, 8], strides=[2, 2], kernel_sizes=[2, 2], hidden=6, lstm_layers=1)
     x = torch.randn(3, 12, 64)
     for same_seq in (True, False):
         obj = CPCObjective(enc, nn.Sequential(), form="single_step", n_steps=3, n_negatives=5, negatives_from_same_seq_only=same_seq)
@@ -197,9 +198,9 @@ def test_swav_forward_equals_ess_shared_step_with_its_queue() -> None:
     """Three forwards with a queue of two batches: the first two fill it, the third uses it (ESS waits until
     its last row is set). Loss and gradients equal the ESS step's on the same views."""
     torch.manual_seed(0)
-    enc = ResNet1d(depth=18, width=4)
+    enc = make(ResNet1d, depth=18, width=4)
     b, v = 4, 6
-    obj = SwAV(enc, GaussianNoise(0.1), n_views=v, n_prototypes=5, projector_hidden=16, projector_dim=8,
+    obj = SwAV(enc, make(GaussianNoise, std_mv=0.1), n_views=v, n_prototypes=5, projector_hidden=16, projector_dim=8,
                queue_length=2 * b)
     ref_queue = torch.zeros(2, 2 * b, 8)
     x = torch.randn(b, 12, 200)
@@ -223,7 +224,7 @@ def test_swav_forward_equals_ess_shared_step_with_its_queue() -> None:
 
 def test_swav_prototypes_frozen_for_the_first_steps() -> None:
     torch.manual_seed(0)
-    obj = SwAV(ResNet1d(depth=18, width=4), nn.Sequential(), n_views=2, n_prototypes=5, projector_hidden=16, projector_dim=8,
+    obj = SwAV(make(ResNet1d, depth=18, width=4), nn.Sequential(), n_views=2, n_prototypes=5, projector_hidden=16, projector_dim=8,
                freeze_prototypes_steps=2)
     x = torch.randn(4, 12, 200)
     for step in range(3):
@@ -243,7 +244,7 @@ def test_moco_equals_ess_forward_queue_and_momentum_update() -> None:
     queue of 10 with batches of 4) and ``_momentum_update_key_encoder`` (parameters only)."""
     torch.manual_seed(0)
     b, size, t, m = 4, 10, 0.2, 0.9
-    obj = MoCo(ResNet1d(depth=18, width=4), GaussianNoise(0.1), temperature=t, momentum=m, queue_length=size,
+    obj = MoCo(make(ResNet1d, depth=18, width=4), make(GaussianNoise, std_mv=0.1), temperature=t, momentum=m, queue_length=size,
                projector_hidden=16, projector_dim=8)
     ref_queue = obj.queue.t().clone()  # ESS layout (emb_dim, num_negatives)
     ref_ptr = 0

@@ -15,6 +15,7 @@ from ecgforge.augment.noise import GaussianNoise
 from ecgforge.encoders.resnet1d import ResNet1d
 from ecgforge.objectives.losses import ess_nt_xent, nt_xent
 from ecgforge.objectives.simclr import SimCLR, SimCLRConfig
+from tests.components import make
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,7 +58,7 @@ def test_simclr_with_the_ess_head_and_loss_equals_the_reference_step() -> None:
     """``CustomSimCLR.shared_forward`` + ``nt_xent_loss``: h = encoder features (here a small ResNet), z =
     ``Projection(h)``, loss on the two views; same augmentation draws for ours and the reference."""
     torch.manual_seed(0)
-    obj = SimCLR(ResNet1d(depth=18, width=4), GaussianNoise(std_mv=0.1), temperature=0.5, projector_hidden=32,
+    obj = SimCLR(make(ResNet1d, depth=18, width=4), make(GaussianNoise, std_mv=0.1), temperature=0.5, projector_hidden=32,
                  projector_dim=16, projector_bn=False, loss="ess")
     lin1, relu, lin2 = obj.projector
     assert isinstance(relu, nn.ReLU) and lin1.bias is not None and lin2.bias is not None

@@ -10,6 +10,7 @@ from torch import nn
 
 from ecgforge.augment.leads import RandomLeadMask
 from ecgforge.objectives.w2v_cmsc_rlm import W2VCMSCRLM
+from tests.components import make
 from tests.objectives.test_objectives import small_wav2vec2
 from tests.objectives.test_reference_losses import fairseq_cmsc
 
@@ -32,7 +33,7 @@ def test_w2v_cmsc_rlm_loss_equals_fairseq_signals_wav2vec2_with_cmsc() -> None:
     the *same* forward, rows alternating segment 0 / 1 per item, ``patient_id`` the group. Same random draws
     (lead masks, time masks, negatives) for ours and the transcription."""
     torch.manual_seed(0)
-    obj = W2VCMSCRLM(small_wav2vec2(), nn.Sequential(), RandomLeadMask(p_lead=0.5), final_dim=32, n_negatives=20,
+    obj = W2VCMSCRLM(small_wav2vec2(), nn.Sequential(), make(RandomLeadMask, p_lead=0.5), final_dim=32, n_negatives=20,
                      quantiser_entries=16)
     x = torch.randn(4, 2, 12, 500)
     record = torch.tensor([0, 1, 1, 2])  # items 1 and 2 come from one record: positives across items too

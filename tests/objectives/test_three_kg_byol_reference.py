@@ -24,6 +24,7 @@ from ecgforge.encoders.resnet1d import ResNet1d
 from ecgforge.objectives.byol import BYOL, cosine_tau
 from ecgforge.objectives.losses import three_kg_loss
 from ecgforge.objectives.three_kg import ThreeKGObjective
+from tests.components import make
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,7 +85,7 @@ def test_three_kg_loss_gradient_does_not_flow_through_the_norm() -> None:
 def test_three_kg_objective_own_window_takes_one_crop_per_view() -> None:
     """``views = "own_window"`` asks the dataset for two independent crops and makes one view of each; the
     faithful ``same_window`` makes both views of one crop (``ThreeKGECGDataset.perturb`` on one ``feats``)."""
-    enc = ResNet1d(depth=18, width=8)
+    enc = make(ResNet1d, depth=18, width=8)
     same = ThreeKGObjective(enc, nn.Identity(), nn.Identity(), projector_hidden=16, projector_dim=8)
     own = ThreeKGObjective(enc, nn.Identity(), nn.Identity(), projector_hidden=16, projector_dim=8, views="own_window")
     assert (same.n_segments, same.segment_pairing) == (1, "adjacent")
@@ -120,7 +121,7 @@ class _TwoViews(nn.Module):
 
 def _byol(**kw: object) -> BYOL:
     torch.manual_seed(0)
-    return BYOL(ResNet1d(depth=18, width=8), _TwoViews(), projector_hidden=32, projector_dim=16,
+    return BYOL(make(ResNet1d, depth=18, width=8), _TwoViews(), projector_hidden=32, projector_dim=16,
                 predictor_hidden=32, **kw)  # type: ignore[arg-type]
 
 
@@ -182,7 +183,7 @@ def test_byol_ema_follows_byolmaweightupdate(ema: str) -> None:
 
 def test_byol_tau_is_byolmaweightupdate_update_tau() -> None:
     """``BYOLMAWeightUpdate.update_tau``: 1 − (1 − τ0)·(cos(π·k/K) + 1)/2 with τ0 = 0.996 (its default)."""
-    assert BYOL(ResNet1d(depth=18, width=8), GaussianNoise(std_mv=0.05)).base_tau == 0.996
+    assert BYOL(make(ResNet1d, depth=18, width=8), make(GaussianNoise, std_mv=0.05)).base_tau == 0.996
     for k in (0, 1, 37, 150, 300):
         assert cosine_tau(0.996, k, 300) == pytest.approx(1 - (1 - 0.996) * (math.cos(math.pi * k / 300) + 1) / 2)
 
