@@ -1,4 +1,4 @@
-"""The run directory and safe file writing.
+"""The run object: what a run computes once from its recipe and cache (`RunPlan`), and its directory (`RunDir`).
 
 Layout of ``runs/<name>/``::
 
@@ -8,7 +8,7 @@ Layout of ``runs/<name>/``::
     checkpoints/        step_<N>/ (Accelerate state + progress.json), the last few kept
     encoder.safetensors the pretrained encoder's weights, with encoder.json (its config and input contract)
     metrics/train.jsonl one JSON object per logged step
-    results.json        evaluation rows (see README)
+    results.json        evaluation rows and run facts (`Results`; see README)
     plots/              PNG figures
     .lock               held by the process that runs in this directory
 
@@ -18,15 +18,27 @@ Files are written atomically (``ecgforge.fsio``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
 import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
 
 from ecgforge.errors import UserError
-from ecgforge.fsio import atomic_write_text, json_default
+from ecgforge.evaluation.rows import ResultRow, rows_from_json
+from ecgforge.fsio import atomic_write_json, atomic_write_text, json_default
+from ecgforge.registry import BuildContext
+from ecgforge.version import __version__
+
+if TYPE_CHECKING:
+    from ecgforge.data.cache import Cache
+    from ecgforge.recipe import Recipe
 
 
 class RunDirError(UserError):
@@ -157,3 +169,209 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
             else:
                 child.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+# ------------------------------------------------------------------------------------------ the run plan
+
+
+def samples(seconds: float, fs_hz: float) -> int:
+    """A duration in samples at ``fs_hz``, rounded to the nearest sample."""
+    return int(round(seconds * fs_hz))
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run derives from (recipe, cache), computed once and passed to training, evaluation and reports.
+
+    Attributes:
+        window: samples per training and evaluation window (``data.window_s`` at ``cache.fs_hz``).
+        stride: samples between evaluation tiles (``data.eval_stride_s``, default ``window_s``).
+        split_indices: split name -> ``(n,)`` int64 cache record indices, ascending (``data.splits`` with the
+            PTB-XL overlap rule applied).
+        ctx: the build context of the run's components: ``fs_hz``, ``window``, ``n_leads`` (the trainer adds
+            the encoder and, for a supervised objective, ``n_classes``).
+    """
+
+    recipe: Recipe
+    cache: Cache
+    window: int
+    stride: int
+    split_indices: Mapping[str, np.ndarray]
+    ctx: BuildContext
+
+    @classmethod
+    def build(cls, recipe: Recipe, cache: Cache) -> RunPlan:
+        """The plan of ``recipe`` (its splits already resolved against ``cache``) on ``cache``."""
+        from ecgforge.data.splits import select
+
+        d = recipe.data
+        window = samples(d.window_s, cache.fs_hz)
+        stride = samples(d.eval_stride_s or d.window_s, cache.fs_hz)
+        indices = {name: select(cache, sel, d.exclude_ptbxl_overlap) for name, sel in d.splits.items()}
+        ctx = BuildContext(fs_hz=cache.fs_hz, window=window, n_leads=cache.n_leads)
+        return cls(recipe, cache, window, stride, indices, ctx)
+
+    @property
+    def pretrain_indices(self) -> np.ndarray:
+        """Record indices of ``data.pretrain_split``."""
+        return self.split_indices[self.recipe.data.pretrain_split]
+
+
+# ------------------------------------------------------------------------------------------ results.json
+
+
+@dataclass(frozen=True)
+class Results:
+    """The content of ``results.json``: the evaluation rows and the facts of the run that made them.
+
+    Keys whose value is None are not written. ``other``: keys this version does not know (written by
+    another one), kept as they were.
+    """
+
+    rows: list[ResultRow]  # "eval"
+    recipe: str | None = None
+    ecgforge_version: str | None = None
+    seed: int | None = None
+    cache: str | None = None
+    cache_spec_hash: str | None = None
+    pretrain_seconds: float | None = None  # pretraining and saving the encoder, without the evaluations
+    eval_seconds: float | None = None
+    warnings: list[str] | None = None  # lines the run printed as warnings (the worse-than-random guard)
+    eval_overrides: list[str] | None = None  # `ecgforge eval --set` items of the last re-evaluation
+    allowed_overlap: dict[str, Any] | None = None  # overlaps the recipe allows (app/leakage.py)
+    other: dict[str, Any] = field(default_factory=dict)
+
+    #: JSON key -> field, in the order written.
+    _KEYS: ClassVar[dict[str, str]] = {"recipe": "recipe", "ecgforge_version": "ecgforge_version", "seed": "seed", "cache": "cache",
+             "cache_spec_hash": "cache_spec_hash", "pretrain_seconds": "pretrain_seconds",
+             "eval_seconds": "eval_seconds", "eval": "rows", "warnings": "warnings",
+             "eval_overrides": "eval_overrides", "allowed_overlap": "allowed_overlap"}
+
+    @classmethod
+    def of_evaluation(cls, recipe: Recipe, cache: Cache, rows: list[ResultRow], *, warnings: list[str],
+                      eval_seconds: float) -> Results:
+        """The results of evaluating ``recipe`` on ``cache`` with this version: the one place both a run and
+        ``ecgforge eval`` build them."""
+        return cls(rows=list(rows), recipe=recipe.name, ecgforge_version=__version__, seed=recipe.seed,
+                   cache=str(cache.path), cache_spec_hash=cache.spec_hash, eval_seconds=eval_seconds,
+                   warnings=list(warnings))
+
+    def replace(self, **changes: Any) -> Results:
+        return dataclasses.replace(self, **changes)
+
+    def over(self, previous: Results | None) -> Results:
+        """These results of a re-evaluation written over ``previous``: what an evaluation does not redo (the
+        pretraining time, keys of other versions) is kept from ``previous``; everything else is these."""
+        if previous is None:
+            return self
+        kept = self.pretrain_seconds if self.pretrain_seconds is not None else previous.pretrain_seconds
+        return self.replace(pretrain_seconds=kept, other={**previous.other, **self.other})
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, name in self._KEYS.items():
+            value = getattr(self, name)
+            if name == "rows":
+                out[key] = [row.to_json() for row in value]
+            elif value is not None:
+                out[key] = value
+        return {**out, **{k: v for k, v in self.other.items() if k not in out}}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], source: str = "results.json") -> Results:
+        """The results a parsed results.json describes; UserError (one line naming ``source``) if it is not one."""
+        rows = d.get("eval", []) if isinstance(d, Mapping) else None
+        if not isinstance(rows, list) or not all(isinstance(r, Mapping) for r in rows):
+            raise UserError(f"{source}: not a results file (expected an object whose \"eval\" is a list of rows)")
+        known = {name: d[key] for key, name in cls._KEYS.items() if key in d and name != "rows"}
+        other = {k: v for k, v in d.items() if k not in cls._KEYS}
+        return cls(rows=rows_from_json(rows), **known, other=other)
+
+
+# ------------------------------------------------------------------------------------------ the directory
+
+#: Written last into a checkpoint: a ``step_<N>`` folder without it is not a checkpoint (not yet, or never).
+PROGRESS = "progress.json"
+
+
+class RunDir:
+    """The layout of one run directory (see the module docstring) and the reads and writes that go with it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    recipe_toml = property(lambda self: self.path / "recipe.toml")
+    resolved_toml = property(lambda self: self.path / "resolved.toml")
+    env_json = property(lambda self: self.path / "env.json")
+    checkpoints_dir = property(lambda self: self.path / "checkpoints")
+    metrics_jsonl = property(lambda self: self.path / "metrics" / "train.jsonl")
+    results_json = property(lambda self: self.path / "results.json")
+    plots_dir = property(lambda self: self.path / "plots")
+
+    # ------------------------------------------------------------------------------------- checkpoints
+
+    def checkpoint(self, step: int) -> Path:
+        """Where the checkpoint of optimiser step ``step`` lives (complete or not)."""
+        return self.checkpoints_dir / f"step_{step}"
+
+    def scratch_checkpoint(self, step: int) -> Path:
+        """The folder a checkpoint is written into before it is renamed to `checkpoint` (``step``)."""
+        return self.checkpoints_dir / f".step_{step}.tmp"
+
+    @staticmethod
+    def is_complete(checkpoint: Path) -> bool:
+        """The one rule: a checkpoint is complete when its ``progress.json`` (written last) is there."""
+        return (checkpoint / PROGRESS).is_file()
+
+    def checkpoints(self) -> list[Path]:
+        """The run's complete checkpoints, oldest first."""
+        d = self.checkpoints_dir
+        found = [p for p in d.glob("step_*") if self.is_complete(p)] if d.is_dir() else []
+        return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+    def latest_checkpoint(self) -> Path | None:
+        """The run's last complete checkpoint, or None."""
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def remove_scratch_checkpoints(self) -> None:
+        """Remove what a process killed while saving left behind (``.step_<N>.tmp``, ``.step_<N>.old``)."""
+        if self.checkpoints_dir.is_dir():
+            for scratch in self.checkpoints_dir.glob(".step_*"):
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    def prune_checkpoints(self, keep: int) -> None:
+        """Remove all but the last ``keep`` complete checkpoints."""
+        for old in self.checkpoints()[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    # ----------------------------------------------------------------------------------------- results
+
+    def read_results(self) -> Results | None:
+        """results.json, or None where the run has none; UserError (one line) where it is not valid."""
+        path = self.results_json
+        if not path.is_file():
+            return None
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        return Results.from_json(raw, str(path))
+
+    def write_results(self, results: Results) -> None:
+        """Write results.json atomically (a reader sees the old file or the new one, never half of one)."""
+        atomic_write_json(self.results_json, results.to_json())
+
+    def merge_results(self, results: Results) -> Results:
+        """Write ``results`` over the run's results.json (`Results.over`: the pretraining facts kept); returns
+        what was written."""
+        merged = results.over(self.read_results())
+        self.write_results(merged)
+        return merged

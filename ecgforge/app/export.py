@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from ecgforge.errors import UserError
-from ecgforge.evaluation.rows import ResultRow, rows_from_json
-from ecgforge.fsio import atomic_dir, atomic_write_json, atomic_write_text
+from ecgforge.evaluation.rows import ResultRow
+from ecgforge.fsio import atomic_dir, atomic_write_text
+from ecgforge.rundir import Results, RunDir
 
 
 class ExportError(UserError):
@@ -61,7 +62,7 @@ def eval_table(rows: list[ResultRow]) -> str:
 BASE_TAGS = ("ecgforge", "ecg", "electrocardiogram", "biosignals", "self-supervised-learning")
 
 
-def card_metadata(meta: dict[str, Any], *, name: str, results: dict[str, Any] | None,
+def card_metadata(meta: dict[str, Any], *, name: str, results: Results | None,
                   cache_spec: dict[str, Any] | None) -> dict[str, Any]:
     """The model card's YAML front matter (the Hub's metadata): ``library_name: ecgforge``, tags, datasets and a
     ``model-index`` with one result per evaluation setting of the exported (``pretrained``) encoder.
@@ -78,7 +79,7 @@ def card_metadata(meta: dict[str, Any], *, name: str, results: dict[str, Any] | 
     if source:
         data["datasets"] = [source]
     groups: dict[tuple[Any, ...], list[ResultRow]] = defaultdict(list)
-    for row in rows_from_json((results or {}).get("eval", [])):
+    for row in results.rows if results is not None else []:
         if row.init == "pretrained":
             groups[(row.kind, row.task, row.label_fraction, tuple(row.conditions.items()), row.split)].append(row)
     entries = []
@@ -112,7 +113,7 @@ def front_matter(data: dict[str, Any]) -> str:
     return "---\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False) + "---\n"
 
 
-def model_card(meta: dict[str, Any], *, name: str, folder: str, recipe_text: str | None, results: dict[str, Any] | None,
+def model_card(meta: dict[str, Any], *, name: str, folder: str, recipe_text: str | None, results: Results | None,
                env: dict[str, Any] | None, cache_spec: dict[str, Any] | None) -> str:
     """The README.md of an export (Markdown, opened by YAML front matter: see ``card_metadata``)."""
     cfg = meta.get("config", {})
@@ -167,11 +168,11 @@ def model_card(meta: dict[str, Any], *, name: str, folder: str, recipe_text: str
     else:
         lines.append("Not recorded.")
     lines += ["", "## Evaluation", ""]
-    rows = (results or {}).get("eval", [])
-    if rows:
-        lines += [f"From the run's results.json (recipe `{results.get('recipe', '')}`, seed {results.get('seed', '')}); "
+    if results is not None and results.rows:
+        recipe, seed = results.recipe or "", "" if results.seed is None else results.seed
+        lines += [f"From the run's results.json (recipe `{recipe}`, seed {seed}); "
                   "values are test-split scores, 95% bootstrap CI in brackets where one seed ran.", "",
-                  eval_table(rows_from_json(rows))]
+                  eval_table(results.rows)]
     else:
         lines.append("The run has no evaluation results.")
     if recipe_text:
@@ -200,13 +201,13 @@ def export(src: str | Path, out: str | Path, *, overwrite: bool = False, hub_pat
     if src.resolve() == out.resolve():
         raise ExportError(f"{out}: the export folder must differ from the run directory")
     encoder, meta = load_encoder_weights(src)  # refuses missing/unexpected keys before anything is written
-    run_dir = src.parent if src.is_file() else src
-    results = _read_json(run_dir / "results.json") if not is_fairseq_checkpoint(src) else None
-    env = _read_json(run_dir / "env.json") if not is_fairseq_checkpoint(src) else None
+    run_dir = RunDir(src.parent if src.is_file() else src)
+    results = run_dir.read_results() if not is_fairseq_checkpoint(src) else None
+    env = _read_json(run_dir.env_json) if not is_fairseq_checkpoint(src) else None
     recipe_text = None
-    for name in ("resolved.toml", "recipe.toml"):
-        if not is_fairseq_checkpoint(src) and (run_dir / name).is_file():
-            recipe_text = (run_dir / name).read_text(encoding="utf-8")
+    for toml in (run_dir.resolved_toml, run_dir.recipe_toml):
+        if not is_fairseq_checkpoint(src) and toml.is_file():
+            recipe_text = toml.read_text(encoding="utf-8")
             break
     cache_spec = None
     if env and env.get("cache") and Path(env["cache"]).is_file():
@@ -227,9 +228,9 @@ def export(src: str | Path, out: str | Path, *, overwrite: bool = False, hub_pat
             meta = json.loads((tmp / "encoder.json").read_text())
         else:
             for f in ("encoder.safetensors", "encoder.json"):
-                shutil.copy2(run_dir / f, tmp / f)
+                shutil.copy2(run_dir.path / f, tmp / f)
         if results is not None:
-            atomic_write_json(tmp / "results.json", results)
+            shutil.copy2(run_dir.results_json, tmp / "results.json")  # as the run wrote it
         atomic_write_text(tmp / "README.md", model_card(meta, name=str(name), folder=hub_path or out.name,
                                                         recipe_text=recipe_text,
                                                         results=results, env=env, cache_spec=cache_spec))

@@ -2,8 +2,8 @@
 
 ``make_report(run_dirs, out_dir)`` compares runs: a table of every results row group (mean ± std over seeds,
 with the test-record bootstrap 95% interval averaged over seeds), label-efficiency curves, a curve per test
-condition of a protocol (robustness: noise level, lead subset) and, for runs whose objective has a ``masks(x)`` method
-(adversarial masking, Bo et al. 2022), the learned masks drawn over a few test ECGs; the score card across runs
+condition of a protocol (robustness: noise level, lead subset) and the figures a run's objective draws over a few
+test ECGs (``Objective.figures``: adversarial masking's learned masks, Bo et al. 2022); the score card across runs
 (app/scorecard.py) and all of it as one self-contained ``report.html`` (app/report_html.py).
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -28,10 +27,10 @@ import numpy as np  # noqa: E402
 from ecgforge.app.report_html import write_html  # noqa: E402
 from ecgforge.app.scorecard import card_markdown, plot_card, score_card  # noqa: E402
 from ecgforge.errors import UserError  # noqa: E402
-from ecgforge.evaluation.rows import ResultRow, rows_from_json  # noqa: E402
+from ecgforge.evaluation.rows import ResultRow  # noqa: E402
 from ecgforge.evaluation.scoring import PRIMARY  # noqa: E402
 from ecgforge.fsio import atomic_file, atomic_write_text  # noqa: E402
-from ecgforge.rundir import read_jsonl  # noqa: E402
+from ecgforge.rundir import RunDir, RunPlan, read_jsonl  # noqa: E402
 
 #: The fields that, with the run and a row's conditions, make one table row; seeds are what a group averages over.
 GROUP_FIELDS = ("kind", "task", "init", "label_fraction")
@@ -130,15 +129,14 @@ def plot_label_efficiency(runs: Runs, metric: str, path: Path) -> Path | None:
 
 def plot_run(run_dir: str | Path) -> list[Path]:
     """The plots of one run directory into ``run_dir/plots``."""
-    run_dir = Path(run_dir)
+    rd = RunDir(run_dir)
     made = []
-    loss = plot_losses(read_jsonl(run_dir / "metrics" / "train.jsonl"), run_dir / "plots" / "loss.png", run_dir.name)
+    loss = plot_losses(read_jsonl(rd.metrics_jsonl), rd.plots_dir / "loss.png", rd.name)
     if loss:
         made.append(loss)
-    results = run_dir / "results.json"
-    if results.is_file():
-        rows = rows_from_json(json.loads(results.read_text()).get("eval", []))
-        made += _result_plots({run_dir.name: rows}, run_dir / "plots")
+    results = rd.read_results()
+    if results is not None:
+        made += _result_plots({rd.name: results.rows}, rd.plots_dir)
     return made
 
 
@@ -159,17 +157,13 @@ def load_runs(run_dirs: list[str | Path]) -> Runs:
     """Run name (the directory's name, or ``parent/name`` where names repeat) -> its results.json rows."""
     dirs = [Path(d) for d in run_dirs]
     names = [d.name for d in dirs]
-    runs: dict[str, list[dict[str, Any]]] = {}
+    runs: Runs = {}
     for d in dirs:
-        f = d / "results.json"
-        if not f.is_file():
+        results = RunDir(d).read_results()
+        if results is None:
             raise UserError(f"{d}: no results.json (not a finished run directory?)")
-        try:
-            rows = json.loads(f.read_text()).get("eval", [])
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{f}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
         name = d.name if names.count(d.name) == 1 else f"{d.parent.name}/{d.name}"
-        runs[name] = rows_from_json(rows)
+        runs[name] = results.rows
     return runs
 
 
@@ -353,139 +347,72 @@ def _result_plots(runs: Runs, out_dir: Path) -> list[Path]:
     return made
 
 
-# ---------------------------------------------------------------------------------------- masks
-
-
-def _latest_checkpoint(run_dir: Path) -> Path | None:
-    d = run_dir / "checkpoints"
-    found = [p for p in d.glob("step_*") if (p / "model.safetensors").is_file()] if d.is_dir() else []
-    return max(found, key=lambda p: int(p.name.split("_")[1])) if found else None
+# ------------------------------------------------------------------------------ objective figures
 
 
 @dataclass
-class MaskerRun:
-    """An adversarial-masking run's objective with its checkpoint weights, and the data it was trained on."""
+class TrainedObjective:
+    """A run's objective rebuilt from ``resolved.toml`` with the weights of its last complete checkpoint, and
+    the run's plan (its cache, window and splits)."""
 
-    objective: Any
-    cache: Any
-    recipe: Any
-    window: int
+    objective: Any  # an ecgforge.objectives.base.Objective
+    plan: RunPlan
     checkpoint: Path
 
 
-def load_masker_objective(run_dir: str | Path) -> MaskerRun | None:
-    """The run's objective rebuilt from ``resolved.toml`` with its last checkpoint's weights, if that objective
-    has a ``masks(x)`` method (adversarial masking); None otherwise (no [ssl], no checkpoint, no masks)."""
+def load_trained_objective(run_dir: str | Path) -> TrainedObjective | None:
+    """The run's objective with its last checkpoint's weights, if the objective draws figures
+    (``Objective.figures``); None otherwise (no resolved.toml, no [ssl], no figures, no checkpoint)."""
     from safetensors.torch import load_file
 
     from ecgforge.app.recipes import load_run_recipe
     from ecgforge.data.cache import Cache
     from ecgforge.encoders import ENCODERS
     from ecgforge.objectives import OBJECTIVES
-    from ecgforge.registry import BuildContext, build
+    from ecgforge.objectives.base import Objective
+    from ecgforge.registry import build
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "resolved.toml").is_file():
+    rd = RunDir(run_dir)
+    if not rd.resolved_toml.is_file():
         return None
-    recipe = load_run_recipe(run_dir / "resolved.toml")
-    ckpt = _latest_checkpoint(run_dir)
-    if recipe.ssl is None or ckpt is None:
+    recipe = load_run_recipe(rd.resolved_toml)
+    if recipe.ssl is None or OBJECTIVES[recipe.ssl.kind].figures is Objective.figures:
         return None
-    if not hasattr(OBJECTIVES.get(recipe.ssl.kind), "masks"):
+    ckpt = rd.latest_checkpoint()
+    if ckpt is None:
         return None
-    cache = Cache(recipe.data.cache)
-    window = int(round(recipe.data.window_s * cache.fs_hz))
-    ctx = BuildContext(encoder=build(ENCODERS, recipe.model.encoder), fs_hz=cache.fs_hz, window=window,
-                       n_leads=cache.n_leads)
-    objective = build(OBJECTIVES, recipe.ssl, ctx)
+    plan = RunPlan.build(recipe, Cache(recipe.data.cache))
+    objective = build(OBJECTIVES, recipe.ssl, plan.ctx.replace(encoder=build(ENCODERS, recipe.model.encoder)))
     # A compiled encoder saves its weights under "_orig_mod."; the rebuilt one is not compiled.
     state = {k.replace("_orig_mod.", ""): v for k, v in load_file(str(ckpt / "model.safetensors")).items()}
     try:
         objective.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise UserError(f"{ckpt}: checkpoint does not fit {recipe.ssl.kind}: {str(exc).splitlines()[0]}") from None
-    return MaskerRun(objective.eval(), cache, recipe, window, ckpt)
+    return TrainedObjective(objective.eval(), plan, ckpt)
 
 
-def plot_masks(x: np.ndarray, masks: np.ndarray, fs_hz: float, leads: list[str], path: Path, title: str = "",
-               show_leads: tuple[str, ...] = ("II", "V1"), applied: np.ndarray | None = None,
-               per_lead: bool = False, r_peaks: list[np.ndarray] | None = None) -> Path:
-    """Learned masks over ECGs: one panel per ECG and lead, the signal in black. On the right axis, each
-    mask's applied (binarised) value as a solid line with the samples it hides (applied > 0.5) shaded, and
-    its soft value dotted; R peaks (if given) marked with ticks under the trace.
-
-    Args:
-        x: ``(B, leads, T)`` mV; masks: ``(B, M, T)`` soft masks in [0, 1] (Bo et al.: one mask for all leads).
-        applied: ``(B, M, T)`` the masks as they reach the encoder (binarised); None = the soft masks.
-        per_lead: mask k applies to lead k only (the per-lead mode): each panel shows its lead's mask.
-        r_peaks: per ECG, the sample indices of its R peaks.
-    """
-    applied = masks if applied is None else applied
-    shown = [lead for lead in show_leads if lead in leads] or [leads[0]]
-    b, m = masks.shape[0], masks.shape[1]
-    t = np.arange(x.shape[-1]) / fs_hz
-    fig, axes = plt.subplots(b, len(shown), figsize=(5.2 * len(shown), 1.9 * b), squeeze=False, sharex=True)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i in range(b):
-        for j, lead in enumerate(shown):
-            ax = axes[i, j]
-            sig = x[i, leads.index(lead)]
-            ax.plot(t, sig, color="black", lw=0.8)
-            lo, hi = float(sig.min()), float(sig.max())
-            pad = 0.1 * (hi - lo + 1e-6)
-            ks = [leads.index(lead)] if per_lead else list(range(m))
-            for k in ks:
-                ax.fill_between(t, lo - pad, hi + pad, where=applied[i, k] > 0.5, color=colours[k % len(colours)],
-                                alpha=0.25, step="mid", lw=0)
-            if r_peaks is not None and len(r_peaks[i]):
-                ax.plot(t[r_peaks[i]], np.full(len(r_peaks[i]), lo - pad), "^", color="crimson", ms=4,
-                        label="R peak")
-            ax2 = ax.twinx()
-            for k in ks:
-                ax2.step(t, applied[i, k], where="mid", color=colours[k % len(colours)], lw=1.0,
-                         label=f"mask {k} applied")
-                ax2.plot(t, masks[i, k], color=colours[k % len(colours)], lw=0.8, ls=":", label=f"mask {k} soft")
-            ax2.set_ylim(-0.05, 1.05)
-            ax2.set_ylabel("mask", fontsize=7)
-            ax.set_ylabel(f"ECG {i} {lead} (mV)", fontsize=7)
-            if i == 0 and j == len(shown) - 1:
-                ax2.legend(frameon=False, fontsize=6, loc="upper right")
-    for ax in axes[-1]:
-        ax.set_xlabel("time (s)")
-    fig.subplots_adjust(wspace=0.4, hspace=0.3)  # room for each panel's right-hand mask axis
-    fig.suptitle(title or "learned masks: applied (binarised, solid; shaded = hidden) and soft (dotted)", fontsize=10)
-    return _save(fig, path)
-
-
-def plot_run_masks(run_dir: str | Path, path: Path, n_ecgs: int = 3) -> Path | None:
-    """Draw the masks of an adversarial-masking run's last checkpoint over ``n_ecgs`` test (or first) ECGs."""
+def plot_objective_figures(run_dir: str | Path, out_dir: Path, name: str, n_ecgs: int = 3) -> list[Path]:
+    """The figures a run's objective draws (``Objective.figures``) over the first window of ``n_ecgs`` test
+    (or pretraining) ECGs, with its last checkpoint's weights, as ``out_dir/<figure>_<name>.png``."""
     import torch
 
-    run = load_masker_objective(run_dir)
-    if run is None:
-        return None
     from ecgforge.data.dataset import TiledWindows
-    from ecgforge.data.splits import select
 
-    cache, recipe = run.cache, run.recipe
-    split = "test" if "test" in recipe.data.splits else recipe.data.pretrain_split
-    idx = select(cache, recipe.data.splits[split], recipe.data.exclude_ptbxl_overlap)[:n_ecgs]
+    run = load_trained_objective(run_dir)
+    if run is None:
+        return []
+    plan = run.plan
+    idx = plan.split_indices["test" if "test" in plan.split_indices else plan.recipe.data.pretrain_split][:n_ecgs]
     if len(idx) == 0:
-        return None
-    tiles = TiledWindows(cache, idx, run.window)
+        return []
+    tiles = TiledWindows(plan.cache, idx, plan.window)
     first = [int(np.flatnonzero(tiles.record_of == p)[0]) for p in range(len(idx))]  # first window of each ECG
     x = torch.stack([tiles[k]["x"] for k in first])
     with torch.no_grad():
-        masks = run.objective.masks(x).float().numpy()
-        applied = run.objective.applied_masks(x).float().numpy() if hasattr(run.objective, "applied_masks") else None
-    from ecgforge.data.qrs import r_peaks
-
-    qrs_lead = min(int(getattr(run.objective, "qrs_lead", 1)), x.shape[1] - 1)
-    peaks = [r_peaks(x[i, qrs_lead].numpy(), cache.fs_hz) for i in range(x.shape[0])]
-    return plot_masks(x.numpy(), masks, cache.fs_hz, list(cache.leads), path,
-                      f"{Path(run_dir).name}: {run.checkpoint.name} masks: applied (solid; shaded = hidden), "
-                      "soft (dotted)", applied=applied, per_lead=getattr(run.objective, "mask_mode", "") == "per_lead",
-                      r_peaks=peaks)
+        figures = run.objective.figures({"x": x}, fs_hz=plan.cache.fs_hz, leads=list(plan.cache.leads),
+                                        title=f"{Path(run_dir).name}: {run.checkpoint.name} ")
+    return [_save(fig, out_dir / f"{figure}_{name}.png") for figure, fig in figures.items()]
 
 
 def make_report(run_dirs: list[str | Path], out_dir: str | Path) -> list[Path]:
@@ -502,8 +429,6 @@ def make_report(run_dirs: list[str | Path], out_dir: str | Path) -> list[Path]:
     made += [card_png] if card_png else []
     made += _result_plots(runs, out_dir)
     for d, name in zip(run_dirs, runs, strict=True):
-        p = plot_run_masks(d, out_dir / f"masks_{name.replace('/', '_')}.png")
-        if p:
-            made.append(p)
+        made += plot_objective_figures(d, out_dir, name.replace("/", "_"))
     made.append(write_html(out_dir / "report.html", runs, summary, cells, [p for p in made if p.suffix == ".png"], card_png))
     return made

@@ -39,6 +39,7 @@ from ecgforge.layers.device import default_device
 from ecgforge.progress import Reporter
 from ecgforge.recipe import Recipe
 from ecgforge.registry import build
+from ecgforge.rundir import Results, RunDir, RunLock, RunPlan
 from ecgforge.train.loop import Trainer, launch_mismatch, make_accelerator
 from ecgforge.version import __version__
 
@@ -79,16 +80,16 @@ def env_info(accelerator: Accelerator, recipe: Recipe, cache: Cache | None) -> d
     }
 
 
-def evaluate(recipe: Recipe, cache: Cache, encoder: nn.Module, device: torch.device, reporter: Reporter,
-             run_dir: Path | None = None, warnings: list[str] | None = None) -> list[ResultRow]:
-    """Every ``[[eval]]`` table of ``recipe`` on ``encoder`` (and its reference initialisations).
+def evaluate(plan: RunPlan, encoder: nn.Module, device: torch.device, reporter: Reporter,
+             run_dir: Path | None = None) -> Results:
+    """Every ``[[eval]]`` table of the plan's recipe on ``encoder`` (and its reference initialisations).
 
     When the first table has a random-init reference and the encoder is worse than it at every label fraction,
-    one line says so (``reporter.note``) and is appended to ``warnings``.
+    one line says so (``reporter.note``) and the results' ``warnings`` keep it.
     """
-    r = recipe
-    window = int(round(r.data.window_s * cache.fs_hz))
-    stride = int(round((r.data.eval_stride_s or r.data.window_s) * cache.fs_hz))
+    t0 = time.perf_counter()
+    r, cache = plan.recipe, plan.cache
+    warnings: list[str] = []
     trained = copy.deepcopy(getattr(encoder, "_orig_mod", encoder)).cpu()
 
     def make_encoder(init: str, seed: int) -> nn.Module:
@@ -98,7 +99,7 @@ def evaluate(recipe: Recipe, cache: Cache, encoder: nn.Module, device: torch.dev
         return build(ENCODERS, r.model.encoder)
 
     ctx = EvalContext(
-        cache=cache, splits=r.data.splits, window=window, stride=stride, make_encoder=make_encoder,
+        cache=cache, splits=r.data.splits, window=plan.window, stride=plan.stride, make_encoder=make_encoder,
         device=device, batch_size=max(r.train.batch_size, 64), num_workers=r.data.num_workers,
         exclude_ptbxl_overlap=r.data.exclude_ptbxl_overlap, run_dir=run_dir,
     )
@@ -110,11 +111,10 @@ def evaluate(recipe: Recipe, cache: Cache, encoder: nn.Module, device: torch.dev
             line = worse_than_random(table, f"eval [0] {ev.kind} {getattr(ev, 'task', '')}".rstrip())
             if line is not None:
                 reporter.note(f"warning: {line}")
-                if warnings is not None:
-                    warnings.append(line)
+                warnings.append(line)
         rows += table
     ctx.features.clear()
-    return rows
+    return Results.of_evaluation(r, cache, rows, warnings=warnings, eval_seconds=time.perf_counter() - t0)
 
 
 class Run:
@@ -123,6 +123,7 @@ class Run:
     def __init__(self, recipe: Recipe, run_dir: Path, *, resume: bool = False, reporter: Reporter | None = None,
                  recipe_text: str | None = None, source: str = "recipe") -> None:
         self.recipe, self.run_dir, self.resume = recipe, Path(run_dir), resume
+        self.dir = RunDir(self.run_dir)
         self.reporter = reporter or Reporter()
         self.recipe_text = recipe_text
         self.source = source  # the recipe's path, for error lines
@@ -155,12 +156,12 @@ class Run:
     def write_run_files(self, cache: Cache | None) -> None:
         if not self.is_main:
             return
-        if self.recipe_text is not None and not (self.resume and (self.run_dir / "recipe.toml").exists()):
-            atomic_write_text(self.run_dir / "recipe.toml", self.recipe_text)
+        if self.recipe_text is not None and not (self.resume and self.dir.recipe_toml.exists()):
+            atomic_write_text(self.dir.recipe_toml, self.recipe_text)
         import tomli_w
 
-        atomic_write_text(self.run_dir / "resolved.toml", tomli_w.dumps(to_toml_dict(self.recipe)))
-        atomic_write_json(self.run_dir / "env.json", env_info(self.accelerator, self.recipe, cache))
+        atomic_write_text(self.dir.resolved_toml, tomli_w.dumps(to_toml_dict(self.recipe)))
+        atomic_write_json(self.dir.env_json, env_info(self.accelerator, self.recipe, cache))
 
     def save_encoder(self, encoder: nn.Module, cache: Cache) -> None:
         if not self.is_main:
@@ -177,6 +178,7 @@ class Run:
         )
 
     def run(self) -> dict[str, Any]:
+        """Returns what results.json holds (empty on every process but the main one)."""
         r = self.recipe
         set_seed(r.seed)
         preflight.check(r, self.source)  # before the cache is built: what the recipe alone gets wrong
@@ -184,34 +186,22 @@ class Run:
         r = self.recipe = resolve_splits(r, cache, self.reporter.note)  # a suite on a subset of its folds
         # Before any training: splits, tasks and leakage against the cache, refused here, not at evaluation.
         allowed_overlap = preflight.check(r, self.source, cache).allowed_overlap
+        plan = RunPlan.build(r, cache)
         self.write_run_files(cache)
         t0 = time.perf_counter()
         # Fresh, or the saved weights of [model] init (contract checked against this cache, strict load).
         encoder = initial_encoder(r.model, fs_hz=cache.fs_hz, leads=cache.leads, source=str(cache.path))
         if r.ssl is not None:
-            trainer = Trainer(r, self.run_dir, self.accelerator, cache, resume=self.resume, reporter=self.reporter)
+            trainer = Trainer(plan, self.dir, self.accelerator, resume=self.resume, reporter=self.reporter)
             encoder = trainer.fit(encoder)
         self.save_encoder(encoder, cache)
         pretrain_seconds = time.perf_counter() - t0  # before the evaluations, which can take longer than pretraining
         results: dict[str, Any] = {}
         if self.is_main:
-            t1 = time.perf_counter()
-            warnings: list[str] = []
-            rows = evaluate(r, cache, encoder, self.accelerator.device, self.reporter, self.run_dir, warnings)
-            results = {
-                "recipe": r.name,
-                "ecgforge_version": __version__,
-                "seed": r.seed,
-                "cache": str(cache.path),
-                "cache_spec_hash": cache.spec_hash,
-                "pretrain_seconds": pretrain_seconds,
-                "eval_seconds": time.perf_counter() - t1,
-                "eval": [row.to_json() for row in rows],
-                "warnings": warnings,
-            }
-            if allowed_overlap is not None:
-                results["allowed_overlap"] = allowed_overlap
-            atomic_write_json(self.run_dir / "results.json", results)
+            evaluated = evaluate(plan, encoder, self.accelerator.device, self.reporter, self.run_dir)
+            evaluated = evaluated.replace(pretrain_seconds=pretrain_seconds, allowed_overlap=allowed_overlap)
+            self.dir.write_results(evaluated)
+            results = evaluated.to_json()
             from ecgforge.app.report import plot_run
 
             plot_run(self.run_dir)
@@ -221,16 +211,15 @@ class Run:
 
 def evaluate_run(run_dir: Path, overrides: list[str], reporter: Reporter | None = None) -> dict[str, Any]:
     """``ecgforge eval``: the run's ``[[eval]]`` tables (from resolved.toml with ``overrides``) on its saved
-    encoder, without pretraining; rewrites results.json (other fields kept) and the plots."""
-    import json
-
+    encoder, without pretraining; rewrites results.json (the pretraining time and unknown keys kept,
+    `Results.over`) and the plots."""
     from ecgforge.app.report import plot_run
     from ecgforge.encoder_files import check_contract, load_encoder_weights
     from ecgforge.errors import UserError
-    from ecgforge.rundir import RunLock
 
     reporter = reporter or Reporter()
-    resolved = run_dir / "resolved.toml"
+    rd = RunDir(run_dir)
+    resolved = rd.resolved_toml
     if not resolved.is_file():
         raise UserError(f"{run_dir}: no resolved.toml here (not a run directory)")
     r = load_run_recipe(resolved, overrides)
@@ -245,16 +234,7 @@ def evaluate_run(run_dir: Path, overrides: list[str], reporter: Reporter | None 
     check_contract(meta, fs_hz=cache.fs_hz, leads=list(cache.leads), source=str(cache.path))
     allowed_overlap = preflight.check(r, str(resolved), cache).allowed_overlap
     with RunLock(run_dir):
-        warnings: list[str] = []
-        rows = evaluate(r, cache, encoder, default_device(), reporter, run_dir, warnings)
-        path = run_dir / "results.json"
-        previous = json.loads(path.read_text()) if path.is_file() else {}
-        results = {**previous, "recipe": r.name, "seed": r.seed, "cache": str(cache.path),
-                   "cache_spec_hash": cache.spec_hash, "eval": [row.to_json() for row in rows],
-                   "eval_overrides": list(overrides), "warnings": warnings}
-        results.pop("allowed_overlap", None)
-        if allowed_overlap is not None:
-            results["allowed_overlap"] = allowed_overlap
-        atomic_write_json(path, results)
+        evaluated = evaluate(RunPlan.build(r, cache), encoder, default_device(), reporter, run_dir)
+        results = rd.merge_results(evaluated.replace(eval_overrides=list(overrides), allowed_overlap=allowed_overlap))
         plot_run(run_dir)
-    return results
+    return results.to_json()

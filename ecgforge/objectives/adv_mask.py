@@ -222,3 +222,21 @@ class AdvMask(Objective):
             loss = self.contrast(v1, v2, masks.detach())
             return loss, {"loss": loss.detach(), "mask_mean": masks.mean()}
         raise ValueError(f"adv_mask: unknown phase {phase!r}; phases are {self.cfg.phases}")
+
+    # -------------------------------------------------------------------------------- report figures
+
+    def figures(self, batch: dict[str, Tensor], *, fs_hz: float, leads: list[str],
+                title: str = "") -> dict[str, object]:
+        """``masks``: the learned masks over ``batch["x"]`` (applied solid, soft dotted, hidden samples
+        shaded, R peaks of lead ``qrs_lead`` ticked); see ``Objective.figures``."""
+        from ecgforge.data.qrs import r_peaks
+        from ecgforge.objectives.mask_figures import mask_figure
+
+        x = batch["x"]
+        with torch.no_grad():
+            soft, applied = self.masks(x).float().numpy(), self.applied_masks(x).float().numpy()
+        lead = min(self.cfg.qrs_lead, x.shape[1] - 1)
+        peaks = [r_peaks(x[i, lead].numpy(), fs_hz) for i in range(x.shape[0])]
+        return {"masks": mask_figure(x.numpy(), soft, fs_hz, leads,
+                                     f"{title}masks: applied (solid; shaded = hidden), soft (dotted)",
+                                     applied=applied, per_lead=self.cfg.mask_mode == "per_lead", r_peaks=peaks)}

@@ -83,3 +83,11 @@ class Objective(nn.Module):
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Called after every optimiser step of the last phase (e.g. BYOL's EMA update)."""
+
+    def figures(self, batch: dict[str, Tensor], *, fs_hz: float, leads: list[str],
+                title: str = "") -> dict[str, object]:
+        """Figures of what the objective learned, for reports: name -> ``matplotlib.figure.Figure``, drawn over
+        ``batch`` (``x``: ``(B, leads, T)`` mV test windows at ``fs_hz``, lead names ``leads``) and saved as
+        ``<name>_<run>.png``; ``title`` (the run and checkpoint) starts each figure's title. Default: none;
+        the report rebuilds no objective that keeps this default."""
+        return {}

@@ -6,10 +6,11 @@ their optimiser groups and phases (see ``objectives.base``); the loop steps each
 with only that group's parameters requiring gradients, so alternating min-max objectives need no special
 case here. Progress goes to a `Reporter` (``ecgforge.progress``), which the loop does not render.
 
-`Trainer` is set up once (``setup``), may continue from the last checkpoint (``resume``), then ``fit`` runs
-``step`` per batch, ``log`` per log window and ``save_checkpoint`` per checkpoint interval. A resumed run is
-bit-identical to an uninterrupted one: every process's RNG states, the data order (``EpochSampler``) and
-the log window travel in the checkpoint.
+`Trainer` takes the run's plan (window, split indices, build context: ``rundir.RunPlan``) and directory
+(``rundir.RunDir``: where checkpoints go and which is the last complete one). It is set up once (``setup``),
+may continue from the last checkpoint (``resume``), then ``fit`` runs ``step`` per batch, ``log`` per log
+window and ``save_checkpoint`` per checkpoint interval. A resumed run is bit-identical to an uninterrupted
+one: every process's RNG states, the data order (``EpochSampler``) and the log window travel in the checkpoint.
 """
 
 from __future__ import annotations
@@ -41,17 +42,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from ecgforge.config_files import to_toml_dict
-from ecgforge.data.cache import Cache
 from ecgforge.data.dataset import RandomWindows, collate_windows
-from ecgforge.data.splits import select, task_targets
+from ecgforge.data.splits import task_targets
 from ecgforge.errors import UserError
 from ecgforge.fsio import atomic_write_json, replace_dir
 from ecgforge.interrupts import StopOnSignal
 from ecgforge.objectives import OBJECTIVES
 from ecgforge.progress import Reporter
 from ecgforge.recipe import Recipe
-from ecgforge.registry import BuildContext, build
-from ecgforge.rundir import MetricsLog
+from ecgforge.registry import build
+from ecgforge.rundir import PROGRESS, MetricsLog, RunDir, RunPlan
 from ecgforge.train.collapse import EmbeddingProbe
 from ecgforge.train.optim import make_optimizer, make_schedule
 
@@ -87,13 +87,6 @@ class LoopState:
 def _ignore_sigint(worker_id: int) -> None:
     """DataLoader worker init: leave Ctrl-C to the main process, which stops at a step boundary and saves."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def checkpoints(run_dir: Path) -> list[Path]:
-    """The run's complete checkpoints, oldest first."""
-    d = run_dir / "checkpoints"
-    found = [p for p in d.glob("step_*") if (p / "progress.json").is_file()] if d.is_dir() else []
-    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
 
 
 def launch_mismatch(num_processes: int) -> str | None:
@@ -189,23 +182,22 @@ def start_trackers(acc: Accelerator, recipe: Recipe, run_dir: Path) -> None:
 class Trainer:
     """Pretrain ``recipe.ssl`` on a cache: ``Trainer(...).fit(encoder)`` returns the trained encoder."""
 
-    def __init__(self, recipe: Recipe, run_dir: Path, accelerator: Accelerator, cache: Cache, *,
+    def __init__(self, plan: RunPlan, run_dir: RunDir, accelerator: Accelerator, *,
                  resume: bool = False, reporter: Reporter | None = None) -> None:
-        self.recipe, self.run_dir, self.acc, self.cache = recipe, Path(run_dir), accelerator, cache
+        self.plan, self.recipe, self.cache = plan, plan.recipe, plan.cache
+        self.dir, self.run_dir, self.acc = run_dir, run_dir.path, accelerator
         self.resume_requested = resume
         self.reporter = reporter or Reporter()
         self.is_main = accelerator.is_main_process
-        self.ckpt_root = self.run_dir / "checkpoints"
 
     # ----------------------------------------------------------------------------------------- setup
 
     def setup(self, encoder: nn.Module) -> None:
         """Objective, data, optimisers and schedules for ``encoder``, prepared by Accelerate."""
         r, t, acc, cache = self.recipe, self.recipe.train, self.acc, self.cache
-        window = int(round(r.data.window_s * cache.fs_hz))
-        train_idx = select(cache, r.data.splits[r.data.pretrain_split], r.data.exclude_ptbxl_overlap)
+        window, train_idx = self.plan.window, self.plan.pretrain_indices
         targets = None
-        ctx = BuildContext(encoder=encoder, fs_hz=cache.fs_hz, window=window, n_leads=cache.n_leads)
+        ctx = self.plan.ctx.replace(encoder=encoder)
         if r.ssl.needs_labels:  # targets first: the objective's head needs their width
             targets = task_targets(cache, r.ssl.task, train_idx)
             ctx = ctx.replace(n_classes=1 if targets.task_type == "regression" else len(targets.names))
@@ -272,13 +264,12 @@ class Trainer:
     def resume(self) -> None:
         """Remove half-written checkpoints; with ``--resume``, load the last complete one (every process's part)."""
         acc = self.acc
-        if self.is_main and self.ckpt_root.is_dir():
-            for scratch in self.ckpt_root.glob(".step_*"):  # left by a process killed while saving
-                shutil.rmtree(scratch, ignore_errors=True)
+        if self.is_main:
+            self.dir.remove_scratch_checkpoints()  # left by a process killed while saving
         acc.wait_for_everyone()
-        ckpts = checkpoints(self.run_dir)
+        ckpts = self.dir.checkpoints()
         if self.resume_requested and ckpts:
-            saved = LoopState(**json.loads((ckpts[-1] / "progress.json").read_text()))
+            saved = LoopState(**json.loads((ckpts[-1] / PROGRESS).read_text()))
             if saved.world_size != acc.num_processes:
                 raise UserError(
                     f"{ckpts[-1]}: written by {saved.world_size} process(es); resume with the same number "
@@ -343,9 +334,9 @@ class Trainer:
         optimisers, schedulers and progress), renamed to ``step_<N>`` when complete: a kill at any moment
         leaves the previous checkpoints intact. Needs a filesystem shared by all nodes."""
         acc, s = self.acc, self.state
-        if (self.ckpt_root / f"step_{s.step}" / "progress.json").is_file() and s.step != self.resume_step:
+        if self.dir.is_complete(self.dir.checkpoint(s.step)) and s.step != self.resume_step:
             return  # saved at this very step already (a checkpoint step that was also the last)
-        tmp = self.ckpt_root / f".step_{s.step}.tmp"
+        tmp = self.dir.scratch_checkpoint(s.step)
         if self.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -363,10 +354,9 @@ class Trainer:
             raise
         acc.wait_for_everyone()
         if self.is_main:
-            atomic_write_json(tmp / "progress.json", asdict(s))
-            replace_dir(tmp, self.ckpt_root / f"step_{s.step}")  # the same step again: a complete resumed run
-            for old in checkpoints(self.run_dir)[: -self.recipe.train.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+            atomic_write_json(tmp / PROGRESS, asdict(s))  # last: it makes the checkpoint complete
+            replace_dir(tmp, self.dir.checkpoint(s.step))  # the same step again: a complete resumed run
+            self.dir.prune_checkpoints(self.recipe.train.keep_checkpoints)
         acc.wait_for_everyone()
 
     # -------------------------------------------------------------------------------------------- fit
@@ -377,7 +367,7 @@ class Trainer:
         self.resume()
         r, t, acc = self.recipe, self.recipe.train, self.acc
         state, loader = self.state, self.loader
-        log = MetricsLog(self.run_dir / "metrics" / "train.jsonl", self.resume_step) if self.is_main else None
+        log = MetricsLog(self.dir.metrics_jsonl, self.resume_step) if self.is_main else None
         if t.trackers:
             start_trackers(acc, r, self.run_dir)
         t_start = time.perf_counter() - state.elapsed_s
