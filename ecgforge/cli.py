@@ -13,13 +13,35 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape  # messages quote TOML tables like [model.encoder]
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from ecgforge.errors import Failure, UserError, resolved_against
 from ecgforge.ui.console import err, out
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+
+def _flags_take_no_value(params: list[Any]) -> list[Any]:
+    """typer shows an option's type after it, a flag's too (``--help <bool>``); a flag takes no value, so it
+    shows none (an empty metavar)."""
+    for p in params:
+        if isinstance(p, TyperOption) and p.is_flag and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_take_no_value(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_take_no_value(super().get_params(ctx))
+
+
+app = typer.Typer(cls=Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Self-supervised pretraining and data-scarce evaluation of ECG encoders.")
-cache_app = typer.Typer(no_args_is_help=True, help="Build, inspect and verify HDF5 dataset caches.")
+cache_app = typer.Typer(cls=Group, no_args_is_help=True, help="Build, inspect and verify HDF5 dataset caches.")
 app.add_typer(cache_app, name="cache")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,13 +109,13 @@ def _disk_full(exc: BaseException) -> bool:
     return any(s in text for s in ("No space left on device", "Disk quota exceeded", "errno = 28,", "StorageFull"))
 
 
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a recipe field: dotted.key=TOML-value")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="override a recipe field: dotted.key=TOML-value")]
 
 
 # ------------------------------------------------------------------------------------------------ run
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def run(
     recipe: Annotated[Path, typer.Argument(help="run recipe (TOML)")],
@@ -133,7 +155,7 @@ def print_results(results: dict[str, Any]) -> None:
         out.print(table)
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def validate(
     recipes: Annotated[list[Path], typer.Argument(help="run or cache recipes")],
@@ -167,7 +189,7 @@ def validate(
         raise typer.Exit(2)
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 def list_(as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False) -> None:
     """The registered component kinds per category, with the package each comes from (plugins included)."""
     from ecgforge.app.catalog import kinds, origins
@@ -183,7 +205,7 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="print one JSON o
 # ---------------------------------------------------------------------------------------- eval, report
 
 
-@app.command("eval")
+@app.command("eval", cls=Command)
 @user_errors
 def eval_(
     run_dir: Annotated[Path, typer.Argument(help="run directory (resolved.toml + encoder.safetensors)")],
@@ -199,7 +221,7 @@ def eval_(
     out.print(f"results: {run_dir / 'results.json'}")
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="run directories to compare")],
@@ -228,7 +250,7 @@ def build_cache_with_progress(spec: Any, out_path: str | Path | None, workers: i
     return summary
 
 
-@cache_app.command("build")
+@cache_app.command("build", cls=Command)
 @user_errors
 def cache_build(
     spec: Annotated[Path, typer.Argument(help="cache recipe (TOML)")],
@@ -257,7 +279,7 @@ def cache_build(
         raise CacheError(f"{spec}: {exc}") from None
 
 
-@cache_app.command("info")
+@cache_app.command("info", cls=Command)
 @user_errors
 def cache_info(
     path: Annotated[Path, typer.Argument(help="cache file")],
@@ -279,7 +301,7 @@ def cache_info(
         out.print(f"  skipped {s['record']}: {s['reason']}", highlight=False)
 
 
-@cache_app.command("verify")
+@cache_app.command("verify", cls=Command)
 @user_errors
 def cache_verify(path: Annotated[Path, typer.Argument(help="cache file")]) -> None:
     """Re-check a cache against its spec hash and stored checksums (exit 1 on any problem)."""
@@ -300,7 +322,7 @@ def cache_verify(path: Annotated[Path, typer.Argument(help="cache file")]) -> No
 # --------------------------------------------------------------------------------------- embed, export
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def embed(
     encoder: Annotated[str, typer.Argument(
@@ -332,7 +354,7 @@ def embed(
               f"{summary['n_windows']} windows, {summary['embed_dim']}-d, on {summary['device']}", highlight=False)
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def export(
     run_dir: Annotated[Path, typer.Argument(help="run directory (or a fairseq-signals .pt checkpoint)")],
@@ -346,7 +368,7 @@ def export(
     out.print(f"[green]exported[/] {run_dir} -> {path} (encoder.json, encoder.safetensors, README.md)", highlight=False)
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def push(
     src: Annotated[Path, typer.Argument(help="export folder, or a run directory / fairseq .pt (exported on the way)")],

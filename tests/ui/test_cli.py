@@ -129,3 +129,14 @@ def test_locked_run_directory_is_refused(tmp_path: Path) -> None:
     with RunLock(out):  # held through a descriptor of its own: the command's lock conflicts with it
         res = runner.invoke(app, ["run", str(tiny_recipe(tmp_path)), "--out", str(out)])
     assert res.exit_code == 2 and f"another ecgforge process (pid {os.getpid()})" in res.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["list"], ["eval"], ["report"], ["embed"], ["export"],
+                                     ["push"], ["cache"], ["cache", "build"], ["cache", "info"], ["cache", "verify"]])
+def test_help_shows_no_type_after_a_flag(command: list[str]) -> None:
+    """A flag takes no value: `--help`, `--resume`, `--json` are shown bare, not as `--help <bool>` (issue 28)."""
+    res = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "160"})
+    assert res.exit_code == 0, res.output
+    assert "--help" in res.stdout and "<bool>" not in res.stdout
+    if command == ["run"]:
+        assert "--resume" in res.stdout and "KEY=VALUE" in res.stdout
