@@ -231,6 +231,9 @@ def report(
     from ecgforge.app.report import make_report
 
     target = out_dir or (run_dirs[0] / "report" if len(run_dirs) == 1 else Path("report"))
+    if len(run_dirs) == 1:
+        out.print(f"one run: nothing to compare {run_dirs[0]} with; the report shows it against its reference "
+                  "initialisations (random, supervised)", highlight=False, soft_wrap=True)
     for p in make_report(run_dirs, target):
         out.print(f"wrote {p}", highlight=False)
 
