@@ -123,6 +123,8 @@ def run(
     out_dir: Annotated[Path | None, typer.Option("--out", help="run directory (default runs/<name>)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing run directory")] = False,
+    rebuild_cache: Annotated[bool, typer.Option(
+        "--rebuild-cache", help="replace data.cache where it was built from another spec than data.build")] = False,
 ) -> None:
     """Pretrain and evaluate as the recipe says; writes the run directory, ending with results.json."""
     from ecgforge.app import preflight
@@ -135,16 +137,30 @@ def run(
 
     run_dir = out_dir or Path("runs") / r.name
     runner = Run(r, run_dir, resume=resume, reporter=RichReporter(err), recipe_text=recipe.read_text(encoding="utf-8"),
-                 source=str(recipe))
+                 source=str(recipe), rebuild_cache=rebuild_cache)
     if runner.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         with RunLock(run_dir):
             prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
             results = runner.run()
         print_results(results)
-        out.print(f"results: {run_dir / 'results.json'}")
+        out.print(f"results: {run_dir / 'results.json'}", highlight=False)
+        print_claim(results, str(recipe), run_dir)
     else:
         runner.run()
+
+
+def print_claim(results: dict[str, Any], recipe: str, run_dir: Path) -> None:
+    """The run's last lines: a time budget that cut pretraining short, then what pretraining bought over a
+    random encoder, in words, with the paired interval."""
+    from ecgforge.app.claim import versus_random_lines
+    from ecgforge.app.run import budget_stop_line
+
+    stopped = budget_stop_line(results.get("pretraining") or {}, recipe, run_dir)
+    if stopped:
+        out.print(f"[yellow]warning:[/] {escape(stopped)}", highlight=False, soft_wrap=True)
+    for line in versus_random_lines(results):
+        out.print(escape(line), highlight=False, soft_wrap=True)
 
 
 def print_results(results: dict[str, Any]) -> None:
@@ -218,7 +234,8 @@ def eval_(
 
     results = evaluate_run(run_dir, list(set_ or []), RichReporter(err))
     print_results(results)
-    out.print(f"results: {run_dir / 'results.json'}")
+    out.print(f"results: {run_dir / 'results.json'}", highlight=False)
+    print_claim(results, str(run_dir / "recipe.toml"), run_dir)
 
 
 @app.command(cls=Command)
