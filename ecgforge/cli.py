@@ -19,7 +19,6 @@ from ecgforge.errors import Failure, UserError, resolved_against
 from ecgforge.ui.console import err, out
 
 
-
 def _flags_take_no_value(params: list[Any]) -> list[Any]:
     """typer shows an option's type after it, a flag's too (``--help <bool>``); a flag takes no value, so it
     shows none (an empty metavar)."""
