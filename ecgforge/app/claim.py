@@ -60,27 +60,26 @@ def versus_random_lines(results: dict[str, Any]) -> list[str]:
     gain = -1.0 if first.primary in LOWER_IS_BETTER else 1.0
     verdict = {f: "ahead" if gain * v["lo"] > 0 and gain * v["hi"] > 0 else
                "behind" if gain * v["lo"] < 0 and gain * v["hi"] < 0 else "level" for f, v in by.items()}
+    ahead_everywhere = all(x == "ahead" for x in verdict.values())
     parts = []
     for i, (f, v) in enumerate(by.items()):
         interval = f"{v['lo']:+.3f} to {v['hi']:+.3f}"
-        parts.append(f"{v['delta']:+.3f} {metric} over a random encoder at {_percent(f)} of the labels (95 % CI "
-                     f"{interval})" if i == 0 else f"{v['delta']:+.3f} at {_percent(f)} ({interval})")
-    if all(x == "ahead" for x in verdict.values()):
+        over = " over a random encoder" if ahead_everywhere else ""
+        parts.append(f"{v['delta']:+.3f} {metric}{over} at {_percent(f)} of the labels (95 % CI {interval})"
+                     if i == 0 else f"{v['delta']:+.3f} at {_percent(f)} ({interval})")
+    if ahead_everywhere:
         head = f"Pretraining bought {_joined(parts)}."
     else:
         head = f"Pretrained minus random encoder: {_joined(parts)}."
-        level = [_percent(f) for f, x in verdict.items() if x == "level"]
-        behind = [_percent(f) for f, x in verdict.items() if x == "behind"]
-        ahead = [_percent(f) for f, x in verdict.items() if x == "ahead"]
+        named = {x: [_percent(f) for f, y in verdict.items() if y == x] for x in ("ahead", "level", "behind")}
         head += "".join([
-            f" Ahead at {_joined(ahead)}." if ahead else "",
-            f" No difference shown at {_joined(level)} (the interval contains 0)." if level else "",
-            f" Worse than a random encoder at {_joined(behind)}." if behind else "",
+            f" Ahead at {_joined(named['ahead'])}." if named["ahead"] else "",
+            f" No difference shown at {_joined(named['level'])} (the interval contains 0)." if named["level"] else "",
+            f" Worse than a random encoder at {_joined(named['behind'])}." if named["behind"] else "",
         ])
     seeds = max(v["n"] for v in by.values())
     tested = f"{first.n_test_records} test records, " if first.n_test_records else ""
-    how = (f"{first.kind} on {first.task}, {tested}{seeds} seed{'s' if seeds > 1 else ''}; paired bootstrap "
-           "over patients (both encoders scored on the same resamples): versus.random in results.json")
-    if seeds > 1:
-        how += ", means over seeds"
-    return [head, f"({how}.)"]
+    means = ", means over seeds" if seeds > 1 else ""
+    return [head, f"{first.kind} on {first.task}, {tested}{seeds} seed{'s' if seeds > 1 else ''}{means}; the "
+                  "intervals are paired bootstraps over patients, both encoders scored on the same resamples "
+                  "(versus.random in results.json)."]
