@@ -8,6 +8,7 @@ score card averages them), and whether each interval lies above 0, below it, or 
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -31,18 +32,21 @@ def paired_by_fraction(rows: list[ResultRow]) -> tuple[ResultRow, dict[float, di
     """The first table's paired differences to random, per label fraction: ``delta``, ``lo``, ``hi`` (means over
     seeds), ``n`` seeds; with the first pretrained row (its protocol, task, metric). None where no pretrained
     row carries ``versus.random`` for its primary metric."""
-    first = next((r for r in rows if r.init == "pretrained" and r.reference
-                  and isinstance((r.versus.get("random") or {}).get("delta", {}).get(r.primary), (int, float))), None)
+    def paired(r: ResultRow, metric: str) -> tuple[float, float, float] | None:
+        v = r.versus.get("random") or {}
+        delta, ci = (v.get("delta") or {}).get(metric), (v.get("ci95") or {}).get(metric)
+        found = (delta, *ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 else ()
+        ok = found and all(isinstance(x, (int, float)) and math.isfinite(x) for x in found)
+        return tuple(map(float, found)) if ok else None  # undefined where the test split has one class
+
+    first = next((r for r in rows if r.init == "pretrained" and r.reference and paired(r, r.primary)), None)
     if first is None:
         return None
     acc: dict[float, list[tuple[float, float, float]]] = defaultdict(list)
     for r in rows:
-        if (r.kind, r.task, r.init, r.reference) != (first.kind, first.task, "pretrained", True):
-            continue
-        v = r.versus.get("random") or {}
-        delta, ci = (v.get("delta") or {}).get(first.primary), (v.get("ci95") or {}).get(first.primary)
-        if isinstance(delta, (int, float)) and ci and len(ci) == 2 and all(isinstance(c, (int, float)) for c in ci):
-            acc[float(r.label_fraction)].append((float(delta), float(ci[0]), float(ci[1])))
+        if (r.kind, r.task, r.init, r.reference) == (first.kind, first.task, "pretrained", True):
+            if (found := paired(r, first.primary)) is not None:
+                acc[float(r.label_fraction)].append(found)
     by = {f: {"delta": float(np.mean([d for d, _, _ in v])), "lo": float(np.mean([lo for _, lo, _ in v])),
               "hi": float(np.mean([hi for _, _, hi in v])), "n": len(v)} for f, v in sorted(acc.items())}
     return first, by

@@ -49,3 +49,12 @@ def test_only_the_first_table_with_a_random_reference_speaks() -> None:
     assert claim.startswith("Pretraining bought +0.100") and how.startswith("knn on rhythm")
     assert versus_random_lines({"eval": [_row("pretrained", 1.0, 0, 0.9)]}) == []
     assert versus_random_lines({}) == []
+
+
+def test_undefined_metrics_make_no_claim() -> None:
+    """An evaluation with one class in its test split: AUROC and its interval are undefined (NaN or absent)."""
+    nan = float("nan")
+    rows = [_row("pretrained", 1.0, 0, nan, (nan, nan, nan)), _row("random", 1.0, 0, nan)]
+    assert versus_random_lines({"eval": rows}) == []
+    rows[0]["versus"]["random"]["ci95"]["macro_auroc"] = None
+    assert versus_random_lines({"eval": rows}) == []
