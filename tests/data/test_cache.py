@@ -77,6 +77,20 @@ def test_build_lists_bad_records_and_keeps_good_ones(folder: Path, tmp_path: Pat
     assert not list(tmp_path.glob(".c.h5.*")), "scratch files left behind"
 
 
+def test_spawned_readers_build_the_source_from_its_config(folder: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reader processes get the recipe, not the source object: started by spawn (no memory shared with the
+    parent), each builds the source from its config, and the cache is byte for byte the forked readers' one."""
+    import multiprocessing
+
+    import ecgforge.data.cache_readers as readers_mod
+
+    forked = build_cache(recipe(folder, tmp_path / "c.h5"), workers=2).path.read_bytes()
+    real = multiprocessing.get_context
+    monkeypatch.setattr(readers_mod.mp, "get_context", lambda method=None: real("spawn"))
+    assert build_cache(recipe(folder, tmp_path / "c.h5"), workers=2).path.read_bytes() == forked
+
+
 def test_values_match_resampled_source(folder: Path, tmp_path: Path) -> None:
     from scipy.signal import resample_poly
 
