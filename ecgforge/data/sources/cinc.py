@@ -194,7 +194,6 @@ class CinCSource(WFDBSource[CinCSourceConfig]):
     def __init__(self, cfg: CinCSourceConfig, ctx: BuildContext | None = None) -> None:
         super().__init__(cfg, ctx)
         self.root = Path(cfg.path).expanduser()
-        self.label_sets = list(cfg.label_sets)
         self._scored: tuple[dict[str, str], list[str]] | None = None  # loaded once per process
         self._ptbxl: dict[int, int] | None = None
         self._all_dx: set[str] | None = None  # the dx codes `records` found
@@ -202,7 +201,7 @@ class CinCSource(WFDBSource[CinCSourceConfig]):
     def _mapping(self) -> tuple[dict[str, str], list[str]]:
         if self._scored is not None:
             return self._scored
-        if "scored" not in self.label_sets:
+        if "scored" not in self.cfg.label_sets:
             self._scored = ({}, [])
             return self._scored
         if self.cfg.scored_mapping is not None:
@@ -263,7 +262,7 @@ class CinCSource(WFDBSource[CinCSourceConfig]):
             age, sex, dx = math.nan, "", []
         code_to_class = self._mapping()[0]
         labels: dict[str, list[str]] = {}
-        for label_set in self.label_sets:
+        for label_set in self.cfg.label_sets:
             if label_set == "scored":
                 labels[label_set] = sorted({code_to_class[c] for c in dx if c in code_to_class})
             elif label_set == "dx":
@@ -276,7 +275,7 @@ class CinCSource(WFDBSource[CinCSourceConfig]):
     def records(self) -> list[RecordRef]:
         """Every record of `iter_records`, completed (headers read here, no signals)."""
         refs = super().records()
-        self._all_dx = {c for r in refs for c in r.labels.get("dx", [])} if "dx" in self.label_sets else set()
+        self._all_dx = {c for r in refs for c in r.labels.get("dx", [])} if "dx" in self.cfg.label_sets else set()
         return refs
 
     def label_names(self, observed: dict[str, set[str]] | None = None) -> dict[str, list[str]]:
@@ -295,4 +294,4 @@ class CinCSource(WFDBSource[CinCSourceConfig]):
             "dx": sorted(all_dx),
             "chapman_rhythm": sorted(CHAPMAN_RHYTHM_GROUPS),
         }
-        return {s: list(names[s]) for s in self.label_sets}
+        return {s: list(names[s]) for s in self.cfg.label_sets}
