@@ -289,8 +289,9 @@ def cache_build(
     from ecgforge.data.cache import CacheError
 
     r = load_cache_recipe(spec, overrides)
-    if r.source.kind != "synthetic" and not Path(r.source.path).is_dir():
-        raise UserError(f"{spec}: source.path: no such directory {r.source.path!r}{resolved_against(r.source.path)} "
+    folder = getattr(r.source, "path", None)  # a plugin source may name its data otherwise
+    if r.source.kind != "synthetic" and folder is not None and not Path(folder).is_dir():
+        raise UserError(f"{spec}: source.path: no such directory {folder!r}{resolved_against(folder)} "
                         "(use --source DIR)")
     try:
         build_cache_with_progress(r, out_path, workers)

@@ -23,7 +23,7 @@ import functools
 import importlib
 from collections.abc import Iterator, Mapping, Sequence
 from importlib.metadata import entry_points
-from typing import Annotated, Any, Union, get_args
+from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, Field
 
@@ -110,9 +110,6 @@ class Table(Mapping[str, type]):
         """The pydantic config class of ``kind``: the class's ``Config``, whose ``kind`` must be ``kind``."""
         cls, target = self[kind], self.entries[kind]
         cfg = getattr(cls, "Config", None)
-        if cfg is None:  # TRANSITION (#25): keyword-constructor classes, until every kind is converted
-            module, _, name = target.partition(":")
-            cfg = getattr(importlib.import_module(module), f"{name}Config", None)
         if not (isinstance(cfg, type) and issubclass(cfg, BaseModel)):
             raise ComponentError(
                 f"{target}: a registered class names its config as a class attribute `Config = <Name>Config` "
@@ -166,32 +163,7 @@ def _resolve(target: str) -> Any:
 def build(table: Table, cfg: BaseModel, ctx: BuildContext | None = None) -> Any:
     """The component of ``table`` that ``cfg`` describes: ``cls(cfg, ctx)``."""
     cls = table[cfg.kind]  # type: ignore[attr-defined]
-    ctx = ctx if ctx is not None else BuildContext()
-    if getattr(cls, "Config", None) is None:  # TRANSITION (#25): removed once every kind is converted
-        return _build_legacy(table, cls, cfg, ctx)
-    return cls(cfg, ctx)
-
-
-def _build_legacy(table: Table, cls: type, cfg: BaseModel, ctx: BuildContext) -> Any:
-    """TRANSITION (#25): the old keyword convention (fields and named context as keyword arguments)."""
-    import inspect
-
-    kwargs: dict[str, Any] = {}
-    for name, info in type(cfg).model_fields.items():
-        if name == "kind":
-            continue
-        value, sub = getattr(cfg, name), table_of(info.annotation) or next(
-            (m for m in info.metadata if isinstance(m, Table)), None)
-        if sub is not None and isinstance(value, BaseModel):
-            value = build(sub, value, ctx)
-        elif sub is not None and isinstance(value, (list, tuple)):
-            value = build_all(sub, value, ctx)
-        kwargs[name] = value
-    params = inspect.signature(cls).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    facts = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx) if getattr(ctx, f.name) is not None}
-    kwargs.update({k: v for k, v in facts.items() if (takes_any or k in params) and k not in kwargs})
-    return cls(**kwargs)
+    return cls(cfg, ctx if ctx is not None else BuildContext())
 
 
 def build_all(table: Table, cfgs: Sequence[BaseModel], ctx: BuildContext | None = None) -> Any:
@@ -199,15 +171,3 @@ def build_all(table: Table, cfgs: Sequence[BaseModel], ctx: BuildContext | None 
     from torch import nn  # only components that hold other components need torch here
 
     return nn.Sequential(*(build(table, c, ctx) for c in cfgs))
-
-
-def table_of(annotation: Any) -> Table | None:
-    """The `Table` in a field annotation's ``Annotated`` metadata (looking inside ``list[...]`` / ``X | None``)."""
-    for meta in getattr(annotation, "__metadata__", ()):
-        if isinstance(meta, Table):
-            return meta
-    for arg in get_args(annotation):
-        found = table_of(arg)
-        if found is not None:
-            return found
-    return None

@@ -5,7 +5,7 @@ line."""
 from __future__ import annotations
 
 import inspect
-from typing import Any, Literal
+from typing import Literal
 
 import pytest
 import torch
@@ -32,8 +32,6 @@ def test_every_class_follows_the_convention(category: str, kind: str) -> None:
     """``Config`` names the config the table validates against; the constructor takes ``(cfg, ctx)`` only."""
     table: Table = CATEGORIES[category]
     cls = table[kind]
-    if getattr(cls, "Config", None) is None:  # TRANSITION (#25): categories another branch converts
-        pytest.skip(f"{cls.__name__}: keyword constructor, not converted yet")
     assert cls.Config is table.config(kind)
     params = [n for n in inspect.signature(cls).parameters if n != "self"]
     assert params == ["cfg", "ctx"], f"{cls.__name__}{inspect.signature(cls)}"
@@ -112,11 +110,6 @@ REQUIRED = {
 }
 
 
-def _meta(cfg: BaseModel, obj: Any, name: str) -> Any:
-    """An objective's metadata: the config's (the convention); TRANSITION (#25): the instance's until converted."""
-    return getattr(cfg, name) if hasattr(cfg, name) else getattr(obj, name)
-
-
 @pytest.mark.parametrize(("category", "kind"), CASES)
 def test_default_component_builds_and_runs(category: str, kind: str) -> None:
     table = CATEGORIES[category]
@@ -125,10 +118,7 @@ def test_default_component_builds_and_runs(category: str, kind: str) -> None:
     cfg = TypeAdapter(table.union).validate_python({"kind": kind, **required})
     ctx = BuildContext(fs_hz=100.0, window=1000, n_leads=12)
     if category == "eval":
-        if getattr(table[kind], "Config", None) is None:  # TRANSITION (#25): protocols took their config alone
-            assert table[kind](cfg) is not None
-        else:
-            assert build(table, cfg, ctx) is not None
+        assert build(table, cfg, ctx) is not None
         return
     if category == "sources":
         assert build(table, cfg, ctx) is not None
@@ -136,7 +126,7 @@ def test_default_component_builds_and_runs(category: str, kind: str) -> None:
     if category == "ssl":
         enc_cfg = TypeAdapter(ENCODERS.union).validate_python(SMALL_ENCODER_FOR.get(kind, {"kind": "resnet1d", "width": 8}))
         obj = build(table, cfg, ctx.replace(encoder=build(ENCODERS, enc_cfg), n_classes=2))
-        n_seg = _meta(cfg, obj, "n_segments")
+        n_seg = cfg.n_segments
         batch = {
             "x": torch.randn(4, n_seg, 12, 1000) if n_seg > 1 else torch.randn(4, 12, 1000),
             "lead_mask": torch.ones(4, 12, dtype=torch.bool),
@@ -144,7 +134,7 @@ def test_default_component_builds_and_runs(category: str, kind: str) -> None:
             "record": torch.arange(4),
             "y": torch.tensor([0, 1, 0, 1]),
         }
-        for phase in _meta(cfg, obj, "phases"):
+        for phase in cfg.phases:
             loss, logs = obj(batch, phase)
             assert loss.ndim == 0 and torch.isfinite(loss)
             loss.backward()

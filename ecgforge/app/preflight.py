@@ -39,8 +39,8 @@ if TYPE_CHECKING:  # importing the schema builds the config unions, which `load_
 
 #: Tasks read from every cache's metadata columns rather than a label set (``data.splits.task_targets``).
 META_TASKS = ("sex", "age")
-#: Where a protocol config without ``split_fields()`` names its splits (TRANSITION, #25: until every protocol
-#: config declares them).
+#: Where a protocol config without ``split_fields()`` (a plugin's that does not derive from ProtocolConfig)
+#: names its splits.
 _SPLIT_FIELDS = ("train_split", "val_split", "test_split", "split")
 
 

@@ -1,19 +1,6 @@
-"""Reading HDF5 dataset caches: windows fast and in constant memory (``cache_build`` writes them).
+"""Reading HDF5 dataset caches: windows fast and in constant memory (``cache_writer`` writes them).
 
-Layout (``LAYOUT_VERSION`` 2; version 1 is read too: it lacks ``metadata_crc32``)::
-
-    attrs: layout_version, spec_hash, spec (the cache recipe as JSON), fs_hz, leads, units="mV",
-           scale_mv (mV per stored integer step), ecgforge_version, n_records, source_kind,
-           metadata_crc32 (JSON: CRC32 of every other part but the samples, see `metadata_crc32`)
-    signals            (total_samples, n_leads) int16, contiguous, uncompressed; record i is rows
-                       offsets[i] : offsets[i] + lengths[i]
-    offsets, lengths   (N,) int64, in samples at fs_hz
-    present            (N, n_leads) bool: the lead existed in the record (absent leads are stored as 0)
-    checksum           (N,) uint32: CRC32 of the record's stored bytes (for `cache verify`)
-    record_id, patient_id, source, sex   (N,) strings
-    fold (N,) int64, age (N,) float64 (NaN unknown), meta/<column> extra scalar columns
-    labels/<set>       (N, C) uint8 multi-hot, attrs["names"] = the C label names
-    skipped/record_id, skipped/reason    records that could not be used, and why
+The layout, and every name in it, is in `ecgforge.data.cache_layout`.
 
 Why time-major and contiguous rather than (leads, time) chunks: a training window is then one contiguous
 byte range, read with a single ``os.pread`` (no HDF5 chunk lookups, no page mapping that grows the
@@ -37,12 +24,12 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ecgforge.data import cache_layout as L
+from ecgforge.data.cache_layout import INTEGRITY_ATTR, LAYOUT_VERSION, READABLE_LAYOUTS, SCALE_MV
 from ecgforge.errors import UserError, resolved_against
 
-LAYOUT_VERSION = 2
-READABLE_LAYOUTS = (1, 2)  # 2 = 1 + the `metadata_crc32` attribute
-INTEGRITY_ATTR = "metadata_crc32"
-SCALE_MV = 0.001  # int16 steps of 1 uV: +-32.767 mV covers any ECG; finer than any ADC in these datasets
+__all__ = ["LAYOUT_VERSION", "SCALE_MV", "INTEGRITY_ATTR", "Cache", "CacheError", "CacheDamaged", "seal_metadata",
+           "str_array", "strings", "decoded"]
 
 
 class CacheError(UserError):
@@ -77,7 +64,7 @@ def _crc_of(value: Any) -> int:
 def describe_part(part: str) -> str:
     """``"@spec"`` -> ``attribute 'spec'``; ``"labels/x@names"`` -> ``attribute 'names' of labels/x``;
     ``"fold"`` -> ``metadata dataset 'fold'``."""
-    where, _, attr = part.partition("@")
+    where, attr = L.split_part(part)
     if not attr:
         return f"metadata dataset {where!r}"
     return f"attribute {attr!r}" + (f" of {where}" if where else "")
@@ -106,7 +93,7 @@ def read_metadata(h5: h5py.File) -> tuple[dict[str, Any], dict[str, str]]:
             return
         for k in names:
             if not (prefix == "" and k == INTEGRITY_ATTR):
-                get(f"{prefix}@{k}", lambda k=k: obj.attrs[k])
+                get(L.part(prefix, k), lambda k=k: obj.attrs[k])
 
     attrs("", h5)
     datasets: list[str] = []
@@ -115,7 +102,7 @@ def read_metadata(h5: h5py.File) -> tuple[dict[str, Any], dict[str, str]]:
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         errors["/"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
     for name in sorted(datasets):
-        if name != "signals":
+        if name != L.SIGNALS:
             get(name, lambda name=name: h5[name][()])
         attrs(name, h5[name])
     return values, errors
@@ -140,12 +127,12 @@ def metadata_problems(h5: h5py.File, values: dict[str, Any], errors: dict[str, s
     """The damaged parts, ``{part: what is wrong}`` (``read_metadata``'s output against the stored
     ``metadata_crc32``); for a layout-1 cache, which has no metadata checksums, only the unreadable parts."""
     problems = {p: f"unreadable ({why})" for p, why in errors.items()}
-    if int(values.get("@layout_version", -1)) < 2:
+    if int(values.get(L.part(attr=L.ATTR_LAYOUT_VERSION), -1)) < 2:
         return problems
     try:
         expected = {str(k): int(v) for k, v in json.loads(h5.attrs[INTEGRITY_ATTR]).items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        problems[f"@{INTEGRITY_ATTR}"] = f"missing or unreadable ({type(exc).__name__}): the metadata cannot be checked"
+        problems[L.part(attr=INTEGRITY_ATTR)] = f"missing or unreadable ({type(exc).__name__}): the metadata cannot be checked"
         return problems
     for part in sorted(set(expected) | set(values)):
         if part in errors:
@@ -162,6 +149,26 @@ def metadata_problems(h5: h5py.File, values: dict[str, Any], errors: dict[str, s
 def problem_lines(problems: dict[str, str]) -> list[str]:
     """``metadata_problems`` as lines: ``metadata dataset 'fold': checksum mismatch``."""
     return [f"{describe_part(p)}: {why}" for p, why in sorted(problems.items())]
+
+
+def _file_attrs(values: dict[str, Any]) -> dict[str, Any]:
+    """The file attributes among `read_metadata`'s parts: ``{name: value}``."""
+    found = {}
+    for name, value in values.items():
+        where, attr = L.split_part(name)
+        if attr and not where:
+            found[attr] = value
+    return found
+
+
+def _group(values: dict[str, Any], group: str) -> dict[str, np.ndarray]:
+    """The datasets directly in ``group`` (``meta`` -> ``{column: array}``) among `read_metadata`'s parts."""
+    prefix = group + "/"
+    return {k[len(prefix):]: x for k, x in values.items() if k.startswith(prefix) and not L.split_part(k)[1]}
+
+
+# The per-record columns a `Cache` has as attributes of the same name (`Cache.column`), in `columns` order.
+_COLUMNS = (L.FOLD, L.AGE, L.SEX, L.SOURCE, L.PATIENT_ID, L.RECORD_ID)
 
 
 def str_array(values: Sequence[str]) -> np.ndarray:
@@ -202,10 +209,10 @@ class Cache:
         self._fd: int | None = None
         self._pid: int | None = None
         with h5:
-            if "layout_version" not in h5.attrs or "signals" not in h5:
-                raise CacheError(f"{self.path}: not an ecgforge cache (no layout_version / signals)")
-            if int(h5.attrs["layout_version"]) not in READABLE_LAYOUTS:
-                raise CacheError(f"{self.path}: layout_version {h5.attrs['layout_version']}, this ecgforge reads "
+            if L.ATTR_LAYOUT_VERSION not in h5.attrs or L.SIGNALS not in h5:
+                raise CacheError(f"{self.path}: not an ecgforge cache (no {L.ATTR_LAYOUT_VERSION} / {L.SIGNALS})")
+            if int(h5.attrs[L.ATTR_LAYOUT_VERSION]) not in READABLE_LAYOUTS:
+                raise CacheError(f"{self.path}: layout_version {h5.attrs[L.ATTR_LAYOUT_VERSION]}, this ecgforge reads "
                                  f"{', '.join(map(str, READABLE_LAYOUTS))}")
             v, errors = read_metadata(h5)
             if verify and (damaged := metadata_problems(h5, v, errors)):
@@ -218,28 +225,28 @@ class Cache:
             self._fd, self._pid = os.dup(h5.id.get_vfd_handle()), os.getpid()
             st = os.fstat(self._fd)
             self._identity = (st.st_dev, st.st_ino)
-            self.spec_hash = str(v["@spec_hash"])
-            self.spec = json.loads(v["@spec"])
-            self.fs_hz = float(v["@fs_hz"])
-            self.leads: list[str] = json.loads(v["@leads"])
-            self.scale_mv = float(v["@scale_mv"])
-            self.name = str(v.get("@name", self.path.stem))
-            self.offsets = v["offsets"]
-            self.lengths = v["lengths"]
-            self.present = v["present"]
-            self.checksum = v["checksum"]
-            self.record_id = decoded(v["record_id"])
-            self.patient_id = decoded(v["patient_id"])
-            self.source = decoded(v["source"])
-            self.sex = decoded(v["sex"])
-            self.fold = v["fold"]
-            self.age = v["age"]
-            self.meta = {k[5:]: (decoded(x) if x.dtype.kind in "OS" else x) for k, x in v.items()
-                         if k.startswith("meta/") and "@" not in k}
-            self.labels = {k[7:]: x for k, x in v.items() if k.startswith("labels/") and "@" not in k}
-            self.label_names = {k: json.loads(v[f"labels/{k}@names"]) for k in self.labels}
-            self.skipped = list(zip(decoded(v["skipped/record_id"]), decoded(v["skipped/reason"]), strict=True))
-            sig = h5["signals"]
+            attr = _file_attrs(v)
+            self.spec_hash = str(attr[L.ATTR_SPEC_HASH])
+            self.spec = json.loads(attr[L.ATTR_SPEC])
+            self.fs_hz = float(attr[L.ATTR_FS_HZ])
+            self.leads: list[str] = json.loads(attr[L.ATTR_LEADS])
+            self.scale_mv = float(attr[L.ATTR_SCALE_MV])
+            self.name = str(attr.get(L.ATTR_NAME, self.path.stem))
+            self.offsets = v[L.OFFSETS]
+            self.lengths = v[L.LENGTHS]
+            self.present = v[L.PRESENT]
+            self.checksum = v[L.CHECKSUM]
+            self.record_id = decoded(v[L.RECORD_ID])
+            self.patient_id = decoded(v[L.PATIENT_ID])
+            self.source = decoded(v[L.SOURCE])
+            self.sex = decoded(v[L.SEX])
+            self.fold = v[L.FOLD]
+            self.age = v[L.AGE]
+            self.meta = {k: (decoded(x) if x.dtype.kind in "OS" else x) for k, x in _group(v, L.META).items()}
+            self.labels = _group(v, L.LABELS)
+            self.label_names = {k: json.loads(v[L.part(L.label_set(k), L.LABEL_NAMES)]) for k in self.labels}
+            self.skipped = list(zip(decoded(v[L.SKIPPED_RECORD_ID]), decoded(v[L.SKIPPED_REASON]), strict=True))
+            sig = h5[L.SIGNALS]
             self.n_leads = int(sig.shape[1])
             self._offset = sig.id.get_offset()  # byte offset of the contiguous dataset; None if empty
             if in_memory:
@@ -260,15 +267,15 @@ class Cache:
 
     def column(self, name: str) -> np.ndarray:
         """A per-record metadata column by name (``fold``/``strat_fold``, ``source``, ``patient_id``, ...)."""
-        name = "fold" if name == "strat_fold" else name
-        if name in ("fold", "age", "sex", "source", "patient_id", "record_id"):
+        name = L.FOLD if name == "strat_fold" else name
+        if name in _COLUMNS:
             return getattr(self, name)
         if name in self.meta:
             return self.meta[name]
         raise KeyError(name)
 
     def columns(self) -> list[str]:
-        return ["fold", "age", "sex", "source", "patient_id", "record_id", *sorted(self.meta)]
+        return [*_COLUMNS, *sorted(self.meta)]
 
     def _descriptor(self) -> int:
         """This process's descriptor of the cache file. In another process (a DataLoader worker, forked or

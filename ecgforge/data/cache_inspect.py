@@ -8,6 +8,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ecgforge.data import cache_layout as L
 from ecgforge.data.cache import Cache, CacheError, metadata_problems, problem_lines, read_metadata
 from ecgforge.data.cache_spec import CacheRecipe
 from ecgforge.errors import resolved_against
@@ -23,7 +24,7 @@ def info(path: str | Path) -> dict[str, Any]:
         "n_patients": int(len(set(c.patient_id))),
         "fs_hz": c.fs_hz,
         "leads": c.leads,
-        "units": "mV",
+        "units": L.UNITS,
         "duration_s": {
             "total": float(c.lengths.sum() / c.fs_hz),
             "min": float(c.lengths.min() / c.fs_hz) if len(c) else 0.0,
@@ -89,28 +90,29 @@ def verify(path: str | Path, notes: list[str] | None = None) -> list[str]:
     except OSError as exc:
         raise CacheError(f"{path}: not an HDF5 file, or its superblock is damaged ({exc})") from None
     with h5:
-        if "layout_version" not in h5.attrs:
-            raise CacheError(f"{path}: not an ecgforge cache (no layout_version)")
+        if L.ATTR_LAYOUT_VERSION not in h5.attrs:
+            raise CacheError(f"{path}: not an ecgforge cache (no {L.ATTR_LAYOUT_VERSION})")
         values, errors = read_metadata(h5)
         damaged = metadata_problems(h5, values, errors)
         problems = problem_lines(damaged)
-        if int(values.get("@layout_version", 0)) < 2 and notes is not None:
+        spec_part, hash_part = L.part(attr=L.ATTR_SPEC), L.part(attr=L.ATTR_SPEC_HASH)
+        if int(values.get(L.part(attr=L.ATTR_LAYOUT_VERSION), 0)) < 2 and notes is not None:
             notes.append(f"{path}: layout_version 1 (built before caches stored metadata checksums): the metadata "
                          "was not checked, only the samples; rebuild the cache to check both")
-        if "@spec" not in damaged and "@spec_hash" not in damaged:
+        if spec_part not in damaged and hash_part not in damaged:
             try:
-                spec = CacheRecipe.model_validate_json(values["@spec"])
-                if spec.spec_hash() != str(values["@spec_hash"]):
-                    problems.append(f"spec hash {values['@spec_hash']} does not match its stored spec "
+                spec = CacheRecipe.model_validate_json(values[spec_part])
+                if spec.spec_hash() != str(values[hash_part]):
+                    problems.append(f"spec hash {values[hash_part]} does not match its stored spec "
                                     f"({spec.spec_hash()})")
             except (ValueError, KeyError) as exc:
                 problems.append(f"stored spec no longer validates: {str(exc).splitlines()[0]}")
-        needed = {"offsets", "lengths", "checksum", "record_id"}
-        if needed & set(damaged) or "signals" not in h5:
-            problems.append("the samples were not checked: " + ("no signals dataset" if "signals" not in h5 else
-                            f"{', '.join(sorted(needed & set(damaged)))} damaged"))
+        needed = {L.OFFSETS, L.LENGTHS, L.CHECKSUM, L.RECORD_ID}
+        if needed & set(damaged) or L.SIGNALS not in h5:
+            problems.append("the samples were not checked: " + (f"no {L.SIGNALS} dataset" if L.SIGNALS not in h5
+                            else f"{', '.join(sorted(needed & set(damaged)))} damaged"))
             return problems
-        total = h5["signals"].shape[0]
+        total = h5[L.SIGNALS].shape[0]
     c = Cache(path, verify=False) if not errors else None
     if c is None:  # a part the reader needs is unreadable, but not the record tables: check the samples anyway
         return problems

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ecgforge.data.record import RecordError, Signal, is_reader_path, read_with_reader
+from ecgforge.data.record import RecordError, Signal
 
 # Bits per stored sample for every format this reader decodes (8 = first differences, 80/160 = offset binary,
 # 61 = big-endian 16-bit, 212 = two 12-bit samples packed in three bytes).
@@ -570,16 +570,10 @@ def read_signal(header: Header, directory: str | Path) -> np.ndarray:
 def read_record(path_without_ext: str | Path) -> Signal:
     """Read a WFDB record (``path + ".hea"`` and its signal files) into a `Signal` in millivolts.
 
-    A *reader path* (``ecgforge-reader:<reader>:<locator>``, see `ecgforge.data.record.reader_path`) is read by
-    the reader registered under that name instead: the cache writer calls this function for every record, so
-    this is where non-WFDB sources (CODE-15 HDF5, MUSE/HL7 XML, DICOM) plug in.
-
     Raises:
         RecordError: anything that makes the record unusable, including duplicated lead names.
     """
     base = str(path_without_ext)
-    if is_reader_path(base):
-        return read_with_reader(base)
     if base.endswith(".hea"):
         base = base[:-4]
     header = parse_header(base + ".hea")

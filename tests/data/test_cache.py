@@ -77,6 +77,20 @@ def test_build_lists_bad_records_and_keeps_good_ones(folder: Path, tmp_path: Pat
     assert not list(tmp_path.glob(".c.h5.*")), "scratch files left behind"
 
 
+def test_spawned_readers_build_the_source_from_its_config(folder: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reader processes get the recipe, not the source object: started by spawn (no memory shared with the
+    parent), each builds the source from its config, and the cache is byte for byte the forked readers' one."""
+    import multiprocessing
+
+    import ecgforge.data.cache_readers as readers_mod
+
+    forked = build_cache(recipe(folder, tmp_path / "c.h5"), workers=2).path.read_bytes()
+    real = multiprocessing.get_context
+    monkeypatch.setattr(readers_mod.mp, "get_context", lambda method=None: real("spawn"))
+    assert build_cache(recipe(folder, tmp_path / "c.h5"), workers=2).path.read_bytes() == forked
+
+
 def test_values_match_resampled_source(folder: Path, tmp_path: Path) -> None:
     from scipy.signal import resample_poly
 
@@ -123,11 +137,11 @@ def test_info_counts_and_verify(folder: Path, tmp_path: Path) -> None:
 
 
 def test_failed_build_leaves_no_file(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ecgforge.data.cache_build as cache_mod
+    import ecgforge.data.cache_readers as readers_mod
 
     out = tmp_path / "c.h5"
     calls = {"n": 0}
-    real = cache_mod.process_record
+    real = readers_mod.process_record
 
     def crash_on_third(*a: object) -> object:
         calls["n"] += 1
@@ -135,7 +149,7 @@ def test_failed_build_leaves_no_file(folder: Path, tmp_path: Path, monkeypatch: 
             raise KeyboardInterrupt
         return real(*a)
 
-    monkeypatch.setattr(cache_mod, "process_record", crash_on_third)
+    monkeypatch.setattr(readers_mod, "process_record", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         build_cache(recipe(folder, out), workers=1)
     assert not out.exists() and list(tmp_path.iterdir()) == [folder]
@@ -149,17 +163,17 @@ def test_ctrl_c_while_hdf5_is_written_stops_before_the_rename(
     (Raised at once, it lands inside h5py's weakref callbacks, which print "Exception ignored" and go on.)"""
     import signal
 
-    import ecgforge.data.cache_build as cache_mod
+    import ecgforge.data.cache_writer as writer_mod
 
     out = tmp_path / "c.h5"
-    real, finished = cache_mod._write_columns, []
+    real, finished = writer_mod.write_columns, []
 
     def interrupted(*a: object) -> None:
         os.kill(os.getpid(), signal.SIGINT)
         real(*a)  # type: ignore[arg-type]
         finished.append(True)
 
-    monkeypatch.setattr(cache_mod, "_write_columns", interrupted)
+    monkeypatch.setattr(writer_mod, "write_columns", interrupted)
     with pytest.raises(KeyboardInterrupt):
         build_cache(recipe(folder, out), workers=workers)
     assert finished and not out.exists() and list(tmp_path.iterdir()) == [folder]
@@ -227,11 +241,12 @@ def test_build_without_copy_file_range(folder: Path, tmp_path: Path, monkeypatch
 
 def test_scratch_file_offsets_and_large_flush(tmp_path: Path) -> None:
     """Samples stored by a reader land at the offsets it reports, also past the writev buffer limit."""
-    from ecgforge.data.cache_build import Processed, _Scratch
+    from ecgforge.data.cache_readers import Scratch
+    from ecgforge.data.cache_record import Processed
 
     path = tmp_path / "s.samples"
     path.touch()
-    scratch = _Scratch(3, str(path))
+    scratch = Scratch(3, str(path))
     rng = np.random.default_rng(0)
     sigs = [rng.integers(-999, 999, size=(int(n), 12)).astype(np.int16) for n in rng.integers(1, 9, size=1100)]
     stored = [scratch.store(Processed(i, signal=s.copy())).stored for i, s in enumerate(sigs)]
@@ -264,10 +279,10 @@ def test_spool_in_small_pieces_writes_the_same_cache(folder: Path, tmp_path: Pat
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The parent keeps no record in memory: it spools them in pieces, and a cache written from many pieces has
     the contents of one written from a single piece (where it is also byte for byte the old whole-array write)."""
-    import ecgforge.data.cache_build as cache_mod
+    import ecgforge.data.cache_writer as writer_mod
 
     whole = build_cache(recipe(folder, tmp_path / "whole.h5"), workers=workers).path
-    monkeypatch.setattr(cache_mod._Spool, "PIECE", 2)
+    monkeypatch.setattr(writer_mod.Spool, "PIECE", 2)
     pieces = build_cache(recipe(folder, tmp_path / "pieces.h5"), workers=workers).path
     a, b = _contents(whole), _contents(pieces)
     assert a.pop("@spec") != b.pop("@spec")  # it names the output file; everything else is equal
@@ -285,17 +300,17 @@ def test_the_building_process_keeps_no_record_until_the_end(folder: Path, tmp_pa
     grow per record (each one listed was spooled to disk or dropped; the source did not list them again)."""
     import gc
 
-    import ecgforge.data.cache_build as cache_mod
+    import ecgforge.data.cache_writer as writer_mod
     from ecgforge.data.record import RecordRef
 
-    monkeypatch.setattr(cache_mod._Spool, "PIECE", 2)
-    real, alive = cache_mod._write_columns, []
+    monkeypatch.setattr(writer_mod.Spool, "PIECE", 2)
+    real, alive = writer_mod.write_columns, []
 
     def counting(*a: object) -> None:
         alive.append(sum(isinstance(o, RecordRef) for o in gc.get_objects()))
         real(*a)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(cache_mod, "_write_columns", counting)
+    monkeypatch.setattr(writer_mod, "write_columns", counting)
     build_cache(recipe(folder, tmp_path / "c.h5"), workers=workers)
     assert alive == [0]
 
@@ -316,6 +331,6 @@ def test_a_record_listed_twice_stops_the_build(tmp_path: Path, workers: int) -> 
         build_cache(spec, workers=workers)
     assert not (tmp_path / "c.h5").exists()
     with pytest.raises(ValueError, match="record 'rec1' is listed twice"):
-        CinCSource(str(tmp_path / "cinc"), label_sets=["dx"]).records()
+        CinCSource(CinCSource.Config(path=str(tmp_path / "cinc"), label_sets=["dx"])).records()
     (tmp_path / "cinc" / "b" / "rec1.hea").unlink()
     assert build_cache(spec, workers=workers).n_records == 3

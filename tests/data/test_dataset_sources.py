@@ -21,11 +21,12 @@ from ecgforge.data.cache_build import build_cache
 from ecgforge.data.cache_inspect import info
 from ecgforge.data.cache_spec import CacheRecipe
 from ecgforge.data.leads import CANONICAL_LEADS
-from ecgforge.data.record import RecordError, is_reader_path, read_with_reader, reader_path, register_reader
+from ecgforge.data.record import RecordError, Signal
+from ecgforge.data.sources import SOURCES
+from ecgforge.data.sources.base import Source, any_error_is_a_reason
 from ecgforge.data.sources.code15 import LABELS, Code15Source, trim_padding
 from ecgforge.data.sources.folder import WFDBFolderSource, patient_of
 from ecgforge.data.sources.mimic_iv_ecg import MimicIVECGSource
-from ecgforge.data.wfdb_io import read_record
 
 ROOT = Path(__file__).resolve().parents[2]
 QUANTUM = SCALE_MV / 2 + 1e-6  # the cache rounds to 1 uV steps; float32 adds far less than 1e-6 mV
@@ -37,22 +38,35 @@ def cache_of(source: dict, out: Path, fs_hz: float, workers: int = 1) -> tuple[d
     return info(out), Cache(out)
 
 
-# ------------------------------------------------------------------------------------------ reader paths
+# ------------------------------------------------------------------------------------------ the interface
 
 
-def test_reader_paths_dispatch_and_turn_any_reader_failure_into_a_reason() -> None:
-    def boom(locator: str):  # a reader with a bug: the build must get a reason, not a traceback
-        raise ZeroDivisionError(f"bad {locator}")
+def test_every_source_follows_the_interface() -> None:
+    """Each registered source is a `Source` built as ``cls(cfg, ctx)`` from its ``Config``, and has a reader of
+    its own: nothing is left to a second registry or a path prefix."""
+    for kind in SOURCES:
+        cls = SOURCES[kind]
+        assert issubclass(cls, Source) and SOURCES.config(kind) is cls.Config, kind
+        assert cls.read is not Source.read and cls.iter_records is not Source.iter_records, kind
+    with pytest.raises(TypeError, match="abstract"):
+        Source(Code15Source.Config(path="."))  # type: ignore[abstract]
 
-    register_reader("test_boom", boom)
-    path = reader_path("test_boom", "x:1")
-    assert is_reader_path(path) and not is_reader_path("/data/rec01")
+
+def test_a_wild_format_reader_turns_any_failure_into_a_one_line_reason() -> None:
+    @any_error_is_a_reason
+    def read(locator: str) -> Signal:  # a reader with a bug: the build must get a reason, not a traceback
+        if locator == "oom":
+            raise MemoryError
+        if locator == "reason":
+            raise RecordError("its own reason")
+        raise ZeroDivisionError(f"bad {locator}\nsecond line")
+
     with pytest.raises(RecordError, match=r"^ZeroDivisionError: bad x:1$"):
-        read_record(path)  # the cache writer's entry point dispatches on the prefix
-    with pytest.raises(RecordError, match="no reader registered under 'nope'"):
-        read_with_reader(reader_path("nope", "x"))
-    with pytest.raises(ValueError):
-        register_reader("bad name", boom)
+        read("x:1")
+    with pytest.raises(RecordError, match=r"^out of memory reading the record$"):
+        read("oom")
+    with pytest.raises(RecordError, match=r"^its own reason$"):
+        read("reason")
 
 
 # ----------------------------------------------------------------------------------------- MIMIC-IV-ECG
@@ -92,20 +106,20 @@ def write_mimic(root: Path, rng: np.random.Generator, missing: str | None = None
 
 def test_mimic_listing_reads_the_record_list_and_measurements(tmp_path: Path) -> None:
     write_mimic(tmp_path, np.random.default_rng(0))
-    refs = MimicIVECGSource(str(tmp_path)).records()
+    refs = MimicIVECGSource(MimicIVECGSource.Config(path=str(tmp_path))).records()
     assert [r.record_id for r in refs] == [s for studies in SUBJECTS.values() for s in studies]
     by_id = {r.record_id: r for r in refs}
     assert by_id["45227415"].patient_id == "10001884"
-    assert by_id["45227415"].path == str(tmp_path / "files/p1000/p10001884/s45227415/45227415")
+    assert by_id["45227415"].locator == str(tmp_path / "files/p1000/p10001884/s45227415/45227415")
     meta = by_id["40689238"].meta
     assert meta["report"] == "Sinus rhythm; Borderline ECG" and meta["study_id"] == 40689238
     assert meta["rr_interval"] == 659.0 and math.isnan(meta["p_onset"])  # 29999: not measured
     # Without the CSVs the tree is listed: the same studies, subjects from the folder names.
     for name in ("record_list.csv", "machine_measurements.csv"):
         (tmp_path / name).unlink()
-    tree = MimicIVECGSource(str(tmp_path)).records()
-    assert sorted((r.record_id, r.patient_id, r.path) for r in tree) == sorted(
-        (r.record_id, r.patient_id, r.path) for r in refs)
+    tree = MimicIVECGSource(MimicIVECGSource.Config(path=str(tmp_path))).records()
+    assert sorted((r.record_id, r.patient_id, r.locator) for r in tree) == sorted(
+        (r.record_id, r.patient_id, r.locator) for r in refs)
     assert "report" not in tree[0].meta
 
 
@@ -114,7 +128,8 @@ def test_mimic_patients_csv_adds_sex_and_age_at_the_ecg(tmp_path: Path) -> None:
     (tmp_path / "patients.csv").write_text(
         "subject_id,gender,anchor_age,anchor_year,anchor_year_group,dod\n10000032,F,52,2180,2014 - 2016,\n"
         "10000635,M,70,2170,2008 - 2010,\n")
-    refs = MimicIVECGSource(str(tmp_path), patients_csv=str(tmp_path / "patients.csv")).records()
+    cfg = MimicIVECGSource.Config(path=str(tmp_path), patients_csv=str(tmp_path / "patients.csv"))
+    refs = MimicIVECGSource(cfg).records()
     by_id = {r.record_id: r for r in refs}
     assert (by_id["40689238"].meta["sex"], by_id["40689238"].meta["age"]) == ("F", 52.0)
     assert (by_id["43522917"].meta["sex"], by_id["43522917"].meta["age"]) == ("M", 80.0)  # ECG in 2180
@@ -211,7 +226,7 @@ def test_trim_padding_keeps_the_recording_between_the_zero_rows() -> None:
 
 def test_code15_listing_labels_and_metadata(tmp_path: Path) -> None:
     _, rows = write_code15(tmp_path, np.random.default_rng(0))
-    src = Code15Source(str(tmp_path))
+    src = Code15Source(Code15Source.Config(path=str(tmp_path)))
     refs = src.records()
     assert src.label_names() == {"diagnosis": ["1dAVb", "RBBB", "LBBB", "SB", "AF", "ST"]}
     assert [r.record_id for r in refs] == [str(r["exam_id"]) for r in rows]
@@ -251,15 +266,15 @@ def test_code15_reader_reads_one_row_not_the_file(tmp_path: Path, monkeypatch: p
         return original(self, key)
 
     monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
-    ref = Code15Source(str(tmp_path)).records()[1]
-    sig = read_record(ref.path)
+    source = Code15Source(Code15Source.Config(path=str(tmp_path)))
+    sig = source.read(source.records()[1].locator)
     assert keys == [1] and sig.data.shape == (12, 4000) and sig.fs_hz == 400.0
 
 
 def test_code15_names_a_missing_column(tmp_path: Path) -> None:
     (tmp_path / "exams.csv").write_text("exam_id,age,is_male,patient_id\n1,2,True,3\n")
     with pytest.raises(ValueError, match=r"^source\.path: .*exams\.csv has no column trace_file, 1dAVb"):
-        Code15Source(str(tmp_path)).records()
+        Code15Source(Code15Source.Config(path=str(tmp_path))).records()
 
 
 # -------------------------------------------------------------------------------- wfdb_folder patient_from
@@ -285,11 +300,13 @@ def test_patient_from_validation() -> None:
 
 def test_wfdb_folder_patient_from_splits_a_mimic_tree_by_subject(tmp_path: Path) -> None:
     write_mimic(tmp_path, np.random.default_rng(0), listing=False)
-    refs = WFDBFolderSource(str(tmp_path / "files"), patient_from=r"p(?P<patient>\d{8})/").records()
+    cfg = WFDBFolderSource.Config(path=str(tmp_path / "files"), patient_from=r"p(?P<patient>\d{8})/")
+    refs = WFDBFolderSource(cfg).records()
     assert Counter(r.patient_id for r in refs) == {s: len(v) for s, v in SUBJECTS.items()}
     folds = {(r.patient_id, r.meta["fold"]) for r in refs}
     assert len(folds) == len(SUBJECTS)
-    assert {r.meta["fold"] for r in WFDBFolderSource(str(tmp_path / "files")).records()} == {-1}
+    plain = WFDBFolderSource(WFDBFolderSource.Config(path=str(tmp_path / "files")))
+    assert {r.meta["fold"] for r in plain.records()} == {-1}
     summary, _ = cache_of({"kind": "wfdb_folder", "path": str(tmp_path / "files"), "patient_from": 1},
                           tmp_path / "c.h5", 500)
     assert summary["n_records"] == 7 and summary["n_patients"] == 4

@@ -14,7 +14,6 @@ from ecgforge.data.cache_build import build_cache
 from ecgforge.data.cache_inspect import info
 from ecgforge.data.cache_spec import CacheRecipe
 from ecgforge.data.leads import CANONICAL_LEADS
-from ecgforge.data.wfdb_io import read_record
 from tests.data.test_file_sources import EIGHT, QUANTUM, reference_limb_leads
 
 pydicom = pytest.importorskip("pydicom", reason="the dicom_ecg source needs pydicom (pip install 'ecgforge[dicom]')")
@@ -83,9 +82,10 @@ def test_dicom_reader_matches_pydicom_on_its_real_sample(tmp_path: Path) -> None
 
     real = Path(get_testdata_file("waveform_ecg.dcm"))
     (tmp_path / "real.dcm").write_bytes(real.read_bytes())
-    ref = DicomECGSource(str(tmp_path)).records()[0]
+    source = DicomECGSource(DicomECGSource.Config(path=str(tmp_path)))
+    ref = source.records()[0]
     assert (ref.patient_id, ref.meta["sex"], ref.meta["age"]) == ("642341", "F", 42.0)
-    sig = read_record(ref.path)
+    sig = source.read(ref.locator)
     ds = pydicom.dcmread(real)
     expected = multiplex_array(ds, 0, as_raw=False) / 1000.0  # (samples, channels), uV -> mV
     names = [c.ChannelSourceSequence[0].CodeMeaning for c in ds.WaveformSequence[0].ChannelDefinitionSequence]

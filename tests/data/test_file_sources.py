@@ -19,7 +19,6 @@ from ecgforge.data.record import RecordError
 from ecgforge.data.sources.common import derive_limb_leads, parse_age, unit_to_mv
 from ecgforge.data.sources.hl7_aecg import HL7aECGSource
 from ecgforge.data.sources.muse_xml import MuseXMLSource
-from ecgforge.data.wfdb_io import read_record
 
 QUANTUM = SCALE_MV / 2 + 1e-6
 EIGHT = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -131,18 +130,20 @@ def write_muse(root: Path, rng: np.random.Generator) -> dict[str, tuple[dict[str
 
 def test_muse_header_gives_patient_age_sex_and_statements(tmp_path: Path) -> None:
     write_muse(tmp_path, np.random.default_rng(0))
-    refs = {r.record_id: r for r in MuseXMLSource(str(tmp_path)).records()}
+    source = MuseXMLSource(MuseXMLSource.Config(path=str(tmp_path)))
+    refs = {r.record_id: r for r in source.records()}
     a = refs["a_eight"]
+    assert a.locator == str(tmp_path / "a_eight.xml")  # a record is found by its file
     assert (a.patient_id, a.meta["sex"], a.meta["age"]) == ("P1", "M", 62.0)
     assert a.meta["statement"] == "Normal sinus rhythm; Normal ECG"
     assert (refs["b_twelve"].meta["sex"], refs["b_twelve"].meta["age"]) == ("F", 30.0)
     # Cut inside the waveforms: the header still parses (the listing stops before the waveforms).
     assert refs["j_not_xml"].patient_id == "P1"
     (tmp_path / "k_garbage.xml").write_text("<RestingECG><PatientDemographics><Pati")
-    garbage = next(r for r in MuseXMLSource(str(tmp_path)).records() if r.record_id == "k_garbage")
+    garbage = next(r for r in source.records() if r.record_id == "k_garbage")
     assert garbage.patient_id == "k_garbage"  # unreadable header: listed all the same, the reader says why
     with pytest.raises(RecordError, match="^not well-formed XML"):
-        read_record(garbage.path)
+        source.read(garbage.locator)
     assert 1 <= a.meta["fold"] <= 10 and a.meta["fold"] == refs["c_millivolts"].meta["fold"]  # same patient
 
 
@@ -167,17 +168,17 @@ def test_muse_cache_counts_samples_and_reasons(tmp_path: Path) -> None:
 
 def test_muse_missing_leads_absent_keeps_the_record(tmp_path: Path) -> None:
     write_muse(tmp_path, np.random.default_rng(2))
-    ref = next(r for r in MuseXMLSource(str(tmp_path), missing_leads="absent").records()
-               if r.record_id == "e_missing_v4")
-    sig = read_record(ref.path)
+    source = MuseXMLSource(MuseXMLSource.Config(path=str(tmp_path), missing_leads="absent"))
+    sig = source.read(next(r.locator for r in source.records() if r.record_id == "e_missing_v4"))
     assert sig.lead_names == [lead for lead in CANONICAL_LEADS if lead != "V4"] and sig.fs_hz == 500.0
 
 
 def test_muse_without_a_rhythm_waveform(tmp_path: Path) -> None:
     text = muse_xml(_int16(np.random.default_rng(0), EIGHT, 600)).replace("<WaveformType>Rhythm", "<WaveformType>Other")
     (tmp_path / "x.xml").write_text(text, encoding="latin-1")
+    source = MuseXMLSource(MuseXMLSource.Config(path=str(tmp_path)))
     with pytest.raises(RecordError, match="no Waveform with WaveformType Rhythm"):
-        read_record(MuseXMLSource(str(tmp_path)).records()[0].path)
+        source.read(source.records()[0].locator)
 
 
 # ---------------------------------------------------------------------------------------------- HL7 aECG
@@ -238,7 +239,7 @@ def test_hl7_aecg_cache_counts_samples_and_reasons(tmp_path: Path) -> None:
     }
     for name, text in files.items():
         (root / f"{name}.xml").write_text(text)
-    refs = {r.record_id: r for r in HL7aECGSource(str(root)).records()}
+    refs = {r.record_id: r for r in HL7aECGSource(HL7aECGSource.Config(path=str(root))).records()}
     assert (refs["a_twelve"].patient_id, refs["a_twelve"].meta["sex"]) == ("S-001", "M")
     assert refs["a_twelve"].meta["age"] == pytest.approx((2002 - 1962) + (251 / 365.25), abs=0.01)
     summary, cache = cache_of({"kind": "hl7_aecg", "path": str(root)}, tmp_path / "c.h5", 500)

@@ -15,6 +15,7 @@ import pytest
 import wfdb
 from pydantic import TypeAdapter, ValidationError
 
+from ecgforge import registry
 from ecgforge.data import wfdb_io
 from ecgforge.data.record import RecordError
 from ecgforge.data.sources import SOURCES, SourceConfig
@@ -28,21 +29,19 @@ PTBXL_SETS = ["all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "
 
 
 def build(raw: dict):
-    """Validate a [source] table and construct its source the way the registry does."""
-    cfg = ADAPTER.validate_python(raw)
-    return SOURCES[cfg.kind](**{k: getattr(cfg, k) for k in type(cfg).model_fields if k != "kind"})
+    """Validate a [source] table and construct its source the way the cache builder does."""
+    return registry.build(SOURCES, ADAPTER.validate_python(raw))
 
 
 # ---------------------------------------------------------------------------------------------- configs
 
 
-def test_every_config_matches_its_constructor() -> None:
-    classes = SOURCES.configs()
-    assert {c.model_fields["kind"].default for c in classes} == set(SOURCES)
-    for cfg_cls in classes:
-        fields = set(cfg_cls.model_fields) - {"kind"}
-        params = set(inspect.signature(SOURCES[cfg_cls.model_fields["kind"].default]).parameters)
-        assert fields == params, cfg_cls.__name__
+def test_every_source_is_built_from_its_config_alone() -> None:
+    """``cls(cfg, ctx)``: a source reads its fields from the config it keeps (no second copy of them)."""
+    for kind in SOURCES:
+        cfg = SOURCES.config(kind).model_validate({"kind": kind, "path": "/nowhere"})
+        source = registry.build(SOURCES, cfg)
+        assert source.cfg is cfg and list(inspect.signature(SOURCES[kind]).parameters) == ["cfg", "ctx"], kind
 
 
 def test_config_defaults_and_validation() -> None:
@@ -63,18 +62,18 @@ def test_config_defaults_and_validation() -> None:
 
 def test_missing_files_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"source\.path: .*ptbxl_database\.csv not found"):
-        PTBXLSource(path=str(tmp_path)).records()
+        PTBXLSource(PTBXLSource.Config(path=str(tmp_path))).records()
     with pytest.raises(FileNotFoundError, match=r"source\.scored_mapping: not set and .* not found"):
-        CinCSource(path=str(tmp_path)).records()
+        CinCSource(CinCSource.Config(path=str(tmp_path))).records()
     with pytest.raises(FileNotFoundError, match=r"source\.path: .* is not a folder"):
-        WFDBFolderSource(path=str(tmp_path / "absent")).records()
+        WFDBFolderSource(WFDBFolderSource.Config(path=str(tmp_path / "absent"))).records()
 
 
 def test_ptbxl_database_without_a_needed_column_names_it(tmp_path: Path) -> None:
     (tmp_path / "ptbxl_database.csv").write_text("ecg_id,patient_id,age,sex,scp_codes,strat_fold\n1,2,50,0,{},1\n")
     (tmp_path / "scp_statements.csv").write_text(",diagnostic,form,rhythm,diagnostic_class,diagnostic_subclass\n")
     with pytest.raises(ValueError, match=r"^source\.path: .*ptbxl_database\.csv has no column filename_lr$"):
-        PTBXLSource(path=str(tmp_path)).records()
+        PTBXLSource(PTBXLSource.Config(path=str(tmp_path))).records()
 
 
 # ----------------------------------------------------------------------------------------------- PTB-XL
@@ -129,10 +128,10 @@ def test_ptbxl_counts(shared_data: Path) -> None:
 @pytest.mark.data
 def test_ptbxl_first_record_and_meta(shared_data: Path) -> None:
     root = shared_data / "ptb-xl"
-    refs = PTBXLSource(path=str(root), label_sets=PTBXL_SETS).records()
+    refs = PTBXLSource(PTBXLSource.Config(path=str(root), label_sets=PTBXL_SETS)).records()
     r = refs[0]
     assert (r.record_id, r.patient_id, r.source) == ("00001", "15709", "ptbxl")
-    assert r.path == str(root / "records100" / "00000" / "00001_lr")
+    assert r.locator == str(root / "records100" / "00000" / "00001_lr")
     assert r.meta == {"fold": 3, "sex": "F", "age": 56.0, "ecg_id": 1}
     assert r.labels == {
         "all": ["LVOLT", "NORM", "SR"],
@@ -151,16 +150,16 @@ def test_ptbxl_first_record_and_meta(shared_data: Path) -> None:
         "F": int((db.sex == 1).sum()),
     }
     for r in refs[::500]:
-        assert Path(r.path + ".hea").is_file()
+        assert Path(r.locator + ".hea").is_file()
 
 
 @pytest.mark.data
 def test_ptbxl_records500_paths(shared_data: Path) -> None:
-    refs = PTBXLSource(path=str(shared_data / "ptb-xl"), records="records500").records()
-    assert refs[0].path.endswith("records500/00000/00001_hr")
-    on_disk = [r for r in refs if Path(r.path + ".hea").is_file()]
+    refs = PTBXLSource(PTBXLSource.Config(path=str(shared_data / "ptb-xl"), records="records500")).records()
+    assert refs[0].locator.endswith("records500/00000/00001_hr")
+    on_disk = [r for r in refs if Path(r.locator + ".hea").is_file()]
     assert len(on_disk) == 138  # the README's subset; the rest are listed and will be skipped as missing
-    assert read_record(on_disk[-1].path).data.shape == (12, 5000)
+    assert read_record(on_disk[-1].locator).data.shape == (12, 5000)
 
 
 # -------------------------------------------------------------------------------------------------- CinC
@@ -288,13 +287,14 @@ def test_cinc_labels_from_header_variants(tmp_path: Path, monkeypatch: pytest.Mo
     assert names["dx"] == sorted({c for r in refs.values() for c in r.labels["dx"]})
     monkeypatch.undo()
     with pytest.raises(RecordError, match="header is binary"):
-        read_record(broken.path)
+        read_record(broken.locator)
 
 
 @pytest.mark.data
 def test_cinc_against_records_index(shared_data: Path) -> None:
     root = shared_data / "cinc2021-sample"
-    src = CinCSource(path=str(root), label_sets=["scored", "dx", "chapman_rhythm"])  # default mapping file
+    # the default mapping file
+    src = CinCSource(CinCSource.Config(path=str(root), label_sets=["scored", "dx", "chapman_rhythm"]))
     refs = {r.record_id: r for r in src.records()}
     index = pd.read_csv(root / "records_index.csv", dtype={"dx": str})
     assert len(refs) == len(index) == 141
@@ -302,7 +302,7 @@ def test_cinc_against_records_index(shared_data: Path) -> None:
         folder, name = row.record.split("/")
         r = refs[name]
         assert r.source == folder  # the name prefix names the same database as the folder
-        assert r.path == str(root / folder / name)
+        assert r.locator == str(root / folder / name)
         assert r.meta["sex"] == {"male": "M", "female": "F"}[row.sex.lower()]
         assert (math.isnan(r.meta["age"]) and math.isnan(row.age)) or r.meta["age"] == row.age
         # a code may repeat in a header (E00015): labels are a set
@@ -351,17 +351,17 @@ def test_folder_source_with_labels(tmp_path: Path) -> None:
     assert all(
         r.source == "wfdb_folder" and r.meta["fold"] == -1 and r.patient_id == r.record_id for r in refs
     )
-    np.testing.assert_allclose(read_record(refs[2].path).data[1, :3], [0.01, 0.03, 0.05], rtol=1e-6)
+    np.testing.assert_allclose(read_record(refs[2].locator).data[1, :3], [0.01, 0.03, 0.05], rtol=1e-6)
 
 
 def test_folder_source_without_labels_and_ambiguous_stem(tmp_path: Path) -> None:
     root = tmp_path / "ecgs"
     _write_record(root / "x", "r")
     _write_record(root / "y", "r")
-    assert WFDBFolderSource(path=str(root)).label_names() == {}
+    assert WFDBFolderSource(WFDBFolderSource.Config(path=str(root))).label_names() == {}
     labels = tmp_path / "labels.csv"
     labels.write_text("record,label\nr,AF\ny/r,NORM\n")
-    refs = WFDBFolderSource(path=str(root), labels_csv=str(labels)).records()
+    refs = WFDBFolderSource(WFDBFolderSource.Config(path=str(root), labels_csv=str(labels))).records()
     # "r" names two records, so it labels neither; the full id still works.
     assert [(r.record_id, r.labels["label"]) for r in refs] == [("x/r", []), ("y/r", ["NORM"])]
 
@@ -371,7 +371,7 @@ def test_folder_source_csv_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("name,label\na,AF\n")
     with pytest.raises(ValueError, match=r"source\.labels_csv: .*bad\.csv has no column 'record'"):
-        WFDBFolderSource(path=str(tmp_path / "ecgs"), labels_csv=str(bad)).records()
+        WFDBFolderSource(WFDBFolderSource.Config(path=str(tmp_path / "ecgs"), labels_csv=str(bad))).records()
     bad.write_text("record,label\na,AF\na,NORM\n")
     with pytest.raises(ValueError, match="listed twice"):
-        WFDBFolderSource(path=str(tmp_path / "ecgs"), labels_csv=str(bad)).records()
+        WFDBFolderSource(WFDBFolderSource.Config(path=str(tmp_path / "ecgs"), labels_csv=str(bad))).records()

@@ -273,19 +273,19 @@ def test_refuses_a_folder_that_is_not_synthetic(tmp_path: Path) -> None:
 
 
 def test_source_lists_records_with_folds_and_labels(tmp_path: Path) -> None:
-    source = SyntheticSource(
+    source = SyntheticSource(SyntheticSource.Config(
         path=str(tmp_path / "syn"),
         n_patients=23,
         records_per_patient=2,
         duration_s=1.0,
         label_sets=["rhythm", "sex"],
-    )
+    ))
     refs = source.records()
     assert len(refs) == 46 and len({r.record_id for r in refs}) == 46
     assert source.label_names() == {"rhythm": ["sinus", "brady", "tachy", "afib"], "sex": ["F", "M"]}
     folds: dict[str, set[int]] = {}
     for ref in refs:
-        assert Path(ref.path + ".hea").is_file() and ref.source == "synthetic"
+        assert Path(ref.locator + ".hea").is_file() and ref.source == "synthetic"
         assert set(ref.labels) == {"rhythm", "sex"} and len(ref.labels["rhythm"]) == 1
         assert ref.labels["rhythm"][0] in syn.RHYTHMS and ref.labels["sex"] == [ref.meta["sex"]]
         assert ref.meta["sex"] in ("F", "M") and 18 <= ref.meta["age"] <= 95
@@ -293,6 +293,7 @@ def test_source_lists_records_with_folds_and_labels(tmp_path: Path) -> None:
     assert all(len(f) == 1 for f in folds.values())  # a patient never straddles folds
     assert sorted({f for fs in folds.values() for f in fs}) == list(range(1, 11))
     assert source.records() == refs  # second call: listing only, same answer
-    full = SyntheticSource(path=str(tmp_path / "syn"), n_patients=23, records_per_patient=2, duration_s=1.0)
+    full = SyntheticSource(SyntheticSource.Config(path=str(tmp_path / "syn"), n_patients=23, records_per_patient=2,
+                                                  duration_s=1.0))
     assert list(full.label_names()) == ["rhythm", "conduction", "sex"]
     assert all(set(r.labels) == {"rhythm", "conduction", "sex"} for r in full.records())

@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import ecgforge.data.cache_build as cache_mod
 from ecgforge.cli import app
 from ecgforge.data.cache import Cache
 from ecgforge.data.cache_inspect import verify
@@ -138,12 +137,12 @@ def test_cache_build_simulated_enospc(build_inputs: tuple[Path, Path], tmp_path:
             budget["left"] -= n
             return real_writev(fd, buffers)
 
-        monkeypatch.setattr(cache_mod.os, "writev", writev)
+        monkeypatch.setattr(os, "writev", writev)
     else:
         def fsync(fd: int) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        monkeypatch.setattr(cache_mod.os, "fsync", fsync)
+        monkeypatch.setattr(os, "fsync", fsync)
     res = CliRunner().invoke(app, ["cache", "build", str(spec), "--out", str(out), "--workers", "1"])
     escaped = res.exception is not None and not isinstance(res.exception, SystemExit)
     intact = sha256(out) == before

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-import ecgforge.data.cache_build as cache_mod
+import ecgforge.data.cache_writer as writer_mod
 from ecgforge.data.cache import Cache
 from ecgforge.data.cache_build import build_cache
 from ecgforge.data.cache_inspect import verify
@@ -163,7 +163,7 @@ def _killed_build(spec: CacheRecipe, point: str, k: int) -> None:
     if point == "after_record":
         build_cache(spec, workers=1, progress=lambda done, total: die() if done >= k else None)  # batches of records
     elif point == "writing_hdf5":
-        real = cache_mod._copy_range
+        real = writer_mod.copy_range
         calls = {"n": 0}
 
         def copy_range(*a: object, **kw: object) -> None:
@@ -172,10 +172,10 @@ def _killed_build(spec: CacheRecipe, point: str, k: int) -> None:
                 die()
             real(*a, **kw)
 
-        cache_mod._copy_range = copy_range  # type: ignore[assignment]  (this child dies anyway)
+        writer_mod.copy_range = copy_range  # type: ignore[assignment]  (this child dies anyway)
         build_cache(spec, workers=1)
     elif point == "before_rename":
-        cache_mod.os.replace = die  # type: ignore[assignment]
+        os.replace = die  # type: ignore[assignment]  (this child dies anyway)
         build_cache(spec, workers=1)
     os._exit(3)  # reached only if the kill point was never hit
 

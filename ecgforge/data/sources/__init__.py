@@ -1,14 +1,11 @@
-"""Dataset sources: each lists `RecordRef`s (where a record lives, its metadata and labels), reading no signal.
+"""Dataset sources: each implements `ecgforge.data.sources.base.Source` (list records, name labels, read one).
 
-Every source has ``records() -> list[RecordRef]`` and ``label_names() -> {label set: [every label]}``; the
-file-format sources (MIMIC-IV-ECG, CODE-15%, MUSE, HL7 aECG, DICOM), CinC and the WFDB folder also
-``iter_records()``, a generator of the same records, so a cache build's listing streams into its readers. A
-source may leave part of each record's listing to the reader processes: ``complete(ref) -> RecordRef`` runs
-there (CinC parses each header in it) and ``label_names(observed)`` then receives the labels they found. A
-record in a non-WFDB format has a reader path as its ``path`` (`ecgforge.data.record.reader_path`), read by
-the reader its module registers.
-Add one: write ``<name>.py`` with the source class and its ``<Name>Config`` (``kind`` literal), then add one
-line to the table.
+A source lists `RecordRef`s (metadata, labels and a locator, reading no signal) as a stream, and reads a record
+by its locator when the cache builder asks (in its reader processes, each of which builds the source again from
+its config). WFDB sources subclass `base.WFDBSource` (the locator is the record path); the file-format ones
+read their own formats (MUSE and HL7 XML, DICOM, CODE-15%'s HDF5 part files).
+Add one: write ``<name>.py`` with the source class and its config (``Config = <Name>Config``, a ``kind``
+literal), then add one line to the table (CONTRIBUTING.md shows a whole example).
 """
 
 from ecgforge.registry import Table

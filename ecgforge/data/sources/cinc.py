@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -23,9 +23,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from ecgforge.data.record import RecordError, RecordRef
-from ecgforge.data.sources.common import hash_fold, unique_ids, walk_files
+from ecgforge.data.sources.base import WFDBSource
+from ecgforge.data.sources.common import hash_fold, walk_files
 from ecgforge.data.wfdb_io import parse_header
 from ecgforge.errors import resolved_against
+from ecgforge.registry import BuildContext
 
 CinCLabelSet = Literal["scored", "dx", "chapman_rhythm"]
 
@@ -172,8 +174,8 @@ def load_ptbxl_patients(path: str | Path) -> dict[int, int]:
     return table
 
 
-class CinCSource:
-    """Lists Challenge records (``*.hea`` under ``path``, sorted by relative path) with labels from their header
+class CinCSource(WFDBSource[CinCSourceConfig]):
+    """Challenge records (``*.hea`` under ``path``, sorted by relative path) with labels from their header
     comments.
 
     The listing streams: `iter_records` walks the tree and yields each record with what its name tells (source,
@@ -186,17 +188,12 @@ class CinCSource:
     records of 32 patients) repeat patients too, which nothing in the data resolves.
     """
 
-    def __init__(
-        self,
-        path: str,
-        label_sets: Sequence[CinCLabelSet] = ("scored",),
-        scored_mapping: str | None = None,
-        ptbxl_database: str | None = None,
-    ) -> None:
-        self.root = Path(path).expanduser()
-        self.label_sets = list(label_sets)
-        self.scored_mapping = scored_mapping
-        self.ptbxl_database = ptbxl_database
+    Config = CinCSourceConfig
+    completes = True
+
+    def __init__(self, cfg: CinCSourceConfig, ctx: BuildContext | None = None) -> None:
+        super().__init__(cfg, ctx)
+        self.root = Path(cfg.path).expanduser()
         self._scored: tuple[dict[str, str], list[str]] | None = None  # loaded once per process
         self._ptbxl: dict[int, int] | None = None
         self._all_dx: set[str] | None = None  # the dx codes `records` found
@@ -204,11 +201,11 @@ class CinCSource:
     def _mapping(self) -> tuple[dict[str, str], list[str]]:
         if self._scored is not None:
             return self._scored
-        if "scored" not in self.label_sets:
+        if "scored" not in self.cfg.label_sets:
             self._scored = ({}, [])
             return self._scored
-        if self.scored_mapping is not None:
-            path = Path(self.scored_mapping).expanduser()
+        if self.cfg.scored_mapping is not None:
+            path = Path(self.cfg.scored_mapping).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"source.scored_mapping: {path} not found{resolved_against(path)}")
         else:
@@ -226,8 +223,8 @@ class CinCSource:
         if not self.root.is_dir():
             raise FileNotFoundError(f"source.path: {self.root} is not a folder")
         self._mapping()  # a missing mapping file is a recipe error: before any record
-        if self.ptbxl_database is not None and self._ptbxl is None:
-            self._ptbxl = load_ptbxl_patients(self.ptbxl_database)
+        if self.cfg.ptbxl_database is not None and self._ptbxl is None:
+            self._ptbxl = load_ptbxl_patients(self.cfg.ptbxl_database)
         # A name in two folders: `records` and the cache build refuse it (no set of names held while streaming).
         for hea in walk_files(self.root, "*.hea", ignore_case=False):
             name = hea.stem
@@ -240,7 +237,7 @@ class CinCSource:
                 meta["ptbxl_patient_id"] = ptbxl_patient
             yield RecordRef(
                 record_id=name,
-                path=str(hea.with_suffix("")),
+                locator=str(hea.with_suffix("")),
                 patient_id=patient,
                 source=database_of(name),
                 meta={
@@ -260,12 +257,12 @@ class CinCSource:
         record without them: reading it raises the same error, and the cache lists it as skipped with that
         reason instead of it silently vanishing."""
         try:
-            age, sex, dx = parse_comments(parse_header(ref.path + ".hea").comments)
+            age, sex, dx = parse_comments(parse_header(ref.locator + ".hea").comments)
         except RecordError:
             age, sex, dx = math.nan, "", []
         code_to_class = self._mapping()[0]
         labels: dict[str, list[str]] = {}
-        for label_set in self.label_sets:
+        for label_set in self.cfg.label_sets:
             if label_set == "scored":
                 labels[label_set] = sorted({code_to_class[c] for c in dx if c in code_to_class})
             elif label_set == "dx":
@@ -277,8 +274,8 @@ class CinCSource:
 
     def records(self) -> list[RecordRef]:
         """Every record of `iter_records`, completed (headers read here, no signals)."""
-        refs = [self.complete(r) for r in unique_ids(self.iter_records())]
-        self._all_dx = {c for r in refs for c in r.labels.get("dx", [])} if "dx" in self.label_sets else set()
+        refs = super().records()
+        self._all_dx = {c for r in refs for c in r.labels.get("dx", [])} if "dx" in self.cfg.label_sets else set()
         return refs
 
     def label_names(self, observed: dict[str, set[str]] | None = None) -> dict[str, list[str]]:
@@ -297,4 +294,4 @@ class CinCSource:
             "dx": sorted(all_dx),
             "chapman_rhythm": sorted(CHAPMAN_RHYTHM_GROUPS),
         }
-        return {s: list(names[s]) for s in self.label_sets}
+        return {s: list(names[s]) for s in self.cfg.label_sets}

@@ -11,8 +11,8 @@ unchanged. Recordings shorter than 4096 samples are zero-padded at both ends; th
 where every lead is exactly 0 from the start and the end, as that converter does.
 
 Labels: set ``diagnosis`` with the six abnormalities in the paper's order (1dAVb RBBB LBBB SB AF ST).
-Patient = ``patient_id``; fold 1..10 from a hash of it. The reader reads one exam's rows with an h5py
-slice: a part file (~1.5 GB) is never loaded whole.
+Patient = ``patient_id``; fold 1..10 from a hash of it. A record's locator is ``"<row>:<exam_id>:<part file>"``;
+reading it reads that row with an h5py slice: a part file (~1.5 GB) is never loaded whole.
 """
 
 from __future__ import annotations
@@ -23,14 +23,16 @@ import os
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from ecgforge.data.record import RecordError, RecordRef, Signal, reader_path, register_reader
-from ecgforge.data.sources.common import StreamingSource, hash_fold
+from ecgforge.data.record import RecordError, RecordRef, Signal
+from ecgforge.data.sources.base import Source, any_error_is_a_reason
+from ecgforge.data.sources.common import hash_fold
 from ecgforge.errors import resolved_against
+from ecgforge.registry import BuildContext
 
 LABELS: tuple[str, ...] = ("1dAVb", "RBBB", "LBBB", "SB", "AF", "ST")
 LEADS: tuple[str, ...] = ("DI", "DII", "DIII", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -60,13 +62,17 @@ def _float(text: str | None) -> float:
         return math.nan
 
 
-class Code15Source(StreamingSource):
-    """Lists CODE-15% exams from ``exams.csv``; reads each part file's ``exam_id`` column once."""
+class Code15Source(Source[Code15SourceConfig]):
+    """CODE-15% exams, listed from ``exams.csv`` (each part file's ``exam_id`` column read once)."""
 
-    def __init__(self, path: str) -> None:
-        self.root = Path(path).expanduser()
+    Config = Code15SourceConfig
 
-    def label_names(self) -> dict[str, list[str]]:
+    def __init__(self, cfg: Code15SourceConfig, ctx: BuildContext | None = None) -> None:
+        super().__init__(cfg, ctx)
+        self.root = Path(cfg.path).expanduser()
+        self._open: OrderedDict[str, Any] = OrderedDict()  # part file -> open h5py.File, a few per process
+
+    def label_names(self, observed: dict[str, set[str]] | None = None) -> dict[str, list[str]]:
         return {"diagnosis": list(LABELS)}
 
     def _index_of(self, trace_file: str, tables: dict[str, dict[int, int] | None]) -> dict[int, int] | None:
@@ -111,7 +117,7 @@ class Code15Source(StreamingSource):
                     male = _flag(row["is_male"])
                     yield RecordRef(
                         record_id=str(exam_id),
-                        path=reader_path("code15", f"{index}:{exam_id}:{self.root / trace_file}"),
+                        locator=f"{index}:{exam_id}:{self.root / trace_file}",
                         patient_id=patient,
                         source="code15",
                         meta={
@@ -131,27 +137,47 @@ class Code15Source(StreamingSource):
         yield from refs()  # a repeated id: `records` and the cache build refuse it
 
 
-# ---------------------------------------------------------------------------------------------- reader
+    def _part(self, path: str) -> Any:
+        """This process's open handle of a part file (kept: reopening costs more than reading one exam)."""
+        import h5py
 
-_OPEN: OrderedDict[tuple[int, str], object] = OrderedDict()  # (pid, path) -> open h5py.File, a few per process
-
-
-def _part(path: str):  # noqa: ANN202 - h5py is imported lazily
-    """This process's open handle of a part file (kept: reopening costs more than reading one exam)."""
-    import h5py
-
-    key = (os.getpid(), path)
-    h5 = _OPEN.get(key)
-    if h5 is not None and h5.id.valid:  # type: ignore[attr-defined]
-        _OPEN.move_to_end(key)
+        h5 = self._open.get(path)
+        if h5 is not None and h5.id.valid:
+            self._open.move_to_end(path)
+            return h5
+        h5 = h5py.File(path, "r")
+        self._open[path] = h5
+        while len(self._open) > 4:  # 18 part files; a reader's batches of consecutive exams touch one or two
+            _, old = self._open.popitem(last=False)
+            if old.id.valid:
+                old.close()
         return h5
-    h5 = h5py.File(path, "r")
-    _OPEN[key] = h5
-    while len(_OPEN) > 4:  # 18 part files; a reader's batches of consecutive exams touch one or two
-        _, old = _OPEN.popitem(last=False)
-        if old.id.valid:  # type: ignore[attr-defined]
-            old.close()  # type: ignore[attr-defined]
-    return h5
+
+    @any_error_is_a_reason
+    def read(self, locator: str) -> Signal:
+        """``"<row>:<exam_id>:<part file>"`` -> the exam's (12, T) mV `Signal` at 400 Hz, padding trimmed."""
+        index_text, exam_text, path = locator.split(":", 2)
+        index, exam_id = int(index_text), int(exam_text)
+        name = os.path.basename(path)
+        if not os.path.isfile(path):
+            raise RecordError(f"trace file {name} not found")
+        if index == -2:
+            raise RecordError(f"{name} is not a readable part file (no HDF5 exam_id dataset could be read)")
+        if index < 0:
+            raise RecordError(f"exam {exam_id} is not in {name} (its exam_id column)")
+        h5 = self._part(path)
+        try:
+            tracings, ids = h5["tracings"], h5["exam_id"]
+        except KeyError as exc:
+            raise RecordError(f"{name} has no dataset {exc}") from None
+        if tracings.ndim != 3 or tracings.shape[2] != len(LEADS) or index >= tracings.shape[0]:
+            raise RecordError(f"{name}: tracings of shape {tracings.shape}, expected (N, T, 12) with row {index}")
+        if int(ids[index]) != exam_id:
+            raise RecordError(f"{name} row {index} holds exam {int(ids[index])}, not {exam_id} (file changed?)")
+        x = trim_padding(np.asarray(tracings[index], dtype=np.float32))  # one exam: (4096, 12), 196 KB
+        if x.shape[0] == 0:
+            raise RecordError(f"exam {exam_id}: the tracing is all zeros (padding only)")
+        return Signal(data=np.ascontiguousarray(x.T), fs_hz=FS_HZ, lead_names=list(LEADS))
 
 
 def trim_padding(x: np.ndarray) -> np.ndarray:
@@ -160,32 +186,3 @@ def trim_padding(x: np.ndarray) -> np.ndarray:
     if rows.size == 0:
         return x[:0]
     return x[rows[0] : rows[-1] + 1]
-
-
-def read_code15(locator: str) -> Signal:
-    """``"<row>:<exam_id>:<part file>"`` -> the exam's (12, T) mV `Signal` at 400 Hz, padding trimmed."""
-    index_text, exam_text, path = locator.split(":", 2)
-    index, exam_id = int(index_text), int(exam_text)
-    name = os.path.basename(path)
-    if not os.path.isfile(path):
-        raise RecordError(f"trace file {name} not found")
-    if index == -2:
-        raise RecordError(f"{name} is not a readable part file (no HDF5 exam_id dataset could be read)")
-    if index < 0:
-        raise RecordError(f"exam {exam_id} is not in {name} (its exam_id column)")
-    h5 = _part(path)
-    try:
-        tracings, ids = h5["tracings"], h5["exam_id"]  # type: ignore[index]
-    except KeyError as exc:
-        raise RecordError(f"{name} has no dataset {exc}") from None
-    if tracings.ndim != 3 or tracings.shape[2] != len(LEADS) or index >= tracings.shape[0]:
-        raise RecordError(f"{name}: tracings of shape {tracings.shape}, expected (N, T, 12) with row {index}")
-    if int(ids[index]) != exam_id:
-        raise RecordError(f"{name} row {index} holds exam {int(ids[index])}, not {exam_id} (file changed?)")
-    x = trim_padding(np.asarray(tracings[index], dtype=np.float32))  # one exam: (4096, 12), 196 KB
-    if x.shape[0] == 0:
-        raise RecordError(f"exam {exam_id}: the tracing is all zeros (padding only)")
-    return Signal(data=np.ascontiguousarray(x.T), fs_hz=FS_HZ, lead_names=list(LEADS))
-
-
-register_reader("code15", read_code15)

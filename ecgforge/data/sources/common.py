@@ -1,8 +1,4 @@
-"""Pieces the file-format sources share: a sorted streaming file walk, amplitude units, lead derivation.
-
-Every source here has ``iter_records()`` (a generator: the listing can stream into the reader pool one record
-at a time) beside ``records()`` (the same records as a list, what the cache writer calls today).
-"""
+"""Pieces the sources share: a sorted streaming file walk, amplitude units, lead derivation, ages, folds."""
 
 from __future__ import annotations
 
@@ -11,17 +7,16 @@ import math
 import os
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ecgforge.data.leads import CANONICAL_LEADS, resolve_lead
-from ecgforge.data.record import RecordError, RecordRef, Signal
+from ecgforge.data.record import RecordError, Signal
 
 __all__ = [
     "INDEPENDENT_LEADS",
-    "StreamingSource",
     "assemble_leads",
     "derive_limb_leads",
     "hash_fold",
@@ -156,29 +151,3 @@ def walk_files(
                 yield Path(path)
 
     yield from walk(str(root))
-
-
-class StreamingSource:
-    """``records()`` and ``label_names()`` on top of a subclass's ``iter_records()`` generator."""
-
-    def iter_records(self) -> Iterator[RecordRef]:  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
-
-    def label_names(self) -> dict[str, list[str]]:
-        """Label set -> every label; fixed by the source (known before any record is listed)."""
-        return {}
-
-    def records(self) -> list[RecordRef]:
-        """Every record `iter_records` yields, as a list; ValueError at a repeated record id (a cache build
-        checks the streamed ids itself, at the end of its listing)."""
-        return list(unique_ids(self.iter_records()))
-
-
-def unique_ids(refs: Iterable[RecordRef]) -> Iterator[RecordRef]:
-    """Pass records through, raising ValueError (naming the field) at a repeated record id."""
-    seen: set[str] = set()
-    for ref in refs:
-        if ref.record_id in seen:
-            raise ValueError(f"source.path: record {ref.record_id!r} is listed twice")
-        seen.add(ref.record_id)
-        yield ref

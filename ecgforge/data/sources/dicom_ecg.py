@@ -22,16 +22,16 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ecgforge.data.record import RecordError, Signal, register_reader
+from ecgforge.data.record import RecordError, Signal
 from ecgforge.data.sources.common import assemble_leads, canonical_lead, parse_age, unit_to_mv
 from ecgforge.data.sources.file_sources import (
     FileSource,
     FileSourceConfig,
     Header,
     MissingLeads,
-    split_locator,
 )
 from ecgforge.errors import UserError
+from ecgforge.registry import BuildContext
 
 INSTALL_HINT = "dicom_ecg needs pydicom: pip install 'ecgforge[dicom]' (or pip install pydicom)"
 
@@ -64,15 +64,15 @@ class DicomECGSourceConfig(FileSourceConfig):
     pattern: str = Field("*.dcm", min_length=1, description="file-name glob (case-insensitive)")
 
 
-class DicomECGSource(FileSource):
-    """Lists DICOM ECG files under a folder (``*.dcm``), with patient, age, sex and annotation text."""
+class DicomECGSource(FileSource[DicomECGSourceConfig]):
+    """DICOM ECG files under a folder (``*.dcm``), with patient, age, sex and annotation text."""
 
-    reader = "dicom_ecg"
+    Config = DicomECGSourceConfig
     source_name = "dicom_ecg"
 
-    def __init__(self, path: str, pattern: str = "*.dcm", missing_leads: MissingLeads = "error") -> None:
+    def __init__(self, cfg: DicomECGSourceConfig, ctx: BuildContext | None = None) -> None:
         _pydicom()  # fail at once, in one line, rather than once per record
-        super().__init__(path, pattern, missing_leads)
+        super().__init__(cfg, ctx)
 
     def parse_header(self, path: Path) -> Header:
         pydicom = _pydicom()
@@ -94,6 +94,9 @@ class DicomECGSource(FileSource):
             ),
         }
 
+    def read_file(self, path: str) -> Signal:
+        return read_dicom_ecg(path, self.cfg.missing_leads)
+
 
 def _lead_of(channel) -> str | None:  # noqa: ANN001
     source = channel.get("ChannelSourceSequence")
@@ -114,9 +117,8 @@ def _group(ds):  # noqa: ANN001, ANN202
     return (original or list(groups))[0]
 
 
-def read_dicom_ecg(locator: str) -> Signal:
-    """``"<missing_leads>:<file>"`` -> the first original multiplex group as a `Signal` in mV."""
-    missing_leads, path = split_locator(locator)
+def read_dicom_ecg(path: str, missing_leads: MissingLeads = "error") -> Signal:
+    """The first original multiplex group of DICOM file ``path`` as a `Signal` in mV."""
     pydicom = _pydicom()
     try:
         ds = pydicom.dcmread(path)
@@ -162,5 +164,3 @@ def read_dicom_ecg(locator: str) -> Signal:
     return assemble_leads(leads, float(group.SamplingFrequency), missing_leads=missing_leads,
                           what="waveform multiplex group")
 
-
-register_reader("dicom_ecg", read_dicom_ecg)

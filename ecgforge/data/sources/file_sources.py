@@ -1,5 +1,6 @@
 """What the one-record-per-file sources (MUSE XML, HL7 aECG, DICOM) share: a folder of files listed in sorted
-order, each parsed for its header only (patient, sex, age, statements: not the waveforms) while listing."""
+order, each parsed for its header only (patient, sex, age, statements: not the waveforms) while listing; the
+locator of a record is its file."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import math
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
-from ecgforge.data.record import RecordError, RecordRef, reader_path
-from ecgforge.data.sources.common import StreamingSource, hash_fold, walk_files
+from ecgforge.data.record import RecordError, RecordRef, Signal
+from ecgforge.data.sources.base import Source, any_error_is_a_reason
+from ecgforge.data.sources.common import hash_fold, walk_files
+from ecgforge.registry import BuildContext
 
 MissingLeads = Literal["error", "absent"]
 
@@ -29,19 +32,28 @@ class FileSourceConfig(BaseModel, extra="forbid", frozen=True):
 Header = dict[str, str | float]  # "patient", "sex", "age", "statement"
 
 
-class FileSource(StreamingSource):
-    """A folder of one-record files; subclasses set ``reader`` and ``parse_header``."""
+F = TypeVar("F", bound=FileSourceConfig)
 
-    reader: str = ""
-    source_name: str = ""
 
-    def __init__(self, path: str, pattern: str = "*.xml", missing_leads: MissingLeads = "error") -> None:
-        self.root = Path(path).expanduser()
-        self.pattern = pattern
-        self.missing_leads = missing_leads
+class FileSource(Source[F]):
+    """A folder of one-record files; subclasses set ``source_name`` and write ``parse_header`` and ``read_file``."""
+
+    source_name: ClassVar[str]  # the records' `RecordRef.source`
+
+    def __init__(self, cfg: F, ctx: BuildContext | None = None) -> None:
+        super().__init__(cfg, ctx)
+        self.root = Path(cfg.path).expanduser()
 
     def parse_header(self, path: Path) -> Header:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
+
+    def read_file(self, path: str) -> Signal:  # pragma: no cover - every subclass defines it
+        """The record in file ``path`` as a `Signal` in mV (``self.cfg.missing_leads`` applied)."""
+        raise NotImplementedError
+
+    @any_error_is_a_reason
+    def read(self, locator: str) -> Signal:
+        return self.read_file(locator)
 
     def iter_records(self) -> Iterator[RecordRef]:
         """One `RecordRef` per matching file, sorted by relative path; each file's header is parsed (its
@@ -51,7 +63,7 @@ class FileSource(StreamingSource):
             raise FileNotFoundError(f"source.path: {self.root} is not a folder")
 
         def refs() -> Iterator[RecordRef]:
-            for file in walk_files(self.root, self.pattern):
+            for file in walk_files(self.root, self.cfg.pattern):
                 rid = file.relative_to(self.root).with_suffix("").as_posix()
                 try:
                     head = self.parse_header(file)
@@ -60,7 +72,7 @@ class FileSource(StreamingSource):
                 patient = str(head.get("patient") or "") or rid
                 yield RecordRef(
                     record_id=rid,
-                    path=reader_path(self.reader, f"{self.missing_leads}:{file}"),
+                    locator=str(file),
                     patient_id=patient,
                     source=self.source_name,
                     meta={
@@ -96,10 +108,3 @@ def parse_file(path: str) -> ET.Element:
         raise RecordError(f"not well-formed XML: {exc}") from None
     except FileNotFoundError:
         raise RecordError(f"{path} not found") from None
-
-
-def split_locator(locator: str) -> tuple[MissingLeads, str]:
-    policy, _, path = locator.partition(":")
-    if policy not in ("error", "absent"):
-        raise RecordError(f"malformed locator {locator!r}")
-    return policy, path  # type: ignore[return-value]

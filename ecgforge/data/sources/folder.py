@@ -24,8 +24,10 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from ecgforge.data.record import RecordRef
+from ecgforge.data.sources.base import WFDBSource
 from ecgforge.data.sources.common import hash_fold, walk_files
 from ecgforge.errors import resolved_against
+from ecgforge.registry import BuildContext
 
 
 class WFDBFolderSourceConfig(BaseModel, extra="forbid", frozen=True):
@@ -70,20 +72,14 @@ def patient_of(record_id: str, patient_from: int | str | None) -> str:
     return m.group("patient")
 
 
-class WFDBFolderSource:
-    """Lists every WFDB record under a folder (no header or signal reads); label set name ``"label"``."""
+class WFDBFolderSource(WFDBSource[WFDBFolderSourceConfig]):
+    """Every WFDB record under a folder (listed without header or signal reads); label set name ``"label"``."""
 
-    def __init__(
-        self,
-        path: str,
-        labels_csv: str | None = None,
-        label_column: str = "label",
-        patient_from: int | str | None = None,
-    ) -> None:
-        self.root = Path(path).expanduser()
-        self.labels_csv = labels_csv
-        self.label_column = label_column
-        self.patient_from = patient_from
+    Config = WFDBFolderSourceConfig
+
+    def __init__(self, cfg: WFDBFolderSourceConfig, ctx: BuildContext | None = None) -> None:
+        super().__init__(cfg, ctx)
+        self.root = Path(cfg.path).expanduser()
         self._cache: tuple[list[RecordRef], dict[str, list[str]]] | None = None
 
     def _read_labels(self, labels_csv: str) -> dict[str, list[str]]:
@@ -94,7 +90,7 @@ class WFDBFolderSource:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a BOM
             reader = csv.DictReader(f)
             columns = reader.fieldnames or []
-            for column in ("record", self.label_column):
+            for column in ("record", self.cfg.label_column):
                 if column not in columns:
                     raise ValueError(
                         f"source.labels_csv: {csv_path} has no column {column!r} (has {columns})"
@@ -106,7 +102,7 @@ class WFDBFolderSource:
                     continue
                 if key in table:
                     raise ValueError(f"source.labels_csv: record {key!r} is listed twice in {csv_path}")
-                raw = row[self.label_column] or ""
+                raw = row[self.cfg.label_column] or ""
                 table[key] = sorted({lab.strip() for lab in raw.split(";") if lab.strip()})
         return table
 
@@ -116,7 +112,7 @@ class WFDBFolderSource:
         if not self.root.is_dir():
             raise FileNotFoundError(f"source.path: {self.root} is not a folder")
         ids = sorted(p.relative_to(self.root).with_suffix("").as_posix() for p in self.root.rglob("*.hea"))
-        table = self._read_labels(self.labels_csv) if self.labels_csv is not None else None
+        table = self._read_labels(self.cfg.labels_csv) if self.cfg.labels_csv is not None else None
         stems: dict[str, list[str]] = {}
         for rid in ids:
             stems.setdefault(rid.rsplit("/", 1)[-1], []).append(rid)
@@ -139,7 +135,7 @@ class WFDBFolderSource:
     def iter_records(self) -> Iterator[RecordRef]:
         """The records of `records`, in the same order, yielded as the folder walk goes (without a labels CSV:
         with one, whether a bare file stem names a single record needs the whole listing first)."""
-        if self.labels_csv is not None:
+        if self.cfg.labels_csv is not None:
             yield from self._load()[0]
             return
         if not self.root.is_dir():
@@ -149,13 +145,13 @@ class WFDBFolderSource:
             yield self._ref(rid, None)
 
     def _ref(self, rid: str, labels: list[str] | None) -> RecordRef:
-        patient = patient_of(rid, self.patient_from)
+        patient = patient_of(rid, self.cfg.patient_from)
         return RecordRef(
             record_id=rid,
-            path=str(self.root / rid),
+            locator=str(self.root / rid),
             patient_id=patient,
             source="wfdb_folder",
-            meta={"fold": -1 if self.patient_from is None else hash_fold(patient), "sex": "", "age": math.nan},
+            meta={"fold": -1 if self.cfg.patient_from is None else hash_fold(patient), "sex": "", "age": math.nan},
             labels={} if labels is None else {"label": labels},
         )
 
@@ -163,11 +159,11 @@ class WFDBFolderSource:
         """One `RecordRef` per ``.hea`` under ``path``, sorted by relative path."""
         return list(self._load()[0])
 
-    def label_names(self) -> dict[str, list[str]]:
+    def label_names(self, observed: dict[str, set[str]] | None = None) -> dict[str, list[str]]:
         """``{"label": every label in the CSV, sorted}``, or ``{}`` without a CSV (no listing needed: a cache
         build calls this after streaming the records, and a second listing would hold them all)."""
         if self._cache is not None:
             return {k: list(v) for k, v in self._cache[1].items()}
-        if self.labels_csv is None:
+        if self.cfg.labels_csv is None:
             return {}
-        return {"label": sorted({lab for labs in self._read_labels(self.labels_csv).values() for lab in labs})}
+        return {"label": sorted({lab for labs in self._read_labels(self.cfg.labels_csv).values() for lab in labs})}

@@ -23,16 +23,16 @@ from typing import Literal
 
 import numpy as np
 
-from ecgforge.data.record import RecordError, Signal, register_reader
+from ecgforge.data.record import RecordError, Signal
 from ecgforge.data.sources.common import assemble_leads, canonical_lead, unit_to_mv
 from ecgforge.data.sources.file_sources import (
     FileSource,
     FileSourceConfig,
     Header,
+    MissingLeads,
     iter_until,
     local,
     parse_file,
-    split_locator,
 )
 
 NS = {"v3": "urn:hl7-org:v3"}
@@ -55,10 +55,10 @@ def _when(value: str | None) -> datetime | None:
         return None
 
 
-class HL7aECGSource(FileSource):
-    """Lists HL7 aECG files under a folder (``*.xml``), with subject, sex and age."""
+class HL7aECGSource(FileSource[HL7aECGSourceConfig]):
+    """HL7 aECG files under a folder (``*.xml``), with subject, sex and age."""
 
-    reader = "hl7_aecg"
+    Config = HL7aECGSourceConfig
     source_name = "hl7_aecg"
 
     def parse_header(self, path: Path) -> Header:
@@ -83,6 +83,9 @@ class HL7aECGSource(FileSource):
         age = (taken - born).days / 365.25 if born and taken and taken >= born else math.nan
         return {"patient": patient, "sex": sex if sex in ("M", "F") else "", "age": age}
 
+    def read_file(self, path: str) -> Signal:
+        return read_hl7_aecg(path, self.cfg.missing_leads)
+
 
 def _quantity(elem: ET.Element | None, what: str) -> tuple[float, str]:
     if elem is None:
@@ -106,9 +109,8 @@ def _sequence_set(root: ET.Element) -> ET.Element:
     raise RecordError("no sequenceSet in the series")
 
 
-def read_hl7_aecg(locator: str) -> Signal:
-    """``"<missing_leads>:<file>"`` -> the rhythm series as a `Signal` in mV."""
-    missing_leads, path = split_locator(locator)
+def read_hl7_aecg(path: str, missing_leads: MissingLeads = "error") -> Signal:
+    """The rhythm series of HL7 aECG file ``path`` as a `Signal` in mV."""
     root = parse_file(path)
     if local(root.tag) != "AnnotatedECG" or not root.tag.startswith("{urn:hl7-org:v3}"):
         raise RecordError(f"root element <{root.tag}>, not urn:hl7-org:v3 AnnotatedECG")
@@ -150,5 +152,3 @@ def read_hl7_aecg(locator: str) -> Signal:
         raise RecordError("no time sequence (GLIST_TS / GLIST_PQ increment): sampling rate unknown")
     return assemble_leads(leads, fs, missing_leads=missing_leads, what="rhythm sequenceSet")
 
-
-register_reader("hl7_aecg", read_hl7_aecg)

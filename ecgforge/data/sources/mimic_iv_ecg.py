@@ -30,8 +30,10 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ecgforge.data.record import RecordRef
-from ecgforge.data.sources.common import StreamingSource, hash_fold, walk_files
+from ecgforge.data.sources.base import WFDBSource
+from ecgforge.data.sources.common import hash_fold, walk_files
 from ecgforge.errors import resolved_against
+from ecgforge.registry import BuildContext
 
 # machine_measurements.csv's numeric global measurements (ms, and degrees for the axes), stored as meta.
 MEASUREMENTS: tuple[str, ...] = (
@@ -104,19 +106,20 @@ def _number(text: str | None) -> float:
     return math.nan if value >= _NOT_MEASURED else value
 
 
-class MimicIVECGSource(StreamingSource):
-    """Lists MIMIC-IV-ECG studies from ``record_list.csv`` (or the ``files/`` tree); reads no signal."""
+class MimicIVECGSource(WFDBSource[MimicIVECGSourceConfig]):
+    """MIMIC-IV-ECG studies, listed from ``record_list.csv`` (or the ``files/`` tree)."""
 
-    def __init__(self, path: str, measurements: bool = True, patients_csv: str | None = None) -> None:
-        self.root = Path(path).expanduser()
-        self.measurements = measurements
-        self.patients_csv = patients_csv
+    Config = MimicIVECGSourceConfig
+
+    def __init__(self, cfg: MimicIVECGSourceConfig, ctx: BuildContext | None = None) -> None:
+        super().__init__(cfg, ctx)
+        self.root = Path(cfg.path).expanduser()
 
     def _patients(self) -> dict[str, tuple[str, float, int]]:
         """subject_id -> (sex, anchor_age, anchor_year) from MIMIC-IV ``patients.csv``."""
-        if self.patients_csv is None:
+        if self.cfg.patients_csv is None:
             return {}
-        path = Path(self.patients_csv).expanduser()
+        path = Path(self.cfg.patients_csv).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"source.patients_csv: {path} not found{resolved_against(path)}")
         with open(path, newline="", encoding="utf-8") as f:
@@ -138,7 +141,7 @@ class MimicIVECGSource(StreamingSource):
     def _measurements(self) -> _Measurements | None:
         """machine_measurements.csv keyed by study (None: absent file, or ``measurements = false``)."""
         path = self.root / "machine_measurements.csv"
-        if not self.measurements or not path.is_file():
+        if not self.cfg.measurements or not path.is_file():
             return None
         return _Measurements(path)
 
@@ -196,7 +199,7 @@ class MimicIVECGSource(StreamingSource):
                 }
                 if measured is not None:  # absent file (or measurements = false): no columns, not blank ones
                     meta.update(measured.get(study) or blank)
-                yield RecordRef(record_id=study, path=root + rel, patient_id=subject, source="mimic_iv_ecg",
+                yield RecordRef(record_id=study, locator=root + rel, patient_id=subject, source="mimic_iv_ecg",
                                 meta=meta)
 
         yield from refs()  # a repeated id: `records` and the cache build refuse it

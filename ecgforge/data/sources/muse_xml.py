@@ -23,15 +23,15 @@ from typing import Literal
 
 import numpy as np
 
-from ecgforge.data.record import RecordError, Signal, register_reader
+from ecgforge.data.record import RecordError, Signal
 from ecgforge.data.sources.common import assemble_leads, canonical_lead, parse_age, unit_to_mv
 from ecgforge.data.sources.file_sources import (
     FileSource,
     FileSourceConfig,
     Header,
+    MissingLeads,
     iter_until,
     parse_file,
-    split_locator,
 )
 
 _WHITESPACE = re.compile(rb"\s+")
@@ -55,10 +55,10 @@ def _statements(diagnosis: list[tuple[str, bool]]) -> str:
     return "; ".join(lines)
 
 
-class MuseXMLSource(FileSource):
-    """Lists MUSE XML files under a folder (``*.xml``), with patient, age, sex and statements."""
+class MuseXMLSource(FileSource[MuseXMLSourceConfig]):
+    """MUSE XML files under a folder (``*.xml``), with patient, age, sex and statements."""
 
-    reader = "muse_xml"
+    Config = MuseXMLSourceConfig
     source_name = "muse_xml"
 
     def parse_header(self, path: Path) -> Header:
@@ -91,6 +91,9 @@ class MuseXMLSource(FileSource):
             "statement": _statements(statements["Diagnosis"] or statements["OriginalDiagnosis"]),
         }
 
+    def read_file(self, path: str) -> Signal:
+        return read_muse_xml(path, self.cfg.missing_leads)
+
 
 def _text(elem, tag: str) -> str:  # noqa: ANN001
     child = elem.find(tag)
@@ -105,9 +108,8 @@ def _number(elem, tag: str, what: str) -> float:  # noqa: ANN001
         raise RecordError(f"{what}: {tag} {text!r} is not a number") from None
 
 
-def read_muse_xml(locator: str) -> Signal:
-    """``"<missing_leads>:<file>"`` -> the rhythm strip as a `Signal` in mV (III/aVR/aVL/aVF derived)."""
-    missing_leads, path = split_locator(locator)
+def read_muse_xml(path: str, missing_leads: MissingLeads = "error") -> Signal:
+    """The rhythm strip of MUSE XML file ``path`` as a `Signal` in mV (III/aVR/aVL/aVF derived)."""
     root = parse_file(path)
     if root.tag != "RestingECG":
         raise RecordError(f"root element <{root.tag}>, not <RestingECG> (not a MUSE resting ECG)")
@@ -153,5 +155,3 @@ def read_muse_xml(locator: str) -> Signal:
         leads[canonical] = samples.astype(np.float64) * (per_bit * unit_to_mv(units))
     return assemble_leads(leads, fs, missing_leads=missing_leads, what="rhythm waveform")
 
-
-register_reader("muse_xml", read_muse_xml)

@@ -18,14 +18,16 @@ import ast
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from ecgforge.data.record import RecordRef
+from ecgforge.data.sources.base import WFDBSource
 from ecgforge.errors import resolved_against
+from ecgforge.registry import BuildContext
 
 PTBXLLabelSet = Literal["all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm"]
 
@@ -39,18 +41,14 @@ class PTBXLSourceConfig(BaseModel, extra="forbid", frozen=True):
     label_sets: list[PTBXLLabelSet] = Field(default_factory=lambda: ["superdiagnostic"])
 
 
-class PTBXLSource:
-    """Lists PTB-XL records from ``ptbxl_database.csv`` and ``scp_statements.csv``; reads no signal."""
+class PTBXLSource(WFDBSource[PTBXLSourceConfig]):
+    """PTB-XL records from ``ptbxl_database.csv`` and ``scp_statements.csv`` (listed once, on first use)."""
 
-    def __init__(
-        self,
-        path: str,
-        records: Literal["records100", "records500"] = "records100",
-        label_sets: Sequence[PTBXLLabelSet] = ("superdiagnostic",),
-    ) -> None:
-        self.root = Path(path).expanduser()
-        self.records_folder = records
-        self.label_sets = list(label_sets)
+    Config = PTBXLSourceConfig
+
+    def __init__(self, cfg: PTBXLSourceConfig, ctx: BuildContext | None = None) -> None:
+        super().__init__(cfg, ctx)
+        self.root = Path(cfg.path).expanduser()
         self._cache: tuple[list[RecordRef], dict[str, list[str]]] | None = None
 
     def _load(self) -> tuple[list[RecordRef], dict[str, list[str]]]:
@@ -62,7 +60,7 @@ class PTBXLSource:
         for p in (db_path, st_path):
             if not p.is_file():
                 raise FileNotFoundError(f"source.path: {p} not found{resolved_against(p)} (is {self.root} the PTB-XL root?)")
-        file_col = "filename_lr" if self.records_folder == "records100" else "filename_hr"
+        file_col = "filename_lr" if self.cfg.records == "records100" else "filename_hr"
         used = ("ecg_id", "patient_id", "age", "sex", "scp_codes", "strat_fold", file_col)
         db = pd.read_csv(db_path, usecols=lambda c: c in used)  # the free-text columns cost most to parse
         absent = [c for c in used if c not in db.columns]
@@ -88,7 +86,7 @@ class PTBXLSource:
             "form": {c: c for c in form},
             "rhythm": {c: c for c in rhythm},
         }
-        wanted = [(name, label_of[name]) for name in self.label_sets]
+        wanted = [(name, label_of[name]) for name in self.cfg.label_sets]
         refs: list[RecordRef] = []
         observed: set[str] = set()
         root = os.path.join(str(self.root), "")  # with the separator: records are root + file name
@@ -102,7 +100,7 @@ class PTBXLSource:
             refs.append(
                 RecordRef(
                     record_id=f"{ecg_id:05d}",
-                    path=root + str(file_name),
+                    locator=root + str(file_name),
                     patient_id=str(int(patient_id)) if not _isnan(patient_id) else f"{ecg_id:05d}",
                     source="ptbxl",
                     meta={
@@ -127,14 +125,15 @@ class PTBXLSource:
             "form": sorted(form),
             "rhythm": sorted(rhythm),
         }
-        self._cache = (refs, {name: names[name] for name in self.label_sets})
+        self._cache = (refs, {name: names[name] for name in self.cfg.label_sets})
         return self._cache
 
-    def records(self) -> list[RecordRef]:
-        """Every row of ``ptbxl_database.csv``, in ``ecg_id`` order; path is ``root / filename_{lr,hr}``."""
-        return list(self._load()[0])
+    def iter_records(self) -> Iterator[RecordRef]:
+        """Every row of ``ptbxl_database.csv``, in file (``ecg_id``) order; the locator is
+        ``root / filename_{lr,hr}``."""
+        yield from self._load()[0]
 
-    def label_names(self) -> dict[str, list[str]]:
+    def label_names(self, observed: dict[str, set[str]] | None = None) -> dict[str, list[str]]:
         """Label set -> every label it can hold, sorted (from ``scp_statements.csv``, not just those seen)."""
         return {k: list(v) for k, v in self._load()[1].items()}
 

@@ -37,7 +37,7 @@ import json
 import math
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -48,6 +48,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from ecgforge.data.record import RecordRef
+from ecgforge.data.sources.base import WFDBSource
 from ecgforge.errors import UserError
 from ecgforge.fsio import atomic_dir
 
@@ -572,52 +573,30 @@ def generate(
     return out
 
 
-class SyntheticSource:
-    """Lists the synthetic records, generating the folder first when it is absent or stale."""
+class SyntheticSource(WFDBSource[SyntheticSourceConfig]):
+    """The synthetic records, generating the folder first (when absent or stale) as the listing starts."""
 
-    def __init__(
-        self,
-        path: str,
-        n_patients: int = 100,
-        records_per_patient: int = 4,
-        duration_s: float = 10.0,
-        fs_hz: float = 500.0,
-        seed: int = 0,
-        label_sets: Sequence[SyntheticLabelSet] = ("rhythm", "conduction", "sex"),
-    ) -> None:
-        self.root = Path(path).expanduser()
-        self.params = dict(
-            n_patients=n_patients,
-            records_per_patient=records_per_patient,
-            duration_s=duration_s,
-            fs_hz=fs_hz,
-            seed=seed,
-        )
-        self.label_sets = list(label_sets)
-        unknown = [s for s in self.label_sets if s not in ("rhythm", "conduction", "sex")]
-        if unknown:
-            raise ValueError(f"source.label_sets: unknown label set(s) {unknown}")
+    Config = SyntheticSourceConfig
 
-    def records(self) -> list[RecordRef]:
+    def iter_records(self) -> Iterator[RecordRef]:
         """One `RecordRef` per record, in generation order (patient, then record)."""
-        root = generate(self.root, **self.params)
-        refs = []
+        cfg = self.cfg
+        root = generate(Path(cfg.path).expanduser(), n_patients=cfg.n_patients,
+                        records_per_patient=cfg.records_per_patient, duration_s=cfg.duration_s, fs_hz=cfg.fs_hz,
+                        seed=cfg.seed)
         with open(root / LABELS_FILE, newline="") as f:
             for row in csv.DictReader(f):
                 p_index = int(row["patient_id"].lstrip("p")) - 1
-                refs.append(
-                    RecordRef(
-                        record_id=row["record"],
-                        path=str(root / row["record"]),
-                        patient_id=row["patient_id"],
-                        source="synthetic",
-                        meta={"fold": fold_of(p_index), "sex": row["sex"], "age": float(row["age"])},
-                        labels={s: [row[s]] for s in self.label_sets},
-                    )
+                yield RecordRef(
+                    record_id=row["record"],
+                    locator=str(root / row["record"]),
+                    patient_id=row["patient_id"],
+                    source="synthetic",
+                    meta={"fold": fold_of(p_index), "sex": row["sex"], "age": float(row["age"])},
+                    labels={s: [row[s]] for s in cfg.label_sets},
                 )
-        return refs
 
-    def label_names(self) -> dict[str, list[str]]:
+    def label_names(self, observed: dict[str, set[str]] | None = None) -> dict[str, list[str]]:
         """Label set -> every label it can hold, in a fixed order (not only those present)."""
         names = {"rhythm": list(RHYTHMS), "conduction": list(CONDUCTIONS), "sex": list(SEXES)}
-        return {s: names[s] for s in self.label_sets}
+        return {s: names[s] for s in self.cfg.label_sets}
