@@ -72,10 +72,9 @@ def table(title: str, results: dict[str, list[dict[str, float]]]) -> Table:
     for col in ("configuration", "generate s (CPU s)", "cache s (CPU s)", "whole process s"):
         t.add_column(col, justify="left" if col == "configuration" else "right")
     for label, runs in results.items():
-        def med(k: str) -> float:
-            return statistics.median(r[k] for r in runs)
-        t.add_row(label, f"{med('generate_s'):.1f} ({med('generate_cpu_s'):.1f})",
-                  f"{med('cache_s'):.1f} ({med('cache_cpu_s'):.1f})", f"{med('process_s'):.1f}")
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        t.add_row(label, f"{med['generate_s']:.1f} ({med['generate_cpu_s']:.1f})",
+                  f"{med['cache_s']:.1f} ({med['cache_cpu_s']:.1f})", f"{med['process_s']:.1f}")
     return t
 
 
