@@ -26,7 +26,17 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from tests.readme_blocks import DOCS, ROOT, SHELL, Block, blocks, clean_env, fresh_copy, shell_blocks, suite_smoke_overrides
+from tests.readme_blocks import (
+    DOCS,
+    ROOT,
+    SHELL,
+    Block,
+    blocks,
+    clean_env,
+    fresh_copy,
+    shell_blocks,
+    suite_smoke_overrides,
+)
 
 SHARED = ROOT.parent / "shared"
 LOG_TAIL = 4000
