@@ -1,14 +1,15 @@
 """The quickstart's synthetic cache build (800 records of 200 patients), quiet and beside CPU-bound processes.
 
-Usage: ``python benchmarks/bench_synthetic_cache.py [--repeats 3] [--busy 2]``.
+Usage: ``python benchmarks/bench_synthetic_cache.py [--before DIR] [--repeats 3] [--busy 2]``.
 
 Each measurement is a fresh process doing what ``ecgforge cache build recipes/caches/synthetic.toml`` does into an
 empty folder, in two phases: generating the 800 WFDB records (``synthetic.generate``: a pool of spawned processes,
 or in-process) and caching them (``build_cache`` with the folder present: forked reader processes, or
-in-process). Its wall and CPU seconds (its own and its children's) are printed per phase, for each way of
-running the two phases, on the machine as it is and beside ``--busy`` processes that spin on the CPU (as a
-second job on a laptop would). The median of ``--repeats`` measurements is shown; the machine's 1-minute load
-average is printed with each table.
+in-process). Its wall and CPU seconds (its own and its children's) are printed per phase, for this checkout's
+defaults, this checkout with pools of 2 + 2 processes, and (``--before DIR``: an earlier checkout's ``ecgforge``
+package, e.g. ``git archive main ecgforge | tar -x -C DIR``) the earlier code's defaults, interleaved, on the
+machine as it is and beside ``--busy`` processes that spin on the CPU (as a second job on a laptop would). The
+median of ``--repeats`` measurements is shown; the machine's 1-minute load average is printed with each table.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
-#: (label, generation processes, reader processes); 0 = as ecgforge chooses by itself.
-CONFIGS = [("as chosen (default)", 0, 0), ("pools: 2 + 2", 2, 2), ("in-process: 1 + 1", 1, 1)]
+#: (label, generation processes, reader processes) of this checkout; 0 = as ecgforge chooses by itself.
+CONFIGS = [("this checkout, default", 0, 0), ("this checkout, pools of 2 + 2", 2, 2)]
 
 
 def cpu_s() -> float:
@@ -56,12 +57,13 @@ def one(gen_workers: int, read_workers: int, folder: str) -> None:
                       "records": summary.n_records}))
 
 
-def measure(gen_workers: int, read_workers: int) -> dict[str, float]:
+def measure(gen_workers: int, read_workers: int, code: Path = ROOT) -> dict[str, float]:
+    """One build by a fresh process importing ``ecgforge`` from ``code``."""
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "one", str(gen_workers), str(read_workers), d],
                               capture_output=True, text=True, check=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+                              env={**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1"})
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         out["process_s"] = time.perf_counter() - t0  # interpreter start-up and imports included
         return out
@@ -78,13 +80,20 @@ def table(title: str, results: dict[str, list[dict[str, float]]]) -> Table:
     return t
 
 
-def main(repeats: int = typer.Option(3, min=1), busy: int = typer.Option(2, min=1, help="CPU-bound processes")) -> None:
+def main(before: Path | None = typer.Option(None, help="an earlier checkout (its ecgforge package) to compare"),
+         repeats: int = typer.Option(3, min=1), busy: int = typer.Option(2, min=1, help="CPU-bound processes")) -> None:
     console = Console()
     console.print(f"{time.strftime('%Y-%m-%d %H:%M')}, {sys.executable}, records 800")
+    configs = [(label, g, r, ROOT) for label, g, r in CONFIGS]
+    if before is not None:
+        configs.insert(0, (f"before ({before}), default", 0, 0, before.resolve()))
     for loaded in (False, True):
         spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy if loaded else 0)]
         try:
-            results = {label: [measure(g, r) for _ in range(repeats)] for label, g, r in CONFIGS}
+            results: dict[str, list[dict[str, float]]] = {label: [] for label, *_ in configs}
+            for _ in range(repeats):  # interleaved: drifting load hits every configuration alike
+                for label, g, r, code in configs:
+                    results[label].append(measure(g, r, code))
         finally:
             for p in spinners:
                 p.kill()
