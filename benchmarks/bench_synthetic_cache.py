@@ -6,7 +6,7 @@ Each measurement is a fresh process doing what ``ecgforge cache build recipes/ca
 empty folder, in two phases: generating the 800 WFDB records (``synthetic.generate``: a pool of spawned processes,
 or in-process) and caching them (``build_cache`` with the folder present: forked reader processes, or
 in-process). Its wall and CPU seconds (its own and its children's) are printed per phase, for this checkout's
-defaults, this checkout with pools of 2 + 2 processes, and (``--before DIR``: an earlier checkout's ``ecgforge``
+defaults (on 2 cores: 2 generating processes, 2 readers), this checkout with neither pool, and (``--before DIR``: an earlier checkout's ``ecgforge``
 package, e.g. ``git archive main ecgforge | tar -x -C DIR``) the earlier code's defaults, interleaved, on the
 machine as it is and beside ``--busy`` processes that spin on the CPU (as a second job on a laptop would). The
 median of ``--repeats`` measurements is shown; the machine's 1-minute load average is printed with each table.
@@ -30,7 +30,7 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 #: (label, generation processes, reader processes) of this checkout; 0 = as ecgforge chooses by itself.
-CONFIGS = [("this checkout, default", 0, 0), ("this checkout, pools of 2 + 2", 2, 2)]
+CONFIGS = [("this checkout, default", 0, 0), ("this checkout, in-process (1 + 1)", 1, 1)]
 
 
 def cpu_s() -> float:

@@ -275,7 +275,7 @@ def cache_build(
     spec: Annotated[Path, typer.Argument(help="cache recipe (TOML)")],
     source: Annotated[Path | None, typer.Option("--source", help="dataset folder (overrides source.path)")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="output HDF5 (overrides out)")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="reader processes (default: CPU cores; none for a small synthetic source)")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="reader processes (default: CPU cores)")] = None,
     set_: SetOpt = None,
 ) -> None:
     """Read a dataset's records into one HDF5 cache (atomic; unreadable records are listed, not fatal)."""

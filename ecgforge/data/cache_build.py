@@ -57,8 +57,7 @@ def build_cache(
     Args:
         recipe: validated cache recipe.
         out: output path (default ``recipe.out``).
-        workers: reader processes (default: ``recipe.workers``, else the CPU count, or 1 for a source that
-            says it is small); 1 reads in-process.
+        workers: reader processes (default: ``recipe.workers`` or the CPU count); 1 reads in-process.
         progress: optional callable ``progress(done, total)`` called as records complete.
     """
     # Ctrl-C and SIGTERM set a flag that the build checks at safe points (between batches, before the rename):
@@ -163,7 +162,7 @@ def _build(recipe: CacheRecipe, out: str | Path | None, workers: int | None, pro
     out = Path(out or recipe.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     source: Source = build(SOURCES, recipe.source)
-    workers = max(1, workers or recipe.workers or _auto_workers(source))
+    workers = max(1, workers or recipe.workers or os.cpu_count() or 1)
 
     _remove_stale_scratch(out)
     prefix = f".{out.name}.{_host()}.{os.getpid()}."  # whose they are, for _remove_stale_scratch
@@ -210,18 +209,6 @@ def _build(recipe: CacheRecipe, out: str | Path | None, workers: int | None, pro
         unlink(scratch_paths)
     return BuildSummary(path=out, n_records=spool.n, n_skipped=len(intake.skipped), skipped=intake.skipped,
                         clipped_samples=intake.clipped, seconds=time.perf_counter() - t0)
-
-
-#: A source known to list fewer records is read in the building process: starting reader processes costs
-#: more than they save (BENCHMARKS.md, "The quickstart's synthetic cache").
-IN_PROCESS_BELOW = 2000
-
-
-def _auto_workers(source: Source) -> int:
-    """Reader processes when neither the caller nor the recipe says: one per CPU core, or none (this process)
-    for a source whose `Source.size_hint` is small."""
-    n = source.size_hint()
-    return 1 if n is not None and n < IN_PROCESS_BELOW else os.cpu_count() or 1
 
 
 def _host() -> str:

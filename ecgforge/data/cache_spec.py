@@ -54,7 +54,7 @@ class CacheRecipe(Strict):
     out: str = Field(description="path of the HDF5 cache to write")
     source: SourceConfig
     signal: SignalConfig
-    workers: int = Field(0, ge=0, description="reader processes; 0 = number of CPU cores (none for a source known to be small)")
+    workers: int = Field(0, ge=0, description="reader processes; 0 = number of CPU cores")
 
     def spec_hash(self) -> str:
         """Hash of everything that determines the cache's content (not where it is written)."""

@@ -247,25 +247,6 @@ def test_records_are_written_as_wfdb_wrsamp_writes_them(tmp_path: Path, fs_hz: f
     assert _files(ours) == _files(theirs)
 
 
-def test_a_small_synthetic_cache_is_built_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fewer records than `cache_build.IN_PROCESS_BELOW` and no worker count given: no reader processes (their
-    start-up cost more than the reading; BENCHMARKS.md), and no generation pool either."""
-    from ecgforge.data import cache_build
-    from ecgforge.data.cache_spec import CacheRecipe
-
-    def no_pool(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a pool of processes was started")
-
-    monkeypatch.setattr(cache_build, "Readers", no_pool)
-    monkeypatch.setattr(syn, "ProcessPoolExecutor", no_pool)
-    spec = CacheRecipe.model_validate({"name": "s", "out": str(tmp_path / "s.h5"), "signal": {"fs_hz": 100},
-                                       "source": {"kind": "synthetic", "path": str(tmp_path / "w"), "n_patients": 10,
-                                                  "records_per_patient": 2, "duration_s": 2.0}})
-    assert syn.SyntheticSource(spec.source).size_hint() == 20 < cache_build.IN_PROCESS_BELOW
-    assert cache_build.build_cache(spec).n_records == 20
-    assert syn._auto_workers(800) == 1  # the quickstart's 800 records: generated in-process too
-
-
 def test_interrupted_generation_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "set"
     real = syn.write_wfdb

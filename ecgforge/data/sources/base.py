@@ -56,11 +56,6 @@ class Source(ABC, Generic[C]):
         are listed; ``observed``: for a source with ``completes``, the labels the completed records carry."""
         return {}
 
-    def size_hint(self) -> int | None:
-        """How many records the listing will give, where the source knows before listing (None: unknown). A
-        build with no worker count given reads a small source in its own process (`cache_build`)."""
-        return None
-
     def complete(self, ref: RecordRef) -> RecordRef:
         """``ref`` with what the listing left to the readers (sources with ``completes``; the identity otherwise)."""
         return ref

@@ -505,14 +505,14 @@ def _write_patients(
 
 
 def _auto_workers(n_records: int) -> int:
-    # ~5 ms of CPU a record (synthesis and `write_wfdb`); a spawned worker costs ~1 s of CPU to start (imports),
-    # and much more wall time on a loaded machine: worth it from thousands of records, not for the quickstart's
-    # 800 (BENCHMARKS.md, "The quickstart's synthetic cache").
+    # ~5 ms of CPU a record (synthesis and `write_wfdb`); a spawned worker costs ~1 s of CPU to start. For the
+    # quickstart's 800 records two workers still end sooner than one, quiet or beside other work, though they
+    # spend more CPU (BENCHMARKS.md, "The quickstart's synthetic cache"); not for the handful a test writes.
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 8, n_records // 2000))
+    return max(1, min(cpus, 8, n_records // 100))
 
 
 def generate(
@@ -594,9 +594,6 @@ class SyntheticSource(WFDBSource[SyntheticSourceConfig]):
                     meta={"fold": fold_of(p_index), "sex": row["sex"], "age": float(row["age"])},
                     labels={s: [row[s]] for s in cfg.label_sets},
                 )
-
-    def size_hint(self) -> int:
-        return self.cfg.n_patients * self.cfg.records_per_patient
 
     def label_names(self, observed: dict[str, set[str]] | None = None) -> dict[str, list[str]]:
         """Label set -> every label it can hold, in a fixed order (not only those present)."""
