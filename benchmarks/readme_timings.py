@@ -71,7 +71,7 @@ def main() -> None:
     print(f"ecgforge run {run}: {run_s:.0f} s wall, {run_cpu:.0f} s CPU; cache {cache_s:.1f} s, pretraining "
           f"{pre:.0f} s ({results['pretraining']['steps']} steps), evaluation {ev:.0f} s")
     print(f"1-min load average at the end: {os.getloadavg()[0]:.1f}")
-    print(f"README: the install took {install_s / 60:.0f} min {install_s % 60:.0f} s on {time.strftime('%Y-%m-%d')}; "
+    print(f"README: the install took {int(install_s // 60)} min {install_s % 60:.0f} s on {time.strftime('%Y-%m-%d')}; "
           f"the run {run_s:.0f} s, of which the synthetic cache {cache_s:.1f} s, pretraining {pre:.0f} s and the "
           f"evaluation {ev:.0f} s")
     print("last lines of the run:\n" + "\n".join(proc.stdout.strip().splitlines()[-2:]))
