@@ -59,10 +59,11 @@ def gpu_count() -> int:
 
 
 def shrunk_recipe() -> dict:
-    """``recipe.toml``: the quickstart at width 8 for 4 steps, one probe epoch budget."""
+    """``recipe.toml``: the quickstart at width 8 for 4 steps, a short probe at 100 % of the labels."""
     import tomllib
 
     r = tomllib.loads((ROOT / "recipes" / "quickstart.toml").read_text())
+    r["name"] = "recipe"  # runs/recipe: not the quickstart's run directory, which later blocks use
     r["model"]["encoder"]["width"] = 8
     r["train"].update(max_steps=4, epochs=1, checkpoint_every_steps=2)
     r["eval"][0].update(epochs=3, bootstrap=20, label_fractions=[1.0])
