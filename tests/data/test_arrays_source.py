@@ -286,6 +286,9 @@ def _files(tmp: Path) -> None:
     with h5py.File(tmp / "x.h5", "w") as h5:
         h5["tracings"] = x
     (tmp / "x.txt").write_text("1,2,3\n")
+    (tmp / "bad.npz").write_bytes(b"PK\x03\x04 cut short")
+    (tmp / "cut.h5").write_bytes((tmp / "x.h5").read_bytes()[:3000])
+    (tmp / "latin.csv").write_bytes("record_id,sex\n0,M\n1,m\xe4nnlich\n".encode("latin-1"))
     write_csv(tmp / "ok.csv", [{"record_id": i, "sex": "M", "af": 1} for i in range(3)])
     write_csv(tmp / "twice.csv", [{"record_id": i % 2} for i in range(3)])
     write_csv(tmp / "sex.csv", [{"record_id": 0, "sex": "1"}])
@@ -301,6 +304,9 @@ BAD = [
     ({"path": "x.npy", "layout": "time_leads"}, r"^source\.layout: .*x\.npy: record shape \(12, 1500\) contradicts "
                                                 r"source\.layout 'time_leads' with 12 source\.leads \(the leads look"),
     ({"path": "x.npy", "leads": TWELVE[:8]}, r"^source\.layout: .*x\.npy: record shape \(12, 1500\) contradicts"),
+    ({"path": "bad.npz"}, r"^source\.path: .*bad\.npz: BadZipFile: File is not a zip file$"),
+    ({"path": "cut.h5", "dataset": "tracings"}, r"^source\.path: .*cut\.h5: OSError: Unable to (synchronously )?open"),
+    ({"path": "x.npy", "labels_csv": "latin.csv"}, r"^source\.labels_csv: .*latin\.csv is not UTF-8 text \(invalid"),
     ({"path": "x.npy", "dataset": "x"}, r"^source\.dataset: .*x\.npy is a \.npy file, which holds one array"),
     ({"path": "z.npz", "dataset": "x"}, r"^source\.fs_hz: .*z\.npz x states fs 250 Hz, the recipe 500 Hz$"),
     ({"path": "z.npz", "fs_hz": 250, "ids": "ids"}, r"^source\.ids: .*z\.npz ids has shape \(2,\), expected \(3,\)"),
@@ -314,7 +320,7 @@ BAD = [
      r"^source\.label_sets\.dx: .*ok\.csv has no column 'rbbb'"),
     ({"path": "x.npy", "labels_csv": "twice.csv"}, r"^source\.id_column: .*twice\.csv line 4: record '0' is listed twice$"),
     ({"path": "x.npy", "labels_csv": "sex.csv", "sex_column": "sex"},
-     r"^source\.sex_column: .*sex\.csv line 2: '1' is not a sex \(M, F, male, female or empty\)$"),
+     r"^source\.sex_column: .*sex\.csv line 2: '1' is not a sex \(M, F, male, female; U, unknown or empty\)$"),
     ({"path": "x.npy", "labels_csv": "flag.csv", "label_sets": {"af": ["af"]}},
      r"^source\.label_sets\.af: .*flag\.csv line 2: 'maybe' is not a 0/1 flag \(column 'af'\)$"),
 ]

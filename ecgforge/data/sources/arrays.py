@@ -55,7 +55,7 @@ LEAD_NAMES = ("leads", "lead_names")
 _H5_CHUNK_CACHE = 32 << 20  # bytes per open HDF5 file: consecutive rows of a compressed chunk inflate it once
 _LABEL_SET = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 _TRUE, _FALSE = {"1", "1.0", "true", "yes", "y", "t"}, {"0", "0.0", "false", "no", "n", "f", ""}
-_SEX = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F", "": ""}
+_SEX = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F", "": "", "u": "", "unknown": ""}
 
 Getter = Callable[[str], Any]  # name -> an array or attribute stated next to the signals, or None
 
@@ -181,7 +181,7 @@ class ArraysSource(Source[ArraysSourceConfig]):
     def iter_records(self) -> Iterator[RecordRef]:
         """Records in storage order (rows, archive members, sorted files), then the CSV rows that name no record."""
         table = self._read_csv() if self.cfg.labels_csv is not None else None
-        for rid, locator in self._entries():
+        for rid, locator in self._named(self._entries()):
             if table is None:
                 yield self._ref(rid, locator, None)
                 continue
@@ -191,6 +191,16 @@ class ArraysSource(Source[ArraysSourceConfig]):
             yield self._ref(rid, locator, row)
         for rid, row in (table or {}).items():
             yield self._ref(rid, f"skip:no array for {self.cfg.id_column} {rid!r} in {self.path.name}", row)
+
+    def _named(self, entries: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+        """``entries``, with a failure of numpy, zipfile or h5py on a damaged file named as ``source.path``."""
+        try:
+            yield from entries
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if text.startswith("source."):
+                raise
+            raise ValueError(f"source.path: {self.path}: {type(exc).__name__}: {text}") from None
 
     def label_names(self, observed: dict[str, set[str]] | None = None) -> dict[str, list[str]]:
         """Label set -> its labels: a flag set's columns in order; a label column's labels in the CSV, sorted."""
@@ -251,7 +261,8 @@ class ArraysSource(Source[ArraysSourceConfig]):
             ids = self._ids(form, rows.shape[0])
         finally:
             rows.close()
-        yield from ((rid, f"row:{i}") for i, rid in enumerate(ids))
+        for i, value in enumerate(ids):  # one id at a time: ten million rows hold no list of ten million strings
+            yield _id_text(value.item() if isinstance(value, np.generic) else value), f"row:{i}"
 
     def _keys(self, form: str) -> list[str] | None:
         """The record names of a file with one array per record (a .npz's arrays, an HDF5 group's datasets);
@@ -301,10 +312,10 @@ class ArraysSource(Source[ArraysSourceConfig]):
             raise ValueError(f"source.layout: {where}: {problem}")
         self._check_stated(rows.stated, where, ValueError)
 
-    def _ids(self, form: str, n: int) -> list[str]:
+    def _ids(self, form: str, n: int) -> range | np.ndarray:
         """Each row's record id: the ``ids`` array's values, or the row numbers."""
         if self.cfg.ids is None:
-            return [str(i) for i in range(n)]
+            return range(n)
         if form == "npz":
             with np.load(self.path) as npz:
                 if self.cfg.ids not in npz.files:
@@ -318,15 +329,23 @@ class ArraysSource(Source[ArraysSourceConfig]):
         if values.shape != (n,):
             raise ValueError(f"source.ids: {self.path} {self.cfg.ids} has shape {values.shape}, expected ({n},): one "
                              "id per record")
-        return [_id_text(v) for v in values.tolist()]
+        return values
 
     def _read_csv(self) -> dict[str, _Row]:
         """The labels CSV: record id -> `_Row`; sets ``self._names``. Raises OSError / ValueError naming the field,
         the file and the line."""
-        cfg = self.cfg
-        path = Path(cfg.labels_csv or "").expanduser()
+        path = Path(self.cfg.labels_csv or "").expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"source.labels_csv: {path} not found{resolved_against(path)}")
+        try:
+            return self._parse_csv(path)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"source.labels_csv: {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        except csv.Error as exc:
+            raise ValueError(f"source.labels_csv: {path}: {exc}") from None
+
+    def _parse_csv(self, path: Path) -> dict[str, _Row]:
+        cfg = self.cfg
         sets = {name: ([spec] if isinstance(spec, str) else list(spec)) for name, spec in cfg.label_sets.items()}
         seen: dict[str, set[str]] = {name: set() for name, spec in cfg.label_sets.items() if isinstance(spec, str)}
         fields = {f: getattr(cfg, f) for f in ("id_column", "patient_column", "age_column", "sex_column", "fold_column")
@@ -354,7 +373,7 @@ class ArraysSource(Source[ArraysSourceConfig]):
                     raise ValueError(f"source.id_column: {path} line {reader.line_num}: record {rid!r} is listed twice")
                 sex = _SEX.get(cell.get("sex_column", "").lower())
                 if sex is None:
-                    raise bad("sex_column", cell["sex_column"], "a sex (M, F, male, female or empty)")
+                    raise bad("sex_column", cell["sex_column"], "a sex (M, F, male, female; U, unknown or empty)")
                 age = _number(cell.get("age_column", ""))
                 if age is None or age < 0:
                     raise bad("age_column", cell["age_column"], "an age in years")
@@ -460,7 +479,10 @@ class ArraysSource(Source[ArraysSourceConfig]):
         for key in FS_NAMES:
             value = stated(key)
             if value is not None:
-                fs = float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
+                try:
+                    fs = float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
+                except (TypeError, ValueError, IndexError):
+                    raise error(f"source.fs_hz: {where} states {key} {value!r}, not a number of Hz") from None
                 if not math.isclose(fs, self.cfg.fs_hz, rel_tol=1e-6):
                     raise error(f"source.fs_hz: {where} states {key} {fs:g} Hz, the recipe {self.cfg.fs_hz:g} Hz")
                 break
