@@ -6,6 +6,7 @@ input refused in one line naming the file and the field."""
 from __future__ import annotations
 
 import csv
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -88,26 +89,37 @@ def test_stacked_npy_in_microvolts_is_joined_to_the_labels_csv(tmp_path: Path, w
     assert cache.labels["block"].tolist() == [[1, 0], [0, 1], [1, 1], [0, 0]]
 
 
-def test_a_stacked_npy_is_memory_mapped_and_read_a_row_at_a_time(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("fortran", [False, True])
+def test_a_stacked_npy_is_read_a_row_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fortran: bool) -> None:
+    """One record is one ``os.pread`` of its bytes (C order) or a gather from a read-only map (Fortran order):
+    never ``np.load`` of the file."""
     x = mv(np.random.default_rng(1), 4).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    loads: list[Any] = []
-    original = np.load
+    np.save(tmp_path / "x.npy", np.asfortranarray(x) if fortran else x)
+    preads: list[int] = []
+    original = os.pread
 
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        loads.append(kwargs.get("mmap_mode"))
-        return original(*args, **kwargs)
+    def spy(fd: int, n: int, offset: int) -> bytes:
+        preads.append(n)
+        return original(fd, n, offset)
 
-    monkeypatch.setattr(np, "load", spy)
+    monkeypatch.setattr(os, "pread", spy)
+    monkeypatch.setattr(np, "load", None)  # would fail if called
     source = ArraysSource(ArraysSource.Config(path=str(tmp_path / "x.npy"), fs_hz=500, leads=TWELVE))
     refs = source.records()
-    signals = [source.read(r.locator) for r in refs]
-    assert [r.record_id for r in refs] == ["0", "1", "2", "3"] and set(loads) == {"r"}
-    assert isinstance(source._store().row(0), np.ndarray) and not isinstance(source._store().row(0), np.memmap)
-    for i, sig in enumerate(signals):
+    assert [r.record_id for r in refs] == ["0", "1", "2", "3"]
+    for i, ref in enumerate(refs):
+        sig = source.read(ref.locator)
         assert sig.fs_hz == 500 and sig.lead_names == TWELVE
         np.testing.assert_array_equal(sig.data, x[i])
+    assert preads == ([] if fortran else [x[0].nbytes] * 4)
+
+
+def test_a_stacked_npy_cut_short_is_refused(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", mv(np.random.default_rng(1), 4))
+    data = (tmp_path / "x.npy").read_bytes()
+    (tmp_path / "x.npy").write_bytes(data[: len(data) - 100])
+    with pytest.raises(CacheError, match=r"^source\.path: .*x\.npy is cut short: \d+ bytes, the array needs \d+$"):
+        build(tmp_path / "c.h5", path=str(tmp_path / "x.npy"))
 
 
 @pytest.mark.parametrize("compressed", [False, True])

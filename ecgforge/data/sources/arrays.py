@@ -4,11 +4,12 @@ patient, age, sex and fold from a CSV joined by record id: the path for data not
 What ``path`` is decides how it is read (``layout`` gives one record's axes: ``"leads_time"`` (leads, T) or
 ``"time_leads"`` (T, leads); a stacked array adds the record axis first, (N, leads, T) or (N, T, leads)):
 
-- a ``.npy`` file: one stacked array, memory-mapped; a record is one row, never the file.
+- a ``.npy`` file: one stacked array; a record is one row, read with one ``os.pread`` (nothing is mapped or
+  loaded whole: a reader holds one record, whatever the size of the file).
 - a ``.npz`` file: the stacked array ``dataset`` names (unset: the archive's only array, when it has 3
   dimensions); otherwise every array in it is one record, its name the record id. A stacked array saved
-  uncompressed (``np.savez``) is memory-mapped; compressed (``np.savez_compressed``), each reader process
-  inflates it front to back a record at a time (a reader's records come in order), holding one record.
+  uncompressed (``np.savez``) is read a row at a time as in a ``.npy``; compressed (``np.savez_compressed``),
+  each reader process inflates it front to back a record at a time (its records come in order), holding one.
 - an HDF5 file (``.h5``, ``.hdf5``, MATLAB v7.3 ``.mat``): ``dataset`` names a stacked dataset, read one row at a
   time (an h5py slice), or a group whose datasets (at any depth) are one record each, named by their path in it.
 - a folder: every ``*.npy`` / ``*.npz`` under it is one record, its id the path under the folder without the
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
 import struct
 import zipfile
@@ -528,21 +530,16 @@ def _npz_header(zf: zipfile.ZipFile, path: Path, name: str) -> tuple[zipfile.Zip
         names = [n.removesuffix(".npy") for n in zf.namelist()]
         raise ValueError(f"source.dataset: {path} has no array {name!r} (has {names})") from None
     with zf.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read(f)
-        return info, tuple(shape), bool(fortran), np.dtype(dtype), f.tell()
+        shape, fortran, dtype = _npy_header(f)
+        return info, shape, fortran, dtype, f.tell()
 
 
 def _open_rows(path: Path, form: str, name: str | None) -> _Rows:
     """A stacked array of a .npy, .npz or HDF5 file, opened to read one record (row) at a time."""
-    nothing: Getter = lambda key: None  # noqa: E731
     if form == "npy":
-        try:
-            mm = np.load(path, mmap_mode="r")
-        except ValueError as exc:  # object arrays cannot be mapped: ragged records belong in a folder or a .npz
-            raise ValueError(f"source.path: {path}: {str(exc).splitlines()[0]}") from None
-        return _Rows(tuple(mm.shape), mm.dtype, lambda i: np.array(mm[i]), lambda: None, nothing)
+        with open(path, "rb") as f:
+            shape, fortran, dtype = _npy_header(f)
+            return _raw_rows(path, f.tell(), shape, fortran, dtype, lambda key: None)
     if form == "npz":
         return _npz_rows(path, name or "")
     import h5py
@@ -558,41 +555,76 @@ def _open_rows(path: Path, form: str, name: str | None) -> _Rows:
     return _Rows(tuple(ds.shape), ds.dtype, lambda i: ds[i], h5.close, _h5_stated(ds))
 
 
+def _npy_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Shape, Fortran order and dtype from the header of the .npy data at ``f``'s position (left after it)."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(f)
+    return tuple(shape), bool(fortran), np.dtype(dtype)
+
+
+def _raw_rows(path: Path, offset: int, shape: tuple[int, ...], fortran: bool, dtype: np.dtype,
+              stated: Getter) -> _Rows:
+    """An array stored raw in ``path`` from byte ``offset`` (a .npy, or a .npz member saved uncompressed). A row
+    of a C-order array is one ``os.pread``: nothing is mapped, so a reader's memory stays one record however
+    large the file (a memory map would grow the process by every page it touched)."""
+    if dtype.kind not in "iuf" or len(shape) < 2 or 0 in shape:  # `_check_stacked` names the problem
+        return _Rows(shape, dtype, lambda i: np.zeros(0), lambda: None, stated)
+    size = int(np.prod(shape[1:])) * dtype.itemsize
+    if os.path.getsize(path) < offset + size * shape[0]:
+        raise ValueError(f"source.path: {path} is cut short: {os.path.getsize(path)} bytes, the array needs "
+                         f"{offset + size * shape[0]}")
+    if fortran:  # a row is scattered over the file: let a read-only map gather it
+        mm = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F")
+        return _Rows(shape, dtype, lambda i: np.array(mm[i]), lambda: None, stated)
+    fd: list[int] = []  # opened on the first row: listing only checks the shape
+
+    def row(i: int) -> np.ndarray:
+        if not fd:
+            fd.append(os.open(path, os.O_RDONLY))
+        data = os.pread(fd[0], size, offset + i * size)
+        if len(data) != size:
+            raise RecordError(f"row {i}: {len(data)} of {size} bytes (the file shrank?)")
+        return np.frombuffer(data, dtype=dtype).reshape(shape[1:])
+
+    def close() -> None:
+        while fd:
+            os.close(fd.pop())
+
+    return _Rows(shape, dtype, row, close, stated)
+
+
 def _npz_rows(path: Path, name: str) -> _Rows:
-    """A .npz's stacked array: memory-mapped where stored uncompressed, else inflated forward one row at a time."""
-    zf = zipfile.ZipFile(path)
-    try:
+    """A .npz's stacked array: read a row at a time where stored uncompressed (`_raw_rows`), else inflated
+    forward one row at a time (a reader's rows come in increasing order: each reader inflates the member once)."""
+    with zipfile.ZipFile(path) as zf:
         info, shape, fortran, dtype, start = _npz_header(zf, path, name)
         stated = _npz_stated(zf)
-    except BaseException:
-        zf.close()
-        raise
-    if dtype.kind not in "iuf" or len(shape) < 1 or 0 in shape:  # `_check_stacked` names the problem
-        zf.close()
-        return _Rows(shape, dtype, lambda i: np.zeros(0), lambda: None, stated)
     if info.compress_type == zipfile.ZIP_STORED:
         with open(path, "rb") as f:  # the member's data starts after its local header (30 bytes, name, extra)
             f.seek(info.header_offset)
             local = f.read(30)
         n_name, n_extra = struct.unpack("<HH", local[26:30])
-        zf.close()
-        offset = info.header_offset + 30 + n_name + n_extra + start
-        mm = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
-        return _Rows(shape, dtype, lambda i: np.array(mm[i]), lambda: None, stated)
+        return _raw_rows(path, info.header_offset + 30 + n_name + n_extra + start, shape, fortran, dtype, stated)
+    if dtype.kind not in "iuf" or len(shape) < 2 or 0 in shape:
+        return _Rows(shape, dtype, lambda i: np.zeros(0), lambda: None, stated)
     if fortran:
-        zf.close()
         raise ValueError(f"source.dataset: {path} {name} is compressed and in Fortran order: it cannot be read a "
                          "record at a time (save it with np.savez, or as .npy)")
-    member = zf.open(info)
     size = int(np.prod(shape[1:])) * dtype.itemsize
+    opened: list[Any] = []  # the archive and its member, opened on the first row
 
     def row(i: int) -> np.ndarray:
+        if not opened:
+            zf = zipfile.ZipFile(path)
+            opened.extend([zf, zf.open(info.filename)])
+        member = opened[1]
         member.seek(start + i * size)  # forward from the last row: ZipExtFile inflates only what lies between
         return np.frombuffer(member.read(size), dtype=dtype).reshape(shape[1:])
 
     def close() -> None:
-        member.close()
-        zf.close()
+        while opened:
+            opened.pop().close()
 
     return _Rows(shape, dtype, row, close, stated)
 
