@@ -347,6 +347,7 @@ class ArraysSource(Source[ArraysSourceConfig]):
             raise ValueError(f"source.labels_csv: {path}: {exc}") from None
 
     def _parse_csv(self, path: Path) -> dict[str, _Row]:
+        """`_read_csv` once the file is known to exist: every row checked as it is read."""
         cfg = self.cfg
         sets = {name: ([spec] if isinstance(spec, str) else list(spec)) for name, spec in cfg.label_sets.items()}
         seen: dict[str, set[str]] = {name: set() for name, spec in cfg.label_sets.items() if isinstance(spec, str)}
