@@ -232,7 +232,7 @@ def build_cache_with_progress(spec: Any, out_path: str | Path | None, workers: i
 @user_errors
 def cache_build(
     spec: Annotated[Path, typer.Argument(help="cache recipe (TOML)")],
-    source: Annotated[Path | None, typer.Option("--source", help="dataset folder (overrides source.path)")] = None,
+    source: Annotated[Path | None, typer.Option("--source", help="dataset folder or file (overrides source.path)")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="output HDF5 (overrides out)")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="reader processes (default: CPU cores)")] = None,
     set_: SetOpt = None,
@@ -242,15 +242,15 @@ def cache_build(
 
     overrides = list(set_ or [])
     if source is not None:
-        if not source.is_dir():
-            raise UserError(f"--source {source}: no such directory{resolved_against(source)}")
+        if not source.exists():  # a folder, or a file for sources that read one (arrays)
+            raise UserError(f"--source {source}: no such file or directory{resolved_against(source)}")
         overrides.append(f"source.path={json.dumps(str(source))}")
     from ecgforge.data.cache import CacheError
 
     r = load_cache_recipe(spec, overrides)
     folder = getattr(r.source, "path", None)  # a plugin source may name its data otherwise
-    if r.source.kind != "synthetic" and folder is not None and not Path(folder).is_dir():
-        raise UserError(f"{spec}: source.path: no such directory {folder!r}{resolved_against(folder)} "
+    if r.source.kind != "synthetic" and folder is not None and not Path(folder).exists():
+        raise UserError(f"{spec}: source.path: no such file or directory {folder!r}{resolved_against(folder)} "
                         "(use --source DIR)")
     try:
         build_cache_with_progress(r, out_path, workers)
