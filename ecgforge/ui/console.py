@@ -77,6 +77,22 @@ def results_table(results: dict[str, Any]) -> Table | None:
     return table
 
 
+def between_table(comparison: Any) -> Table | None:
+    """The primary metric of every row `app.between.compare_runs` compared (None where it compared none)."""
+    from ecgforge.app.between import condition_keys, row_cells, table_head
+
+    rows = comparison.primary_rows()
+    if not rows:
+        return None
+    conditions = condition_keys(rows)
+    table = Table(title="paired differences between runs (Δ = A − B; patients resampled)")
+    for i, col in enumerate(table_head(conditions)):
+        table.add_column(col, justify="left" if i < 4 else "right")
+    for r in rows:
+        table.add_row(*row_cells(r, conditions))
+    return table
+
+
 def cache_summary_tables(summary: Any) -> list[Table]:
     """A cache build's counts, and its skipped records with reasons (the first 50)."""
     t = Table(title=f"cache {summary.path}")
