@@ -215,15 +215,14 @@ def report(
     between runs (Δ, 95% interval, p over test patients) on every row they share."""
     from ecgforge.app.between import compare_runs
     from ecgforge.app.report import make_report
-    from ecgforge.ui.console import between_table
+    from ecgforge.ui.console import between_tables
 
     if pair and reference is not None:
         raise UserError("--pair and --reference: give one of them")
     target = out_dir or (run_dirs[0] / "report" if len(run_dirs) == 1 else Path("report"))
     comparison = compare_runs(run_dirs, pair, reference, bootstrap) if len(run_dirs) > 1 or pair else None
     if comparison is not None:
-        table = between_table(comparison)
-        if table is not None:
+        for table in between_tables(comparison):
             out.print(table)
         for line in comparison.notes:
             err.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)

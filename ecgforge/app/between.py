@@ -75,7 +75,7 @@ def resolve_pairs(run_dirs: Sequence[str | Path], pairs: Sequence[str] | None = 
         for i, (d, n) in enumerate(zip(dirs, names, strict=True)):
             if which in (n, str(d)) or Path(which).resolve() == d.resolve():
                 return i
-        raise UserError(f"{option} {which}: not one of the runs given ({', '.join(map(str, dirs))})")
+        raise UserError(f"{option}: {which} is not one of the runs given ({', '.join(map(str, dirs))})")
 
     if pairs:
         out = []
@@ -83,9 +83,9 @@ def resolve_pairs(run_dirs: Sequence[str | Path], pairs: Sequence[str] | None = 
             parts = p.split(":")
             if len(parts) != 2 or not all(parts):
                 raise UserError(f"--pair {p}: expected RUN_A:RUN_B")
-            out.append((find(parts[0], "--pair"), find(parts[1], "--pair")))
+            out.append((find(parts[0], f"--pair {p}"), find(parts[1], f"--pair {p}")))
         return out
-    ref = find(reference, "--reference") if reference is not None else 0
+    ref = find(reference, f"--reference {reference}") if reference is not None else 0
     return [(i, ref) for i in range(len(dirs)) if i != ref]
 
 
@@ -129,19 +129,21 @@ def _compare_pair(a: str, b: str, rows_a: list[StoredRow], rows_b: list[StoredRo
                          "fraction, seed, split and conditions)")
         return
     refused: dict[tuple[str, str], list[str]] = defaultdict(list)
+    # Rows of one protocol, task, fraction, split and conditions, by seed: a group of the table.
     groups: dict[tuple[Any, ...], list[tuple[StoredRow, StoredRow]]] = defaultdict(list)
     for key in shared:
         sa, sb = by_a[key], by_b[key]
         why = _not_paired(sa, sb)
-        if why is not None:
+        if why is None:
+            groups[(*key[:3], *key[4:])].append((sa, sb))
+        else:
             refused[(sa.row.kind, sa.row.task)].append(why)
-            continue
-        boot = n_boot if n_boot is not None else (max(sa.bootstrap, sb.bootstrap) or DEFAULT_BOOT)
-        out.rows += _entries(a, b, [sa], [sb], sa.row.seed, compare(sa.evidence, sb.evidence, boot, sa.row.seed), boot)
-        groups[(key[:3], key[4:])].append((sa, sb))
     for (kind, task), whys in refused.items():
         out.notes.append(f"{a} vs {b}: {kind} on {task}: {len(whys)} shared row(s) not compared: {whys[0]}")
     for members in groups.values():
+        for sa, sb in members:
+            boot = n_boot if n_boot is not None else (max(sa.bootstrap, sb.bootstrap) or DEFAULT_BOOT)
+            out.rows += _entries(a, b, [sa], [sb], sa.row.seed, compare(sa.evidence, sb.evidence, boot, sa.row.seed), boot)
         if len(members) < 2:
             continue
         try:  # one evidence per side, of the seeds' mean: only where every seed was scored on the same records

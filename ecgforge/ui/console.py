@@ -77,20 +77,27 @@ def results_table(results: dict[str, Any]) -> Table | None:
     return table
 
 
-def between_table(comparison: Any) -> Table | None:
-    """The primary metric of every row `app.between.compare_runs` compared (None where it compared none)."""
-    from ecgforge.app.between import condition_keys, row_cells, table_head
+def between_tables(comparison: Any) -> list[Table]:
+    """The rows `app.between.compare_runs` compared, in the primary metric: a table per pair, protocol and
+    task, narrow enough for 80 columns (report.md has every column)."""
+    from rich import box
 
-    rows = comparison.primary_rows()
-    if not rows:
-        return None
-    conditions = condition_keys(rows)
-    table = Table(title="paired differences between runs (Δ = A − B; patients resampled)")
-    for i, col in enumerate(table_head(conditions)):
-        table.add_column(col, justify="left" if i < 4 else "right")
-    for r in rows:
-        table.add_row(*row_cells(r, conditions))
-    return table
+    from ecgforge.app.between import condition_keys, row_cells
+
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in comparison.primary_rows():
+        groups.setdefault((r["a"], r["b"], r["kind"], r["task"], r["metric"]), []).append(r)
+    tables = []
+    for (a, b, kind, task, metric), rows in groups.items():
+        conditions = condition_keys(rows)
+        table = Table(title=f"{a} − {b}: {kind} on {task}, {metric}", box=box.SIMPLE_HEAD)
+        for col in ("fraction", "seed", *conditions, a, b, "Δ", "95% interval", "p"):
+            table.add_column(col, justify="right", no_wrap=True)
+        for r in rows:
+            c = row_cells(r, conditions)  # a, b, protocol, task, fraction, seed, conditions, metric, A, B, ...
+            table.add_row(*c[4:6 + len(conditions)], *c[7 + len(conditions):-2])
+        tables.append(table)
+    return tables
 
 
 def cache_summary_tables(summary: Any) -> list[Table]:
