@@ -23,6 +23,7 @@ class TaskData:
     test: Targets
     patients: np.ndarray  # (n_train,) patient code of each training record
     val_patients: np.ndarray  # (n_val,)
+    test_patients: np.ndarray  # (n_test,)
 
     @property
     def task_type(self) -> TaskType:
@@ -78,4 +79,4 @@ def load_task(ctx: EvalContext, spec: TaskSpec) -> TaskData:
         raise UserError(f"{spec.protocol} task {spec.task!r} is {tr.task_type}; {spec.protocol} scores "
                         f"{' / '.join(sorted(spec.task_types))} tasks")
     codes = patient_codes(cache)
-    return TaskData(cache, tr, va, te, codes[tr.indices], codes[va.indices])
+    return TaskData(cache, tr, va, te, codes[tr.indices], codes[va.indices], codes[te.indices])
