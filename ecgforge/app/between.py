@@ -103,9 +103,10 @@ def compare_runs(run_dirs: Sequence[str | Path], pairs: Sequence[str] | None = N
     out = Comparison([(names[a], names[b]) for a, b in chosen])
     for i in dict.fromkeys(k for pair in chosen for k in pair):
         rd = RunDir(dirs[i])
-        if rd.read_results() is None:
+        results = rd.read_results()
+        if results is None:
             raise UserError(f"{dirs[i]}: no results.json (not a finished run directory?)")
-        stored[i] = rd.read_scores()
+        stored[i] = rd.read_scores(results)
         if stored[i] is None:
             out.notes.append(f"{names[i]}: no stored test scores (evaluated before ecgforge kept them in scores/), "
                              f"so no paired difference with it; `ecgforge eval {dirs[i]}` stores them")
@@ -191,7 +192,8 @@ def _entries(a: str, b: str, rows_a: list[StoredRow], rows_b: list[StoredRow], s
 
 def _mean_value(rows: list[StoredRow], metric: str) -> float | None:
     values = [s.row.value(metric) for s in rows]
-    return float(np.mean(values)) if values and all(v is not None for v in values) else None  # type: ignore[arg-type]
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known and len(known) == len(values) else None
 
 
 # ------------------------------------------------------------------------------------------------ tables

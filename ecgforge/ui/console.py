@@ -90,8 +90,8 @@ def between_tables(comparison: Any) -> list[Table]:
     tables = []
     for (a, b, kind, task, metric), rows in groups.items():
         conditions = condition_keys(rows)
-        table = Table(title=f"{a} − {b}: {kind} on {task}, {metric}", box=box.SIMPLE_HEAD)
-        for col in ("fraction", "seed", *conditions, a, b, "Δ", "95% interval", "p"):
+        table = Table(title=f"A = {a}, B = {b}: {kind} on {task}, {metric}", box=box.SIMPLE_HEAD)
+        for col in ("fraction", "seed", *conditions, "A", "B", "Δ = A − B", "95% interval", "p"):
             table.add_column(col, justify="right", no_wrap=True)
         for r in rows:
             c = row_cells(r, conditions)  # a, b, protocol, task, fraction, seed, conditions, metric, A, B, ...

@@ -86,7 +86,8 @@ def test_report_gives_delta_interval_and_p_for_every_shared_row(two_runs: tuple[
     out = tmp_path / "rep"
     result = CliRunner().invoke(app, ["report", str(a), str(b), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "b − a: linear_probe on label, macro_auroc" in result.output and "b − a: knn on label" in result.output
+    assert "A = b, B = a: linear_probe on label, macro_auroc" in result.output
+    assert "A = b, B = a: knn on label, macro_auroc" in result.output
     got = json.loads((out / "paired.json").read_text())
     assert got["pairs"] == [["b", "a"]] and got["notes"] == []  # every run against the first
     rows = got["rows"]
