@@ -204,12 +204,29 @@ def eval_(
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="run directories to compare")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default RUN_DIR/report, or ./report)")] = None,
+    reference: Annotated[str | None, typer.Option(
+        "--reference", help="compare every other run with this one (default: the first)")] = None,
+    pair: Annotated[list[str] | None, typer.Option(
+        "--pair", help="RUN_A:RUN_B, a pair to compare (repeatable; instead of --reference)")] = None,
+    bootstrap: Annotated[int | None, typer.Option(
+        "--bootstrap", min=1, help="resamples per paired difference (default: the rows' eval table's bootstrap)")] = None,
 ) -> None:
-    """Markdown + CSV table (mean ± std over seeds, bootstrap CIs) and PNG plots comparing runs."""
+    """Markdown + CSV table (mean ± std over seeds, bootstrap CIs), PNG plots, and the paired difference
+    between runs (Δ, 95% interval, p over test patients) on every row they share."""
+    from ecgforge.app.between import compare_runs
     from ecgforge.app.report import make_report
+    from ecgforge.ui.console import between_tables
 
+    if pair and reference is not None:
+        raise UserError("--pair and --reference: give one of them")
     target = out_dir or (run_dirs[0] / "report" if len(run_dirs) == 1 else Path("report"))
-    for p in make_report(run_dirs, target):
+    comparison = compare_runs(run_dirs, pair, reference, bootstrap) if len(run_dirs) > 1 or pair else None
+    if comparison is not None:
+        for table in between_tables(comparison):
+            out.print(table)
+        for line in comparison.notes:
+            err.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    for p in make_report(run_dirs, target, comparison):
         out.print(f"wrote {p}", highlight=False)
 
 

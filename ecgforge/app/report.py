@@ -1,7 +1,8 @@
 """Pictures and tables of runs (PNG via matplotlib, headless; Markdown and CSV tables).
 
 ``make_report(run_dirs, out_dir)`` compares runs: a table of every results row group (mean ± std over seeds,
-with the test-record bootstrap 95% interval averaged over seeds), label-efficiency curves, a curve per test
+with the test-record bootstrap 95% interval averaged over seeds), the paired differences between runs on their
+shared rows (app/between.py: ``paired.csv``, ``paired.json``), label-efficiency curves, a curve per test
 condition of a protocol (robustness: noise level, lead subset) and the figures a run's objective draws over a few
 test ECGs (``Objective.figures``: adversarial masking's learned masks, Bo et al. 2022); the score card across runs
 (app/scorecard.py) and all of it as one self-contained ``report.html`` (app/report_html.py).
@@ -24,12 +25,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ecgforge.app.between import (  # noqa: E402
+    Comparison,
+    compare_runs,
+    comparison_csv,
+    comparison_json,
+    comparison_markdown,
+    run_names,
+)
 from ecgforge.app.report_html import write_html  # noqa: E402
 from ecgforge.app.scorecard import card_markdown, plot_card, score_card  # noqa: E402
 from ecgforge.errors import UserError  # noqa: E402
 from ecgforge.evaluation.rows import ResultRow  # noqa: E402
 from ecgforge.evaluation.scoring import PRIMARY  # noqa: E402
-from ecgforge.fsio import atomic_file, atomic_write_text  # noqa: E402
+from ecgforge.fsio import atomic_file, atomic_write_json, atomic_write_text  # noqa: E402
 from ecgforge.rundir import RunDir, RunPlan, read_jsonl  # noqa: E402
 
 #: The fields that, with the run and a row's conditions, make one table row; seeds are what a group averages over.
@@ -155,14 +164,11 @@ def _primary_metrics(rows: list[ResultRow]) -> list[str]:
 
 def load_runs(run_dirs: list[str | Path]) -> Runs:
     """Run name (the directory's name, or ``parent/name`` where names repeat) -> its results.json rows."""
-    dirs = [Path(d) for d in run_dirs]
-    names = [d.name for d in dirs]
     runs: Runs = {}
-    for d in dirs:
+    for d, name in zip(run_dirs, run_names(run_dirs), strict=True):
         results = RunDir(d).read_results()
         if results is None:
             raise UserError(f"{d}: no results.json (not a finished run directory?)")
-        name = d.name if names.count(d.name) == 1 else f"{d.parent.name}/{d.name}"
         runs[name] = results.rows
     return runs
 
@@ -415,20 +421,33 @@ def plot_objective_figures(run_dir: str | Path, out_dir: Path, name: str, n_ecgs
     return [_save(fig, out_dir / f"{figure}_{name}.png") for figure, fig in figures.items()]
 
 
-def make_report(run_dirs: list[str | Path], out_dir: str | Path) -> list[Path]:
-    """``report.md`` (with the score card), ``report.csv``, the PNG plots (``scorecard.png`` among them) and
-    ``report.html`` (all of it on one self-contained page) comparing ``run_dirs`` into ``out_dir``."""
+def make_report(run_dirs: list[str | Path], out_dir: str | Path, comparison: Comparison | None = None) -> list[Path]:
+    """``report.md`` (with the score card and the paired differences between runs), ``report.csv``,
+    ``paired.csv`` and ``paired.json`` (every metric of every compared row), the PNG plots (``scorecard.png``
+    among them) and ``report.html`` (all of it on one self-contained page) comparing ``run_dirs`` into
+    ``out_dir``. ``comparison``: the paired differences (`between.compare_runs`); default every run against
+    the first (none for a single run)."""
     out_dir = Path(out_dir)
     runs = load_runs(run_dirs)
     summary = summarise(runs)
     cells = score_card(runs)
+    if comparison is None and len(run_dirs) > 1:
+        comparison = compare_runs(run_dirs)
+    if comparison is not None and not comparison.pairs:
+        comparison = None
     made = [out_dir / "report.md", out_dir / "report.csv"]
-    atomic_write_text(made[0], table_markdown(summary) + card_markdown(runs, cells))
+    between = "" if comparison is None else "\n" + comparison_markdown(comparison)
+    atomic_write_text(made[0], table_markdown(summary) + card_markdown(runs, cells) + between)
     atomic_write_text(made[1], table_csv(summary))
+    if comparison is not None:
+        made += [out_dir / "paired.csv", out_dir / "paired.json"]
+        atomic_write_text(made[-2], comparison_csv(comparison))
+        atomic_write_json(made[-1], comparison_json(comparison))
     card_png = plot_card(runs, cells, out_dir / "scorecard.png")
     made += [card_png] if card_png else []
     made += _result_plots(runs, out_dir)
     for d, name in zip(run_dirs, runs, strict=True):
         made += plot_objective_figures(d, out_dir, name.replace("/", "_"))
-    made.append(write_html(out_dir / "report.html", runs, summary, cells, [p for p in made if p.suffix == ".png"], card_png))
+    made.append(write_html(out_dir / "report.html", runs, summary, cells, [p for p in made if p.suffix == ".png"], card_png,
+                           comparison))
     return made

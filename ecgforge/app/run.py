@@ -84,7 +84,8 @@ def evaluate(plan: RunPlan, encoder: nn.Module, device: torch.device, reporter: 
              run_dir: Path | None = None) -> Results:
     """Every ``[[eval]]`` table of the plan's recipe on ``encoder`` (and its reference initialisations).
 
-    When the first table has a random-init reference and the encoder is worse than it at every label fraction,
+    With ``run_dir``, the rows' test scores are written to its ``scores/`` (`RunDir.write_scores`) and the
+    results name them; the caller writes results.json. When the first table has a random-init reference and the encoder is worse than it at every label fraction,
     one line says so (``reporter.note``) and the results' ``warnings`` keep it.
     """
     t0 = time.perf_counter()
@@ -103,7 +104,7 @@ def evaluate(plan: RunPlan, encoder: nn.Module, device: torch.device, reporter: 
         device=device, batch_size=max(r.train.batch_size, 64), num_workers=r.data.num_workers,
         exclude_ptbxl_overlap=r.data.exclude_ptbxl_overlap, run_dir=run_dir,
     )
-    rows: list[ResultRow] = []
+    tables: list[list[ResultRow]] = []
     for i, ev in enumerate(r.eval):
         reporter.note(f"eval [{i}] {ev.kind} on {getattr(ev, 'task', '')}")
         table = add_versus(build(PROTOCOLS, ev).run(ctx), ev.bootstrap)
@@ -112,9 +113,14 @@ def evaluate(plan: RunPlan, encoder: nn.Module, device: torch.device, reporter: 
             if line is not None:
                 reporter.note(f"warning: {line}")
                 warnings.append(line)
-        rows += table
+        tables.append(table)
     ctx.features.clear()
-    return Results.of_evaluation(r, cache, rows, warnings=warnings, eval_seconds=time.perf_counter() - t0)
+    results = Results.of_evaluation(r, cache, [row for t in tables for row in t], warnings=warnings,
+                                    eval_seconds=time.perf_counter() - t0)
+    if run_dir is None:
+        return results
+    # Before results.json, which the caller writes with the scores' id: a comparison never needs a re-evaluation.
+    return results.replace(scores=RunDir(run_dir).write_scores(tables, [ev.bootstrap for ev in r.eval]))
 
 
 class Run:

@@ -50,6 +50,7 @@ from ecgforge.data.splits import Targets, TaskType
 from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.features import per_record
 from ecgforge.evaluation.heads import head_loss, reference_mlp_head, scores_from_logits
+from ecgforge.evaluation.paired import record_identity
 from ecgforge.evaluation.protocol import EvalProtocol, ProtocolConfig
 from ecgforge.evaluation.rows import ResultRow
 from ecgforge.evaluation.scoring import PRIMARY, primary_score, score_rows
@@ -302,6 +303,6 @@ class Finetune(EvalProtocol):
                         n_train_records=int(len(train.indices)), n_val_records=int(len(picked.val.indices)),
                         n_test_records=int(len(data.test.indices)), facts=facts,
                         **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed,
-                                   records=data.test.indices, units=data.test_patients),
+                                   *record_identity(data.cache, data.test.indices)),
                     ))
         return rows

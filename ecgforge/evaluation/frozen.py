@@ -21,6 +21,7 @@ import numpy as np
 from ecgforge.data.splits import Targets
 from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.features import NamedTransform
+from ecgforge.evaluation.paired import record_identity
 from ecgforge.evaluation.protocol import EvalProtocol, FrozenFeatureConfig
 from ecgforge.evaluation.rows import PRIMARY, ResultRow
 from ecgforge.evaluation.scoring import score_rows
@@ -118,7 +119,7 @@ class FrozenFeatureProtocol(EvalProtocol):
             n_train_records=int(s.n_train), n_val_records=int(s.n_val), n_test_records=int(len(data.test.indices)),
             conditions=s.conditions, facts=s.facts,
             **score_rows(data.task_type, data.test.y, s.scores, data.train.names, c.bootstrap, view.seed,
-                         records=data.test.indices, units=data.test_patients),
+                         *record_identity(data.cache, data.test.indices)),
         )
         row.metrics.update(s.metrics)
         return row

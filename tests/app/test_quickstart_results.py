@@ -62,3 +62,8 @@ def test_every_row_carries_n_val_records(results: dict) -> None:
     full = max(r["n_val_records"] for r in rows)
     # subsample_val (the default): 10 % of the labels selects on fewer validation records than 100 %
     assert all(r["n_val_records"] < full for r in rows if r["label_fraction"] == 0.1)
+
+
+def test_the_run_keeps_the_test_scores_of_every_row(results: dict) -> None:
+    """Issue 26: `ecgforge run` keeps what `ecgforge report A B` pairs on, named in results.json."""
+    assert results["scores"]["files"] == ["eval_0.npz"] and len(results["scores"]["id"]) == 32

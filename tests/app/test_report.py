@@ -158,7 +158,9 @@ def test_mask_figure_draws_the_applied_masks() -> None:
     assert any(len(ax.collections) for ax in fig.axes)  # the hidden samples are shaded
 
 
-def _make_run(tmp_path: Path, cache_path: Path, ssl: dict | None = None) -> Path:
+def _make_run(tmp_path: Path, cache_path: Path, ssl: dict | None = None, name: str = "run", seed: int = 0) -> Path:
+    """A run directory as `ecgforge run` leaves it, without pretraining: resolved.toml, the encoder of ``seed``
+    (a ResNet-1d of width 8 over a linear probe and a kNN table, no bootstrap) and an empty results.json."""
     from ecgforge.config_files import to_toml_dict
     from ecgforge.encoder_files import save_encoder
     from ecgforge.encoders import ENCODERS
@@ -173,10 +175,10 @@ def _make_run(tmp_path: Path, cache_path: Path, ssl: dict | None = None) -> Path
         raw["ssl"] = ssl
         raw["train"] = {"optim": {"masker": {}, "encoder": {}}}
     recipe = Recipe.model_validate(raw)
-    run = tmp_path / "run"
+    run = tmp_path / name
     run.mkdir()
     (run / "resolved.toml").write_text(tomli_w.dumps(to_toml_dict(recipe)))
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     enc = build(ENCODERS, recipe.model.encoder)
     save_encoder(enc, recipe.model.encoder, run, {"fs_hz": 100.0, "window_s": 2.5, "leads": Cache(cache_path).leads})
     (run / "results.json").write_text(json.dumps({"recipe": "r", "eval": [], "pretrain_seconds": 1.5,
