@@ -143,8 +143,10 @@ class PretrainingTable(BaseModel, extra="forbid", frozen=True):
         if isinstance(derived, Mapping) and derived.get("model") in self.models:
             return self.models[derived["model"]]
         contract = meta.get("input_contract")
-        if isinstance(contract, Mapping) and _norm(str(contract.get("model", ""))) in by_alias:
-            return by_alias[_norm(str(contract["model"]))]
+        if isinstance(contract, Mapping):  # "MERL ResNet-18", "ECGFounder (12-lead)": the model is the first word
+            first = _norm((str(contract.get("model", "")).split() or [""])[0])
+            if first in by_alias:
+                return by_alias[first]
         config = meta.get("config")
         for kind in (config.get("kind") if isinstance(config, Mapping) else None, encoder_kind):
             if kind and _norm(str(kind)) in by_kind:

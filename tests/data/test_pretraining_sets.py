@@ -81,7 +81,8 @@ def test_init_kind(init: str, kind: str | None, path: str) -> None:
     ({"init": "hf://Edoardo-BS/hubert-ecg-base@v1"}, "hubert_ecg"),
     ({"init": "runs/x", "encoder_kind": "merl_resnet"}, "merl"),
     ({"init": "runs/x", "meta": {"derived_from": {"model": "st_mem"}, "config": {"kind": "resnet1d"}}}, "st_mem"),
-    ({"init": "runs/x", "meta": {"input_contract": {"model": "ECG-JEPA"}}}, "ecg_jepa"),
+    ({"init": "runs/x", "meta": {"input_contract": {"model": "ECG-JEPA ViT-B"}}}, "ecg_jepa"),
+    ({"init": "runs/x", "meta": {"input_contract": {"model": "ECGFounder (12-lead)"}}}, "ecgfounder"),
     ({"init": "runs/x", "meta": {"source": "fairseq-signals checkpoint mimic_iv_ecg_finetuned.pt"}}, "ecg_fm"),
     ({"init": "wav2vec2:/w/checkpoint_best.pt"}, None),  # an unknown KIND and an unknown file
     ({"init": "runs/x", "encoder_kind": "resnet1d"}, None),
