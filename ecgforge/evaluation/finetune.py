@@ -311,8 +311,7 @@ def fit(
         if n_head_candidates and (i % every == 0 or i == n_head):
             select(i)  # warm-up steps are not candidates: a fine-tuned model must have fine-tuned its encoder
     encoder_lr = 0.0
-    lr_groups: dict[str, float] | None = None
-    counts: dict[str, int] | None = None
+    layer_facts: dict[str, Any] = {}
     if n_full:
         for p in model.encoder.parameters():
             p.requires_grad_(True)
@@ -320,9 +319,10 @@ def fit(
         # The encoder's top rate: its one group, or the first group below the head's.
         layered = lr_group_factor is not None or layerwise_lr_factor is not None
         encoder_lr = groups[0]["lr"] if not layered else (groups[1]["lr"] if len(groups) > 1 else 0.0)
-        if layerwise_lr_factor is not None:
-            lr_groups = {g["name"]: g["lr"] for g in groups}
-            counts = {g["name"]: sum(p.numel() for p in g["params"]) for g in groups}
+        if layerwise_lr_factor is not None:  # the benchmark's layer-wise rates: each group's rate and size, the split
+            layer_facts = {"lr_groups": {g["name"]: g["lr"] for g in groups},
+                           "lr_group_parameters": {g["name"]: sum(p.numel() for p in g["params"]) for g in groups},
+                           "layer_split": layer_halves(model.encoder)[2]}
         opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda k: 1.0 if schedule == "constant" else 0.5 * (1 + math.cos(math.pi * min(k / n_full, 1.0))))
@@ -340,11 +340,8 @@ def fit(
         "selected_step": int(best[2]), "selected_epoch": int(max(best[2] - 1, 0) // per_epoch),
         "val_score": float(best[0]) if val_tiles is not None and np.isfinite(best[0]) else None,
         "encoder_changed": state_dict_hash(model.encoder) != before,
+        **layer_facts,
     }
-    if lr_groups is not None:  # the benchmark's layer-wise rates: each group's rate and size, and the split
-        facts["lr_groups"] = lr_groups
-        facts["lr_group_parameters"] = counts
-        facts["layer_split"] = layer_halves(model.encoder)[2]
     return model, facts
 
 
