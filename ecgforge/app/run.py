@@ -22,6 +22,7 @@ from torch import nn
 
 from ecgforge.app import preflight
 from ecgforge.app.guard import worse_than_random
+from ecgforge.app.leakage import derived_from
 from ecgforge.app.recipes import load_run_recipe, resolve_splits
 from ecgforge.config_files import to_toml_dict
 from ecgforge.data.cache import Cache, CacheError
@@ -180,6 +181,10 @@ class Run:
                 "normalisation": "none (physical units, mV)", "recipe": self.recipe.name,
                 "recipe_hash": hashlib.sha256(self.recipe.model_dump_json().encode()).hexdigest()[:16],
                 "pretrained": self.recipe.ssl.kind if self.recipe.ssl else None,
+                # The released foundation model the weights start from (its licence and pretraining data
+                # travel with every later export and evaluation); absent when there is none.
+                **({"derived_from": origin} if (origin := derived_from(
+                    self.recipe.model.init, getattr(self.recipe.model.encoder, "kind", None))) else {}),
             },
         )
 
@@ -191,7 +196,9 @@ class Run:
         cache = self.ensure_cache()
         r = self.recipe = resolve_splits(r, cache, self.reporter.note)  # a suite on a subset of its folds
         # Before any training: splits, tasks and leakage against the cache, refused here, not at evaluation.
-        allowed_overlap = preflight.check(r, self.source, cache).allowed_overlap
+        checked = preflight.check(r, self.source, cache)
+        for line in checked.warnings:
+            self.reporter.note(f"warning: {line}")
         plan = RunPlan.build(r, cache)
         self.write_run_files(cache)
         t0 = time.perf_counter()
@@ -205,7 +212,8 @@ class Run:
         results: dict[str, Any] = {}
         if self.is_main:
             evaluated = evaluate(plan, encoder, self.accelerator.device, self.reporter, self.run_dir)
-            evaluated = evaluated.replace(pretrain_seconds=pretrain_seconds, allowed_overlap=allowed_overlap)
+            evaluated = evaluated.replace(pretrain_seconds=pretrain_seconds, allowed_overlap=checked.allowed_overlap,
+                                          warnings=[*checked.warnings, *(evaluated.warnings or [])])
             self.dir.write_results(evaluated)
             results = evaluated.to_json()
             from ecgforge.app.report import plot_run
@@ -238,9 +246,13 @@ def evaluate_run(run_dir: Path, overrides: list[str], reporter: Reporter | None 
     cache = Cache(r.data.cache, in_memory=r.data.in_memory)
     r = resolve_splits(r, cache, reporter.note)
     check_contract(meta, fs_hz=cache.fs_hz, leads=list(cache.leads), source=str(cache.path))
-    allowed_overlap = preflight.check(r, str(resolved), cache).allowed_overlap
+    checked = preflight.check(r, str(resolved), cache)
+    for line in checked.warnings:
+        reporter.note(f"warning: {line}")
     with RunLock(run_dir):
         evaluated = evaluate(RunPlan.build(r, cache), encoder, default_device(), reporter, run_dir)
-        results = rd.merge_results(evaluated.replace(eval_overrides=list(overrides), allowed_overlap=allowed_overlap))
+        results = rd.merge_results(evaluated.replace(eval_overrides=list(overrides),
+                                                     allowed_overlap=checked.allowed_overlap,
+                                                     warnings=[*checked.warnings, *(evaluated.warnings or [])]))
         plot_run(run_dir)
     return results.to_json()

@@ -51,11 +51,13 @@ class FeatureView:
         """``(n_part, D)`` per-record embeddings: the mean of each record's tiled window embeddings."""
         return self.ctx.features.records(self.init, self.seed, self.data.cache, self.targets(part).indices)
 
-    def windows(self, part: Part, transform: NamedTransform | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def windows(self, part: Part, transform: NamedTransform | None = None, sequence: bool = False,
+                ) -> tuple[np.ndarray, np.ndarray]:
         """``(W, D)`` window embeddings of ``part`` (inputs through ``transform`` first, e.g. a lead subset) and
-        ``(W,)`` the position in ``part`` of each window's record."""
+        ``(W,)`` the position in ``part`` of each window's record. With ``sequence``: the encoder's token
+        sequences ``(W, T', C)`` instead of its pooled embeddings (for an attention head)."""
         z, tiles = self.ctx.features.windows(self.init, self.seed, self.data.cache, self.targets(part).indices,
-                                             transform)
+                                             transform, sequence)
         return z, tiles.record_of
 
 
