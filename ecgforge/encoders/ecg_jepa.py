@@ -207,10 +207,10 @@ class ECGJEPA(FoundationEncoder):
         return strict_state(sd, expected_shapes(lambda: cls(cfg)), source=source, drop=cls.DROP), cfg
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> ECGJEPA:
+    def from_checkpoint(cls, path: str | Path, cfg: ECGJEPAConfig | None = None) -> ECGJEPA:
         """A released file (``{"encoder": state dict, "epoch": N}``), loaded strictly."""
         state = unwrap(read_checkpoint(path), ("encoder", "state_dict", "model"), str(path))
-        sd, cfg = cls.convert(state, str(path))
+        sd, cfg = cls.convert(state, str(path), cfg)
         model = cls(cfg)
         model.load_state_dict(sd, strict=True)
         return model

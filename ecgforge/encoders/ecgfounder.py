@@ -40,10 +40,10 @@ from ecgforge.encoders.foundation import (
     FoundationEncoder,
     InputContract,
     KeyRule,
-    count_indexed,
     MedianBaseline,
     Normalisation,
     Notch,
+    count_indexed,
     expected_shapes,
     read_checkpoint,
     strict_state,
@@ -239,10 +239,10 @@ class ECGFounder(FoundationEncoder):
         return strict_state(state, expected_shapes(lambda: cls(cfg)), source=source, drop=cls.DROP), cfg
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> ECGFounder:
+    def from_checkpoint(cls, path: str | Path, cfg: ECGFounderConfig | None = None) -> ECGFounder:
         """The released file (``12_lead_ECGFounder.pth``: ``{"state_dict": ...}``), loaded strictly."""
         state = unwrap(read_checkpoint(path), ("state_dict", "model"), str(path))
-        sd, cfg = cls.convert(state, str(path))
+        sd, cfg = cls.convert(state, str(path), cfg)
         model = cls(cfg)
         model.load_state_dict(sd, strict=True)
         return model

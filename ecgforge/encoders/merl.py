@@ -30,8 +30,8 @@ from ecgforge.encoders.foundation import (
     FoundationEncoder,
     InputContract,
     KeyRule,
-    count_indexed,
     Normalisation,
+    count_indexed,
     expected_shapes,
     read_checkpoint,
     strict_state,
@@ -146,10 +146,10 @@ class MERLResNet(FoundationEncoder):
         return strict_state(sd, expected_shapes(lambda: cls(cfg)), source=source, drop=drop), cfg
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> MERLResNet:
+    def from_checkpoint(cls, path: str | Path, cfg: MERLResNetConfig | None = None) -> MERLResNet:
         """A released file (``*_encoder.pth``: the encoder's state dict; or ``*_ckpt.pth``), loaded strictly."""
         state = unwrap(read_checkpoint(path), ("state_dict", "model", "model_state_dict"), str(path))
-        sd, cfg = cls.convert(state, str(path))
+        sd, cfg = cls.convert(state, str(path), cfg)
         model = cls(cfg)
         model.load_state_dict(sd, strict=True)
         return model

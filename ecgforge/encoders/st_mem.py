@@ -177,7 +177,10 @@ class STMEM(FoundationEncoder):
     def network_features(self, x: Tensor) -> Tensor:
         """The network on its own input: ``x (B, 12, T)`` filtered and z-scored, ``T`` a multiple of the patch ->
         lead-patch tokens ``(B, width, 12 * T / patch)``, lead-major, SEP tokens removed."""
-        b, c, _ = x.shape
+        b, c, t = x.shape
+        if t % self.cfg.patch_size or t > self.cfg.seq_len:
+            raise ValueError(f"ST-MEM takes a multiple of {self.cfg.patch_size} samples up to {self.cfg.seq_len} "
+                             f"(9 s at 250 Hz); got {t}")
         tokens = self.to_patch_embedding(x)  # (B, C, n, D)
         n = tokens.shape[2]
         tokens = tokens + self.pos_embedding[:, 1 : n + 1].unsqueeze(1)
@@ -222,10 +225,10 @@ class STMEM(FoundationEncoder):
         return strict_state(sd, expected_shapes(lambda: cls(cfg)), source=source, drop=cls.DROP), cfg
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> STMEM:
+    def from_checkpoint(cls, path: str | Path, cfg: STMEMConfig | None = None) -> STMEM:
         """The released ``encoder.pth`` (``{"model": state dict, ...}``), loaded strictly."""
         state = unwrap(read_checkpoint(path), ("model", "state_dict"), str(path))
-        sd, cfg = cls.convert(state, str(path))
+        sd, cfg = cls.convert(state, str(path), cfg)
         model = cls(cfg)
         model.load_state_dict(sd, strict=True)
         return model
