@@ -21,6 +21,7 @@ ENCODERS = Table(
         "merl_resnet": "ecgforge.encoders.merl:MERLResNet",
         "st_mem": "ecgforge.encoders.st_mem:STMEM",
         "ecg_jepa": "ecgforge.encoders.ecg_jepa:ECGJEPA",
+        "hubert_ecg": "ecgforge.encoders.hubert_ecg:HuBERTECG",
     },
 )
 

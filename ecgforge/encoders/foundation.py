@@ -69,7 +69,17 @@ class MedianBaseline(BaseModel, extra="forbid", frozen=True):
     window_s: float = Field(gt=0)
 
 
-FilterStep = Annotated[Union[Notch, Butterworth, MedianBaseline], Field(discriminator="kind")]  # noqa: UP007
+class FIR(BaseModel, extra="forbid", frozen=True):
+    """``scipy.signal.firwin(n, [low_hz, high_hz], pass_zero=False, fs=fs)`` with ``n = int(taps_s * fs)`` made
+    odd, applied with ``filtfilt(b, [1])`` (biosppy's ``filter_signal(ftype="FIR", band="bandpass")``)."""
+
+    kind: Literal["fir"] = "fir"
+    taps_s: float = Field(gt=0, description="filter length in seconds (biosppy's order = int(0.3 * fs))")
+    low_hz: float = Field(gt=0)
+    high_hz: float = Field(gt=0)
+
+
+FilterStep = Annotated[Union[Notch, Butterworth, MedianBaseline, FIR], Field(discriminator="kind")]  # noqa: UP007
 
 
 def apply_filters(x: np.ndarray, fs_hz: float, steps: Sequence[FilterStep]) -> np.ndarray:
@@ -99,6 +109,11 @@ def apply_filters(x: np.ndarray, fs_hz: float, steps: Sequence[FilterStep]) -> n
             else:
                 b, a = sps.butter(step.order, wn, btype=btype, fs=fs_hz)
                 y = sps.filtfilt(b, a, y, axis=-1)
+        elif isinstance(step, FIR):
+            n = int(step.taps_s * fs_hz)
+            n += 1 - n % 2
+            b = sps.firwin(n, [step.low_hz, step.high_hz], pass_zero=False, fs=fs_hz)
+            y = sps.filtfilt(b, np.array([1.0]), y, axis=-1)
         elif isinstance(step, MedianBaseline):
             k = int(step.window_s * fs_hz) + 1
             k += 1 - k % 2
@@ -158,8 +173,9 @@ class InputContract(BaseModel, extra="forbid", frozen=True):
     """What a foundation model's network must be fed, from its own inference code (``reference``).
 
     The encoder's ``forward`` takes ecgforge's canonical input (all 12 leads, mV, ``fs_hz``, ``window_s``) and
-    applies `leads` and `normalisation` itself; `filters` run on whole records (``filter_scope = "record"``)
-    or on each window (``"window"``) before that, through `apply_filters`.
+    applies `leads` and a window-scope `normalisation` itself; `filters` run on whole records
+    (``filter_scope = "record"``) or on each window (``"window"``) before that, and a record-scope
+    normalisation on whole records: `prepare_record` does both for a record.
     """
 
     model: str
@@ -172,6 +188,8 @@ class InputContract(BaseModel, extra="forbid", frozen=True):
     filters: tuple[FilterStep, ...] = ()
     filter_scope: Literal["record", "window"] = "record"
     normalisation: Normalisation
+    normalisation_scope: Literal["record", "window"] = Field(
+        "window", description="window: inside the encoder, per window; record: by prepare_record, per record")
     aggregation: Literal["mean"] = Field("mean", description="how window embeddings of a record are combined")
     reference: str = Field(description="repository@commit and the files the contract is read from")
     notes: str = ""
@@ -180,6 +198,22 @@ class InputContract(BaseModel, extra="forbid", frozen=True):
     def window(self) -> int:
         """The network's input length in samples."""
         return round(self.window_s * self.fs_hz)
+
+    def prepare_record(self, x: np.ndarray) -> np.ndarray:
+        """The record-scope steps on one record ``x (12, T)`` (canonical leads, mV, ``fs_hz``): the filters when
+        ``filter_scope = "record"``, then the normalisation when ``normalisation_scope = "record"``; float32."""
+        y = np.asarray(x, dtype=np.float64)
+        if self.filter_scope == "record" and self.filters:
+            y = apply_filters(y, self.fs_hz, self.filters)
+        if self.normalisation_scope == "record":
+            y = normalise(torch.from_numpy(y)[None], self.normalisation)[0].numpy()
+        return y.astype(np.float32)
+
+    def prepare_window(self, x: np.ndarray) -> np.ndarray:
+        """The window-scope filters on ``x (..., 12, window)`` (the encoder applies the rest); float32."""
+        if self.filter_scope != "window" or not self.filters:
+            return np.asarray(x, dtype=np.float32)
+        return apply_filters(x, self.fs_hz, self.filters).astype(np.float32)
 
     def encoder_json(self) -> dict[str, Any]:
         """The ``encoder.json`` contract fields: what ``forward`` takes (canonical 12 leads in mV at ``fs_hz``),
@@ -190,7 +224,8 @@ class InputContract(BaseModel, extra="forbid", frozen=True):
             "stride_s": self.stride_s,
             "leads": list(CANONICAL_LEADS),
             "units": "mV",
-            "normalisation": f"inside the encoder: leads {' '.join(self.leads)}; {self.normalisation.describe()}",
+            "normalisation": (f"leads {' '.join(self.leads)} selected inside the encoder; "
+                              f"{self.normalisation.describe()} ({'per record' if self.normalisation_scope == 'record' else 'inside the encoder'})"),
             "filters": [f.model_dump() for f in self.filters],
             "filter_scope": self.filter_scope,
             "input_contract": self.model_dump(mode="json"),
@@ -220,7 +255,10 @@ class FoundationEncoder(nn.Module):
 
     def prepare(self, x: Tensor) -> Tensor:
         """``x (B, 12, T)`` canonical, mV -> the network's input ``(B, len(contract.leads), T)``."""
-        return normalise(select_leads(x, self.contract.leads), self.contract.normalisation)
+        x = select_leads(x, self.contract.leads)
+        if self.contract.normalisation_scope == "window":
+            x = normalise(x, self.contract.normalisation)
+        return x
 
     def network_features(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -248,9 +286,13 @@ class KeyRule:
     why: str
 
 
-def read_checkpoint(path: str | Path) -> Any:
+def read_checkpoint(path: str | Path, *, stub_classes: bool = False) -> Any:
     """The object stored in ``path``: a ``.safetensors`` file's tensors, or a torch pickle read with
-    ``weights_only=True`` (plain containers and tensors; no code from the file runs)."""
+    ``weights_only=True`` (plain containers and tensors; no code from the file runs).
+
+    With ``stub_classes``, a pickle that also holds objects of other classes (a pickled Hugging Face config) is
+    read with each such class replaced by an inert stub, and the stubs turned into plain dicts of their state.
+    """
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint file{resolved_against(p)}")
@@ -261,8 +303,23 @@ def read_checkpoint(path: str | Path) -> Any:
             return load_file(str(p))
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one line for the user
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"{p}: cannot read as a checkpoint ({type(exc).__name__}: {first[:200]})") from None
+        error = exc
+    if stub_classes and p.suffix != ".safetensors":
+        from ecgforge.encoders.fairseq_import import (  # the same inert stubs as the fairseq importer
+            _plain,
+            _Stub,
+        )
+
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(p)
+            stubs = [type(n.rpartition(".")[2], (_Stub,), {"__module__": n.rpartition(".")[0],
+                                                         "__qualname__": n.rpartition(".")[2]}) for n in names]
+            with torch.serialization.safe_globals(stubs):
+                return _plain(torch.load(p, map_location="cpu", weights_only=True))
+        except Exception as exc:  # noqa: BLE001
+            error = exc
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    raise CheckpointError(f"{p}: cannot read as a checkpoint ({type(error).__name__}: {first[:200]})") from None
 
 
 def unwrap(obj: Any, entries: Sequence[str], source: str) -> dict[str, Tensor]:
@@ -339,6 +396,7 @@ def expected_shapes(build: Callable[[], nn.Module]) -> dict[str, torch.Size]:
 
 
 __all__ = [
+    "FIR",
     "Butterworth",
     "CheckpointError",
     "FilterStep",

@@ -26,6 +26,7 @@ from ecgforge.encoders import ENCODERS
 from ecgforge.encoders.ecg_jepa import ECGJEPA, ECGJEPAConfig
 from ecgforge.encoders.ecgfounder import ECGFounder, ECGFounderConfig
 from ecgforge.encoders.foundation import CheckpointError, FoundationEncoder, apply_filters, normalise
+from ecgforge.encoders.hubert_ecg import HuBERTECG, HuBERTECGConfig
 from ecgforge.encoders.merl import MERLResNet, MERLResNetConfig
 from ecgforge.encoders.st_mem import STMEM, STMEMConfig
 from ecgforge.registry import BuildContext, build
@@ -38,6 +39,13 @@ ATOL = 1e-4
 
 def _lead_index(names: tuple[str, ...]) -> list[int]:
     return [CANONICAL_LEADS.index(n) for n in names]
+
+
+def _decimate_concatenated(x: np.ndarray) -> np.ndarray:
+    """HuBERT-ECG's dataset.py: ``ecg_data.reshape(-1)`` (leads concatenated) then ``signal.decimate(ecg_data, 5)``."""
+    from scipy import signal
+
+    return np.stack([signal.decimate(record.reshape(-1), 5) for record in x])
 
 
 def _st_mem_tokens(hidden: Tensor) -> Tensor:
@@ -83,6 +91,13 @@ CASES: dict[str, Case] = {
         ECGJEPA, ECGJEPAConfig(embed_dim=32, depth=2, heads=4), kind="ecg_jepa",
         # ecg_data.py waves_ptbxl: np.concatenate([data[:, :2], data[:, 6:]], axis=1); no scaling.
         reference_prepare=lambda x: np.concatenate([x[:, :2], x[:, 6:]], axis=1),
+    ),
+    "hubert_ecg": Case(
+        HuBERTECG,
+        HuBERTECGConfig(conv_dim=(16,) * 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4),
+        released="base", sequence="hidden", kind="hubert_ecg",
+        reference_prepare=_decimate_concatenated,  # the min-max scaling is per record (contract.prepare_record)
     ),
 }
 
@@ -149,7 +164,7 @@ def test_matches_the_reference_output(name: str) -> None:
     assert (z - fx["features"]).abs().max() < ATOL
     seq_name = CASES[name].sequence
     if seq_name is not None:
-        ref = _st_mem_tokens(fx[seq_name]) if name == "st_mem" else fx[seq_name]
+        ref = {"st_mem": _st_mem_tokens, "hubert_ecg": lambda h: h.transpose(1, 2)}.get(name, lambda h: h)(fx[seq_name])
         assert seq.shape == ref.shape and (seq - ref).abs().max() < ATOL
     # Other weights change the output: the comparison can fail.
     with torch.no_grad():
@@ -171,6 +186,15 @@ def test_released_layout_maps_exactly_onto_the_full_size_model(name: str) -> Non
     kept = {k: tuple(v) for k, v in layout.items() if not dropped_by_rule(name, k)}
     assert ours == kept
     assert {k: tuple(v.shape) for k, v in sd.items()} == kept
+
+
+def test_hubert_ecg_sizes_read_from_the_released_layouts() -> None:
+    layout = json.loads((FIXTURES / "hubert_ecg" / "released_keys.json").read_text())
+    sizes = {}
+    for size, keys in layout.items():
+        _, cfg = HuBERTECG.convert(meta_state(keys))
+        sizes[size] = (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size)
+    assert sizes == {"small": (512, 8, 8, 2048), "base": (768, 12, 12, 3072), "large": (960, 16, 12, 3840)}
 
 
 def test_released_layouts_of_the_variants() -> None:
@@ -217,7 +241,35 @@ WRAP = {
     "st_mem": lambda sd: {"epoch": 799, "model": sd, "optimizer": None, "scaler": None,
                           "config": {"model": {"seq_len": 300, "patch_size": 30, "num_leads": 12}}},
     "ecg_jepa": lambda sd: {"encoder": sd, "epoch": 99},
+    "hubert_ecg": lambda sd: {"model_config": ConfigStandIn(num_attention_heads=4, conv_stride=[4, 2, 2, 2, 2]),
+                              "model_state_dict": sd, "optimizer_state_dict": {}},
 }
+
+
+class ConfigStandIn:
+    """A pickled configuration object (HuBERT-ECG's ``.pt`` holds a ``HuBERTECGConfig``): read as plain data."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+
+def test_hubert_ecg_reads_its_config_from_the_pt_and_the_hub_layout(tmp_path: Path) -> None:
+    """The heads are not in the weights: the ``.pt``'s pickled config (read without running it) or the Hub's
+    ``config.json`` supplies them; the Hub's ``model.safetensors`` with old ``weight_g`` / ``weight_v`` names loads."""
+    state, fx = reference_state("hubert_ecg"), fixture("hubert_ecg")
+    torch.save(WRAP["hubert_ecg"](state), tmp_path / "hubert_ecg_small.pt")
+    old = {k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1",
+                                                                             "weight_v"): v for k, v in state.items()}
+    from safetensors.torch import save_file
+
+    (tmp_path / "hub").mkdir()
+    save_file({k: v.contiguous() for k, v in old.items()}, str(tmp_path / "hub" / "model.safetensors"))
+    (tmp_path / "hub" / "config.json").write_text(json.dumps({"num_attention_heads": 4, "hidden_size": 32}))
+    for path in (tmp_path / "hubert_ecg_small.pt", tmp_path / "hub" / "model.safetensors"):
+        model = HuBERTECG.from_checkpoint(path).eval()
+        assert model.cfg == CASES["hubert_ecg"].small
+        with torch.no_grad():
+            assert (model.network_features(fx["input"]).transpose(1, 2) - fx["hidden"]).abs().max() < ATOL
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -250,6 +302,7 @@ def test_forward_feeds_the_network_its_own_input(name: str) -> None:
     case = CASES[name]
     model = loaded(name)
     t = model.contract.window if name != "st_mem" else case.small.seq_len
+    t = 1000 if name == "hubert_ecg" else t
     if name == "ecgfounder":
         t = 1000
     x = torch.randn(2, 12, t, dtype=torch.float64).mul(0.5).add(0.1).float()
@@ -265,6 +318,11 @@ def test_contract_preprocessing_matches_the_reference() -> None:
         fx, c = fixture(name), cfg.contract
         y = normalise(torch.from_numpy(apply_filters(fx["raw"].numpy(), c.fs_hz, c.filters))[None], c.normalisation)[0]
         assert (y - fx["prepared"]).abs().max() < 1e-8, name
+    fx, hubert = fixture("hubert_ecg"), HuBERTECG(CASES["hubert_ecg"].small)
+    record = hubert.contract.prepare_record(fx["raw"].numpy())  # utils.ecg_preprocessing: FIR band-pass, scaling
+    assert np.abs(record - fx["record"].numpy()).max() < 1e-6
+    sequence = hubert.prepare(torch.from_numpy(record[:, :2500]).double()[None])[0]  # dataset.py: 5 s, concat, decimate
+    assert (sequence - fx["sequence"]).abs().max() < 1e-6
     flat = normalise(torch.full((1, 12, 100), 3.0), STMEMConfig().contract.normalisation)
     assert torch.equal(flat, torch.zeros_like(flat))  # Standardize: 0 where std == 0
 
@@ -288,8 +346,8 @@ def test_registry_builds_with_the_convention(name: str) -> None:
     model = build(ENCODERS, cfg, BuildContext(fs_hz=case.small.contract.fs_hz))
     assert isinstance(model, case.cls) and model.cfg == case.small
     t = 300 if name == "st_mem" else (2500 if name == "ecg_jepa" else 1000)
-    x = torch.randn(2, 12, t, requires_grad=True)
+    x = torch.randn(2, 12, t)
     z = model(x)
-    assert z.shape == (2, model.embed_dim)
+    assert z.shape == (2, model.embed_dim) and torch.isfinite(z).all()
     z.square().mean().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
