@@ -318,6 +318,14 @@ def test_contract_preprocessing_matches_the_reference() -> None:
         fx, c = fixture(name), cfg.contract
         y = normalise(torch.from_numpy(apply_filters(fx["raw"].numpy(), c.fs_hz, c.filters))[None], c.normalisation)[0]
         assert (y - fx["prepared"]).abs().max() < 1e-8, name
+        # The public entry points: record-scope (ECGFounder) or window-scope (ST-MEM) filters, then the encoder's
+        # own window normalisation; float32.
+        raw = fx["raw"].numpy()
+        filtered = c.prepare_record(raw) if c.filter_scope == "record" else c.prepare_window(raw)
+        y32 = normalise(torch.from_numpy(filtered)[None], c.normalisation)[0]
+        assert y32.dtype == torch.float32 and (y32 - fx["prepared"]).abs().max() < 1e-5, name
+        assert np.array_equal(c.prepare_window(raw) if c.filter_scope == "record" else c.prepare_record(raw),
+                              raw.astype(np.float32)), name  # the other scope leaves the signal as it is
     fx, hubert = fixture("hubert_ecg"), HuBERTECG(CASES["hubert_ecg"].small)
     record = hubert.contract.prepare_record(fx["raw"].numpy())  # utils.ecg_preprocessing: FIR band-pass, scaling
     assert np.abs(record - fx["record"].numpy()).max() < 1e-6
