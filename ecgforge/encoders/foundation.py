@@ -252,6 +252,7 @@ class FoundationEncoder(nn.Module):
     contract: InputContract
     licence: ClassVar[str]
     weights_url: ClassVar[str]
+    input_differentiable: ClassVar[bool] = True  # False where preprocessing inside forward runs outside autograd
 
     def prepare(self, x: Tensor) -> Tensor:
         """``x (B, 12, T)`` canonical, mV -> the network's input ``(B, len(contract.leads), T)``."""

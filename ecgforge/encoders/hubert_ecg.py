@@ -215,6 +215,7 @@ class HuBERTECG(FoundationEncoder):
     Config = HuBERTECGConfig
     licence: ClassVar[str] = "CC BY-NC 4.0"
     weights_url: ClassVar[str] = "https://huggingface.co/Edoardo-BS (hubert-ecg-small / -base / -large)"
+    input_differentiable: ClassVar[bool] = False  # the decimation is scipy's, on the CPU
     DROP: ClassVar[tuple[KeyRule, ...]] = (
         KeyRule(r"^(final_proj|label_embedding)\.", "HuBERT pretraining heads (projection and cluster embeddings)"),
         KeyRule(r"^masked_spec_embed$", "the pretraining mask token"),
