@@ -78,8 +78,10 @@ class ModelConfig(Strict):
                                    description="required unless `init` gives it")
     init: str | None = Field(
         None, description="start from a saved encoder: a run directory, an export, its encoder.json, a "
-        "fairseq-signals .pt, or an export on the Hugging Face Hub as hf://ORG/NAME[@REVISION] (needs "
-        "ecgforge[hub]); relative paths resolve against the working directory",
+        "fairseq-signals .pt, an export on the Hugging Face Hub as hf://ORG/NAME[@REVISION] (needs "
+        "ecgforge[hub]), or a foundation model's released checkpoint as KIND:PATH "
+        "(ecgfounder:12_lead_ECGFounder.pth; kinds ecgfounder, merl_resnet, st_mem, ecg_jepa, hubert_ecg); "
+        "relative paths resolve against the working directory",
     )
     encoder_is_default: bool = Field(
         False, description="true: [model.encoder] applies only without `init` (a benchmark suite's stand-in "

@@ -174,11 +174,14 @@ class Run:
         if not self.is_main:
             return
         enc = getattr(encoder, "_orig_mod", encoder)
+        # A foundation-model encoder's own input contract (its lead selection, scaling, filters) goes along.
+        own = enc.contract.encoder_json() if hasattr(getattr(enc, "contract", None), "encoder_json") else {}
         save_encoder(
             enc, self.recipe.model.encoder, self.run_dir,
             {
+                **own,
                 "fs_hz": cache.fs_hz, "window_s": self.recipe.data.window_s, "leads": cache.leads, "units": "mV",
-                "normalisation": "none (physical units, mV)", "recipe": self.recipe.name,
+                "normalisation": own.get("normalisation", "none (physical units, mV)"), "recipe": self.recipe.name,
                 "recipe_hash": hashlib.sha256(self.recipe.model_dump_json().encode()).hexdigest()[:16],
                 "pretrained": self.recipe.ssl.kind if self.recipe.ssl else None,
                 # The released foundation model the weights start from (its licence and pretraining data
@@ -203,7 +206,8 @@ class Run:
         self.write_run_files(cache)
         t0 = time.perf_counter()
         # Fresh, or the saved weights of [model] init (contract checked against this cache, strict load).
-        encoder = initial_encoder(r.model, fs_hz=cache.fs_hz, leads=cache.leads, source=str(cache.path))
+        encoder = initial_encoder(r.model, fs_hz=cache.fs_hz, leads=cache.leads, source=str(cache.path),
+                                  window_s=r.data.window_s)
         if r.ssl is not None:
             trainer = Trainer(plan, self.dir, self.accelerator, resume=self.resume, reporter=self.reporter)
             encoder = trainer.fit(encoder)
