@@ -104,7 +104,7 @@ SMALL_ENCODER_FOR = {
 
 # Minimal required fields for configs that have no full default.
 REQUIRED = {
-    "sources": {"path": "/nonexistent"},
+    "sources": {"path": "/nonexistent", "fs_hz": 500.0, "leads": ["I", "II"]},  # the last two: arrays
     "eval": {"task": "rhythm"},
     "ssl": {"task": "rhythm"},
 }
