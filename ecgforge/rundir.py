@@ -252,7 +252,7 @@ class RunPlan:
         fs = self.cache.fs_hz
         every = "" if self.stride == self.window else f" every {self.stride / fs:g} s"
         return (f"input of {c.model}: {self.cache.path} at {fs:g} Hz, {self.window / fs:g} s windows{every} "
-                f"(embeddings averaged per record), leads {' '.join(c.leads)}; {c.describe_steps()}")
+                f"(window outputs averaged per record), leads {' '.join(c.leads)}; {c.describe_steps()}")
 
 
 # ------------------------------------------------------------------------------------------ results.json
