@@ -40,6 +40,7 @@ from pydantic import BaseModel, Field, model_validator
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from ecgforge.data.leads import CANONICAL_LEADS
 from ecgforge.encoders.foundation import (
     FIR,
     CheckpointError,
@@ -57,7 +58,6 @@ from ecgforge.registry import BuildContext
 
 REFERENCE = ("Edoar-do/HuBERT-ECG@affe1f94d06d61a346fa7520be441af5642616b4 (code/hubert_ecg.py, code/pretrain.py, "
              "code/utils.py, code/dataset.py)")
-CANONICAL_12 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 # Released sizes -> attention heads (the head count is not in the weights; pretrain.py sets it per size).
 HEADS_OF_WIDTH = {512: 8, 768: 12, 960: 12}
 
@@ -92,7 +92,7 @@ class HuBERTECGConfig(BaseModel, extra="forbid", frozen=True):
             fs_hz=500.0,
             window_s=5.0,
             stride_s=5.0,
-            leads=CANONICAL_12,
+            leads=CANONICAL_LEADS,
             resampling="scipy.signal.resample (FFT) to 500 Hz after the band-pass (utils.py ecg_preprocessing)",
             filters=(FIR(taps_s=0.3, low_hz=0.05, high_hz=47.0),),
             filter_scope="record",

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field, model_validator
 from torch import Tensor, nn
 
+from ecgforge.data.leads import CANONICAL_LEADS
 from ecgforge.encoders.foundation import (
     Butterworth,
     FoundationEncoder,
@@ -43,7 +44,6 @@ from ecgforge.registry import BuildContext
 
 REFERENCE = ("bakqui/ST-MEM@69ec70246c01fe32b14dea810af812556c06eab0 (models/encoder/st_mem_vit.py, "
              "models/encoder/vit.py, util/transforms.py, configs/downstream/st_mem.yaml)")
-CANONICAL_12 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
 
 class STMEMConfig(BaseModel, extra="forbid", frozen=True):
@@ -73,7 +73,7 @@ class STMEMConfig(BaseModel, extra="forbid", frozen=True):
             fs_hz=250.0,
             window_s=self.seq_len / 250.0,
             stride_s=0.5,
-            leads=CANONICAL_12,
+            leads=CANONICAL_LEADS,
             resampling="scipy.signal.resample (FFT) to 250 Hz (util/transforms.py Resample)",
             filters=(Butterworth(order=5, low_hz=0.67, form="sos"), Butterworth(order=5, high_hz=40.0, form="sos")),
             filter_scope="window",
