@@ -245,8 +245,11 @@ def select_leads(x: Tensor, leads: Sequence[str]) -> Tensor:
 class FoundationEncoder(nn.Module):
     """Base of the foundation-model encoders: ecgforge's input in, the model's own input to its network.
 
-    Subclasses set ``contract`` and implement ``network_features`` (the reference network on its own input) and
-    ``pool``. ``forward_features(x)`` / ``forward(x)`` take ``x (B, 12, T)`` canonical, mV.
+    Subclasses pass their config to ``__init__`` (``cfg.contract`` is their input contract) and implement
+    ``network_features`` (the reference network on its own input) and ``pool``. ``forward_features(x)`` /
+    ``forward(x)`` take ``x (B, 12, T)`` canonical, mV. Loading a released file (`from_checkpoint`, `convert`)
+    is shared too: a subclass states where its file keeps the state dict (``STATE_ENTRIES``), what it drops
+    (``DROP``), how its sizes are read (``infer_config``) and, where its names differ from ours, ``rename``.
     """
 
     contract: InputContract
