@@ -22,7 +22,6 @@ no normalisation.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
@@ -33,13 +32,8 @@ from torch import Tensor, nn
 from ecgforge.encoders.foundation import (
     FoundationEncoder,
     InputContract,
-    KeyRule,
     Normalisation,
     count_indexed,
-    expected_shapes,
-    read_checkpoint,
-    strict_state,
-    unwrap,
 )
 from ecgforge.registry import BuildContext
 
@@ -151,12 +145,10 @@ class ECGJEPA(FoundationEncoder):
     licence: ClassVar[str] = "MIT"
     weights_url: ClassVar[str] = ("https://drive.google.com/file/d/1mh-XL0XOvvhFbhvuZ9c2KnTHa9B4F3Wx (random masking), "
                                   "https://drive.google.com/file/d/1gMOT4xjQQg0GZkY1iE6NuDzua4ALw00l (multi-block)")
-    DROP: ClassVar[tuple[KeyRule, ...]] = ()
+    STATE_ENTRIES: ClassVar[tuple[str, ...]] = ("encoder", "state_dict", "model")  # {"encoder": ..., "epoch": N}
 
     def __init__(self, cfg: ECGJEPAConfig, ctx: BuildContext | None = None) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.contract = cfg.contract
+        super().__init__(cfg)
         n_leads = len(JEPA_LEADS)
         self.W_P = nn.Linear(cfg.patch_size, cfg.embed_dim)
         self.register_buffer("pos_embed", sincos_positions(cfg.embed_dim, n_leads, cfg.n_patches))
@@ -193,27 +185,6 @@ class ECGJEPA(FoundationEncoder):
             qkv_bias="encoder_blocks.blocks.0.attn.qkv.bias" in sd,
         )
 
-    @classmethod
-    def convert(cls, state: dict[str, Tensor], source: str = "checkpoint",
-                cfg: ECGJEPAConfig | None = None) -> tuple[dict[str, Tensor], ECGJEPAConfig]:
-        """The released encoder state dict -> (our state dict, its config), strictly. Without ``cfg`` the config
-        is `infer_config`'s, or the released ViT-B where the tensors are too damaged to read."""
-        sd = {k.removeprefix("module."): v for k, v in state.items()}
-        if cfg is None:
-            try:
-                cfg = cls.infer_config(sd)
-            except (KeyError, ValueError):
-                cfg = ECGJEPAConfig()
-        return strict_state(sd, expected_shapes(lambda: cls(cfg)), source=source, drop=cls.DROP), cfg
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, cfg: ECGJEPAConfig | None = None) -> ECGJEPA:
-        """A released file (``{"encoder": state dict, "epoch": N}``), loaded strictly."""
-        state = unwrap(read_checkpoint(path), ("encoder", "state_dict", "model"), str(path))
-        sd, cfg = cls.convert(state, str(path), cfg)
-        model = cls(cfg)
-        model.load_state_dict(sd, strict=True)
-        return model
 
 
 __all__ = ["ECGJEPA", "ECGJEPAConfig"]

@@ -27,7 +27,6 @@ filter and z-scores before its interpolation to 5,000 samples (an identity at 50
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
@@ -44,10 +43,6 @@ from ecgforge.encoders.foundation import (
     Normalisation,
     Notch,
     count_indexed,
-    expected_shapes,
-    read_checkpoint,
-    strict_state,
-    unwrap,
 )
 from ecgforge.registry import BuildContext
 
@@ -169,11 +164,10 @@ class ECGFounder(FoundationEncoder):
         KeyRule(r"(^first_bn|\.bn[123])\.(weight|bias|running_mean|running_var|num_batches_tracked)$",
                 "BatchNorm built but never applied (the released Net1D uses use_bn=False)"),
     )
+    UNREADABLE: ClassVar[tuple[type[Exception], ...]] = (KeyError, ValueError, ZeroDivisionError)
 
     def __init__(self, cfg: ECGFounderConfig, ctx: BuildContext | None = None) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.contract = cfg.contract
+        super().__init__(cfg)
         self.first_conv = _ConvSame(cfg.in_channels, cfg.base_filters, cfg.kernel_size, 2)
         stages, c_in = [], cfg.base_filters
         for i, (c_out, n) in enumerate(zip(cfg.filter_list, cfg.m_blocks_list, strict=True)):
@@ -222,30 +216,6 @@ class ECGFounder(FoundationEncoder):
             groups_width=widths[0] // groups,
         )
 
-    @classmethod
-    def convert(cls, state: dict[str, Tensor], source: str = "checkpoint",
-                cfg: ECGFounderConfig | None = None) -> tuple[dict[str, Tensor], ECGFounderConfig]:
-        """A released ``Net1D`` state dict -> (our state dict, its config), strictly.
-
-        Without ``cfg`` the architecture is read from the tensors (`infer_config`); where they are too damaged
-        to read it, the released 12-lead architecture is assumed, so that the strict check names the keys that
-        differ."""
-        sd = {k.removeprefix("module."): v for k, v in state.items()}
-        if cfg is None:
-            try:
-                cfg = cls.infer_config(sd)
-            except (KeyError, ValueError, ZeroDivisionError):
-                cfg = ECGFounderConfig()
-        return strict_state(state, expected_shapes(lambda: cls(cfg)), source=source, drop=cls.DROP), cfg
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, cfg: ECGFounderConfig | None = None) -> ECGFounder:
-        """The released file (``12_lead_ECGFounder.pth``: ``{"state_dict": ...}``), loaded strictly."""
-        state = unwrap(read_checkpoint(path), ("state_dict", "model"), str(path))
-        sd, cfg = cls.convert(state, str(path), cfg)
-        model = cls(cfg)
-        model.load_state_dict(sd, strict=True)
-        return model
 
 
 __all__ = ["ECGFounder", "ECGFounderConfig"]

@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Self, Union
 
 import numpy as np
 import torch
@@ -277,14 +277,31 @@ def select_leads(x: Tensor, leads: Sequence[str]) -> Tensor:
 class FoundationEncoder(nn.Module):
     """Base of the foundation-model encoders: ecgforge's input in, the model's own input to its network.
 
-    Subclasses set ``contract`` and implement ``network_features`` (the reference network on its own input) and
-    ``pool``. ``forward_features(x)`` / ``forward(x)`` take ``x (B, 12, T)`` canonical, mV.
+    Subclasses pass their config to ``__init__`` (``cfg.contract`` is their input contract) and implement
+    ``network_features`` (the reference network on its own input) and ``pool``. ``forward_features(x)`` /
+    ``forward(x)`` take ``x (B, 12, T)`` canonical, mV. Loading a released file (`from_checkpoint`, `convert`)
+    is shared too: a subclass states where its file keeps the state dict (``STATE_ENTRIES``), what it drops
+    (``DROP``), how its sizes are read (``infer_config``) and, where its names differ from ours, ``rename``.
     """
 
     contract: InputContract
+    Config: ClassVar[type[BaseModel]]
     licence: ClassVar[str]
     weights_url: ClassVar[str]
     input_differentiable: ClassVar[bool] = True  # False where preprocessing inside forward runs outside autograd
+    #: entries of a released file that may hold the state dict, tried in order (`unwrap`)
+    STATE_ENTRIES: ClassVar[tuple[str, ...]] = ("state_dict", "model")
+    #: keys of a released state dict that are not part of the encoder (dropped and logged by `strict_state`)
+    DROP: ClassVar[tuple[KeyRule, ...]] = ()
+    #: what `infer_config` raises on tensors too damaged to read: ``Config()`` is then assumed, so that the
+    #: strict check names the keys that differ from the released default
+    UNREADABLE: ClassVar[tuple[type[Exception], ...]] = (KeyError, ValueError)
+
+    def __init__(self, cfg: Any) -> None:
+        """``cfg``: the model's config, whose ``contract`` property is its input contract."""
+        super().__init__()
+        self.cfg = cfg
+        self.contract = cfg.contract
 
     def prepare(self, x: Tensor) -> Tensor:
         """``x (B, 12, T)`` canonical, mV -> the network's input ``(B, len(contract.leads), T)``."""
@@ -306,6 +323,46 @@ class FoundationEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``x (B, 12, T)`` -> ``(B, embed_dim)``, pooled as the reference's linear-probe features."""
         return self.pool(self.forward_features(x))
+
+    # ------------------------------------------------------------------------------------- loading
+
+    @staticmethod
+    def rename(key: str) -> str:
+        """A released key (its ``module.`` prefix removed) -> ours. Default: the same."""
+        return key
+
+    @staticmethod
+    def infer_config(sd: dict[str, Tensor]) -> Any:
+        """The config whose state dict ``sd`` is; raises one of ``UNREADABLE`` where it cannot be read."""
+        raise NotImplementedError
+
+    @classmethod
+    def convert(cls, state: dict[str, Tensor], source: str = "checkpoint", cfg: Any = None,
+                **infer_args: Any) -> tuple[dict[str, Tensor], Any]:
+        """A released state dict -> (our state dict, its config), strictly (`strict_state`). Without ``cfg`` the
+        config is ``infer_config(sd, **infer_args)``'s, or ``Config()`` where the tensors are too damaged to
+        read it."""
+        sd = {cls.rename(k.removeprefix("module.")): v for k, v in state.items()}
+        if cfg is None:
+            try:
+                cfg = cls.infer_config(sd, **infer_args)
+            except cls.UNREADABLE:
+                cfg = cls.Config()
+        return strict_state(sd, expected_shapes(lambda: cls(cfg)), source=source, drop=cls.DROP), cfg
+
+    @classmethod
+    def from_state(cls, sd: dict[str, Tensor], cfg: Any) -> Self:
+        """The model of ``cfg`` with our state dict ``sd`` (from `convert`) loaded strictly."""
+        model = cls(cfg)
+        model.load_state_dict(sd, strict=True)
+        return model
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, cfg: Any = None) -> Self:
+        """A released file (its state dict under one of ``STATE_ENTRIES``, or the state dict itself), loaded
+        strictly."""
+        state = unwrap(read_checkpoint(path), cls.STATE_ENTRIES, str(path))
+        return cls.from_state(*cls.convert(state, str(path), cfg))
 
 
 # ----------------------------------------------------------------------------------------- strict loading

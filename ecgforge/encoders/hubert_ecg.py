@@ -40,6 +40,7 @@ from pydantic import BaseModel, Field, model_validator
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from ecgforge.data.leads import CANONICAL_LEADS
 from ecgforge.encoders.foundation import (
     FIR,
     CheckpointError,
@@ -48,10 +49,8 @@ from ecgforge.encoders.foundation import (
     KeyRule,
     Normalisation,
     count_indexed,
-    expected_shapes,
     read_checkpoint,
     select_leads,
-    strict_state,
     unwrap,
 )
 from ecgforge.layers.receptive_field import chain_receptive_field
@@ -59,7 +58,6 @@ from ecgforge.registry import BuildContext
 
 REFERENCE = ("Edoar-do/HuBERT-ECG@affe1f94d06d61a346fa7520be441af5642616b4 (code/hubert_ecg.py, code/pretrain.py, "
              "code/utils.py, code/dataset.py)")
-CANONICAL_12 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 # Released sizes -> attention heads (the head count is not in the weights; pretrain.py sets it per size).
 HEADS_OF_WIDTH = {512: 8, 768: 12, 960: 12}
 
@@ -94,7 +92,7 @@ class HuBERTECGConfig(BaseModel, extra="forbid", frozen=True):
             fs_hz=500.0,
             window_s=5.0,
             stride_s=5.0,
-            leads=CANONICAL_12,
+            leads=CANONICAL_LEADS,
             resampling="scipy.signal.resample (FFT) to 500 Hz after the band-pass (utils.py ecg_preprocessing)",
             filters=(FIR(taps_s=0.3, low_hz=0.05, high_hz=47.0),),
             filter_scope="record",
@@ -221,11 +219,11 @@ class HuBERTECG(FoundationEncoder):
         KeyRule(r"^masked_spec_embed$", "the pretraining mask token"),
         KeyRule(r"^classifier\.|^projector\.", "a fine-tuned classification head"),
     )
+    UNREADABLE: ClassVar[tuple[type[Exception], ...]] = (KeyError, ValueError, IndexError)
+    STATE_ENTRIES: ClassVar[tuple[str, ...]] = ("model_state_dict", "state_dict", "model")
 
     def __init__(self, cfg: HuBERTECGConfig, ctx: BuildContext | None = None) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.contract = cfg.contract
+        super().__init__(cfg)
         self.feature_extractor = _FeatureExtractor(cfg)
         self.feature_projection = _FeatureProjection(cfg)
         self.encoder = _Encoder(cfg)
@@ -253,8 +251,8 @@ class HuBERTECG(FoundationEncoder):
 
     @staticmethod
     def infer_config(sd: dict[str, Tensor], hf_config: dict[str, Any] | None = None) -> HuBERTECGConfig:
-        """Sizes from the tensors; heads, strides and eps from the checkpoint's own config where it has one,
-        else heads by width as ``pretrain.py`` sets them and the released strides."""
+        """Sizes from the tensors; heads, strides and eps from the checkpoint's own config ``hf_config`` where
+        it has one, else heads by width as ``pretrain.py`` sets them and the released strides."""
         n_conv = count_indexed(sd, r"feature_extractor\.conv_layers\.(\d+)\.")
         convs = [sd[f"feature_extractor.conv_layers.{i}.conv.weight"] for i in range(n_conv)]
         hidden = int(sd["feature_projection.projection.weight"].shape[0])
@@ -276,24 +274,11 @@ class HuBERTECG(FoundationEncoder):
         return HuBERTECGConfig(**fields)
 
     @staticmethod
-    def _rename(key: str) -> str:
+    def rename(key: str) -> str:
+        """Released keys (a ``.pt``'s ``model_state_dict`` or the Hub's ``model.safetensors``) -> ours."""
         key = key.removeprefix("hubert_ecg.")  # saved from the reference's classification wrapper
         return key.replace(".conv.weight_g", ".conv.parametrizations.weight.original0").replace(
             ".conv.weight_v", ".conv.parametrizations.weight.original1")
-
-    @classmethod
-    def convert(cls, state: dict[str, Tensor], source: str = "checkpoint", cfg: HuBERTECGConfig | None = None,
-                hf_config: dict[str, Any] | None = None) -> tuple[dict[str, Tensor], HuBERTECGConfig]:
-        """A released state dict (``.pt`` ``model_state_dict`` or the Hub's ``model.safetensors``) -> (our state
-        dict, its config), strictly. Without ``cfg`` the config is `infer_config`'s (with ``hf_config``, the
-        checkpoint's own config, where there is one), or HuBERT-ECG base where the tensors are too damaged to read."""
-        sd = {cls._rename(k.removeprefix("module.")): v for k, v in state.items()}
-        if cfg is None:
-            try:
-                cfg = cls.infer_config(sd, hf_config)
-            except (KeyError, ValueError, IndexError):
-                cfg = HuBERTECGConfig()
-        return strict_state(sd, expected_shapes(lambda: cls(cfg)), source=source, drop=cls.DROP), cfg
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, cfg: HuBERTECGConfig | None = None) -> HuBERTECG:
@@ -311,11 +296,8 @@ class HuBERTECG(FoundationEncoder):
                     raise CheckpointError(f"{config_json}: unreadable ({exc})") from None
         elif isinstance(obj, dict) and isinstance(obj.get("model_config"), dict):
             hf_config = obj["model_config"]
-        state = unwrap(obj, ("model_state_dict", "state_dict", "model"), str(path))
-        sd, cfg = cls.convert(state, str(path), cfg, hf_config)
-        model = cls(cfg)
-        model.load_state_dict(sd, strict=True)
-        return model
+        state = unwrap(obj, cls.STATE_ENTRIES, str(path))
+        return cls.from_state(*cls.convert(state, str(path), cfg, hf_config=hf_config))
 
 
 __all__ = ["HuBERTECG", "HuBERTECGConfig"]

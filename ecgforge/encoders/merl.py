@@ -19,7 +19,6 @@ I, II, III, aVR, aVF, aVL, V1-V6 (the dataset swaps aVL and aVF of the downstrea
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
@@ -33,9 +32,7 @@ from ecgforge.encoders.foundation import (
     Normalisation,
     count_indexed,
     expected_shapes,
-    read_checkpoint,
     strict_state,
-    unwrap,
 )
 from ecgforge.registry import BuildContext
 
@@ -91,11 +88,11 @@ class MERLResNet(FoundationEncoder):
         KeyRule(r"^linear\.", "the untrained 10-class head ResNet always builds"),
     )
     WHOLE_MODEL_PREFIX: ClassVar[str] = "ecg_encoder."
+    # *_encoder.pth: the encoder's state dict; *_ckpt.pth: the whole MERL model's (`convert` takes its encoder)
+    STATE_ENTRIES: ClassVar[tuple[str, ...]] = ("state_dict", "model", "model_state_dict")
 
     def __init__(self, cfg: MERLResNetConfig, ctx: BuildContext | None = None) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.contract = cfg.contract
+        super().__init__(cfg)
         w = cfg.width
         self.conv1 = nn.Conv1d(len(MIMIC_LEADS), w, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm1d(w)
@@ -145,14 +142,6 @@ class MERLResNet(FoundationEncoder):
             cfg = MERLResNetConfig(blocks=depth, width=int(sd["conv1.weight"].shape[0]))  # type: ignore[arg-type]
         return strict_state(sd, expected_shapes(lambda: cls(cfg)), source=source, drop=drop), cfg
 
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, cfg: MERLResNetConfig | None = None) -> MERLResNet:
-        """A released file (``*_encoder.pth``: the encoder's state dict; or ``*_ckpt.pth``), loaded strictly."""
-        state = unwrap(read_checkpoint(path), ("state_dict", "model", "model_state_dict"), str(path))
-        sd, cfg = cls.convert(state, str(path), cfg)
-        model = cls(cfg)
-        model.load_state_dict(sd, strict=True)
-        return model
 
 
 __all__ = ["MERLResNet", "MERLResNetConfig"]

@@ -24,7 +24,6 @@ over the whole (leads, T) window, 0 where its std is 0 (``Standardize(axis=(-1, 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field, model_validator
 from torch import Tensor, nn
 
+from ecgforge.data.leads import CANONICAL_LEADS
 from ecgforge.encoders.foundation import (
     Butterworth,
     FoundationEncoder,
@@ -39,16 +39,11 @@ from ecgforge.encoders.foundation import (
     KeyRule,
     Normalisation,
     count_indexed,
-    expected_shapes,
-    read_checkpoint,
-    strict_state,
-    unwrap,
 )
 from ecgforge.registry import BuildContext
 
 REFERENCE = ("bakqui/ST-MEM@69ec70246c01fe32b14dea810af812556c06eab0 (models/encoder/st_mem_vit.py, "
              "models/encoder/vit.py, util/transforms.py, configs/downstream/st_mem.yaml)")
-CANONICAL_12 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
 
 class STMEMConfig(BaseModel, extra="forbid", frozen=True):
@@ -78,7 +73,7 @@ class STMEMConfig(BaseModel, extra="forbid", frozen=True):
             fs_hz=250.0,
             window_s=self.seq_len / 250.0,
             stride_s=0.5,
-            leads=CANONICAL_12,
+            leads=CANONICAL_LEADS,
             resampling="scipy.signal.resample (FFT) to 250 Hz (util/transforms.py Resample)",
             filters=(Butterworth(order=5, low_hz=0.67, form="sos"), Butterworth(order=5, high_hz=40.0, form="sos")),
             filter_scope="window",
@@ -154,11 +149,10 @@ class STMEM(FoundationEncoder):
     weights_url: ClassVar[str] = ("https://drive.google.com/file/d/1E7J-A1HqWa2f08T6Sfk5uWk-_CFJhOYQ "
                                   "(encoder.pth, linked from the bakqui/ST-MEM README)")
     DROP: ClassVar[tuple[KeyRule, ...]] = (KeyRule(r"^head\.", "a fine-tuned classification head"),)
+    STATE_ENTRIES: ClassVar[tuple[str, ...]] = ("model", "state_dict")  # encoder.pth: {"model": ..., ...}
 
     def __init__(self, cfg: STMEMConfig, ctx: BuildContext | None = None) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.contract = cfg.contract
+        super().__init__(cfg)
         n = cfg.seq_len // cfg.patch_size
         self.to_patch_embedding = nn.Sequential(
             _Patchify(cfg.patch_size), nn.LayerNorm(cfg.patch_size), nn.Linear(cfg.patch_size, cfg.width),
@@ -210,28 +204,6 @@ class STMEM(FoundationEncoder):
             heads=max(inner // 64, 1), dim_head=min(inner, 64), qkv_bias="block0.attn.fn.to_qkv.bias" in sd,
         )
 
-    @classmethod
-    def convert(cls, state: dict[str, Tensor], source: str = "checkpoint",
-                cfg: STMEMConfig | None = None) -> tuple[dict[str, Tensor], STMEMConfig]:
-        """The released encoder state dict -> (our state dict, its config), strictly. Without ``cfg`` the
-        config is `infer_config`'s, or ViT-B/75 where the tensors are too damaged to read (the strict check
-        then names the keys that differ)."""
-        sd = {k.removeprefix("module."): v for k, v in state.items()}
-        if cfg is None:
-            try:
-                cfg = cls.infer_config(sd)
-            except (KeyError, ValueError):
-                cfg = STMEMConfig()
-        return strict_state(sd, expected_shapes(lambda: cls(cfg)), source=source, drop=cls.DROP), cfg
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, cfg: STMEMConfig | None = None) -> STMEM:
-        """The released ``encoder.pth`` (``{"model": state dict, ...}``), loaded strictly."""
-        state = unwrap(read_checkpoint(path), ("model", "state_dict"), str(path))
-        sd, cfg = cls.convert(state, str(path), cfg)
-        model = cls(cfg)
-        model.load_state_dict(sd, strict=True)
-        return model
 
 
 __all__ = ["STMEM", "STMEMConfig"]

@@ -40,19 +40,18 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.data.qrs import qrs_mask
 from ecgforge.errors import UserError
 from ecgforge.layers.projector import projector
 from ecgforge.maskers import MASKERS, MaskerConfig
 from ecgforge.maskers.unet1d import UNet1dConfig
-from ecgforge.objectives.base import Objective, ObjectiveConfig
+from ecgforge.objectives.base import AugmentedConfig, Objective, ObjectiveConfig
 from ecgforge.objectives.cmsc import two_segments
 from ecgforge.objectives.losses import nt_xent, sparsity_penalty
-from ecgforge.registry import BuildContext, build, build_all
+from ecgforge.registry import BuildContext, build
 
 
-class AdvMaskConfig(ObjectiveConfig):
+class AdvMaskConfig(ObjectiveConfig, AugmentedConfig):
     kind: Literal["adv_mask"] = "adv_mask"
     temperature: float = Field(0.1, gt=0, description="NT-Xent τ (Bo et al.: 0.1)")
     sparsity_alpha: float = Field(1.0, ge=0, description="weight α of the sparsity penalty (sweep: 0.1, 0.5; code 1.0)")
@@ -70,7 +69,6 @@ class AdvMaskConfig(ObjectiveConfig):
     projector_hidden: int = Field(2048, gt=0)
     projector_dim: int = Field(128, gt=0)
     masker: MaskerConfig = Field(default_factory=UNet1dConfig)
-    augment: list[AugmentConfig] = Field(default_factory=list, description="applied independently to each view")
 
     @property
     def phases(self) -> tuple[str, ...]:
@@ -136,7 +134,6 @@ class AdvMask(Objective):
             if n_masks != in_leads or getattr(self.masker, "activation", "sigmoid") != "sigmoid":
                 raise UserError(f"ssl.mask_mode = 'per_lead' needs ssl.masker.n_masks = its in_leads ({in_leads}) "
                                 f"and activation = 'sigmoid', got n_masks = {n_masks}")
-        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
         self.fs_hz: float = ctx.need("fs_hz")  # for the R-peak detector of the logged QRS shares
         self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim)
 
