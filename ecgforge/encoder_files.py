@@ -34,6 +34,7 @@ from torch import nn
 
 from ecgforge.data.leads import CANONICAL_LEADS
 from ecgforge.encoders import ENCODERS
+from ecgforge.encoders.foundation import InputContract
 from ecgforge.errors import UserError, resolved_against
 from ecgforge.fsio import atomic_file, atomic_write_json
 from ecgforge.hub import download, is_hub_path
@@ -199,9 +200,10 @@ def check_contract(meta: dict[str, Any], *, fs_hz: float, leads: Sequence[str], 
         EncoderLoadError: one line naming both values and what to do.
     """
     if abs(float(meta["fs_hz"]) - float(fs_hz)) > 1e-6:
+        derive = " or set data.build (a cache recipe), from which a run derives one" if "input_contract" in meta else ""
         raise EncoderLoadError(
             f"encoder expects {meta['fs_hz']:g} Hz but {source} is {float(fs_hz):g} Hz; "
-            f"build a cache at {meta['fs_hz']:g} Hz (ecgforge never resamples silently)"
+            f"build a cache at {meta['fs_hz']:g} Hz{derive} (ecgforge never resamples silently)"
         )
     if list(meta["leads"]) != list(leads):
         what = "in another order" if sorted(meta["leads"]) == sorted(leads) else "a different lead set"
@@ -377,6 +379,13 @@ def init_encoder_config(init: str, given: BaseModel | None) -> BaseModel:
     return saved
 
 
+def input_contract(meta: dict[str, Any]) -> InputContract | None:
+    """The model's own input contract an ``encoder.json`` (or a ``KIND:PATH`` checkpoint's metadata) carries:
+    a foundation model's, or that of an encoder trained further from one; None for an ecgforge encoder."""
+    own = meta.get("input_contract")
+    return None if own is None else InputContract.model_validate(own)
+
+
 def initial_encoder(model_cfg: Any, *, fs_hz: float, leads: Sequence[str], source: str,
                     window_s: float | None = None) -> nn.Module:
     """The encoder a run starts from: freshly built, or loaded from ``model_cfg.init`` (train mode).
@@ -399,6 +408,7 @@ __all__ = [
     "foundation_init",
     "init_encoder_config",
     "initial_encoder",
+    "input_contract",
     "load_encoder",
     "load_encoder_weights",
     "read_contract",

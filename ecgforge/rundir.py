@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ecgforge.encoders.foundation import InputContract
 from ecgforge.errors import UserError
 from ecgforge.evaluation.rows import ResultRow, rows_from_json
 from ecgforge.fsio import atomic_dir, atomic_write_json, atomic_write_text, json_default
@@ -188,12 +189,19 @@ class RunPlan:
     """What a run derives from (recipe, cache), computed once and passed to training, evaluation and reports.
 
     Attributes:
-        window: samples per training and evaluation window (``data.window_s`` at ``cache.fs_hz``).
-        stride: samples between evaluation tiles (``data.eval_stride_s``, default ``window_s``).
+        window: samples per training and evaluation window (``data.window_s`` at ``cache.fs_hz``; with an
+            input contract, the contract's ``window_s``).
+        stride: samples between evaluation tiles (``data.eval_stride_s``, default ``window_s``; with an input
+            contract, its ``stride_s``). Records longer than a window are tiled; scores and embeddings are
+            averaged per record (``evaluation.features.per_record``).
         split_indices: split name -> ``(n,)`` int64 cache record indices, ascending (``data.splits`` with the
             PTB-XL overlap rule applied).
         ctx: the build context of the run's components: ``fs_hz``, ``window``, ``n_leads`` (the trainer adds
             the encoder and, for a supervised objective, ``n_classes``).
+        contract: the input contract of the encoder the run starts from (a foundation model's, from its
+            ``encoder.json``), or None. With one, ``cache`` is the recipe's cache seen through the contract's
+            record- and window-scope steps (`PreparedCache`), so that every protocol, every initialisation
+            (pretrained, random, supervised) and the trainer read the model's own input.
     """
 
     recipe: Recipe
@@ -202,10 +210,14 @@ class RunPlan:
     stride: int
     split_indices: Mapping[str, np.ndarray]
     ctx: BuildContext
+    contract: InputContract | None = None
 
     @classmethod
-    def build(cls, recipe: Recipe, cache: Cache) -> RunPlan:
-        """The plan of ``recipe`` (its splits already resolved against ``cache``) on ``cache``."""
+    def build(cls, recipe: Recipe, cache: Cache, contract: InputContract | Mapping[str, Any] | None = None) -> RunPlan:
+        """The plan of ``recipe`` (its splits already resolved against ``cache``) on ``cache``; ``contract``
+        (an `InputContract` or its JSON, ``encoder.json``'s ``input_contract``) replaces the recipe's window
+        and stride and prepares every read. UserError where the cache is not at the contract's rate."""
+        from ecgforge.data.prepared import PreparedCache
         from ecgforge.data.splits import select
 
         d = recipe.data
@@ -213,12 +225,34 @@ class RunPlan:
         stride = samples(d.eval_stride_s or d.window_s, cache.fs_hz)
         indices = {name: select(cache, sel, d.exclude_ptbxl_overlap) for name, sel in d.splits.items()}
         ctx = BuildContext(fs_hz=cache.fs_hz, window=window, n_leads=cache.n_leads)
-        return cls(recipe, cache, window, stride, indices, ctx)
+        c = None if contract is None else (
+            contract if isinstance(contract, InputContract) else InputContract.model_validate(contract))
+        if c is not None:
+            if abs(c.fs_hz - cache.fs_hz) > 1e-6:
+                raise UserError(f"encoder expects {c.fs_hz:g} Hz ({c.model}) but {cache.path} is {cache.fs_hz:g} Hz; "
+                                f"build a cache at {c.fs_hz:g} Hz or set data.build (a cache recipe), from which "
+                                "a run derives one")
+            window, stride = samples(c.window_s, cache.fs_hz), samples(c.stride_s, cache.fs_hz)
+            ctx = ctx.replace(window=window)
+            if c.record_steps or c.window_steps:
+                cache = PreparedCache(cache, c.prepare_record if c.record_steps else None,  # type: ignore[assignment]
+                                      c.prepare_window if c.window_steps else None)
+        return cls(recipe, cache, window, stride, indices, ctx, c)
 
     @property
     def pretrain_indices(self) -> np.ndarray:
         """Record indices of ``data.pretrain_split``."""
         return self.split_indices[self.recipe.data.pretrain_split]
+
+    def input_line(self) -> str | None:
+        """One line saying what the input contract makes of the cache, or None without one."""
+        c = self.contract
+        if c is None:
+            return None
+        fs = self.cache.fs_hz
+        every = "" if self.stride == self.window else f" every {self.stride / fs:g} s"
+        return (f"input of {c.model}: {self.cache.path} at {fs:g} Hz, {self.window / fs:g} s windows{every} "
+                f"(window outputs averaged per record), leads {' '.join(c.leads)}; {c.describe_steps()}")
 
 
 # ------------------------------------------------------------------------------------------ results.json

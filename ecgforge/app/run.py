@@ -23,12 +23,12 @@ from torch import nn
 from ecgforge.app import preflight
 from ecgforge.app.guard import worse_than_random
 from ecgforge.app.leakage import derived_from
-from ecgforge.app.recipes import load_run_recipe, resolve_splits
+from ecgforge.app.recipes import follow_contract, load_run_recipe, resolve_splits
 from ecgforge.config_files import to_toml_dict
 from ecgforge.data.cache import Cache, CacheError
 from ecgforge.data.cache_build import BuildSummary, build_cache
 from ecgforge.data.cache_spec import CacheRecipe, load_cache_recipe
-from ecgforge.encoder_files import initial_encoder, save_encoder
+from ecgforge.encoder_files import initial_encoder, input_contract, read_contract, save_encoder
 from ecgforge.encoders import ENCODERS
 from ecgforge.errors import resolved_against
 from ecgforge.evaluation import PROTOCOLS
@@ -140,20 +140,23 @@ class Run:
         if mismatch:  # before any training: the user asked for something else
             self.reporter.note(f"warning: {mismatch}")
 
-    def ensure_cache(self) -> Cache:
-        """Open the recipe's cache, building it from ``[data].build`` when absent or built from another spec."""
+    def ensure_cache(self, spec: CacheRecipe | None = None) -> Cache:
+        """Open the recipe's cache, building it from ``[data].build`` (or ``spec``: the spec of a cache derived
+        from it, `follow_contract`) when absent or built from another spec."""
         d = self.recipe.data
-        if d.build is None:
+        if d.build is None and spec is None:
             if not Path(d.cache).is_file():
                 raise CacheError(f"{d.cache}: no such cache{resolved_against(d.cache)}; build it with `ecgforge cache build` or set [data].build")
             return Cache(d.cache, in_memory=d.in_memory)
+        derived = spec is not None
         if self.is_main:
-            spec = load_cache_recipe(d.build)
+            spec = spec or load_cache_recipe(d.build)
             why = "is absent" if not Path(d.cache).is_file() else None
             if why is None and Cache(d.cache).spec_hash != spec.spec_hash():
                 why = "was built from another spec"
             if why:
-                self.reporter.note(f"cache {d.cache} {why}: building it from {d.build}")
+                self.reporter.note(f"cache {d.cache} {why}: building it from {d.build}"
+                                   + (f" at {spec.signal.fs_hz:g} Hz" if derived else ""))
                 summary = build_cache_reported(spec, d.cache, self.reporter)
                 self.reporter.note(f"cache {summary.path}: {summary.n_records} records, {summary.n_skipped} "
                                    f"skipped, {summary.seconds:.1f} s")
@@ -196,13 +199,22 @@ class Run:
         r = self.recipe
         set_seed(r.seed)
         preflight.check(r, self.source)  # before the cache is built: what the recipe alone gets wrong
-        cache = self.ensure_cache()
+        # A model.init with its own input contract (a foundation model) is fed as its contract says: its
+        # window and stride, a cache at its rate derived from data.build, its filters and scaling (RunPlan).
+        contract = input_contract(read_contract(r.model.init)) if r.model.init is not None else None
+        spec = None
+        if contract is not None:
+            r, spec = follow_contract(r, contract, self.reporter.note)
+            self.recipe = r
+        cache = self.ensure_cache(spec)
         r = self.recipe = resolve_splits(r, cache, self.reporter.note)  # a suite on a subset of its folds
         # Before any training: splits, tasks and leakage against the cache, refused here, not at evaluation.
         checked = preflight.check(r, self.source, cache)
         for line in checked.warnings:
             self.reporter.note(f"warning: {line}")
-        plan = RunPlan.build(r, cache)
+        plan = RunPlan.build(r, cache, contract)
+        if (line := plan.input_line()) is not None:
+            self.reporter.note(line)
         self.write_run_files(cache)
         t0 = time.perf_counter()
         # Fresh, or the saved weights of [model] init (contract checked against this cache, strict load).
@@ -254,7 +266,10 @@ def evaluate_run(run_dir: Path, overrides: list[str], reporter: Reporter | None 
     for line in checked.warnings:
         reporter.note(f"warning: {line}")
     with RunLock(run_dir):
-        evaluated = evaluate(RunPlan.build(r, cache), encoder, default_device(), reporter, run_dir)
+        plan = RunPlan.build(r, cache, input_contract(meta))
+        if (line := plan.input_line()) is not None:
+            reporter.note(line)
+        evaluated = evaluate(plan, encoder, default_device(), reporter, run_dir)
         results = rd.merge_results(evaluated.replace(eval_overrides=list(overrides),
                                                      allowed_overlap=checked.allowed_overlap,
                                                      warnings=[*checked.warnings, *(evaluated.warnings or [])]))

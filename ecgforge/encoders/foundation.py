@@ -50,6 +50,9 @@ class Notch(BaseModel, extra="forbid", frozen=True):
     hz: float = Field(gt=0)
     q: float = Field(gt=0)
 
+    def describe(self) -> str:
+        return f"notch {self.hz:g} Hz (Q {self.q:g})"
+
 
 class Butterworth(BaseModel, extra="forbid", frozen=True):
     """``scipy.signal.butter(order, ...)``, zero phase: ``filtfilt(b, a)`` (``form = "ba"``) or
@@ -61,12 +64,20 @@ class Butterworth(BaseModel, extra="forbid", frozen=True):
     high_hz: float | None = Field(None, gt=0, description="low-pass edge")
     form: Literal["ba", "sos"]
 
+    def describe(self) -> str:
+        band = ("band-pass" if self.low_hz and self.high_hz else "high-pass" if self.low_hz else "low-pass")
+        edges = "-".join(f"{e:g}" for e in (self.low_hz, self.high_hz) if e)
+        return f"Butterworth {band} {edges} Hz (order {self.order}, zero phase)"
+
 
 class MedianBaseline(BaseModel, extra="forbid", frozen=True):
     """Subtract ``scipy.signal.medfilt(x, k)`` with ``k = int(window_s * fs) + 1``, made odd (baseline wander)."""
 
     kind: Literal["median_baseline"] = "median_baseline"
     window_s: float = Field(gt=0)
+
+    def describe(self) -> str:
+        return f"median baseline removal ({self.window_s:g} s)"
 
 
 class FIR(BaseModel, extra="forbid", frozen=True):
@@ -77,6 +88,9 @@ class FIR(BaseModel, extra="forbid", frozen=True):
     taps_s: float = Field(gt=0, description="filter length in seconds (biosppy's order = int(0.3 * fs))")
     low_hz: float = Field(gt=0)
     high_hz: float = Field(gt=0)
+
+    def describe(self) -> str:
+        return f"FIR band-pass {self.low_hz:g}-{self.high_hz:g} Hz ({self.taps_s:g} s taps, zero phase)"
 
 
 FilterStep = Annotated[Union[Notch, Butterworth, MedianBaseline, FIR], Field(discriminator="kind")]  # noqa: UP007
@@ -214,6 +228,24 @@ class InputContract(BaseModel, extra="forbid", frozen=True):
         if self.filter_scope != "window" or not self.filters:
             return np.asarray(x, dtype=np.float32)
         return apply_filters(x, self.fs_hz, self.filters).astype(np.float32)
+
+    @property
+    def record_steps(self) -> bool:
+        """Whether `prepare_record` changes a record (filters or normalisation at record scope)."""
+        return (self.filter_scope == "record" and bool(self.filters)) or self.normalisation_scope == "record"
+
+    @property
+    def window_steps(self) -> bool:
+        """Whether `prepare_window` changes a window (filters at window scope)."""
+        return self.filter_scope == "window" and bool(self.filters)
+
+    def describe_steps(self) -> str:
+        """The filters and scaling, in order and by scope, in a few words: ``"per record: notch 50 Hz (Q 30),
+        ...; per window: z-score ..."``."""
+        scoped: dict[str, list[str]] = {"record": [], "window": []}
+        scoped[self.filter_scope] += [f.describe() for f in self.filters]
+        scoped[self.normalisation_scope].append(self.normalisation.describe())
+        return "; ".join(f"per {scope}: {', '.join(steps)}" for scope, steps in scoped.items() if steps)
 
     def encoder_json(self) -> dict[str, Any]:
         """The ``encoder.json`` contract fields: what ``forward`` takes (canonical 12 leads in mV at ``fs_hz``),
