@@ -175,12 +175,13 @@ def weighted_macro_auroc(task_type: str, y: np.ndarray, scores: np.ndarray, w: n
         return np.nanmean(auc, axis=1)
 
 
-def compare(a: Path, b: Path, n_boot: int) -> list[dict]:
-    """Paired A − B for every (task, fraction) both hold, averaged over their common probe seeds."""
+def compare(a: Path, b: Path, n_boot: int, only_seeds: dict[tuple[str, float], set[int]] | None = None) -> list[dict]:
+    """Paired A − B for every (task, fraction) both hold, averaged over their common probe seeds (of those in
+    ``only_seeds[key]`` where given, so that a table compares every run on the same seeds)."""
     ra, rb = load_rows(a), load_rows(b)
     out = []
     for key in sorted(set(ra) & set(rb)):
-        seeds = sorted(set(ra[key]) & set(rb[key]))
+        seeds = sorted(set(ra[key]) & set(rb[key]) & (only_seeds or {}).get(key, set(ra[key])))
         first_a, first_b = ra[key][seeds[0]], rb[key][seeds[0]]
         if not np.array_equal(first_a["records"], first_b["records"]):
             raise SystemExit(f"{a} and {b}: {key} scored on different test records; not paired")

@@ -5,7 +5,7 @@
 
 Rows: task and label fraction; columns: each run's macro AUROC (mean over probe seeds), then for every other
 run the paired difference ref − other with its 95 % interval and p (`compare_runs.compare`: test patients and
-probe seeds resampled). Also writes the rows as JSON next to the reference run (``paired/table_*.json``).
+probe seeds resampled). Every column uses the probe seeds that all the runs hold. Also writes the rows as JSON next to the reference run (``paired/table_*.json``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from compare_runs import compare  # noqa: E402
+from compare_runs import compare, load_rows  # noqa: E402
 
 
 def main() -> None:
@@ -27,7 +27,10 @@ def main() -> None:
     args = ap.parse_args()
     ref_name, ref_dir = args.ref.split("=", 1)
     others = [r.split("=", 1) for r in args.runs]
-    results = {name: {(r["task"], r["fraction"]): r for r in compare(Path(ref_dir), Path(d), args.n_boot)}
+    # Every column on the same probe seeds: those all the runs hold, per task and fraction.
+    held = [load_rows(Path(d)) for d in (ref_dir, *(d for _, d in others))]
+    common = {k: set.intersection(*(set(h[k]) for h in held)) for k in set.intersection(*(set(h) for h in held))}
+    results = {name: {(r["task"], r["fraction"]): r for r in compare(Path(ref_dir), Path(d), args.n_boot, common)}
                for name, d in others}
     keys = sorted(set.intersection(*(set(v) for v in results.values())))
     head = ["task", "labels", ref_name, *(n for n, _ in others), *(f"{ref_name} − {n}" for n, _ in others)]
