@@ -47,6 +47,7 @@ CPU_SMALL: dict[str, list[str]] = {
     "ptbxl_cpu/simclr": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16"],
     "ptbxl_cpu/adv_mask": ["model.encoder.width=8", "ssl.masker.width=4", "ssl.projector_hidden=32",
                            "ssl.projector_dim=16"],
+    "ptbxl_cpu/adv_mask_random": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16"],
     "ptbxl_cpu/adv_mask_authors": ["model.encoder.width=8", "ssl.masker.width=4", "ssl.projector_hidden=32",
                                    "ssl.projector_dim=16"],
     "ptbxl_cpu/three_kg": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16"],
