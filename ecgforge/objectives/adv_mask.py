@@ -24,7 +24,16 @@ there, so the encoder phase's +NT-Xent also accumulates into the masker's gradie
 adds its −NT-Xent + penalty (``opt_m.zero_grad`` only follows ``opt_m.step``). With one mask both terms are
 computed on the same masked view by the same encoder (it steps once per 4 accumulated batches) and cancel:
 the masker then learns only the sparsity penalty. This flag reproduces that update (the masker's loss is
-−NT-Xent(draw 2) + NT-Xent(draw 1) + α·penalty, encoder phase first).
+−NT-Xent(draw 2) + NT-Xent(draw 1) + α·penalty, encoder phase first). It reproduces only the authors'
+batches on which the encoder does not step between the two phases: 3 of every 4 (``accumulate_grad_batches``
+= 4; ``opt_e.step`` runs after the encoder phase when ``(batch_idx + 1) % 4 == 0``). On the 4th their masker
+phase's −NT-Xent comes from the stepped encoder, so it no longer cancels the encoder phase's +NT-Xent (from the
+encoder before the step); the side-by-side reading of issue 26 puts that leftover at about twice an NT-Xent
+gradient (not measured here). ecgforge steps both networks on every batch, so that batch has no counterpart.
+
+``projector_bn``: True (default) is Linear(no bias)-BN-ReLU-Linear; the authors' projector (jessica-bo/
+advmask_ecg ``model/base_model.py``, ``BaseModel.__init__``, inherited by their adversarial model) is
+Linear-ReLU-Linear without batch norm, which ``projector_bn = false`` gives.
 
 The masker phase logs, per mask k, ``coverage_m{k}`` (mean applied mask = fraction of samples hidden) and
 ``qrs_share_m{k}`` (share of the hidden samples that lie within QRS complexes, ``data.qrs``), and
@@ -78,6 +87,8 @@ class AdvMaskConfig(ObjectiveConfig, AugmentedConfig):
         0, ge=0, description="encoder steps on unmasked views (plain SimCLR) before the masker starts")
     projector_hidden: int = Field(2048, gt=0)
     projector_dim: int = Field(128, gt=0)
+    projector_bn: bool = Field(
+        True, description="BatchNorm after the projector's hidden layer (false: the authors' Linear-ReLU-Linear)")
     masker: MaskerConfig = Field(default_factory=UNet1dConfig)
 
     @property
@@ -153,7 +164,8 @@ class AdvMask(Objective):
                 raise UserError(f"ssl.mask_mode = 'per_lead' needs ssl.masker.n_masks = its in_leads ({in_leads}) "
                                 f"and activation = 'sigmoid', got n_masks = {n_masks}")
         self.fs_hz: float = ctx.need("fs_hz")  # for the R-peak detector of the logged QRS shares
-        self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim)
+        self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim,
+                                   batch_norm=cfg.projector_bn)
         # Encoder steps taken in this process, for the warm-up. Not persistent, so checkpoints of runs before it
         # still load strictly; a run resumed inside its warm-up therefore warms up again from its resume point.
         self.register_buffer("encoder_steps", torch.zeros((), dtype=torch.long), persistent=False)
