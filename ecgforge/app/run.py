@@ -21,7 +21,7 @@ from accelerate.utils import set_seed
 from torch import nn
 
 from ecgforge.app import preflight
-from ecgforge.app.guard import worse_than_random
+from ecgforge.app.guard import guard_tables, table_label
 from ecgforge.app.recipes import load_run_recipe, resolve_splits
 from ecgforge.config_files import to_toml_dict
 from ecgforge.data.cache import Cache, CacheError
@@ -84,8 +84,8 @@ def evaluate(plan: RunPlan, encoder: nn.Module, device: torch.device, reporter: 
              run_dir: Path | None = None) -> Results:
     """Every ``[[eval]]`` table of the plan's recipe on ``encoder`` (and its reference initialisations).
 
-    When the first table has a random-init reference and the encoder is worse than it at every label fraction,
-    one line says so (``reporter.note``) and the results' ``warnings`` keep it.
+    For each table that has a random-init reference where the encoder is worse than it at every label
+    fraction, one line says so (``reporter.note``) and the results' ``warnings`` keep it.
     """
     t0 = time.perf_counter()
     r, cache = plan.recipe, plan.cache
@@ -107,11 +107,9 @@ def evaluate(plan: RunPlan, encoder: nn.Module, device: torch.device, reporter: 
     for i, ev in enumerate(r.eval):
         reporter.note(f"eval [{i}] {ev.kind} on {getattr(ev, 'task', '')}")
         table = add_versus(build(PROTOCOLS, ev).run(ctx), ev.bootstrap)
-        if i == 0:
-            line = worse_than_random(table, f"eval [0] {ev.kind} {getattr(ev, 'task', '')}".rstrip())
-            if line is not None:
-                reporter.note(f"warning: {line}")
-                warnings.append(line)
+        for line in guard_tables([(table_label(i, ev), table)]):
+            reporter.note(f"warning: {line}")
+            warnings.append(line)
         rows += table
     ctx.features.clear()
     return Results.of_evaluation(r, cache, rows, warnings=warnings, eval_seconds=time.perf_counter() - t0)
