@@ -137,6 +137,10 @@ class MonitorConfig(Strict):
     split: str = Field("train", description="split of data.splits the labelled subset is drawn from")
     n_records: int = Field(400, ge=4, description="labelled records of the fixed subset (patient-grouped)")
     test_frac: float = Field(0.5, gt=0, lt=1, description="share of the subset (by patient) the probe is scored on")
+    label_fractions: list[float] = Field(
+        default_factory=lambda: [1.0], min_length=1,
+        description="fractions of the probe-train part (patient-grouped, fixed) each probe is trained on; "
+                    "keys monitor/<probe>_<fraction>/..., monitor/<probe>/... for 1")
     k: int = Field(20, ge=1, description="neighbours of the k-NN probe")
     linear_epochs: int = Field(100, ge=1, description="epochs of the linear probe (Adam, full subset, no selection)")
     linear_lr: float = Field(1e-3, gt=0)
@@ -146,6 +150,8 @@ class MonitorConfig(Strict):
     def _probes_once(self) -> MonitorConfig:
         if len(set(self.probes)) != len(self.probes):
             raise ValueError(f"probes: {self.probes} names a probe twice")
+        if any(not 0 < f <= 1 for f in self.label_fractions) or len(set(self.label_fractions)) != len(self.label_fractions):
+            raise ValueError(f"label_fractions: {self.label_fractions}: each in (0, 1], none twice")
         return self
 
 

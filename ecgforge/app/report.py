@@ -62,6 +62,71 @@ def plot_losses(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path
     return _save(fig, path)
 
 
+def monitor_curves(rows: list[dict[str, Any]]) -> dict[str, tuple[list[tuple[int, float]], float | None]]:
+    """Online-monitor key (``monitor/knn/superdiagnostic/macro_auroc``) -> ((step, score) points, the random-init
+    reference or None), from metrics/train.jsonl rows."""
+    out: dict[str, tuple[list[tuple[int, float]], float | None]] = {}
+    keys = [k for r in rows for k in r if k.startswith("monitor/") and k != "monitor/seconds" and not k.endswith("/random")]
+    for k in dict.fromkeys(keys):
+        pts = [(int(r["step"]), float(r[k])) for r in rows if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])]
+        ref = next((float(r[f"{k}/random"]) for r in rows if isinstance(r.get(f"{k}/random"), (int, float))), None)
+        out[k] = (pts, ref)
+    return out
+
+
+def crossing_step(points: list[tuple[int, float]], reference: float, lower_is_better: bool = False) -> int | None:
+    """The first step after 0 from which every later score is above ``reference`` (below it for a lower-better
+    metric); None if the last score is not."""
+    sign = -1.0 if lower_is_better else 1.0
+    after = [(s, v) for s, v in points if s > 0]
+    crossed = None
+    for s, v in after:
+        if sign * (v - reference) > 0:
+            crossed = s if crossed is None else crossed
+        else:
+            crossed = None
+    return crossed
+
+
+def plot_training(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
+    """The run's training curves against the optimiser step, side by side: the loss(es), each online-monitor
+    probe score with its random-init reference (dashed, same colour), ``embed/std`` and ``embed/erank``. None if
+    the run logged no monitor score (loss.png alone then)."""
+    curves = monitor_curves(rows)
+    if not rows or not curves:
+        return None
+    fig, axes = plt.subplots(1, 4, figsize=(17.0, 3.6))
+    losses = sorted({k for r in rows for k, v in r.items() if "loss" in k and isinstance(v, (int, float))})
+    for k in losses:
+        axes[0].plot(*zip(*[(r["step"], r[k]) for r in rows if k in r], strict=True), label=k, lw=1.2)
+    axes[0].set_title("training loss")
+    colours = _Colours()
+    for k, (pts, ref) in curves.items():
+        label = k.removeprefix("monitor/")
+        colour = colours((k,))
+        if pts:
+            axes[1].plot(*zip(*pts, strict=True), marker="o", ms=3, lw=1.5, color=colour, label=label)
+        if ref is not None:
+            axes[1].axhline(ref, ls="--", lw=1.2, color=colour, label=f"{label}, random init")
+            crossed = crossing_step(pts, ref, lower_is_better=k.endswith("/mae"))
+            if crossed is not None:
+                axes[1].axvline(crossed, ls=":", lw=1.0, color=colour)
+    axes[1].set_title("online probe (dotted: crosses random init)")
+    for ax, key in zip(axes[2:], ("embed/std", "embed/erank"), strict=True):
+        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), lw=1.2, color="tab:gray")
+        ax.set_title(key)
+    for ax in axes:
+        ax.set_xlabel("optimiser step")
+        ax.grid(alpha=0.3)
+    for ax in axes[:2]:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(frameon=False, fontsize=7)
+    fig.suptitle(title or "pretraining", fontsize=10)
+    return _save(fig, path)
+
+
 def label_efficiency(rows: list[ResultRow], metric: str) -> dict[tuple[str, str, str], dict[float, list[float]]]:
     """(protocol, task, init) -> fraction -> metric values over seeds, for supervised tasks' rows of protocols
     without test conditions (those are drawn against their conditions)."""
@@ -131,9 +196,9 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     """The plots of one run directory into ``run_dir/plots``."""
     rd = RunDir(run_dir)
     made = []
-    loss = plot_losses(read_jsonl(rd.metrics_jsonl), rd.plots_dir / "loss.png", rd.name)
-    if loss:
-        made.append(loss)
+    log = read_jsonl(rd.metrics_jsonl)
+    made += [p for p in (plot_losses(log, rd.plots_dir / "loss.png", rd.name),
+                         plot_training(log, rd.plots_dir / "training.png", rd.name)) if p]
     results = rd.read_results()
     if results is not None:
         made += _result_plots({rd.name: results.rows}, rd.plots_dir)
@@ -428,6 +493,9 @@ def make_report(run_dirs: list[str | Path], out_dir: str | Path) -> list[Path]:
     card_png = plot_card(runs, cells, out_dir / "scorecard.png")
     made += [card_png] if card_png else []
     made += _result_plots(runs, out_dir)
+    for d, name in zip(run_dirs, runs, strict=True):
+        p = plot_training(read_jsonl(RunDir(d).metrics_jsonl), out_dir / f"training_{name.replace('/', '_')}.png", name)
+        made += [p] if p else []
     for d, name in zip(run_dirs, runs, strict=True):
         made += plot_objective_figures(d, out_dir, name.replace("/", "_"))
     made.append(write_html(out_dir / "report.html", runs, summary, cells, [p for p in made if p.suffix == ".png"], card_png))

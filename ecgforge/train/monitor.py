@@ -38,6 +38,12 @@ from ecgforge.evaluation.scoring import primary_score
 from ecgforge.recipe import MonitorConfig
 
 
+def monitor_key(probe: str, fraction: float, task: str, metric: str) -> str:
+    """``monitor/knn/superdiagnostic/macro_auroc`` (all of the probe-train part), ``monitor/knn_0.2/...`` (a
+    fraction of it); characters every tracker accepts (MLflow: no ``@``)."""
+    return f"monitor/{probe if fraction == 1 else f'{probe}_{fraction:g}'}/{task}/{metric}"
+
+
 @contextlib.contextmanager
 def rng_preserved() -> Iterator[None]:
     """Restore torch's CPU and CUDA generators, numpy's and python's global RNG states on exit."""
@@ -57,12 +63,13 @@ def rng_preserved() -> Iterator[None]:
 @dataclass(frozen=True)
 class MonitorSubset:
     """The fixed labelled records of the monitor: ``x (W, leads, window)`` float32 windows, ``record_of (W,)``
-    their record's position in ``targets``, and which positions are probe-train and probe-test."""
+    their record's position in ``targets``, which positions are probe-test, and per label fraction which are
+    probe-train."""
 
     x: torch.Tensor
     record_of: np.ndarray
     targets: Targets
-    train: np.ndarray
+    train: dict[float, np.ndarray]
     test: np.ndarray
 
 
@@ -85,9 +92,11 @@ def draw_subset(cfg: MonitorConfig, cache: Cache, split_indices: np.ndarray, win
     if len(train) == 0 or len(test) == 0:
         raise UserError(f"train.monitor: {len(t.indices)} records cannot be split into a probe-train and a "
                         f"probe-test part by patient; raise n_records")
+    strata_tr = None if strata is None else strata[train]
+    trains = {f: train[label_fraction(strata_tr, codes[t.indices[train]], f, seed + 2)] for f in cfg.label_fractions}
     tiles = TiledWindows(cache, t.indices, window, stride)
     x = torch.stack([tiles[k]["x"] for k in range(len(tiles))]).float()
-    return MonitorSubset(x, tiles.record_of, t, train, test)
+    return MonitorSubset(x, tiles.record_of, t, trains, test)
 
 
 class OnlineMonitor:
@@ -119,15 +128,16 @@ class OnlineMonitor:
         metric = PRIMARY[t.task_type]
         out: dict[str, float] = {}
         for probe in cfg.probes:
-            if probe == "knn":
-                scores = knn_scores(z[s.train], t.y[s.train], z[s.test], cfg.k, t.task_type, n_classes)
-            else:
-                head = fit_linear_head(z[s.train], t.y[s.train], t.task_type, 1 if t.task_type == "regression"
-                                       else n_classes, epochs=cfg.linear_epochs, lr=cfg.linear_lr, seed=self.seed)
-                scores = head.scores(z[s.test])
-            value = primary_score(t.task_type, t.y[s.test], scores, t.names)
-            # primary_score is higher-better (-MAE for regression): log the metric itself.
-            out[f"monitor/{probe}/{cfg.task}/{metric}"] = -value if t.task_type == "regression" else value
+            for fraction, train in s.train.items():
+                if probe == "knn":
+                    scores = knn_scores(z[train], t.y[train], z[s.test], cfg.k, t.task_type, n_classes)
+                else:
+                    head = fit_linear_head(z[train], t.y[train], t.task_type, 1 if t.task_type == "regression"
+                                           else n_classes, epochs=cfg.linear_epochs, lr=cfg.linear_lr, seed=self.seed)
+                    scores = head.scores(z[s.test])
+                value = primary_score(t.task_type, t.y[s.test], scores, t.names)
+                # primary_score is higher-better (-MAE for regression): log the metric itself.
+                out[monitor_key(probe, fraction, cfg.task, metric)] = -value if t.task_type == "regression" else value
         return out
 
     def check(self, encoder: nn.Module, step: int) -> dict[str, float]:

@@ -1,0 +1,95 @@
+"""Learning curves of every recipes/ptbxl_cpu objective: the online k-NN monitor against the optimiser step, and
+the step where each crosses its random-init reference (BENCHMARKS.md "Learning curves on PTB-XL").
+
+    python benchmarks/learning_curves.py run [RECIPE ...]   # one run after another (OMP_NUM_THREADS=1)
+    python benchmarks/learning_curves.py table              # the Markdown table and docs/images/curves_*.png
+
+Each run is the recipe as shipped (design, batch, optimiser, augmentations) with ``[[eval]]`` left out (the
+curve is the measurement), ``max_steps`` / ``time_budget_s`` from `PLAN` and the monitor `MONITOR`: k-NN
+(k = 20) on 400 labelled superdiagnostic records of strat_fold 2 (patient-grouped), scored on half of them by
+patient, trained on the other half (about 200 records) and on 20 % of it (about 40), the random-init reference
+at step 0. Runs go to runs/curves/<recipe>.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ecgforge.app.report import crossing_step, monitor_curves, plot_training  # noqa: E402
+from ecgforge.rundir import read_jsonl  # noqa: E402
+
+OUT = ROOT / "runs" / "curves"
+IMAGES = ROOT / "docs" / "images"
+MONITOR = ('{every_steps = %d, task = "superdiagnostic", split = "train", n_records = 400, test_frac = 0.5, '
+           'probes = ["knn"], k = 20, label_fractions = [0.2, 1.0]}')
+#: recipe -> (max_steps, monitor every_steps, time budget in s). The recipes that beat random init at 300 steps
+#: (BENCHMARKS.md) get a short curve to find their crossing; those that did not, up to 1000 steps within a time
+#: budget (2 CPU cores shared by 8 engineers: about 70 minutes for the whole queue).
+PLAN: dict[str, tuple[int, int, int]] = {
+    "simclr": (150, 15, 400), "cmsc": (150, 15, 400), "three_kg_owncrop_norot": (150, 15, 400),
+    "cpc": (150, 15, 400), "w2v_cmsc_rlm": (150, 15, 500), "adv_mask": (150, 15, 450),
+    "swav": (1000, 25, 540), "moco": (1000, 25, 540), "wav2vec2": (1000, 25, 540), "byol": (1000, 25, 540),
+    "three_kg": (1000, 25, 540),
+}
+
+
+def run(recipes: list[str]) -> None:
+    for name in recipes or list(PLAN):
+        steps, every, budget = PLAN[name]
+        cmd = [sys.executable, "-m", "ecgforge", "run", f"recipes/ptbxl_cpu/{name}.toml", "--out", str(OUT / name),
+               "--overwrite", "--set", "eval=[]", "--set", f"train.max_steps={steps}",
+               "--set", f"train.time_budget_s={budget}", "--set", f"train.monitor={MONITOR % every}"]
+        print(" ".join(cmd), flush=True)
+        with open(OUT / f"{name}.log", "w") as log:
+            subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
+
+
+def table() -> None:
+    print("| recipe | steps run | s / step | monitor share | k-NN random init (200 / 40 records) | "
+          "k-NN at the last step | crosses random init at step (200 / 40 records) | embed std / erank, last |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in PLAN:
+        rows = read_jsonl(OUT / name / "metrics" / "train.jsonl")
+        if not rows:
+            print(f"| {name} | not run | | | | | | |")
+            continue
+        curves = monitor_curves(rows)
+        full, part = (curves.get(f"monitor/{p}/superdiagnostic/macro_auroc", ([], None)) for p in ("knn", "knn_0.2"))
+        train = [r for r in rows if "loss" in r or any(k.endswith("loss") for k in r)]
+        last = train[-1] if train else {}
+        steps = int(last.get("step", 0))
+        mon_s = sum(r.get("monitor/seconds", 0.0) for r in rows)
+        elapsed = float(last.get("elapsed_s", float("nan")))
+        per_step = (elapsed - mon_s) / steps if steps else float("nan")
+        embed = next((f"{r['embed/std']:.2f} / {r['embed/erank']:.0f}" for r in reversed(rows) if "embed/std" in r), "n/a")
+
+        def cross(c: tuple[list[tuple[int, float]], float | None]) -> str:
+            pts, ref = c
+            if ref is None or not pts:
+                return "n/a"
+            s = crossing_step(pts, ref)
+            return f"{s}" if s is not None else f"not within {pts[-1][0]}"
+
+        refs = " / ".join(f"{c[1]:.3f}" if c[1] is not None else "n/a" for c in (full, part))
+        ends = " / ".join(f"{c[0][-1][1]:.3f}" if c[0] else "n/a" for c in (full, part))
+        print(f"| {name} | {steps} | {per_step:.2f} | {mon_s / elapsed:.0%} | {refs} | {ends} | "
+              f"{cross(full)} / {cross(part)} | {embed} |")
+        plot_training(rows, IMAGES / f"curves_{name}.png", f"ptbxl_cpu/{name}.toml: online k-NN (superdiagnostic)")
+    print()
+    print(json.dumps({n: PLAN[n] for n in PLAN}))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["run"]:
+        OUT.mkdir(parents=True, exist_ok=True)
+        run(sys.argv[2:])
+    elif sys.argv[1:2] == ["table"]:
+        table()
+    else:
+        sys.exit(__doc__)
