@@ -93,3 +93,18 @@ def test_kill_and_resume_with_the_monitor_on_is_bit_identical(tiny_cache: Path, 
     strip = ("samples_per_s", "data_wait_frac", "elapsed_s", "monitor/seconds")
     rows = [{k: v for k, v in x.items() if k not in strip} for x in _rows(out)]
     assert rows == [{k: v for k, v in x.items() if k not in strip} for x in _rows(tmp_path / "ref")]
+
+
+def test_a_misspelled_monitor_task_or_split_is_one_line_naming_the_field(tiny_cache: Path) -> None:
+    from ecgforge.app import preflight
+    from ecgforge.data.cache import Cache
+    from ecgforge.errors import UserError
+
+    r = recipe_dict(tiny_cache)
+    r["train"]["monitor"] = {**MONITOR, "task": "lable"}
+    with pytest.raises(UserError) as err:
+        preflight.check(Recipe.model_validate(r), "r.toml", Cache(tiny_cache))
+    assert "r.toml: train.monitor.task: 'lable' is not a label set" in str(err.value)
+    r["train"]["monitor"] = {**MONITOR, "split": "vla"}
+    with pytest.raises(ValueError, match="train.monitor.split 'vla' is not one of data.splits"):
+        Recipe.model_validate(r)
