@@ -123,7 +123,7 @@ def plot_training(rows: list[dict[str, Any]], path: Path, title: str = "") -> Pa
     for ax in axes[:2]:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(frameon=False, fontsize=7)
-    fig.suptitle(title or "pretraining", fontsize=10)
+    fig.suptitle(title or "pretraining", fontsize=10, y=1.03)
     return _save(fig, path)
 
 
