@@ -13,7 +13,6 @@ at step 0. Runs go to runs/curves/<recipe>.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,8 +33,8 @@ MONITOR = ('{every_steps = %d, task = "superdiagnostic", split = "train", n_reco
 PLAN: dict[str, tuple[int, int, int]] = {
     "cmsc": (150, 15, 400), "three_kg_owncrop_norot": (150, 15, 400),
     "cpc": (150, 15, 400), "w2v_cmsc_rlm": (150, 15, 500), "adv_mask": (150, 15, 450),
-    "swav": (1000, 25, 540), "moco": (1000, 25, 540), "wav2vec2": (1000, 25, 540), "byol": (1000, 25, 540),
-    "three_kg": (1000, 25, 540), "simclr": (150, 15, 400),
+    "swav": (1000, 25, 480), "moco": (1000, 25, 480), "wav2vec2": (1000, 25, 480), "byol": (1000, 25, 480),
+    "three_kg": (1000, 25, 480), "simclr": (150, 15, 400),
 }
 
 
@@ -81,8 +80,29 @@ def table() -> None:
         print(f"| {name} | {steps} | {per_step:.2f} | {mon_s / elapsed:.0%} | {refs} | {ends} | "
               f"{cross(full)} / {cross(part)} | {embed} |")
         plot_training(rows, IMAGES / f"curves_{name}.png", f"ptbxl_cpu/{name}.toml: online k-NN (superdiagnostic)")
-    print()
-    print(json.dumps({n: PLAN[n] for n in PLAN}))
+    overview()
+
+
+def overview() -> None:
+    """docs/images/curves_overview.png: per probe, every objective's score minus its random-init reference
+    against the step (above 0: better than random init)."""
+    import matplotlib.pyplot as plt
+
+    probes = ["knn", "knn_0.2", "linear", "linear_0.2"]
+    fig, axes = plt.subplots(1, len(probes), figsize=(18.0, 4.2), sharey=True)
+    for ax, probe in zip(axes, probes, strict=True):
+        for name in PLAN:
+            rows = read_jsonl(OUT / name / "metrics" / "train.jsonl")
+            pts, ref = monitor_curves(rows).get(f"monitor/{probe}/superdiagnostic/macro_auroc", ([], None))
+            if pts and ref is not None:
+                ax.plot([s for s, _ in pts], [v - ref for _, v in pts], marker="o", ms=2, lw=1.2, label=name)
+        ax.axhline(0.0, color="black", lw=0.8)
+        ax.set_title(f"{probe}: macro AUROC − random init")
+        ax.set_xlabel("optimiser step")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.savefig(IMAGES / "curves_overview.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
 
 
 if __name__ == "__main__":
