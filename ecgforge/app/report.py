@@ -101,28 +101,34 @@ def plot_training(rows: list[dict[str, Any]], path: Path, title: str = "") -> Pa
         axes[0].plot(*zip(*[(r["step"], r[k]) for r in rows if k in r], strict=True), label=k, lw=1.2)
     axes[0].set_title("training loss")
     colours = _Colours()
+    # Keys share task and metric in the usual case: name the curves by probe, the axis by task and metric.
+    tails = {k.split("/", 2)[-1] for k in curves}
     for k, (pts, ref) in curves.items():
-        label = k.removeprefix("monitor/")
+        label = k.split("/")[1] if len(tails) == 1 else k.removeprefix("monitor/")
         colour = colours((k,))
         if pts:
             axes[1].plot(*zip(*pts, strict=True), marker="o", ms=3, lw=1.5, color=colour, label=label)
         if ref is not None:
-            axes[1].axhline(ref, ls="--", lw=1.2, color=colour, label=f"{label}, random init")
+            axes[1].axhline(ref, ls="--", lw=1.0, color=colour)
             crossed = crossing_step(pts, ref, lower_is_better=k.endswith("/mae"))
             if crossed is not None:
                 axes[1].axvline(crossed, ls=":", lw=1.0, color=colour)
-    axes[1].set_title("online probe (dotted: crosses random init)")
+    axes[1].plot([], [], ls="--", color="gray", label="random init (same colour)")
+    axes[1].plot([], [], ls=":", color="gray", label="crosses it for good")
+    axes[1].set_title("online probe: " + (next(iter(tails)) if len(tails) == 1 else "score"))
+    axes[1].legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
     for ax, key in zip(axes[2:], ("embed/std", "embed/erank"), strict=True):
         pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
         if pts:
             ax.plot(*zip(*pts, strict=True), lw=1.2, color="tab:gray")
+        else:  # e.g. CPC, wav2vec 2.0: the objective calls the encoder's parts, not its forward
+            ax.text(0.5, 0.5, "not logged by this objective", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(key)
     for ax in axes:
         ax.set_xlabel("optimiser step")
         ax.grid(alpha=0.3)
-    for ax in axes[:2]:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(frameon=False, fontsize=7)
+    if losses:
+        axes[0].legend(frameon=False, fontsize=7)
     fig.suptitle(title or "pretraining", fontsize=10, y=1.03)
     return _save(fig, path)
 
