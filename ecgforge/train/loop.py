@@ -461,7 +461,9 @@ class Trainer:
                         main_loss = next(iter(v for k, v in row.items() if k.endswith("loss")), float("nan"))
                         update(state.step, status=f"loss {main_loss:.4f}  {row['samples_per_s']:,.0f} samples/s")
                         window_t, window_samples, window_wait = now, 0, 0.0
-                    if state.step % (t.monitor.every_steps if t.monitor else 1) == 0 or state.step == self.total:
+                    # Also at the last step, whether the step budget or the time budget ends the run.
+                    if state.step % (t.monitor.every_steps if t.monitor else 1) == 0 or state.step == self.total \
+                            or budget_spent:
                         window_t += self.monitor_row(log)
                     update(state.step)
                     if state.step >= self.total or interrupted or budget_spent:
