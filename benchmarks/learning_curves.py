@@ -50,23 +50,24 @@ def run(recipes: list[str]) -> None:
 
 
 def table() -> None:
-    print("| recipe | steps run | s / step | monitor share | k-NN random init (200 / 40 records) | "
-          "k-NN at the last step | crosses random init at step (200 / 40 records) | embed std / erank, last |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| recipe | steps run | s / step | monitor share | probe | random init (200 / 40 labelled) | "
+          "last step (200 / 40) | above random from step (200 / 40) | embed std / erank, first → last |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in PLAN:
         rows = read_jsonl(OUT / name / "metrics" / "train.jsonl")
-        if not rows:
-            print(f"| {name} | not run | | | | | | |")
+        train = [r for r in rows if "samples_per_s" in r]
+        if not train:
+            print(f"| {name} | not run | | | | | | | |")
             continue
         curves = monitor_curves(rows)
-        full, part = (curves.get(f"monitor/{p}/superdiagnostic/macro_auroc", ([], None)) for p in ("knn", "knn_0.2"))
-        train = [r for r in rows if "loss" in r or any(k.endswith("loss") for k in r)]
-        last = train[-1] if train else {}
-        steps = int(last.get("step", 0))
+        last = train[-1]
+        steps = int(last["step"])
         mon_s = sum(r.get("monitor/seconds", 0.0) for r in rows)
-        elapsed = float(last.get("elapsed_s", float("nan")))
-        per_step = (elapsed - mon_s) / steps if steps else float("nan")
-        embed = next((f"{r['embed/std']:.2f} / {r['embed/erank']:.0f}" for r in reversed(rows) if "embed/std" in r), "n/a")
+        elapsed = float(last["elapsed_s"])
+        per_step = (elapsed - mon_s) / steps
+        stats = [r for r in rows if "embed/std" in r]
+        embed = (f"{stats[0]['embed/std']:.2f} / {stats[0]['embed/erank']:.0f} → {stats[-1]['embed/std']:.2f} / "
+                 f"{stats[-1]['embed/erank']:.0f}" if stats else "n/a")
 
         def cross(c: tuple[list[tuple[int, float]], float | None]) -> str:
             pts, ref = c
@@ -75,11 +76,14 @@ def table() -> None:
             s = crossing_step(pts, ref)
             return f"{s}" if s is not None else f"not within {pts[-1][0]}"
 
-        refs = " / ".join(f"{c[1]:.3f}" if c[1] is not None else "n/a" for c in (full, part))
-        ends = " / ".join(f"{c[0][-1][1]:.3f}" if c[0] else "n/a" for c in (full, part))
-        print(f"| {name} | {steps} | {per_step:.2f} | {mon_s / elapsed:.0%} | {refs} | {ends} | "
-              f"{cross(full)} / {cross(part)} | {embed} |")
-        plot_training(rows, IMAGES / f"curves_{name}.png", f"ptbxl_cpu/{name}.toml: online k-NN (superdiagnostic)")
+        for i, probe in enumerate(("knn", "linear")):
+            full, part = (curves.get(f"monitor/{p}/superdiagnostic/macro_auroc", ([], None))
+                          for p in (probe, f"{probe}_0.2"))
+            refs = " / ".join(f"{c[1]:.3f}" if c[1] is not None else "n/a" for c in (full, part))
+            ends = " / ".join(f"{c[0][-1][1]:.3f}" if c[0] else "n/a" for c in (full, part))
+            head = f"| {name} | {steps} | {per_step:.2f} | {mon_s / elapsed:.0%} |" if i == 0 else "| | | | |"
+            print(f"{head} {probe} | {refs} | {ends} | {cross(full)} / {cross(part)} | {embed if i == 0 else ''} |")
+        plot_training(rows, IMAGES / f"curves_{name}.png", f"ptbxl_cpu/{name}.toml: online probes (superdiagnostic)")
     overview()
 
 
