@@ -66,7 +66,8 @@ def monitor_curves(rows: list[dict[str, Any]]) -> dict[str, tuple[list[tuple[int
     """Online-monitor key (``monitor/knn/superdiagnostic/macro_auroc``) -> ((step, score) points, the random-init
     reference or None), from metrics/train.jsonl rows."""
     out: dict[str, tuple[list[tuple[int, float]], float | None]] = {}
-    keys = [k for r in rows for k in r if k.startswith("monitor/") and k != "monitor/seconds" and not k.endswith("/random")]
+    # monitor/<probe>/<task>/<metric>: not monitor/seconds, monitor/embed/..., nor the references (.../random).
+    keys = [k for r in rows for k in r if k.startswith("monitor/") and len(k.split("/")) == 4 and not k.endswith("/random")]
     for k in dict.fromkeys(keys):
         pts = [(int(r["step"]), float(r[k])) for r in rows if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])]
         ref = next((float(r[f"{k}/random"]) for r in rows if isinstance(r.get(f"{k}/random"), (int, float))), None)
@@ -118,11 +119,21 @@ def plot_training(rows: list[dict[str, Any]], path: Path, title: str = "") -> Pa
     axes[1].set_title("online probe: " + (next(iter(tails)) if len(tails) == 1 else "score"))
     axes[1].legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
     for ax, key in zip(axes[2:], ("embed/std", "embed/erank"), strict=True):
-        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), lw=1.2, color="tab:gray")
-        else:  # e.g. CPC, wav2vec 2.0: the objective calls the encoder's parts, not its forward
-            ax.text(0.5, 0.5, "not logged by this objective", ha="center", va="center", transform=ax.transAxes)
+        # Training batches (where the objective calls the encoder's forward; not CPC, wav2vec 2.0) and the
+        # monitor's fixed subset in eval mode, with the random encoder's value on that subset.
+        batch = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+        fixed = [(r["step"], r[f"monitor/{key}"]) for r in rows if isinstance(r.get(f"monitor/{key}"), (int, float))]
+        ref = next((r[f"monitor/{key}/random"] for r in rows if isinstance(r.get(f"monitor/{key}/random"), (int, float))), None)
+        if batch:
+            ax.plot(*zip(*batch, strict=True), lw=1.2, color="tab:gray", label="training batch")
+        if fixed:
+            ax.plot(*zip(*fixed, strict=True), lw=1.2, marker="o", ms=3, color="tab:purple", label="monitor subset")
+        if ref is not None:
+            ax.axhline(ref, ls="--", lw=1.0, color="tab:purple", label="monitor subset, random init")
+        if batch or fixed:
+            ax.legend(frameon=False, fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(key)
     for ax in axes:
         ax.set_xlabel("optimiser step")

@@ -3,11 +3,13 @@
 Every ``every_steps`` optimiser steps (and at step 0, and at the last step) the encoder embeds a fixed
 labelled subset of one split (``n_records`` records, drawn once, patient-grouped and stratified, then cut into
 a fixed probe-train and probe-test part by patient), tiled into the run's evaluation windows and averaged per
-record, as the frozen-feature protocols do. A k-NN probe and/or a linear probe is scored on it and logged
-to metrics/train.jsonl and the trackers as ``monitor/<probe>/<task>/<metric>``. At step 0 a freshly built
-encoder of the same architecture (the run's seed, in a forked RNG) is scored once as the random-init
-reference, ``monitor/<probe>/<task>/<metric>/random``: the step where the curve crosses it is the budget
-at which pretraining starts to pay (solo-learn's online linear evaluation, lightly's kNN callback).
+record, as the frozen-feature protocols do. A k-NN probe and/or a linear probe is scored on it and logged to
+metrics/train.jsonl and the trackers as ``monitor/<probe>/<task>/<metric>``, with the collapse statistics of the
+subset's embeddings, ``monitor/embed/std`` and ``monitor/embed/erank`` (also for objectives whose training
+batches log none: CPC, wav2vec 2.0). At step 0 a freshly built encoder of the same architecture (the run's
+seed, in a forked RNG) is scored once as the random-init reference, the same keys ending in ``/random``: the
+step where the curve crosses it is the budget at which pretraining starts to pay (solo-learn's online linear
+evaluation, lightly's kNN callback).
 
 It never changes the training: every RNG it could touch (torch CPU and CUDA, numpy, python) is saved and
 restored, the encoder is called in eval mode under ``no_grad`` (no BatchNorm statistic moves) and its mode
@@ -36,6 +38,7 @@ from ecgforge.evaluation.knn import knn_scores
 from ecgforge.evaluation.rows import PRIMARY
 from ecgforge.evaluation.scoring import primary_score
 from ecgforge.recipe import MonitorConfig
+from ecgforge.train.collapse import embedding_stats
 
 
 def monitor_key(probe: str, fraction: float, task: str, metric: str) -> str:
@@ -140,10 +143,17 @@ class OnlineMonitor:
                 out[monitor_key(probe, fraction, cfg.task, metric)] = -value if t.task_type == "regression" else value
         return out
 
+    def measure(self, encoder: nn.Module) -> dict[str, float]:
+        """Probe scores and ``monitor/embed/std``, ``monitor/embed/erank`` (the collapse statistics of the subset's
+        per-record embeddings, in eval mode: also for objectives whose training batches log none)."""
+        z = self.embed(encoder)
+        stats = embedding_stats(torch.from_numpy(z))
+        return {**self.score(z), **{f"monitor/{k}": v for k, v in stats.items()}}
+
     def check(self, encoder: nn.Module, step: int) -> dict[str, float]:
         """The monitor keys of ``encoder`` at ``step``; the training's RNG states untouched."""
         with rng_preserved():
-            return self.score(self.embed(encoder))
+            return self.measure(encoder)
 
     def reference(self, build_encoder: Callable[[], nn.Module]) -> dict[str, float]:
         """The same keys with ``/random`` for a freshly built encoder (``build_encoder()`` after seeding torch
@@ -151,4 +161,4 @@ class OnlineMonitor:
         with rng_preserved():
             torch.manual_seed(self.seed)
             fresh = build_encoder().to(self.device)
-            return {f"{k}/random": v for k, v in self.score(self.embed(fresh)).items()}
+            return {f"{k}/random": v for k, v in self.measure(fresh).items()}

@@ -68,6 +68,8 @@ def test_monitor_logs_probe_scores_and_leaves_the_weights_bit_identical(tiny_cac
         values = [r[f"monitor/{probe}/label/macro_auroc"] for r in mon]
         assert all(0.0 <= v <= 1.0 for v in values)
         assert f"monitor/{probe}/label/macro_auroc/random" in mon[0]
+    assert all(r["monitor/embed/std"] > 0 and r["monitor/embed/erank"] >= 1 for r in mon)  # the subset's statistics
+    assert mon[0]["monitor/embed/erank/random"] >= 1
     assert not any(k.endswith("/random") for r in mon[1:] for k in r)
     assert not any(k.startswith("monitor/") for r in _rows(tmp_path / "off") for k in r)
 
