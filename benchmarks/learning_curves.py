@@ -51,13 +51,14 @@ def run(recipes: list[str]) -> None:
 
 def table() -> None:
     print("| recipe | steps run | s / step | monitor share | probe | random init (200 / 40 labelled) | "
-          "last step (200 / 40) | above random from step (200 / 40) | embed std / erank, first → last |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "last step (200 / 40) | above random from step (200 / 40) | batch embed std / erank, first → last | "
+          "subset erank, random init → last |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in PLAN:
         rows = read_jsonl(OUT / name / "metrics" / "train.jsonl")
         train = [r for r in rows if "samples_per_s" in r]
         if not train:
-            print(f"| {name} | not run | | | | | | | |")
+            print(f"| {name} | not run | | | | | | | | |")
             continue
         curves = monitor_curves(rows)
         last = train[-1]
@@ -76,13 +77,17 @@ def table() -> None:
             s = crossing_step(pts, ref)
             return f"{s}" if s is not None else f"not within {pts[-1][0]}"
 
+        sub = [r["monitor/embed/erank"] for r in rows if "monitor/embed/erank" in r]
+        ref = next((r["monitor/embed/erank/random"] for r in rows if "monitor/embed/erank/random" in r), None)
+        subset = f"{ref:.0f} → {sub[-1]:.0f}" if sub and ref is not None else "n/a"
         for i, probe in enumerate(("knn", "linear")):
             full, part = (curves.get(f"monitor/{p}/superdiagnostic/macro_auroc", ([], None))
                           for p in (probe, f"{probe}_0.2"))
             refs = " / ".join(f"{c[1]:.3f}" if c[1] is not None else "n/a" for c in (full, part))
             ends = " / ".join(f"{c[0][-1][1]:.3f}" if c[0] else "n/a" for c in (full, part))
             head = f"| {name} | {steps} | {per_step:.2f} | {mon_s / elapsed:.0%} |" if i == 0 else "| | | | |"
-            print(f"{head} {probe} | {refs} | {ends} | {cross(full)} / {cross(part)} | {embed if i == 0 else ''} |")
+            print(f"{head} {probe} | {refs} | {ends} | {cross(full)} / {cross(part)} | {embed if i == 0 else ''} | "
+                  f"{subset if i == 0 else ''} |")
         plot_training(rows, IMAGES / f"curves_{name}.png", f"ptbxl_cpu/{name}.toml: online probes (superdiagnostic)")
     overview()
 
