@@ -24,6 +24,9 @@ from ecgforge.app.report import crossing_step, monitor_curves, plot_training  # 
 from ecgforge.rundir import read_jsonl  # noqa: E402
 
 OUT = ROOT / "runs" / "curves"
+#: About the check-to-check spread of one monitor score (200 test records); a crossing whose last score is above
+#: random init by less is marked with * (not resolved).
+NOISE = 0.03
 IMAGES = ROOT / "docs" / "images"
 MONITOR = ('{every_steps = %d, task = "superdiagnostic", split = "train", n_records = 400, test_frac = 0.5, '
            'probes = ["knn", "linear"], k = 20, label_fractions = [0.2, 1.0]}')
@@ -75,7 +78,9 @@ def table() -> None:
             if ref is None or not pts:
                 return "n/a"
             s = crossing_step(pts, ref)
-            return f"{s}" if s is not None else f"not within {pts[-1][0]}"
+            if s is None:
+                return f"not within {pts[-1][0]}"
+            return f"{s}*" if pts[-1][1] - ref < NOISE else f"{s}"
 
         sub = [r["monitor/embed/erank"] for r in rows if "monitor/embed/erank" in r]
         ref = next((r["monitor/embed/erank/random"] for r in rows if "monitor/embed/erank/random" in r), None)
@@ -104,7 +109,10 @@ def overview() -> None:
             rows = read_jsonl(OUT / name / "metrics" / "train.jsonl")
             pts, ref = monitor_curves(rows).get(f"monitor/{probe}/superdiagnostic/macro_auroc", ([], None))
             if pts and ref is not None:
-                ax.plot([s for s, _ in pts], [v - ref for _, v in pts], marker="o", ms=2, lw=1.2, label=name)
+                i = list(PLAN).index(name)  # 11 recipes, more than 10 default colours: tab20's dark hues, then light
+                colour = plt.cm.tab20((2 * i % 20 + 2 * i // 20) / 20)
+                ax.plot([s for s, _ in pts], [v - ref for _, v in pts], marker="o", ms=2, lw=1.2, label=name,
+                        color=colour)
         ax.axhline(0.0, color="black", lw=0.8)
         ax.set_title(f"{probe}: macro AUROC − random init")
         ax.set_xlabel("optimiser step")
