@@ -6,10 +6,11 @@ and all of them are reported together (one RecipeError, exit 2):
 
 - every split an ``[[eval]]`` table names (its protocol's ``split_fields()``) is one of ``data.splits``
   (``data.pretrain_split`` is checked by the schema);
-- with the cache: each split's selector names columns of the cache it selects from; each ``[[eval]] task``
-  and a supervised objective's ``ssl.task`` is a label set of its cache or a meta task (`META_TASKS`), of a
-  type the protocol supports (its config's ``task_types``), with labelled records in its train and test
-  splits (the objective's: in ``data.pretrain_split``);
+- with the cache: each split's selector names columns of the cache it selects from; each ``[[eval]] task``,
+  the online monitor's ``train.monitor.task`` and a supervised objective's ``ssl.task`` is a label set of its
+  cache or a meta task (`META_TASKS`), of a type the protocol supports (its config's ``task_types``), with
+  labelled records in its train and test splits (the objective's: in ``data.pretrain_split``; the monitor's:
+  in ``train.monitor.split``);
 - leakage (``app.leakage``): no test split shares records or patients with pretraining or training, unless
   ``data.allow_overlap`` allows it; and a warning (not a problem) where ``model.init`` starts from a public
   foundation model that was trained on a dataset the test splits hold records of.
@@ -180,6 +181,8 @@ class _Flight:
         if r.ssl is not None and isinstance(task := getattr(r.ssl, "task", None), str):
             if self.known_task("ssl.task", task, cache):
                 self.labelled("data.pretrain_split", cache, task, r.data.pretrain_split)
+        if (m := r.train.monitor) is not None and r.ssl is not None and self.known_task("train.monitor.task", m.task, cache):
+            self.labelled("train.monitor.split", cache, m.task, m.split)
         for i, ev in enumerate(r.eval):
             fields = {f: s for f, s in split_fields(ev).items() if s in splits}  # others failed above
             c = self.cache_at(f"eval[{i}].cache", getattr(ev, "cache", None), cache)

@@ -21,7 +21,7 @@ from accelerate.utils import set_seed
 from torch import nn
 
 from ecgforge.app import preflight
-from ecgforge.app.guard import worse_than_random
+from ecgforge.app.guard import guard_tables, table_label
 from ecgforge.app.leakage import derived_from
 from ecgforge.app.recipes import follow_contract, load_run_recipe, resolve_splits
 from ecgforge.config_files import to_toml_dict
@@ -86,8 +86,9 @@ def evaluate(plan: RunPlan, encoder: nn.Module, device: torch.device, reporter: 
     """Every ``[[eval]]`` table of the plan's recipe on ``encoder`` (and its reference initialisations).
 
     With ``run_dir``, the rows' test scores are written to its ``scores/`` (`RunDir.write_scores`) and the
-    results name them; the caller writes results.json. When the first table has a random-init reference and the encoder is worse than it at every label fraction,
-    one line says so (``reporter.note``) and the results' ``warnings`` keep it.
+    results name them; the caller writes results.json. For each table that has a random-init reference where
+    the encoder is worse than it at every label fraction, one line says so (``reporter.note``) and the results'
+    ``warnings`` keep it.
     """
     t0 = time.perf_counter()
     r, cache = plan.recipe, plan.cache
@@ -109,11 +110,9 @@ def evaluate(plan: RunPlan, encoder: nn.Module, device: torch.device, reporter: 
     for i, ev in enumerate(r.eval):
         reporter.note(f"eval [{i}] {ev.kind} on {getattr(ev, 'task', '')}")
         table = add_versus(build(PROTOCOLS, ev).run(ctx), ev.bootstrap)
-        if i == 0:
-            line = worse_than_random(table, f"eval [0] {ev.kind} {getattr(ev, 'task', '')}".rstrip())
-            if line is not None:
-                reporter.note(f"warning: {line}")
-                warnings.append(line)
+        for line in guard_tables([(table_label(i, ev), table)]):
+            reporter.note(f"warning: {line}")
+            warnings.append(line)
         tables.append(table)
     ctx.features.clear()
     results = Results.of_evaluation(r, cache, [row for t in tables for row in t], warnings=warnings,

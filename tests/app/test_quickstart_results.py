@@ -37,7 +37,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
     ])
     out = root / "run"
     Run(recipe, out).run()
-    return json.loads((out / "results.json").read_text())
+    return {**json.loads((out / "results.json").read_text()), "run_dir": str(out)}
 
 
 def test_every_pretrained_row_carries_versus_random(results: dict) -> None:
@@ -67,3 +67,16 @@ def test_every_row_carries_n_val_records(results: dict) -> None:
 def test_the_run_keeps_the_test_scores_of_every_row(results: dict) -> None:
     """Issue 26: `ecgforge run` keeps what `ecgforge report A B` pairs on, named in results.json."""
     assert results["scores"]["files"] == ["eval_0.npz"] and len(results["scores"]["id"]) == 32
+
+
+def test_the_quickstart_monitor_logs_probe_scores_with_a_random_reference(results: dict) -> None:
+    """The online monitor is on in the quickstart: k-NN scores at two or more steps (step 0 and the last, here
+    2), the random-init reference at step 0, and the report draws them (plots/training.png)."""
+    run = Path(results["run_dir"])
+    rows = [json.loads(x) for x in (run / "metrics" / "train.jsonl").read_text().splitlines()]
+    key = "monitor/knn/rhythm/macro_auroc"
+    steps = [r["step"] for r in rows if key in r]
+    assert len(steps) >= 2 and steps[0] == 0 and steps[-1] == 2
+    assert all(0.0 <= r[key] <= 1.0 for r in rows if key in r)
+    assert 0.0 <= next(r for r in rows if r["step"] == 0 and key in r)[f"{key}/random"] <= 1.0
+    assert (run / "plots" / "training.png").stat().st_size > 10_000
