@@ -13,13 +13,34 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape  # messages quote TOML tables like [model.encoder]
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from ecgforge.errors import Failure, UserError, resolved_against
 from ecgforge.ui.console import err, out
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+def _flags_take_no_value(params: list[Any]) -> list[Any]:
+    """typer shows an option's type after it, a flag's too (``--help <bool>``); a flag takes no value, so it
+    shows none (an empty metavar)."""
+    for p in params:
+        if isinstance(p, TyperOption) and p.is_flag and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_take_no_value(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_take_no_value(super().get_params(ctx))
+
+
+app = typer.Typer(cls=Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Self-supervised pretraining and data-scarce evaluation of ECG encoders.")
-cache_app = typer.Typer(no_args_is_help=True, help="Build, inspect and verify HDF5 dataset caches.")
+cache_app = typer.Typer(cls=Group, no_args_is_help=True, help="Build, inspect and verify HDF5 dataset caches.")
 app.add_typer(cache_app, name="cache")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,13 +108,13 @@ def _disk_full(exc: BaseException) -> bool:
     return any(s in text for s in ("No space left on device", "Disk quota exceeded", "errno = 28,", "StorageFull"))
 
 
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a recipe field: dotted.key=TOML-value")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="override a recipe field: dotted.key=TOML-value")]
 
 
 # ------------------------------------------------------------------------------------------------ run
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def run(
     recipe: Annotated[Path, typer.Argument(help="run recipe (TOML)")],
@@ -101,6 +122,8 @@ def run(
     out_dir: Annotated[Path | None, typer.Option("--out", help="run directory (default runs/<name>)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing run directory")] = False,
+    rebuild_cache: Annotated[bool, typer.Option(
+        "--rebuild-cache", help="replace data.cache where it was built from another spec than data.build")] = False,
 ) -> None:
     """Pretrain and evaluate as the recipe says; writes the run directory, ending with results.json."""
     from ecgforge.app import preflight
@@ -113,16 +136,30 @@ def run(
 
     run_dir = out_dir or Path("runs") / r.name
     runner = Run(r, run_dir, resume=resume, reporter=RichReporter(err), recipe_text=recipe.read_text(encoding="utf-8"),
-                 source=str(recipe))
+                 source=str(recipe), rebuild_cache=rebuild_cache)
     if runner.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         with RunLock(run_dir):
             prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
             results = runner.run()
         print_results(results)
-        out.print(f"results: {run_dir / 'results.json'}")
+        out.print(f"results: {run_dir / 'results.json'}", highlight=False)
+        print_claim(results, str(recipe), run_dir)
     else:
         runner.run()
+
+
+def print_claim(results: dict[str, Any], recipe: str, run_dir: Path) -> None:
+    """The run's last lines: a time budget that cut pretraining short, then what pretraining bought over a
+    random encoder, in words, with the paired interval."""
+    from ecgforge.app.claim import versus_random_lines
+    from ecgforge.app.run import budget_stop_line
+
+    stopped = budget_stop_line(results.get("pretraining") or {}, recipe, run_dir)
+    if stopped:
+        out.print(f"[yellow]warning:[/] {escape(stopped)}", highlight=False, soft_wrap=True)
+    for line in versus_random_lines(results):
+        out.print(escape(line), highlight=False, soft_wrap=True)
 
 
 def print_results(results: dict[str, Any]) -> None:
@@ -133,7 +170,7 @@ def print_results(results: dict[str, Any]) -> None:
         out.print(table)
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def validate(
     recipes: Annotated[list[Path], typer.Argument(help="run or cache recipes")],
@@ -167,7 +204,7 @@ def validate(
         raise typer.Exit(2)
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 def list_(as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False) -> None:
     """The registered component kinds per category, with the package each comes from (plugins included)."""
     from ecgforge.app.catalog import kinds, origins
@@ -183,7 +220,7 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="print one JSON o
 # ---------------------------------------------------------------------------------------- eval, report
 
 
-@app.command("eval")
+@app.command("eval", cls=Command)
 @user_errors
 def eval_(
     run_dir: Annotated[Path, typer.Argument(help="run directory (resolved.toml + encoder.safetensors)")],
@@ -196,10 +233,11 @@ def eval_(
 
     results = evaluate_run(run_dir, list(set_ or []), RichReporter(err))
     print_results(results)
-    out.print(f"results: {run_dir / 'results.json'}")
+    out.print(f"results: {run_dir / 'results.json'}", highlight=False)
+    print_claim(results, str(run_dir / "recipe.toml"), run_dir)
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="run directories to compare")],
@@ -220,6 +258,9 @@ def report(
     if pair and reference is not None:
         raise UserError("--pair and --reference: give one of them")
     target = out_dir or (run_dirs[0] / "report" if len(run_dirs) == 1 else Path("report"))
+    if len(run_dirs) == 1 and not pair:
+        out.print(f"one run: nothing to compare {run_dirs[0]} with; the report shows it against its reference "
+                  "initialisations (random, supervised)", highlight=False, soft_wrap=True)
     comparison = compare_runs(run_dirs, pair, reference, bootstrap) if len(run_dirs) > 1 or pair else None
     if comparison is not None:
         for table in between_tables(comparison):
@@ -245,7 +286,7 @@ def build_cache_with_progress(spec: Any, out_path: str | Path | None, workers: i
     return summary
 
 
-@cache_app.command("build")
+@cache_app.command("build", cls=Command)
 @user_errors
 def cache_build(
     spec: Annotated[Path, typer.Argument(help="cache recipe (TOML)")],
@@ -275,7 +316,7 @@ def cache_build(
         raise CacheError(f"{spec}: {exc}") from None
 
 
-@cache_app.command("info")
+@cache_app.command("info", cls=Command)
 @user_errors
 def cache_info(
     path: Annotated[Path, typer.Argument(help="cache file")],
@@ -297,7 +338,7 @@ def cache_info(
         out.print(f"  skipped {s['record']}: {s['reason']}", highlight=False)
 
 
-@cache_app.command("verify")
+@cache_app.command("verify", cls=Command)
 @user_errors
 def cache_verify(path: Annotated[Path, typer.Argument(help="cache file")]) -> None:
     """Re-check a cache against its spec hash and stored checksums (exit 1 on any problem)."""
@@ -318,7 +359,7 @@ def cache_verify(path: Annotated[Path, typer.Argument(help="cache file")]) -> No
 # --------------------------------------------------------------------------------------- embed, export
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def embed(
     encoder: Annotated[str, typer.Argument(
@@ -350,7 +391,7 @@ def embed(
               f"{summary['n_windows']} windows, {summary['embed_dim']}-d, on {summary['device']}", highlight=False)
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def export(
     run_dir: Annotated[Path, typer.Argument(help="run directory (or a fairseq-signals .pt checkpoint)")],
@@ -364,7 +405,7 @@ def export(
     out.print(f"[green]exported[/] {run_dir} -> {path} (encoder.json, encoder.safetensors, README.md)", highlight=False)
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def push(
     src: Annotated[Path, typer.Argument(help="export folder, or a run directory / fairseq .pt (exported on the way)")],

@@ -273,6 +273,7 @@ class Results:
     cache: str | None = None
     cache_spec_hash: str | None = None
     pretrain_seconds: float | None = None  # pretraining and saving the encoder, without the evaluations
+    pretraining: dict[str, Any] | None = None  # steps reached of max_steps and why it stopped (Trainer.outcome)
     eval_seconds: float | None = None
     warnings: list[str] | None = None  # lines the run printed as warnings (the worse-than-random guard)
     eval_overrides: list[str] | None = None  # `ecgforge eval --set` items of the last re-evaluation
@@ -282,7 +283,7 @@ class Results:
 
     #: JSON key -> field, in the order written.
     _KEYS: ClassVar[dict[str, str]] = {"recipe": "recipe", "ecgforge_version": "ecgforge_version", "seed": "seed", "cache": "cache",
-             "cache_spec_hash": "cache_spec_hash", "pretrain_seconds": "pretrain_seconds",
+             "cache_spec_hash": "cache_spec_hash", "pretrain_seconds": "pretrain_seconds", "pretraining": "pretraining",
              "eval_seconds": "eval_seconds", "eval": "rows", "warnings": "warnings",
              "eval_overrides": "eval_overrides", "allowed_overlap": "allowed_overlap", "scores": "scores"}
 
@@ -304,7 +305,8 @@ class Results:
         if previous is None:
             return self
         kept = self.pretrain_seconds if self.pretrain_seconds is not None else previous.pretrain_seconds
-        return self.replace(pretrain_seconds=kept, other={**previous.other, **self.other})
+        pretraining = self.pretraining if self.pretraining is not None else previous.pretraining
+        return self.replace(pretrain_seconds=kept, pretraining=pretraining, other={**previous.other, **self.other})
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

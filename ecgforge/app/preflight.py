@@ -259,7 +259,8 @@ def validate(recipe: Recipe, source: str) -> Checked:
         except CacheError as exc:
             raise RecipeError(f"{source}: data.cache: {exc}") from None
         if spec_hash is not None and cache.spec_hash != spec_hash:
-            why = f"{d.cache} was built from another spec than {d.build}"
+            why = (f"{d.cache} was built from another spec than {d.build}: `run` refuses it, `run --rebuild-cache` "
+                   "replaces it")
     if why is not None:
         checked = check(recipe, source)
         checked.notes.append(f"tasks, split sizes and leakage not checked: {why} (run checks them)")

@@ -123,12 +123,39 @@ def evaluate(plan: RunPlan, encoder: nn.Module, device: torch.device, reporter: 
     return results.replace(scores=RunDir(run_dir).write_scores(tables, [ev.bootstrap for ev in r.eval]))
 
 
+def spec_mismatch(path: str | Path, cache: Cache, build: str | Path, spec: CacheRecipe) -> str:
+    """``PATH was built from spec NAME (HASH) but data.build BUILD is spec NAME (HASH): FIELD = A in the cache, B
+    in BUILD; ...`` (the first three fields that differ)."""
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    ignored = {"out", "name", "workers", "source.path"}  # not part of the spec hash (CacheRecipe.spec_hash)
+    have, want = flat(cache.spec), flat(spec.model_dump(mode="json"))
+    diff = [f"{k} = {have.get(k, '(absent)')!r} in the cache, {want.get(k, '(absent)')!r} in {build}"
+            for k in sorted((set(have) | set(want)) - ignored) if have.get(k) != want.get(k)]
+    fields = "; ".join(diff[:3]) + (f"; {len(diff) - 3} more" if len(diff) > 3 else "")
+    return (f"{path} was built from spec {cache.spec.get('name', cache.name)!r} ({cache.spec_hash}) but data.build "
+            f"{build} is spec {spec.name!r} ({spec.spec_hash()})" + (f": {fields}" if fields else ""))
+
+
+def budget_stop_line(pretraining: dict[str, Any], recipe: str, run_dir: Path) -> str | None:
+    """The warning for a run whose ``train.time_budget_s`` ended pretraining before its last step, else None."""
+    if pretraining.get("stopped_by") != "time_budget_s":
+        return None
+    return (f"pretraining stopped at step {pretraining['steps']} of {pretraining['max_steps']}: train.time_budget_s = "
+            f"{pretraining['time_budget_s']:g} s ran out; the evaluations are of this partly trained encoder; "
+            f"`ecgforge run {recipe} --out {run_dir} --resume` continues it to step {pretraining['max_steps']}")
+
+
 class Run:
     """Pretrain (if the recipe has ``[ssl]``), save the encoder, run the evaluations, write results."""
 
     def __init__(self, recipe: Recipe, run_dir: Path, *, resume: bool = False, reporter: Reporter | None = None,
-                 recipe_text: str | None = None, source: str = "recipe") -> None:
-        self.recipe, self.run_dir, self.resume = recipe, Path(run_dir), resume
+                 recipe_text: str | None = None, source: str = "recipe", rebuild_cache: bool = False) -> None:
+        self.recipe, self.run_dir, self.resume, self.rebuild_cache = recipe, Path(run_dir), resume, rebuild_cache
         self.dir = RunDir(self.run_dir)
         self.reporter = reporter or Reporter()
         self.recipe_text = recipe_text
@@ -141,18 +168,26 @@ class Run:
 
     def ensure_cache(self, spec: CacheRecipe | None = None) -> Cache:
         """Open the recipe's cache, building it from ``[data].build`` (or ``spec``: the spec of a cache derived
-        from it, `follow_contract`) when absent or built from another spec."""
+        from it, `follow_contract`) when absent. A cache built from another spec is refused (one line naming
+        both specs), and rebuilt only when the run was asked to (``rebuild_cache``): it may be a cache made on
+        purpose, with data this machine does not have."""
         d = self.recipe.data
         if d.build is None and spec is None:
             if not Path(d.cache).is_file():
                 raise CacheError(f"{d.cache}: no such cache{resolved_against(d.cache)}; build it with `ecgforge cache build` or set [data].build")
             return Cache(d.cache, in_memory=d.in_memory)
         derived = spec is not None
+        spec = spec or load_cache_recipe(d.build)
+        why = "is absent" if not Path(d.cache).is_file() else None
+        if why is None:
+            existing = Cache(d.cache)  # every process: all of them refuse a mismatch, none waits for a build
+            if existing.spec_hash != spec.spec_hash():
+                if not self.rebuild_cache:
+                    raise CacheError(f"{self.source}: data.cache: {spec_mismatch(d.cache, existing, d.build, spec)}; "
+                                     "rerun with --rebuild-cache to replace it, or point data.cache at another file")
+                why = "was built from another spec (--rebuild-cache)"
+            existing.close()
         if self.is_main:
-            spec = spec or load_cache_recipe(d.build)
-            why = "is absent" if not Path(d.cache).is_file() else None
-            if why is None and Cache(d.cache).spec_hash != spec.spec_hash():
-                why = "was built from another spec"
             if why:
                 self.reporter.note(f"cache {d.cache} {why}: building it from {d.build}"
                                    + (f" at {spec.signal.fs_hz:g} Hz" if derived else ""))
@@ -219,16 +254,23 @@ class Run:
         # Fresh, or the saved weights of [model] init (contract checked against this cache, strict load).
         encoder = initial_encoder(r.model, fs_hz=cache.fs_hz, leads=cache.leads, source=str(cache.path),
                                   window_s=r.data.window_s)
+        pretraining, stopped = None, None
         if r.ssl is not None:
             trainer = Trainer(plan, self.dir, self.accelerator, resume=self.resume, reporter=self.reporter)
             encoder = trainer.fit(encoder)
+            pretraining = trainer.outcome()
+            stopped = budget_stop_line(pretraining, self.source, self.run_dir)
+            if stopped:
+                self.reporter.note(f"warning: {stopped}")
         self.save_encoder(encoder, cache)
         pretrain_seconds = time.perf_counter() - t0  # before the evaluations, which can take longer than pretraining
         results: dict[str, Any] = {}
         if self.is_main:
             evaluated = evaluate(plan, encoder, self.accelerator.device, self.reporter, self.run_dir)
             evaluated = evaluated.replace(pretrain_seconds=pretrain_seconds, allowed_overlap=checked.allowed_overlap,
-                                          warnings=[*checked.warnings, *(evaluated.warnings or [])])
+                                          pretraining=pretraining,
+                                          warnings=[*([stopped] if stopped else []), *checked.warnings,
+                                                    *(evaluated.warnings or [])])
             self.dir.write_results(evaluated)
             results = evaluated.to_json()
             from ecgforge.app.report import plot_run

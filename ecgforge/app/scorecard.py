@@ -35,6 +35,9 @@ from ecgforge.fsio import atomic_file  # noqa: E402
 LOWER_IS_BETTER = frozenset({"mae", "rmse", "mse"})
 #: The two marks, as the card's legend explains them.
 NOT_VS_RANDOM, NOT_VS_BEST = "†", "‡"
+#: What the card says of a report over one run.
+ONE_RUN = ("One run: there is no other run to compare it with; the card compares it with its own reference "
+           "initialisations only.")
 
 
 @dataclass
@@ -135,9 +138,9 @@ def score_card(runs: dict[str, list[ResultRow]]) -> list[Cell]:
             sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
             ranked = sorted(cell.entries.values(), key=lambda e: -sign * e.mean)
             ranked[0].best = True
-            for e in ranked:
+            for e in ranked if len(ranked) > 1 else []:  # a run alone in its cell is tied with no other
                 other = ranked[1] if e is ranked[0] else ranked[0]  # the best run other than this one
-                e.tied_with_best = len(ranked) > 1 and _overlap(e.ci, other.ci)
+                e.tied_with_best = _overlap(e.ci, other.ci)
         cells.append(cell)
     tables = list(dict.fromkeys((c.kind, c.task, c.metric) for c in cells))  # first-seen order of tasks
     return sorted(cells, key=lambda c: (tables.index((c.kind, c.task, c.metric)), c.label_fraction))
@@ -168,9 +171,12 @@ def legend(runs: dict[str, list[ResultRow]]) -> list[str]:
         "initialisations, mean over every run's seeds.",
         f"{NOT_VS_RANDOM} the paired difference to the run's own random reference is not significant (its "
         "95% interval, same test records and bootstrap resamples, averaged over seeds, contains 0).",
-        f"{NOT_VS_BEST} not distinguishable from the best other run: their 95% intervals of the metric overlap "
-        "(unpaired: results.json holds no paired data across runs).",
     ]
+    if len(runs) > 1:
+        lines.append(f"{NOT_VS_BEST} not distinguishable from the best other run: their 95% intervals of the metric "
+                     "overlap (unpaired: results.json holds no paired data across runs).")
+    else:
+        lines.append(ONE_RUN)
     missing = runs_without_paired(runs)
     if missing:
         lines.append(f"No paired comparison (`versus`) in the results.json of {', '.join(missing)}: no "

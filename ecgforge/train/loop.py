@@ -84,6 +84,8 @@ class LoopState:
     elapsed_s: float = 0.0
     world_size: int = 1  # batch_in_epoch counts per-process batches: a resume needs the same world size
     pending_logs: list[dict[str, float]] = field(default_factory=list)  # logged steps not yet written
+    stopped_by: str | None = None  # "time_budget_s": train.time_budget_s ended pretraining before its last step
+    budget_lifted: bool = False  # resumed after the time budget stopped it: runs to the last step, budget ignored
 
 
 def _ignore_sigint(worker_id: int) -> None:
@@ -286,8 +288,13 @@ class Trainer:
             acc.load_state(str(ckpts[-1]))  # model, optimisers, schedulers, scaler, every process's RNGs
             self.state = saved
             self.resume_step = saved.step
+            lifted = saved.stopped_by == "time_budget_s" and saved.step < self.total
+            if lifted:  # the budget stopped this run once; resuming it asks for the rest
+                saved.stopped_by, saved.budget_lifted = None, True
             if self.is_main:
-                self.reporter.note(f"resume from {ckpts[-1].name} (epoch {saved.epoch}, step {saved.step})")
+                self.reporter.note(f"resume from {ckpts[-1].name} (epoch {saved.epoch}, step {saved.step})"
+                                   + (f": it was stopped by train.time_budget_s; continuing to step {self.total} "
+                                      "without the budget" if lifted else ""))
         self.reduced = list(self.state.pending_logs)
 
     # ------------------------------------------------------------------------------------------ steps
@@ -388,6 +395,18 @@ class Trainer:
             self.dir.prune_checkpoints(self.recipe.train.keep_checkpoints)
         acc.wait_for_everyone()
 
+    def note_budget(self, spent: bool) -> None:
+        """Record in the state (and so in the next checkpoint) that the time budget ends pretraining here."""
+        if spent and self.state.step < self.total:
+            self.state.stopped_by = "time_budget_s"
+
+    def outcome(self) -> dict[str, Any]:
+        """What pretraining reached, for results.json: ``steps`` done of ``max_steps``, ``seconds`` (all
+        invocations), and ``stopped_by`` ("time_budget_s" where the time budget ended it early, else None)."""
+        s = self.state
+        return {"steps": s.step, "max_steps": self.total, "seconds": round(s.elapsed_s, 3),
+                "stopped_by": s.stopped_by, "time_budget_s": self.recipe.train.time_budget_s}
+
     # -------------------------------------------------------------------------------------------- fit
 
     def fit(self, encoder: nn.Module) -> nn.Module:
@@ -402,7 +421,9 @@ class Trainer:
         t_start = time.perf_counter() - state.elapsed_s
         window_t, window_samples, window_wait = time.perf_counter(), 0, 0.0
         batch_size_global = t.batch_size * acc.num_processes
-        budget_spent = t.time_budget_s is not None and state.elapsed_s >= t.time_budget_s
+        budget = None if state.budget_lifted else t.time_budget_s
+        budget_spent = budget is not None and state.elapsed_s >= budget
+        self.note_budget(budget_spent)
         stop = state.step >= self.total or budget_spent
         interrupted = False
         if self.resume_step is None:  # step 0: the initial encoder and the random reference (kept on resume)
@@ -440,7 +461,7 @@ class Trainer:
                     self.pending.append({k: torch.stack(v).float().mean() for k, v in micro.items()})
                     micro = {}
                     state.elapsed_s = time.perf_counter() - t_start
-                    out_of_time = t.time_budget_s is not None and state.elapsed_s >= t.time_budget_s
+                    out_of_time = budget is not None and state.elapsed_s >= budget
                     # Stopping early is decided together: every process must leave the loop at the same step.
                     # One process decides alone; several agree at log and checkpoint steps (no per-step sync).
                     if acc.num_processes == 1:
@@ -466,12 +487,14 @@ class Trainer:
                             or budget_spent:
                         window_t += self.monitor_row(log)
                     update(state.step)
+                    self.note_budget(budget_spent)
                     if state.step >= self.total or interrupted or budget_spent:
                         stop = True
                         break
                     if state.step % t.checkpoint_every_steps == 0:
                         if acc.num_processes > 1:  # the processes meet here anyway: agree on stopping too
                             interrupted, budget_spent = self.reduce_pending(signalled.is_set(), out_of_time)
+                            self.note_budget(budget_spent)
                         self.save_checkpoint()
                         if interrupted or budget_spent:
                             stop = True

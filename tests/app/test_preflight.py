@@ -123,7 +123,7 @@ def test_validate_without_the_cache_checks_splits_and_says_what_it_left(cache: P
 
 def test_validate_of_a_cache_built_from_another_spec_leaves_the_cache_checks_to_run(cache: Path, tmp_path: Path) -> None:
     raw = _raw(cache, build=str(ROOT / "recipes" / "caches" / "synthetic.toml"))  # 200 patients, not 20
-    raw["eval"][0]["task"] = "rhythmm"  # run rebuilds the cache first; this cache's label sets do not count
+    raw["eval"][0]["task"] = "rhythmm"  # run stops at the spec mismatch first; this cache's label sets do not count
     res = cli.invoke(app, ["validate", str(_write(tmp_path, raw))])
     assert res.exit_code == 0 and "was built from another spec" in res.output, res.output
 

@@ -149,3 +149,24 @@ def test_report_table_shows_the_paired_difference_over_seeds(tmp_path: Path) -> 
     line = next(ln for ln in text.splitlines() if "| pretrained |" in ln)
     assert "+0.0400 ± 0.0141, p = 0.02" in line
     assert next(ln for ln in text.splitlines() if "| random |" in ln).endswith("|  |")
+
+
+@pytest.mark.parametrize("with_versus", [True, False])
+def test_report_of_one_run_with_one_seed_and_one_fraction(tmp_path: Path, with_versus: bool) -> None:
+    """The smallest report (issue 28): one run, one seed, one label fraction. It says there is nothing to compare,
+    and writes the Markdown (the card, no ‡ since there is no other run), the CSV, the PNGs and the page."""
+    versus = _versus(0.08, 0.03, 0.13, 0.01, "macro_auroc") if with_versus else None
+    run = _write_run(tmp_path, "only", [_row("rhythm", "pretrained", 0.05, 0, 0.9, versus=versus),
+                                        _row("rhythm", "random", 0.05, 0, 0.82)])
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(app, ["report", str(run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "nothing to compare" in result.stdout
+    md = (out / "report.md").read_text()
+    assert "## Score card" in md and "One run: there is no other run" in md and NOT_VS_BEST not in md
+    assert "**0.9000 ± 0.0000**" in md  # the only run is the best of its cell, unmarked
+    assert (out / "report.csv").is_file() and (out / "report.html").is_file()
+    assert out / "scorecard.png" in sorted(out.glob("*.png")) and len(list(out.glob("*.png"))) >= 2
+    default = CliRunner().invoke(app, ["report", str(run)])  # the default folder: RUN/report
+    assert default.exit_code == 0, default.output
+    assert (run / "report" / "report.md").is_file()

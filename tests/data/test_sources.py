@@ -6,6 +6,7 @@ import ast
 import csv
 import inspect
 import math
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -19,11 +20,18 @@ from ecgforge import registry
 from ecgforge.data import wfdb_io
 from ecgforge.data.record import RecordError
 from ecgforge.data.sources import SOURCES, SourceConfig
-from ecgforge.data.sources.cinc import CinCSource, database_of, load_scored_mapping, parse_comments
+from ecgforge.data.sources.cinc import (
+    SHIPPED_SCORED_MAPPING,
+    CinCSource,
+    database_of,
+    load_scored_mapping,
+    parse_comments,
+)
 from ecgforge.data.sources.folder import WFDBFolderSource
 from ecgforge.data.sources.ptbxl import PTBXLSource
 from ecgforge.data.wfdb_io import read_record
 
+ROOT = Path(__file__).resolve().parents[2]
 ADAPTER = TypeAdapter(SourceConfig)
 PTBXL_SETS = ["all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm"]
 
@@ -64,8 +72,8 @@ def test_config_defaults_and_validation() -> None:
 def test_missing_files_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"source\.path: .*ptbxl_database\.csv not found"):
         PTBXLSource(PTBXLSource.Config(path=str(tmp_path))).records()
-    with pytest.raises(FileNotFoundError, match=r"source\.scored_mapping: not set and .* not found"):
-        CinCSource(CinCSource.Config(path=str(tmp_path))).records()
+    with pytest.raises(FileNotFoundError, match=r"source\.scored_mapping: .*absent\.csv not found"):
+        CinCSource(CinCSource.Config(path=str(tmp_path), scored_mapping=str(tmp_path / "absent.csv"))).records()
     with pytest.raises(FileNotFoundError, match=r"source\.path: .* is not a folder"):
         WFDBFolderSource(WFDBFolderSource.Config(path=str(tmp_path / "absent"))).records()
 
@@ -221,6 +229,48 @@ def test_scored_mapping_merges_equivalent_classes(tmp_path: Path, column: str) -
     code_to_class, names = load_scored_mapping(_mapping_csv(tmp_path / "m.csv", column))
     assert names == ["AF", "CLBBB", "CRBBB", "NSR"]
     assert code_to_class["164909002"] == "CLBBB" and code_to_class["59118001"] == "CRBBB"
+
+
+def test_cinc_scored_table_from_the_recipe_else_the_data_folder_else_the_one_shipped(tmp_path: Path) -> None:
+    """Issue 28: the Challenge's dx_mapping_scored.csv is not in the training-data download; ecgforge ships it."""
+    root = tmp_path / "training"
+    _cinc_header(root / "georgia", "E00001", ["#Age: 61", "#Sex: Female", "#Dx: 164909002,10370003"])
+    shipped_codes, shipped_names = load_scored_mapping(SHIPPED_SCORED_MAPPING)
+    assert len(shipped_names) == 26 and {"AF", "CLBBB", "NSR", "PR"} <= set(shipped_names)
+
+    def scored(**cfg: str) -> tuple[list[str], list[str]]:
+        src = build({"kind": "cinc", "path": str(root), **cfg})
+        [ref] = src.records()
+        return ref.labels["scored"], src.label_names()["scored"]
+
+    assert scored() == (["CLBBB", "PR"], shipped_names)  # no table beside the records: the shipped one
+    (root / "evaluation-2021").mkdir()
+    _mapping_csv(root / "evaluation-2021" / "dx_mapping_scored.csv")
+    assert scored() == (["CLBBB"], ["AF", "CLBBB", "CRBBB", "NSR"])  # the data folder's table
+    mine = tmp_path / "mine.csv"
+    mine.write_text("Dx,SNOMEDCTCode,Abbreviation\npacing rhythm,10370003,PR\n")
+    assert scored(scored_mapping=str(mine)) == (["PR"], ["PR"])  # the recipe's table wins
+    assert (SHIPPED_SCORED_MAPPING.parent / "LICENSE").read_text().startswith("BSD 2-Clause License")
+
+
+@pytest.mark.data
+def test_cinc_cache_build_of_a_folder_without_its_evaluation_table(shared_data: Path, tmp_path: Path) -> None:
+    """`ecgforge cache build recipes/caches/cinc2021.toml --source DIR` on records as downloaded (no evaluation-2021)."""
+    from typer.testing import CliRunner
+
+    from ecgforge.cli import app
+    from ecgforge.data.cache import Cache
+
+    training = tmp_path / "training"
+    for db in ("cpsc_2018", "chapman_shaoxing"):
+        shutil.copytree(shared_data / "cinc2021-sample" / db, training / db)
+    out = tmp_path / "cinc.h5"
+    res = CliRunner().invoke(app, ["cache", "build", str(ROOT / "recipes" / "caches" / "cinc2021.toml"),
+                                   "--source", str(training), "--out", str(out), "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    cache = Cache(out)
+    assert len(cache) == 23 and cache.label_names["scored"] == load_scored_mapping(SHIPPED_SCORED_MAPPING)[1]
+    assert cache.labels["scored"].sum() > 0
 
 
 def test_cinc_labels_from_header_variants(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

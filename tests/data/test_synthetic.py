@@ -230,9 +230,26 @@ def test_generation_is_deterministic_and_independent_of_workers(tmp_path: Path) 
     assert all(a[k] != c[k] for k in a if k.endswith(".dat"))
 
 
+@pytest.mark.parametrize(("fs_hz", "duration_s"), [(500.0, 10.0), (257.0, 3.3), (100.0, 6.0)])
+def test_records_are_written_as_wfdb_wrsamp_writes_them(tmp_path: Path, fs_hz: float, duration_s: float) -> None:
+    """`write_wfdb` replaces wfdb.wrsamp (17 ms a record of bookkeeping): the same bytes, header and signal."""
+    ours, theirs = tmp_path / "ours", tmp_path / "wfdb"
+    ours.mkdir()
+    theirs.mkdir()
+    for p, r in ((0, 0), (1, 1), (7, 0)):
+        rec = syn.make_record(5, p, r, duration_s, fs_hz)
+        syn.write_wfdb(rec, fs_hz, ours)
+        wfdb.wrsamp(rec.record_id, fs=fs_hz, units=["mV"] * 12, sig_name=list(syn.LEADS),
+                    p_signal=np.clip(rec.data.T.astype(np.float64), -32.0, 32.0), fmt=["16"] * 12,
+                    adc_gain=[syn.ADC_GAIN] * 12, baseline=[0] * 12, write_dir=str(theirs),
+                    comments=[f"patient_id: {rec.patient_id}", f"age: {rec.age}", f"sex: {rec.sex}",
+                              f"rhythm: {rec.rhythm}", f"conduction: {rec.conduction}"])
+    assert _files(ours) == _files(theirs)
+
+
 def test_interrupted_generation_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "set"
-    real = wfdb.wrsamp
+    real = syn.write_wfdb
     calls = []
 
     def crash_on_fourth(*args: object, **kwargs: object) -> None:
@@ -241,24 +258,24 @@ def test_interrupted_generation_leaves_nothing(tmp_path: Path, monkeypatch: pyte
             raise KeyboardInterrupt  # the worst case: not even an Exception
         real(*args, **kwargs)
 
-    monkeypatch.setattr(wfdb, "wrsamp", crash_on_fourth)
+    monkeypatch.setattr(syn, "write_wfdb", crash_on_fourth)
     with pytest.raises(KeyboardInterrupt):
         generate(target, n_patients=3, records_per_patient=2, duration_s=1.0, fs_hz=FS, seed=0)
     assert len(calls) == 4 and list(tmp_path.iterdir()) == []
 
-    monkeypatch.setattr(wfdb, "wrsamp", real)
+    monkeypatch.setattr(syn, "write_wfdb", real)
     generate(target, n_patients=3, records_per_patient=2, duration_s=1.0, fs_hz=FS, seed=0)
     before = _files(target)
 
     def must_not_write(*args: object, **kwargs: object) -> None:
         raise AssertionError("a complete folder was regenerated")
 
-    monkeypatch.setattr(wfdb, "wrsamp", must_not_write)
+    monkeypatch.setattr(syn, "write_wfdb", must_not_write)
     generate(target, n_patients=3, records_per_patient=2, duration_s=1.0, fs_hz=FS, seed=0)
     assert _files(target) == before
 
     # Other parameters: the stale synthetic folder is replaced as a whole.
-    monkeypatch.setattr(wfdb, "wrsamp", real)
+    monkeypatch.setattr(syn, "write_wfdb", real)
     generate(target, n_patients=2, records_per_patient=1, duration_s=1.0, fs_hz=FS, seed=0)
     assert len(_files(target)) == 2 * 2 + 2
     assert [p.name for p in tmp_path.iterdir()] == ["set"]

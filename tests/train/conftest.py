@@ -27,7 +27,11 @@ FS_HZ = 100
 def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 records of 12 leads, 4 s at 100 Hz, written with ``wfdb.wrsamp`` and cached through ``wfdb_folder``;
     label ``A``/``B`` (1 Hz vs 2 Hz base rhythm) for a linear probe."""
-    root = tmp_path_factory.mktemp("tiny")
+    return write_tiny_cache(tmp_path_factory.mktemp("tiny"))
+
+
+def write_tiny_cache(root: Path) -> Path:
+    """`tiny_cache`'s records and cache, under ``root``; the cache's path (record ``r<i>`` has label ``"AB"[i % 2]``)."""
     folder = root / "wfdb"
     folder.mkdir()
     rows = ["record,label"]

@@ -86,3 +86,31 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resumes(reference: tuple[Path, 
     resumed = run_cli("run", str(recipe), "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_run(ref, out)
+
+
+@pytest.mark.slow
+def test_a_run_its_time_budget_stops_says_so_and_resumes_to_its_last_step(reference: tuple[Path, Path],
+                                                                          tmp_path: Path) -> None:
+    """Issue 28: train.time_budget_s stops pretraining early: the console and results.json say at which step and
+    why; --resume continues it to its step budget, ending as the run without a budget would."""
+    recipe, ref = reference
+    raw = recipe_dict(Path(json.loads((ref / "env.json").read_text())["cache"]), eval_=True)
+    raw["train"]["time_budget_s"] = 0.001  # spent by the first step
+    budgeted = write_recipe(tmp_path / "budget.toml", raw)
+    out = tmp_path / "run"
+    first = run_cli("run", str(budgeted), "--out", str(out))
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["pretraining"]["stopped_by"] == "time_budget_s"
+    assert results["pretraining"]["steps"] == 1 and results["pretraining"]["max_steps"] == 12
+    said = " ".join((first.stdout + first.stderr).split())  # rich may wrap the line
+    assert "pretraining stopped at step 1 of 12: train.time_budget_s = 0.001 s ran out" in said
+    assert "--resume` continues it to step 12" in said
+    assert any("time_budget_s" in w for w in results["warnings"])
+    resumed = run_cli("run", str(budgeted), "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "it was stopped by train.time_budget_s; continuing to step 12" in " ".join(resumed.stderr.split())
+    results = json.loads((out / "results.json").read_text())
+    assert results["pretraining"]["stopped_by"] is None and results["pretraining"]["steps"] == 12
+    assert not any("time_budget_s" in w for w in results.get("warnings", []))
+    assert_same_run(ref, out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,8 @@ def test_short_run_writes_a_valid_run_directory(tmp_path: Path) -> None:
     assert load_recipe(out / "resolved.toml") == load_recipe(recipe, overrides)
     results = json.loads((out / "results.json").read_text())
     rows = results["eval"]
-    assert {(r["init"], r["label_fraction"]) for r in rows} == {(i, f) for i in ("pretrained", "random") for f in (0.1, 1.0)}
+    fractions = tomllib.loads((ROOT / "recipes" / "quickstart.toml").read_text())["eval"][0]["label_fractions"]
+    assert {(r["init"], r["label_fraction"]) for r in rows} == {(i, f) for i in ("pretrained", "random") for f in fractions}
     for r in rows:
         assert r["kind"] == "linear_probe" and r["task"] == "rhythm" and r["split"] == "test" and r["seed"] == 0
         assert set(r["metrics"]) == {"accuracy", "macro_f1", "macro_auroc"}
@@ -134,3 +136,14 @@ def test_locked_run_directory_is_refused(tmp_path: Path) -> None:
     with RunLock(out):  # held through a descriptor of its own: the command's lock conflicts with it
         res = runner.invoke(app, ["run", str(tiny_recipe(tmp_path)), "--out", str(out)])
     assert res.exit_code == 2 and f"another ecgforge process (pid {os.getpid()})" in res.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["validate"], ["list"], ["eval"], ["report"], ["embed"], ["export"],
+                                     ["push"], ["cache"], ["cache", "build"], ["cache", "info"], ["cache", "verify"]])
+def test_help_shows_no_type_after_a_flag(command: list[str]) -> None:
+    """A flag takes no value: `--help`, `--resume`, `--json` are shown bare, not as `--help <bool>` (issue 28)."""
+    res = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "160"})
+    assert res.exit_code == 0, res.output
+    assert "--help" in res.stdout and "<bool>" not in res.stdout
+    if command == ["run"]:
+        assert "--resume" in res.stdout and "KEY=VALUE" in res.stdout

@@ -69,12 +69,19 @@ _LAST_CHAPMAN_JS = 10646  # JS00001..JS10646 are Chapman-Shaoxing; higher number
 _COMMENT = re.compile(r"^(age|sex|dx)\s*:\s*(.*)$", re.IGNORECASE)
 
 
+#: The Challenge 2021's scored classes as shipped with ecgforge (its evaluation repository's
+#: dx_mapping_scored.csv, BSD-2-Clause: cinc2021/SOURCE.md), used where neither the recipe nor the data folder
+#: gives the table.
+SHIPPED_SCORED_MAPPING = Path(__file__).with_name("cinc2021") / "dx_mapping_scored.csv"
+
+
 class CinCSourceConfig(BaseModel, extra="forbid", frozen=True):
     kind: Literal["cinc"] = "cinc"
     path: str = Field(description="folder searched recursively for .hea files (the Challenge training data)")
     label_sets: list[CinCLabelSet] = Field(default_factory=lambda: ["scored"])
     scored_mapping: str | None = Field(
-        None, description="dx_mapping_scored.csv; default evaluation-2021/dx_mapping_scored.csv under path"
+        None, description="dx_mapping_scored.csv; default: evaluation-2021/dx_mapping_scored.csv under path, "
+        "else the Challenge 2021's table shipped with ecgforge"
     )
     ptbxl_database: str | None = Field(
         None, description="PTB-XL's ptbxl_database.csv: the HR* records (PTB-XL ECGs) get their PTB-XL patient"
@@ -208,12 +215,10 @@ class CinCSource(WFDBSource[CinCSourceConfig]):
             path = Path(self.cfg.scored_mapping).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"source.scored_mapping: {path} not found{resolved_against(path)}")
-        else:
+        else:  # the data folder's copy of the table, else the one that ships with ecgforge
             path = self.root / "evaluation-2021" / "dx_mapping_scored.csv"
             if not path.is_file():
-                raise FileNotFoundError(
-                    f"source.scored_mapping: not set and {path} not found (needed for label set 'scored')"
-                )
+                path = SHIPPED_SCORED_MAPPING
         self._scored = load_scored_mapping(path)
         return self._scored
 

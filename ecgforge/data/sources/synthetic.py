@@ -473,42 +473,41 @@ def _is_complete(out: Path, manifest: dict) -> bool:
     )
 
 
+def write_wfdb(rec: SyntheticRecord, fs_hz: float, out_dir: str | Path) -> None:
+    """``rec`` as a WFDB record in ``out_dir`` (``.hea`` + format-16 ``.dat``): byte for byte what ``wfdb.wrsamp``
+    writes for it (tests/data/test_synthetic.py compares them), without its ~17 ms a record of header
+    bookkeeping (pandas lookups per field), which was most of a synthetic build's time."""
+    out = Path(out_dir)
+    # wfdb's adc: physical * gain + baseline (0), rounded half to even; clipped to the format-16 range first
+    digital = np.round(np.clip(rec.data.T.astype(np.float64), -32.0, 32.0) * ADC_GAIN).astype(np.int64)
+    digital.astype("<i2").tofile(out / f"{rec.record_id}.dat")
+    checksums = digital.sum(axis=0) % 65536
+    n_samples = digital.shape[0]
+    lines = [f"{rec.record_id} {len(LEADS)} {fs_hz:g} {n_samples}"]
+    lines += [f"{rec.record_id}.dat 16 {ADC_GAIN!r}(0)/mV 16 0 {int(digital[0, i]) if n_samples else 0} "
+              f"{int(checksums[i])} 0 {lead}" for i, lead in enumerate(LEADS)]
+    lines += [f"# patient_id: {rec.patient_id}", f"# age: {rec.age}", f"# sex: {rec.sex}", f"# rhythm: {rec.rhythm}",
+              f"# conduction: {rec.conduction}"]
+    (out / f"{rec.record_id}.hea").write_text("\n".join(lines) + "\n")
+
+
 def _write_patients(
     out_dir: str, patients: range, records_per_patient: int, duration_s: float, fs_hz: float, seed: int
 ) -> list[tuple[str, str, str, int, str, str]]:
     """Generate and write every record of ``patients`` into ``out_dir``; returns their labels.csv rows."""
-    import wfdb  # deferred: importing wfdb (and pandas) costs ~0.5 s, `ecgforge list` must stay cheap
-
     rows = []
     for p in patients:
         for r in range(records_per_patient):
             rec = make_record(seed, p, r, duration_s, fs_hz)
-            wfdb.wrsamp(
-                rec.record_id,
-                fs=fs_hz,
-                units=["mV"] * len(LEADS),
-                sig_name=list(LEADS),
-                # float64 into wfdb's rounding, clipped to the format-16 range at 1 uV per unit
-                p_signal=np.clip(rec.data.T.astype(np.float64), -32.0, 32.0),
-                fmt=["16"] * len(LEADS),
-                adc_gain=[ADC_GAIN] * len(LEADS),
-                baseline=[0] * len(LEADS),
-                comments=[
-                    f"patient_id: {rec.patient_id}",
-                    f"age: {rec.age}",
-                    f"sex: {rec.sex}",
-                    f"rhythm: {rec.rhythm}",
-                    f"conduction: {rec.conduction}",
-                ],
-                write_dir=out_dir,
-            )
+            write_wfdb(rec, fs_hz, out_dir)
             rows.append((rec.record_id, rec.patient_id, rec.sex, rec.age, rec.rhythm, rec.conduction))
     return rows
 
 
 def _auto_workers(n_records: int) -> int:
-    # wfdb.wrsamp spends ~15 ms per record in header bookkeeping, 3x the signal synthesis: worth a few
-    # processes for hundreds of records, not for the handful a test writes (a spawned worker costs ~0.5 s to start).
+    # ~5 ms of CPU a record (synthesis and `write_wfdb`); a spawned worker costs ~1 s of CPU to start. For the
+    # quickstart's 800 records two workers still end sooner than one, quiet or beside other work, though they
+    # spend more CPU (BENCHMARKS.md, "The quickstart's synthetic cache"); not for the handful a test writes.
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
