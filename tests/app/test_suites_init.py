@@ -126,7 +126,10 @@ def test_ptbxl_suite_runs_on_a_saved_encoder(ptbxl: tuple[Path, Path], tmp_path:
     check_rows(results, n_tables=24)
     saved = json.loads((out / "encoder.json").read_text())
     assert saved["config"] == json.loads((run / "encoder.json").read_text())["config"]  # the init, not the stand-in
-    assert "derived_from" not in saved and not results.get("warnings")  # an ecgforge encoder: nothing to warn
+    # An ecgforge encoder: no pretraining-set leakage to warn about (the guard may still say that this 2-step
+    # stand-in probes below random on some tables: it checks every table).
+    assert "derived_from" not in saved
+    assert not [w for w in results.get("warnings", []) if "leakage" in w or "pretrained on" in w]
 
 
 def test_cinc_suite_runs_on_a_saved_encoder(cinc: tuple[Path, Path], tmp_path: Path) -> None:
