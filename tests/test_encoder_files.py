@@ -76,7 +76,7 @@ def tiny_quickstart_run(root: Path, *, label_fractions: str, probe_epochs: int) 
     sets = [
         f"data.cache={json.dumps(str(cache))}", "data.window_s=2.5", f"data.splits={SPLITS}",
         "model.encoder.width=8", "train.max_steps=2", "train.batch_size=8", "train.log_every_steps=1",
-        "ssl.projector_hidden=32", "ssl.projector_dim=16", f"eval.0.label_fractions={label_fractions}",
+        "ssl.projector_hidden=32", "ssl.projector_dim=16", f"eval.0.label_fractions={label_fractions}", "eval.0.seeds=[0]",
         f"eval.0.epochs={probe_epochs}", "eval.0.bootstrap=0",
     ]
     res = cli.invoke(app, ["run", str(recipe), "--out", str(run_dir), *[a for s in sets for a in ("--set", s)]])
