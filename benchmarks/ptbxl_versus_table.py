@@ -29,7 +29,7 @@ def rows_of(run: Path) -> list[str]:
     for r in probe:
         by[r["label_fraction"]][r["init"]].append(r)
     log = [json.loads(x) for x in (run / "metrics" / "train.jsonl").read_text().splitlines()]
-    last = log[-1] if log else {}
+    last = next((r for r in reversed(log) if "embed/std" in r or "samples_per_s" in r), {})  # not a monitor row
     monitor = (f"{last['embed/std']:.2f} / {last['embed/erank']:.1f}" if "embed/std" in last else "n/a")
     warn = "yes" if res.get("warnings") else "no"
     out = []

@@ -242,15 +242,32 @@ def eval_(
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="run directories to compare")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default RUN_DIR/report, or ./report)")] = None,
+    reference: Annotated[str | None, typer.Option(
+        "--reference", help="compare every other run with this one (default: the first)")] = None,
+    pair: Annotated[list[str] | None, typer.Option(
+        "--pair", help="RUN_A:RUN_B, a pair to compare (repeatable; instead of --reference)")] = None,
+    bootstrap: Annotated[int | None, typer.Option(
+        "--bootstrap", min=1, help="resamples per paired difference (default: the rows' eval table's bootstrap)")] = None,
 ) -> None:
-    """Markdown + CSV table (mean ± std over seeds, bootstrap CIs) and PNG plots comparing runs."""
+    """Markdown + CSV table (mean ± std over seeds, bootstrap CIs), PNG plots, and the paired difference
+    between runs (Δ, 95% interval, p over test patients) on every row they share."""
+    from ecgforge.app.between import compare_runs
     from ecgforge.app.report import make_report
+    from ecgforge.ui.console import between_tables
 
+    if pair and reference is not None:
+        raise UserError("--pair and --reference: give one of them")
     target = out_dir or (run_dirs[0] / "report" if len(run_dirs) == 1 else Path("report"))
-    if len(run_dirs) == 1:
+    if len(run_dirs) == 1 and not pair:
         out.print(f"one run: nothing to compare {run_dirs[0]} with; the report shows it against its reference "
                   "initialisations (random, supervised)", highlight=False, soft_wrap=True)
-    for p in make_report(run_dirs, target):
+    comparison = compare_runs(run_dirs, pair, reference, bootstrap) if len(run_dirs) > 1 or pair else None
+    if comparison is not None:
+        for table in between_tables(comparison):
+            out.print(table)
+        for line in comparison.notes:
+            err.print(f"[yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    for p in make_report(run_dirs, target, comparison):
         out.print(f"wrote {p}", highlight=False)
 
 
@@ -273,7 +290,7 @@ def build_cache_with_progress(spec: Any, out_path: str | Path | None, workers: i
 @user_errors
 def cache_build(
     spec: Annotated[Path, typer.Argument(help="cache recipe (TOML)")],
-    source: Annotated[Path | None, typer.Option("--source", help="dataset folder (overrides source.path)")] = None,
+    source: Annotated[Path | None, typer.Option("--source", help="dataset folder or file (overrides source.path)")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="output HDF5 (overrides out)")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="reader processes (default: CPU cores)")] = None,
     set_: SetOpt = None,
@@ -283,15 +300,15 @@ def cache_build(
 
     overrides = list(set_ or [])
     if source is not None:
-        if not source.is_dir():
-            raise UserError(f"--source {source}: no such directory{resolved_against(source)}")
+        if not source.exists():  # a folder, or a file for sources that read one (arrays)
+            raise UserError(f"--source {source}: no such file or directory{resolved_against(source)}")
         overrides.append(f"source.path={json.dumps(str(source))}")
     from ecgforge.data.cache import CacheError
 
     r = load_cache_recipe(spec, overrides)
     folder = getattr(r.source, "path", None)  # a plugin source may name its data otherwise
-    if r.source.kind != "synthetic" and folder is not None and not Path(folder).is_dir():
-        raise UserError(f"{spec}: source.path: no such directory {folder!r}{resolved_against(folder)} "
+    if r.source.kind != "synthetic" and folder is not None and not Path(folder).exists():
+        raise UserError(f"{spec}: source.path: no such file or directory {folder!r}{resolved_against(folder)} "
                         "(use --source DIR)")
     try:
         build_cache_with_progress(r, out_path, workers)

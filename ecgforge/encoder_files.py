@@ -6,10 +6,12 @@ mismatch rather than guessing (no silent resampling or lead reordering), and ref
 missing or unexpected keys: a loader that silently leaves weights random is the most reported failure of
 ECG SSL codebases.
 
-Four things load: a run directory or an export (a folder holding both files), either file itself, an export
+Five things load: a run directory or an export (a folder holding both files), either file itself, an export
 on the Hugging Face Hub (``hf://ORG/NAME[@REVISION]``, downloaded by ``ecgforge.hub`` into huggingface_hub's
 cache, then loaded as a local export), and a fairseq-signals wav2vec 2.0 checkpoint (``.pt``; Oh et al. 2022),
-converted by ``encoders.fairseq_import``. Loading checks the weights file against the sha256 ``encoder.json``
+converted by ``encoders.fairseq_import``, and a public foundation model's released checkpoint named by its encoder
+kind, ``KIND:PATH`` (``ecgfounder:12_lead_ECGFounder.pth``; kinds whose class has ``from_checkpoint``: ECGFounder,
+MERL, ST-MEM, ECG-JEPA, HuBERT-ECG), loaded strictly with the model's own input contract. Loading checks the weights file against the sha256 ``encoder.json``
 records, so a file swapped or damaged after saving (or on the way from the Hub) is refused.
 A fairseq checkpoint stores no input contract, so the one attached to it is fairseq-signals' default
 preprocessing (``preprocess_physionet2021.py``: 500 Hz, 1-47 Hz band-pass, per-lead z-score; 5 s crops) and
@@ -32,6 +34,7 @@ from torch import nn
 
 from ecgforge.data.leads import CANONICAL_LEADS
 from ecgforge.encoders import ENCODERS
+from ecgforge.encoders.foundation import InputContract
 from ecgforge.errors import UserError, resolved_against
 from ecgforge.fsio import atomic_file, atomic_write_json
 from ecgforge.hub import download, is_hub_path
@@ -96,6 +99,34 @@ def _file_sha256(path: Path) -> str:
 # ----------------------------------------------------------------------------------------------- reading
 
 
+def foundation_init(init: str | Path) -> tuple[str, str] | None:
+    """``(kind, path)`` for ``"KIND:PATH"`` where KIND is a foundation-model encoder kind (one whose class reads
+    released checkpoints with ``from_checkpoint``), else None (``hf://...`` and plain paths are not)."""
+    kind, sep, rest = str(init).partition(":")
+    if not sep or not rest or kind not in ENCODERS.entries:
+        return None
+    return (kind, rest) if hasattr(ENCODERS[kind], "from_checkpoint") else None
+
+
+def _foundation(init: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A released foundation-model checkpoint, loaded strictly, with its ``encoder.json``-style metadata."""
+    kind, path = foundation_init(init)  # type: ignore[misc]
+    cls = ENCODERS[kind]
+    model = cls.from_checkpoint(path)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "ecgforge_version": __version__,
+        "config": model.cfg.model_dump(mode="json"),
+        "embed_dim": int(model.embed_dim),
+        "source": f"{kind} checkpoint {Path(path).name}",
+        "licence": cls.licence,
+        "weights": cls.weights_url,
+        **model.contract.encoder_json(),
+    }
+    return model, meta
+
+
 def is_fairseq_checkpoint(path: str | Path) -> bool:
     if is_hub_path(path):
         return False
@@ -125,7 +156,10 @@ def _encoder_dir(path: str | Path) -> Path:
 
 
 def read_contract(path: str | Path) -> dict[str, Any]:
-    """The ``encoder.json`` of a run directory / export (or the assumed contract of a fairseq ``.pt``)."""
+    """The ``encoder.json`` of a run directory / export (or the assumed contract of a fairseq ``.pt``, or the
+    contract of a foundation model's ``KIND:PATH``)."""
+    if foundation_init(path) is not None:
+        return _foundation(path)[1]
     if is_fairseq_checkpoint(path):
         return _fairseq(path)[1]
     local, origin = _local(path)
@@ -157,21 +191,30 @@ def encoder_config(meta: dict[str, Any], source: str = "encoder.json") -> BaseMo
         raise EncoderLoadError(f"{source}: config.{loc}: {first['msg']} (written by a newer ecgforge?)") from None
 
 
-def check_contract(meta: dict[str, Any], *, fs_hz: float, leads: Sequence[str], source: str = "data") -> None:
-    """Refuse data whose sampling rate or lead order differs from what the encoder was trained on.
+def check_contract(meta: dict[str, Any], *, fs_hz: float, leads: Sequence[str], source: str = "data",
+                   window_s: float | None = None) -> None:
+    """Refuse data whose sampling rate or lead order differs from what the encoder was trained on, and (given
+    ``window_s``) windows of another length than a foundation model's input contract takes.
 
     Raises:
         EncoderLoadError: one line naming both values and what to do.
     """
     if abs(float(meta["fs_hz"]) - float(fs_hz)) > 1e-6:
+        derive = " or set data.build (a cache recipe), from which a run derives one" if "input_contract" in meta else ""
         raise EncoderLoadError(
             f"encoder expects {meta['fs_hz']:g} Hz but {source} is {float(fs_hz):g} Hz; "
-            f"build a cache at {meta['fs_hz']:g} Hz (ecgforge never resamples silently)"
+            f"build a cache at {meta['fs_hz']:g} Hz{derive} (ecgforge never resamples silently)"
         )
     if list(meta["leads"]) != list(leads):
         what = "in another order" if sorted(meta["leads"]) == sorted(leads) else "a different lead set"
         raise EncoderLoadError(
             f"encoder expects leads {' '.join(meta['leads'])} but {source} has {' '.join(leads)} ({what})"
+        )
+    own = meta.get("input_contract")
+    if window_s is not None and own is not None and abs(float(own["window_s"]) - float(window_s)) > 1e-9:
+        raise EncoderLoadError(
+            f"{own.get('model', 'the encoder')} takes {float(own['window_s']):g} s windows but data.window_s is "
+            f"{float(window_s):g}; set data.window_s = {float(own['window_s']):g}"
         )
 
 
@@ -211,6 +254,8 @@ def load_encoder_weights(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     Returns:
         ``(encoder, meta)``: the module in train mode on CPU and the parsed ``encoder.json``.
     """
+    if foundation_init(path) is not None:
+        return _foundation(path)
     if is_fairseq_checkpoint(path):
         return _fairseq(path)
     local, origin = _local(path)
@@ -334,26 +379,36 @@ def init_encoder_config(init: str, given: BaseModel | None) -> BaseModel:
     return saved
 
 
-def initial_encoder(model_cfg: Any, *, fs_hz: float, leads: Sequence[str], source: str) -> nn.Module:
+def input_contract(meta: dict[str, Any]) -> InputContract | None:
+    """The model's own input contract an ``encoder.json`` (or a ``KIND:PATH`` checkpoint's metadata) carries:
+    a foundation model's, or that of an encoder trained further from one; None for an ecgforge encoder."""
+    own = meta.get("input_contract")
+    return None if own is None else InputContract.model_validate(own)
+
+
+def initial_encoder(model_cfg: Any, *, fs_hz: float, leads: Sequence[str], source: str,
+                    window_s: float | None = None) -> nn.Module:
     """The encoder a run starts from: freshly built, or loaded from ``model_cfg.init`` (train mode).
 
     With ``init``, the saved contract is checked against the run's cache (``source``, its ``fs_hz`` and
-    ``leads``) and the weights are loaded strictly; they are then evaluated as they are (no ``[ssl]``) or
+    ``leads``; a foundation model's window against ``window_s``) and the weights are loaded strictly; they are then evaluated as they are (no ``[ssl]``) or
     trained further (``[ssl]`` continues pretraining; a fine-tuning evaluation starts from them).
     """
     init = getattr(model_cfg, "init", None)
     if init is None:
         return build(ENCODERS, model_cfg.encoder)
     encoder, meta = load_encoder_weights(init)
-    check_contract(meta, fs_hz=fs_hz, leads=leads, source=f"{source} (model.init = {init!r})")
+    check_contract(meta, fs_hz=fs_hz, leads=leads, source=f"{source} (model.init = {init!r})", window_s=window_s)
     return encoder.train()
 
 
 __all__ = [
     "EncoderLoadError",
     "check_contract",
+    "foundation_init",
     "init_encoder_config",
     "initial_encoder",
+    "input_contract",
     "load_encoder",
     "load_encoder_weights",
     "read_contract",

@@ -4,7 +4,8 @@ The keyword arguments are the kind's config fields (``ResNet1dConfig``: ``depth`
 as a recipe's ``[model.encoder]`` table is. With ``pretrained`` (a run directory, an export, ``hf://ORG/NAME
 [@REVISION]`` or a fairseq-signals ``.pt``) the encoder is ``encoder_files.load_encoder``'s: strict weights,
 the input contract attached; the keyword arguments given must then equal the saved config (the weights fix
-the architecture), so a typo never yields half-random weights.
+the architecture), so a typo never yields half-random weights. For a foundation-model kind (``ecgfounder``,
+``merl_resnet``, ``st_mem``, ``ecg_jepa``, ``hubert_ecg``) ``pretrained`` may be the released checkpoint file.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from torch import nn
 
-from ecgforge.encoder_files import EncoderLoadError, load_encoder
+from ecgforge.encoder_files import EncoderLoadError, foundation_init, load_encoder
 from ecgforge.encoders import ENCODERS
 from ecgforge.errors import UserError
 from ecgforge.registry import build
@@ -48,6 +49,10 @@ def create_encoder(kind: str, pretrained: str | Path | None = None, **config: An
     cfg = encoder_config_of(kind, config)  # unknown kinds and fields fail before any file is read
     if pretrained is None:
         return build(ENCODERS, cfg)
+    p = Path(str(pretrained))
+    if (hasattr(ENCODERS[kind], "from_checkpoint") and foundation_init(pretrained) is None and p.is_file()
+            and p.name not in ("encoder.json", "encoder.safetensors")):
+        pretrained = f"{kind}:{pretrained}"  # a foundation model's released file (12_lead_ECGFounder.pth)
     encoder = load_encoder(pretrained)
     saved = encoder.contract["config"]
     if saved.get("kind") != kind:

@@ -78,8 +78,10 @@ class ModelConfig(Strict):
                                    description="required unless `init` gives it")
     init: str | None = Field(
         None, description="start from a saved encoder: a run directory, an export, its encoder.json, a "
-        "fairseq-signals .pt, or an export on the Hugging Face Hub as hf://ORG/NAME[@REVISION] (needs "
-        "ecgforge[hub]); relative paths resolve against the working directory",
+        "fairseq-signals .pt, an export on the Hugging Face Hub as hf://ORG/NAME[@REVISION] (needs "
+        "ecgforge[hub]), or a foundation model's released checkpoint as KIND:PATH "
+        "(ecgfounder:12_lead_ECGFounder.pth; kinds ecgfounder, merl_resnet, st_mem, ecg_jepa, hubert_ecg); "
+        "relative paths resolve against the working directory",
     )
     encoder_is_default: bool = Field(
         False, description="true: [model.encoder] applies only without `init` (a benchmark suite's stand-in "
@@ -127,6 +129,34 @@ class ScheduleConfig(Strict):
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
 
 
+class MonitorConfig(Strict):
+    """``[train.monitor]``: a probe of the encoder every ``every_steps`` while it pretrains (``train.monitor``)."""
+
+    every_steps: int = Field(50, ge=1, description="optimiser steps between checks (also at step 0 and the last)")
+    task: str = Field(description="label set (or 'sex', 'age') of the probe")
+    probes: list[Literal["knn", "linear"]] = Field(default_factory=lambda: ["knn"], min_length=1,
+                                                   description="k-NN (cheap) and/or a linear head")
+    split: str = Field("train", description="split of data.splits the labelled subset is drawn from")
+    n_records: int = Field(400, ge=4, description="labelled records of the fixed subset (patient-grouped)")
+    test_frac: float = Field(0.5, gt=0, lt=1, description="share of the subset (by patient) the probe is scored on")
+    label_fractions: list[float] = Field(
+        default_factory=lambda: [1.0], min_length=1,
+        description="fractions of the probe-train part (patient-grouped, fixed) each probe is trained on; "
+                    "keys monitor/<probe>_<fraction>/..., monitor/<probe>/... for 1")
+    k: int = Field(20, ge=1, description="neighbours of the k-NN probe")
+    linear_epochs: int = Field(100, ge=1, description="epochs of the linear probe (Adam, full subset, no selection)")
+    linear_lr: float = Field(1e-3, gt=0)
+    reference: bool = Field(True, description="score a random-init encoder once at step 0")
+
+    @model_validator(mode="after")
+    def _probes_once(self) -> MonitorConfig:
+        if len(set(self.probes)) != len(self.probes):
+            raise ValueError(f"probes: {self.probes} names a probe twice")
+        if any(not 0 < f <= 1 for f in self.label_fractions) or len(set(self.label_fractions)) != len(self.label_fractions):
+            raise ValueError(f"label_fractions: {self.label_fractions}: each in (0, 1], none twice")
+        return self
+
+
 class TrainConfig(Strict):
     epochs: int = Field(1, ge=0)
     max_steps: int | None = Field(None, gt=0, description="stop after this many optimiser steps")
@@ -144,6 +174,7 @@ class TrainConfig(Strict):
     trackers: list[Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive"]] = Field(
         default_factory=list, description="experiment trackers through Accelerate (log_with); logs under the run directory")
     time_budget_s: float | None = Field(None, gt=0, description="stop pretraining after this many seconds")
+    monitor: MonitorConfig | None = Field(None, description="online probe while pretraining; absent = off")
 
 
     @model_validator(mode="before")
@@ -185,6 +216,9 @@ class Recipe(Strict):
             missing = [g for g in dict.fromkeys(self.ssl.phases) if g not in self.train.optim]
             if missing:
                 raise ValueError(f"ssl kind {self.ssl.kind!r} needs [train.optim.{missing[0]}] (optimiser groups: {missing})")
+        m = self.train.monitor
+        if m is not None and m.split not in self.data.splits:
+            raise ValueError(f"train.monitor.split {m.split!r} is not one of data.splits {sorted(self.data.splits)}")
         return self
 
 

@@ -9,6 +9,7 @@ Layout of ``runs/<name>/``::
     encoder.safetensors the pretrained encoder's weights, with encoder.json (its config and input contract)
     metrics/train.jsonl one JSON object per logged step
     results.json        evaluation rows and run facts (`Results`; see README)
+    scores/             eval_<i>.npz: the test scores behind the rows of [[eval]] table i (`RunDir.write_scores`)
     plots/              PNG figures
     .lock               held by the process that runs in this directory
 
@@ -20,24 +21,28 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ecgforge.encoders.foundation import InputContract
 from ecgforge.errors import UserError
 from ecgforge.evaluation.rows import ResultRow, rows_from_json
-from ecgforge.fsio import atomic_write_json, atomic_write_text, json_default
+from ecgforge.fsio import atomic_dir, atomic_write_json, atomic_write_text, json_default
 from ecgforge.registry import BuildContext
 from ecgforge.version import __version__
 
 if TYPE_CHECKING:
     from ecgforge.data.cache import Cache
+    from ecgforge.evaluation.paired import Evidence
     from ecgforge.recipe import Recipe
 
 
@@ -184,12 +189,19 @@ class RunPlan:
     """What a run derives from (recipe, cache), computed once and passed to training, evaluation and reports.
 
     Attributes:
-        window: samples per training and evaluation window (``data.window_s`` at ``cache.fs_hz``).
-        stride: samples between evaluation tiles (``data.eval_stride_s``, default ``window_s``).
+        window: samples per training and evaluation window (``data.window_s`` at ``cache.fs_hz``; with an
+            input contract, the contract's ``window_s``).
+        stride: samples between evaluation tiles (``data.eval_stride_s``, default ``window_s``; with an input
+            contract, its ``stride_s``). Records longer than a window are tiled; scores and embeddings are
+            averaged per record (``evaluation.features.per_record``).
         split_indices: split name -> ``(n,)`` int64 cache record indices, ascending (``data.splits`` with the
             PTB-XL overlap rule applied).
         ctx: the build context of the run's components: ``fs_hz``, ``window``, ``n_leads`` (the trainer adds
             the encoder and, for a supervised objective, ``n_classes``).
+        contract: the input contract of the encoder the run starts from (a foundation model's, from its
+            ``encoder.json``), or None. With one, ``cache`` is the recipe's cache seen through the contract's
+            record- and window-scope steps (`PreparedCache`), so that every protocol, every initialisation
+            (pretrained, random, supervised) and the trainer read the model's own input.
     """
 
     recipe: Recipe
@@ -198,10 +210,14 @@ class RunPlan:
     stride: int
     split_indices: Mapping[str, np.ndarray]
     ctx: BuildContext
+    contract: InputContract | None = None
 
     @classmethod
-    def build(cls, recipe: Recipe, cache: Cache) -> RunPlan:
-        """The plan of ``recipe`` (its splits already resolved against ``cache``) on ``cache``."""
+    def build(cls, recipe: Recipe, cache: Cache, contract: InputContract | Mapping[str, Any] | None = None) -> RunPlan:
+        """The plan of ``recipe`` (its splits already resolved against ``cache``) on ``cache``; ``contract``
+        (an `InputContract` or its JSON, ``encoder.json``'s ``input_contract``) replaces the recipe's window
+        and stride and prepares every read. UserError where the cache is not at the contract's rate."""
+        from ecgforge.data.prepared import PreparedCache
         from ecgforge.data.splits import select
 
         d = recipe.data
@@ -209,12 +225,34 @@ class RunPlan:
         stride = samples(d.eval_stride_s or d.window_s, cache.fs_hz)
         indices = {name: select(cache, sel, d.exclude_ptbxl_overlap) for name, sel in d.splits.items()}
         ctx = BuildContext(fs_hz=cache.fs_hz, window=window, n_leads=cache.n_leads)
-        return cls(recipe, cache, window, stride, indices, ctx)
+        c = None if contract is None else (
+            contract if isinstance(contract, InputContract) else InputContract.model_validate(contract))
+        if c is not None:
+            if abs(c.fs_hz - cache.fs_hz) > 1e-6:
+                raise UserError(f"encoder expects {c.fs_hz:g} Hz ({c.model}) but {cache.path} is {cache.fs_hz:g} Hz; "
+                                f"build a cache at {c.fs_hz:g} Hz or set data.build (a cache recipe), from which "
+                                "a run derives one")
+            window, stride = samples(c.window_s, cache.fs_hz), samples(c.stride_s, cache.fs_hz)
+            ctx = ctx.replace(window=window)
+            if c.record_steps or c.window_steps:
+                cache = PreparedCache(cache, c.prepare_record if c.record_steps else None,  # type: ignore[assignment]
+                                      c.prepare_window if c.window_steps else None)
+        return cls(recipe, cache, window, stride, indices, ctx, c)
 
     @property
     def pretrain_indices(self) -> np.ndarray:
         """Record indices of ``data.pretrain_split``."""
         return self.split_indices[self.recipe.data.pretrain_split]
+
+    def input_line(self) -> str | None:
+        """One line saying what the input contract makes of the cache, or None without one."""
+        c = self.contract
+        if c is None:
+            return None
+        fs = self.cache.fs_hz
+        every = "" if self.stride == self.window else f" every {self.stride / fs:g} s"
+        return (f"input of {c.model}: {self.cache.path} at {fs:g} Hz, {self.window / fs:g} s windows{every} "
+                f"(window outputs averaged per record), leads {' '.join(c.leads)}; {c.describe_steps()}")
 
 
 # ------------------------------------------------------------------------------------------ results.json
@@ -240,13 +278,14 @@ class Results:
     warnings: list[str] | None = None  # lines the run printed as warnings (the worse-than-random guard)
     eval_overrides: list[str] | None = None  # `ecgforge eval --set` items of the last re-evaluation
     allowed_overlap: dict[str, Any] | None = None  # overlaps the recipe allows (app/leakage.py)
+    scores: dict[str, Any] | None = None  # {"id", "files"}: the scores/ written with these rows (`write_scores`)
     other: dict[str, Any] = field(default_factory=dict)
 
     #: JSON key -> field, in the order written.
     _KEYS: ClassVar[dict[str, str]] = {"recipe": "recipe", "ecgforge_version": "ecgforge_version", "seed": "seed", "cache": "cache",
              "cache_spec_hash": "cache_spec_hash", "pretrain_seconds": "pretrain_seconds", "pretraining": "pretraining",
              "eval_seconds": "eval_seconds", "eval": "rows", "warnings": "warnings",
-             "eval_overrides": "eval_overrides", "allowed_overlap": "allowed_overlap"}
+             "eval_overrides": "eval_overrides", "allowed_overlap": "allowed_overlap", "scores": "scores"}
 
     @classmethod
     def of_evaluation(cls, recipe: Recipe, cache: Cache, rows: list[ResultRow], *, warnings: list[str],
@@ -316,6 +355,7 @@ class RunDir:
     metrics_jsonl = property(lambda self: self.path / "metrics" / "train.jsonl")
     results_json = property(lambda self: self.path / "results.json")
     plots_dir = property(lambda self: self.path / "plots")
+    scores_dir = property(lambda self: self.path / "scores")
 
     # ------------------------------------------------------------------------------------- checkpoints
 
@@ -377,3 +417,114 @@ class RunDir:
         merged = results.over(self.read_results())
         self.write_results(merged)
         return merged
+
+    # ------------------------------------------------------------------------------------------ scores
+
+    def write_scores(self, tables: Sequence[Sequence[ResultRow]], bootstrap: Sequence[int]) -> dict[str, Any]:
+        """Keep the test scores behind the rows in ``scores/``, so runs compare without re-evaluation.
+
+        ``tables``: the rows of each ``[[eval]]`` table, in order (concatenated, they are results.json's rows);
+        ``bootstrap``: each table's resamples. One ``eval_<i>.npz`` per table holding rows with storable
+        evidence (`StoredRow`); the folder is replaced whole (no file of an earlier evaluation is left). Returns
+        what results.json keeps as ``scores``: ``{"id", "files"}``, the id also in every file, so that scores
+        and rows written by different evaluations (a process killed between the two writes) are told apart.
+        """
+        token = uuid.uuid4().hex
+        files = []
+        with atomic_dir(self.scores_dir) as tmp:
+            position = 0
+            for i, (rows, n_boot) in enumerate(zip(tables, bootstrap, strict=True)):
+                arrays, entries = _ScoreArrays(), []
+                for k, row in enumerate(rows, start=position):
+                    ev = row.evidence
+                    if ev is None or ev.form is None:
+                        continue
+                    facts = {n: v for n, v in ev.data.items() if not isinstance(v, np.ndarray)}
+                    entries.append({"position": k, **_row_identity(row), "form": ev.form, "facts": facts,
+                                    "records": arrays.add(ev.records), "units": arrays.add(ev.units),
+                                    "arrays": {n: arrays.add(v) for n, v in ev.data.items() if isinstance(v, np.ndarray)}})
+                position += len(rows)
+                if not entries:
+                    continue
+                meta = {"id": token, "layout": SCORES_LAYOUT, "table": i, "bootstrap": int(n_boot), "rows": entries}
+                name = f"eval_{i}.npz"
+                with open(tmp / name, "wb") as f:
+                    np.savez_compressed(f, meta=np.asarray(json.dumps(meta, default=json_default)), **arrays.named)
+                files.append(name)
+        return {"id": token, "files": files}
+
+    def read_scores(self, results: Results | None = None) -> list[StoredRow] | None:
+        """The stored scores of the rows of ``results`` (default: results.json), matched to their rows; None
+        where the run keeps none (evaluated before ecgforge kept them). UserError (one line) where scores/ and
+        results.json were not written by the same evaluation, or a file is missing or unreadable."""
+        from ecgforge.evaluation.paired import restore_evidence
+
+        results = results if results is not None else self.read_results()
+        if results is None or results.scores is None:
+            return None
+        index, rerun = results.scores, f"rerun `ecgforge eval {self.path}`"
+        stored = []
+        for name in index.get("files", []):
+            path = self.scores_dir / str(name)
+            try:
+                with np.load(path, allow_pickle=False) as npz:
+                    meta = json.loads(str(npz["meta"]))
+                    arrays = {k: npz[k] for k in npz.files if k != "meta"}
+            except (OSError, ValueError, KeyError) as exc:
+                raise UserError(f"{path}: unreadable stored scores ({exc}); {rerun}") from None
+            if meta.get("id") != index.get("id"):
+                raise UserError(f"{path}: written by another evaluation than {self.results_json}; {rerun}")
+            for e in meta["rows"]:
+                pos = e["position"]
+                row = results.rows[pos] if pos < len(results.rows) else None
+                if row is None or _row_identity(row) != {k: e[k] for k in _IDENTITY}:
+                    raise UserError(f"{path}: row {pos} does not match {self.results_json}; {rerun}")
+                data = {**e["facts"], **{n: arrays[key] for n, key in e["arrays"].items()}}
+                evidence = restore_evidence(e["form"], arrays[e["records"]], arrays[e["units"]], data)
+                stored.append(StoredRow(row, evidence, int(meta["bootstrap"])))
+        return stored
+
+
+#: The version of the scores/ files' layout.
+SCORES_LAYOUT = 1
+#: What ties a stored row to its results.json row.
+_IDENTITY = ("kind", "task", "init", "label_fraction", "seed", "split", "conditions")
+
+
+def _row_identity(row: ResultRow) -> dict[str, Any]:
+    # Through JSON, as read back: a tuple condition compares equal to the list it becomes.
+    return json.loads(json.dumps({k: getattr(row, k) for k in _IDENTITY}, default=json_default))
+
+
+class _ScoreArrays:
+    """The arrays of one scores file, each stored once however many rows share it (the test records of every
+    row of a table, usually), under the key `add` returns."""
+
+    def __init__(self) -> None:
+        self.named: dict[str, np.ndarray] = {}
+        self._by_digest: dict[str, str] = {}
+
+    def add(self, a: np.ndarray) -> str:
+        a = np.asarray(a)
+        if a.dtype == object:  # strings: stored as fixed-width unicode, which loads without pickle
+            a = a.astype(str)
+        digest = hashlib.sha1(f"{a.dtype.str}{a.shape}".encode() + np.ascontiguousarray(a).tobytes()).hexdigest()
+        if digest not in self._by_digest:
+            self._by_digest[digest] = key = f"a{len(self.named)}"
+            self.named[key] = a
+        return self._by_digest[digest]
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """A results.json row with the evidence it was scored on, from the run's ``scores/``.
+
+    Attributes:
+        row: the results.json row.
+        evidence: its test records, patients and what its metrics are computed from (`paired.Evidence`).
+        bootstrap: the resamples its ``[[eval]]`` table used for intervals and ``versus``.
+    """
+
+    row: ResultRow
+    evidence: Evidence
+    bootstrap: int

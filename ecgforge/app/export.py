@@ -5,6 +5,11 @@ The folder holds ``encoder.safetensors`` and ``encoder.json`` (copied byte for b
 encoder is, the input contract it refuses to break, the recipe it was trained with, the data, and the run's
 evaluation table. A fairseq-signals ``.pt`` checkpoint can be exported too (converted to safetensors, with
 the assumed fairseq-signals contract), after which it loads without fairseq or pickles.
+
+An encoder that starts from a released foundation model (``encoder.json`` ``derived_from``, its encoder kind,
+or a released checkpoint's name: ``data.pretraining_sets``) carries that model's licence: the card's front
+matter ``license`` is the model's (``cc-by-nc-4.0`` for HuBERT-ECG and ST-MEM) and a Licence section says what
+it allows and what the weights were trained on.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ecgforge.app.leakage import derived_from
+from ecgforge.data.pretraining_sets import Checkpoint, licence_line, pretraining_table
 from ecgforge.errors import UserError
 from ecgforge.evaluation.rows import ResultRow
 from ecgforge.fsio import atomic_dir, atomic_write_text
@@ -62,6 +69,24 @@ def eval_table(rows: list[ResultRow]) -> str:
 BASE_TAGS = ("ecgforge", "ecg", "electrocardiogram", "biosignals", "self-supervised-learning")
 
 
+def origin(meta: dict[str, Any]) -> Checkpoint | None:
+    """The released foundation model an encoder (its ``encoder.json``) derives from, or None."""
+    derived = meta.get("derived_from") if isinstance(meta.get("derived_from"), dict) else {}
+    return pretraining_table().identify(derived.get("init"), None, meta)
+
+
+def licence_section(model: Checkpoint) -> list[str]:
+    """The model card's Licence section for an encoder derived from ``model``."""
+    table = pretraining_table()
+    lines = ["## Licence", "", licence_line(model) + " This export's weights are a derivative of them, so that "
+             f"licence applies to it (front matter `license: {model.licence_id}`)."]
+    if not model.commercial:
+        lines += ["", f"**Non-commercial:** {model.licence} does not permit commercial use of these weights."]
+    lines += ["", f"{model.name} was trained on {table.names(model.trained_on)}; an evaluation on records of "
+              "these datasets may be optimistic. Sources: " + "; ".join(model.sources) + "."]
+    return lines
+
+
 def card_metadata(meta: dict[str, Any], *, name: str, results: Results | None,
                   cache_spec: dict[str, Any] | None) -> dict[str, Any]:
     """The model card's YAML front matter (the Hub's metadata): ``library_name: ecgforge``, tags, datasets and a
@@ -76,6 +101,9 @@ def card_metadata(meta: dict[str, Any], *, name: str, results: Results | None,
     source = (cache_spec or {}).get("source", {}).get("kind")
     data: dict[str, Any] = {"library_name": "ecgforge", "pipeline_tag": "feature-extraction",
                             "tags": list(dict.fromkeys(tags))}
+    if (model := origin(meta)) is not None:  # the weights' licence, where they derive from a released model
+        data = {"license": model.licence_id, **data}
+        data["tags"] = list(dict.fromkeys([*data["tags"], model.id]))
     if source:
         data["datasets"] = [source]
     groups: dict[tuple[Any, ...], list[ResultRow]] = defaultdict(list)
@@ -153,6 +181,8 @@ def model_card(meta: dict[str, Any], *, name: str, folder: str, recipe_text: str
     ]
     if meta.get("assumed"):
         lines += ["", "The checkpoint did not store its contract: the values above are fairseq-signals' defaults."]
+    if (model := origin(meta)) is not None:
+        lines += ["", *licence_section(model)]
     lines += ["", "## Architecture", "", "```json", json.dumps(cfg, indent=2), "```"]
     lines += ["", "## Data", ""]
     if env or cache_spec:
@@ -224,6 +254,8 @@ def export(src: str | Path, out: str | Path, *, overwrite: bool = False, hub_pat
 
             contract = {k: v for k, v in meta.items() if k not in ("format", "format_version", "ecgforge_version",
                                                                     "config", "embed_dim")}
+            if (derived := derived_from(str(src))) is not None:  # ECG-FM by its file name, kept for later exports
+                contract["derived_from"] = derived
             save_encoder(encoder, Wav2Vec2Config(**meta["config"]), tmp, contract)
             meta = json.loads((tmp / "encoder.json").read_text())
         else:

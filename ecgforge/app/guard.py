@@ -1,8 +1,8 @@
 """The guard every run gets: a pretrained encoder that is worse than a random one is said so, not buried.
 
-After the evaluations, the first ``[[eval]]`` table's pretrained rows are compared with its random-init rows
-(same protocol, task and label fractions). Where the pretrained encoder is worse at every label fraction, the
-run prints one line and records it in results.json ``"warnings"``.
+After the evaluations, every ``[[eval]]`` table's pretrained rows are compared with its random-init rows (same
+protocol, task and label fractions). For each table where the pretrained encoder is worse at every label
+fraction, the run prints one line naming the table and records it in results.json ``"warnings"``.
 """
 
 from __future__ import annotations
@@ -45,3 +45,13 @@ def worse_than_random(rows: list[ResultRow], label: str) -> str | None:
     pairs = ", ".join(f"{f:g}: {pre[f]:.3f} vs {rnd[f]:.3f}" for f in fractions)
     return (f"the pretrained encoder is worse than a random one at every label fraction of {label} "
             f"({primary}, pretrained vs random: {pairs})")
+
+
+def table_label(i: int, ev: object) -> str:
+    """How a warning names ``[[eval]]`` table ``i``: ``eval [1] linear_probe sex``."""
+    return f"eval [{i}] {getattr(ev, 'kind', '')} {getattr(ev, 'task', '')}".rstrip()
+
+
+def guard_tables(tables: list[tuple[str, list[ResultRow]]]) -> list[str]:
+    """The `worse_than_random` line of each (label, rows) table that trips it, in table order."""
+    return [line for label, rows in tables if (line := worse_than_random(rows, label)) is not None]

@@ -10,20 +10,28 @@ Two checks, for every ``[[eval]]`` table, on the splits as the run selects them 
 Any overlap stops ``ecgforge validate`` / ``run`` / ``eval`` (in their pre-flight, ``app.preflight``) with one
 line per overlap naming the two splits and the count, unless ``data.allow_overlap`` names both roles (with
 ``allow_overlap_reason``); then results.json records it.
+
+A third check warns rather than stops, since the records a public checkpoint saw are known by dataset only:
+when ``model.init`` is (or derives from) a released foundation model (``data.pretraining_sets``), the test
+splits' records of a dataset that model was pretrained or fine-tuned on are counted, and one line says so
+(`pretraining_warnings`; printed, and kept in results.json ``warnings``).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ecgforge.data.cache import Cache
 from ecgforge.data.leakage import n_shared, patient_keys, record_keys
+from ecgforge.data.pretraining_sets import Checkpoint, init_kind, pretraining_table
 from ecgforge.data.splits import select
 
 if TYPE_CHECKING:  # importing the schema builds the config unions; `preflight.load_recipe` does that first
@@ -104,3 +112,79 @@ def check_leakage(recipe: Recipe, cache: Cache, source: str,
         return refused, None
     return [], {"roles": list(d.allow_overlap), "reason": d.allow_overlap_reason,
                 "overlaps": [o.line() for o in found]}
+
+
+# ------------------------------------------------------------------------ what a public checkpoint has seen
+
+
+def saved_contract(init: str) -> dict[str, Any] | None:
+    """The ``encoder.json`` of a local run directory, export or encoder file ``init`` (``KIND:PATH`` read at
+    PATH); None for anything else (a checkpoint file or a Hub id is recognised by its name)."""
+    p = Path(init_kind(init)[1]).expanduser()
+    d = p.parent if p.name in ("encoder.json", "encoder.safetensors") else p
+    try:
+        meta = json.loads((d / "encoder.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def init_checkpoint(init: str | None, encoder_kind: str | None = None) -> Checkpoint | None:
+    """The released foundation model that ``model.init`` is or derives from (None: none, or no init)."""
+    if not init:
+        return None
+    return pretraining_table().identify(init, encoder_kind, saved_contract(init))
+
+
+def derived_from(init: str | None, encoder_kind: str | None = None) -> dict[str, Any] | None:
+    """What a saved encoder records of the released model it starts from (``encoder.json`` ``derived_from``),
+    so that a further export or evaluation still knows its licence and pretraining data; None if none."""
+    model = init_checkpoint(init, encoder_kind)
+    if model is None:
+        return None
+    return {"model": model.id, "name": model.name, "licence": model.licence, "init": init}
+
+
+def _ranges(indices: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
+    out, start = [], indices[0]
+    for a, b in zip(indices, [*indices[1:], None], strict=True):
+        if b != a + 1:
+            out.append(f"{start}" if start == a else f"{start}-{a}")
+            start = b
+    return ", ".join(out)
+
+
+def pretraining_warnings(recipe: Recipe, cache: Cache, open_cache: Callable[[str], Cache] = Cache) -> list[str]:
+    """One line when ``model.init`` is (or derives from) a released foundation model and the recipe's test
+    splits hold records of a dataset that model was pretrained or fine-tuned on (per the cache's ``source``
+    column and ``data.pretraining_sets``); else none."""
+    m = recipe.model
+    model = init_checkpoint(m.init, getattr(m.encoder, "kind", None))
+    if model is None:
+        return []
+    table, d = pretraining_table(), recipe.data
+    seen = table.seen_by(model)
+    tested: dict[tuple[str, int], str] = {}  # (cache, record) -> dataset seen by the model
+    evals: list[int] = []
+    for i, ev in enumerate(recipe.eval):
+        test = _test_split(ev)
+        if test is None or test not in d.splits:
+            continue
+        tcache = cache if getattr(ev, "cache", None) is None else open_cache(ev.cache)
+        idx = select(tcache, d.splits[test], d.exclude_ptbxl_overlap)
+        hit = False
+        for r, source in zip(idx, np.asarray(tcache.source)[idx].astype(str), strict=True):
+            ds = table.dataset_of_record(source)
+            if ds is not None and ds in seen:
+                tested[(str(tcache.path), int(r))] = ds
+                hit = True
+        if hit:
+            evals.append(i)
+    if not tested:
+        return []
+    counts = Counter(tested.values())
+    held = ", ".join(f"{n} {table.datasets[ds].name}" for ds, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return [f"leakage: model.init {m.init!r} starts from {model.name}, trained on {table.names(model.trained_on)}; the test "
+            f"splits of eval[{_ranges(evals)}] hold {held} records it may have seen, so their scores may be "
+            f"optimistic (sources: ecgforge/data/pretraining_sets.toml, models.{model.id})"]

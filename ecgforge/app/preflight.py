@@ -6,12 +6,14 @@ and all of them are reported together (one RecipeError, exit 2):
 
 - every split an ``[[eval]]`` table names (its protocol's ``split_fields()``) is one of ``data.splits``
   (``data.pretrain_split`` is checked by the schema);
-- with the cache: each split's selector names columns of the cache it selects from; each ``[[eval]] task``
-  and a supervised objective's ``ssl.task`` is a label set of its cache or a meta task (`META_TASKS`), of a
-  type the protocol supports (its config's ``task_types``), with labelled records in its train and test
-  splits (the objective's: in ``data.pretrain_split``);
+- with the cache: each split's selector names columns of the cache it selects from; each ``[[eval]] task``,
+  the online monitor's ``train.monitor.task`` and a supervised objective's ``ssl.task`` is a label set of its
+  cache or a meta task (`META_TASKS`), of a type the protocol supports (its config's ``task_types``), with
+  labelled records in its train and test splits (the objective's: in ``data.pretrain_split``; the monitor's:
+  in ``train.monitor.split``);
 - leakage (``app.leakage``): no test split shares records or patients with pretraining or training, unless
-  ``data.allow_overlap`` allows it.
+  ``data.allow_overlap`` allows it; and a warning (not a problem) where ``model.init`` starts from a public
+  foundation model that was trained on a dataset the test splits hold records of.
 
 Only cache metadata is read (`Cache` leaves the signals on disk). A component class that breaks the
 construction convention surfaces when the recipe schema is first made: `load_recipe` names it in one line.
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ecgforge.app.leakage import check_leakage
+from ecgforge.app.leakage import check_leakage, pretraining_warnings
 from ecgforge.config_files import RecipeError
 from ecgforge.data.cache import Cache, CacheError
 from ecgforge.data.splits import DatasetError, select, task_targets
@@ -74,11 +76,14 @@ def split_fields(cfg: Any) -> dict[str, str]:
 
 @dataclass
 class Checked:
-    """What a pre-flight that found no problem says: ``notes`` (what it could not check yet and why) and
-    ``allowed_overlap`` (``app.leakage``'s record for results.json, None when nothing overlaps)."""
+    """What a pre-flight that found no problem says: ``notes`` (what it could not check yet and why),
+    ``allowed_overlap`` (``app.leakage``'s record for results.json, None when nothing overlaps) and
+    ``warnings`` (lines a run prints as warnings and keeps in results.json: a foundation model tested on data
+    it was trained on)."""
 
     notes: list[str] = field(default_factory=list)
     allowed_overlap: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 class _Flight:
@@ -89,6 +94,7 @@ class _Flight:
         self.open_cache = open_cache
         self.problems: list[str] = []
         self.notes: list[str] = []
+        self.warnings: list[str] = []
         self.caches: dict[str, Cache | None] = {}
         self.selected: dict[tuple[str, str], np.ndarray | None] = {}
         self.unreadable = False  # a cache or a split selector failed: the leakage check would fail on it too
@@ -175,6 +181,8 @@ class _Flight:
         if r.ssl is not None and isinstance(task := getattr(r.ssl, "task", None), str):
             if self.known_task("ssl.task", task, cache):
                 self.labelled("data.pretrain_split", cache, task, r.data.pretrain_split)
+        if (m := r.train.monitor) is not None and r.ssl is not None and self.known_task("train.monitor.task", m.task, cache):
+            self.labelled("train.monitor.split", cache, m.task, m.split)
         for i, ev in enumerate(r.eval):
             fields = {f: s for f, s in split_fields(ev).items() if s in splits}  # others failed above
             c = self.cache_at(f"eval[{i}].cache", getattr(ev, "cache", None), cache)
@@ -201,6 +209,7 @@ class _Flight:
         # Every cache the leakage check opens is open by now (`cache_at` returns it, or the data cache).
         lines, allowed = check_leakage(self.recipe, cache, self.source, lambda p: self.cache_at("", p, cache))
         self.problems += lines
+        self.warnings += pretraining_warnings(self.recipe, cache, lambda p: self.cache_at("", p, cache))
         return allowed
 
 
@@ -225,7 +234,7 @@ def check(recipe: Recipe, source: str, cache: Cache | None = None, *,
         allowed = flight.leakage(cache)
     if flight.problems:
         raise RecipeError("\n".join(dict.fromkeys(flight.problems)))  # train and test may fail alike
-    return Checked(flight.notes, allowed)
+    return Checked(flight.notes, allowed, flight.warnings)
 
 
 def validate(recipe: Recipe, source: str) -> Checked:
@@ -259,4 +268,5 @@ def validate(recipe: Recipe, source: str) -> Checked:
     notes: list[str] = []
     checked = check(resolve_splits(recipe, cache, notes.append), source, cache, strict=False)
     checked.notes[:0] = notes
+    checked.notes += [f"warning: {w}" for w in checked.warnings]  # `validate` prints notes
     return checked

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ecgforge.config_files import RecipeError
 from ecgforge.data.cache import Cache
+from ecgforge.data.cache_spec import CacheRecipe, load_cache_recipe
 from ecgforge.data.splits import select
 from ecgforge.encoder_files import init_encoder_config
+from ecgforge.encoders.foundation import InputContract
 from ecgforge.recipe import Recipe, load_recipe
 
 
@@ -50,3 +53,41 @@ def resolve_splits(recipe: Recipe, cache: Cache, note: Callable[[str], None] | N
              + ", ".join(f"{n}: {c} records" for n, c in counts.items()) + ")")
     data = d.model_copy(update={"splits": dict(d.fallback_splits)})
     return recipe.model_copy(update={"data": data})
+
+
+def derived_cache_path(path: str, from_hz: float, to_hz: float) -> str:
+    """Where the cache of ``path``'s spec at ``to_hz`` goes, beside it: ``cache/ptbxl-100hz.h5`` at 500 Hz ->
+    ``cache/ptbxl-500hz.h5``; a name that does not say its rate gets ``-500hz`` appended."""
+    p = Path(path)
+    was, now = f"{from_hz:g}hz", f"{to_hz:g}hz"
+    stem = p.stem.replace(was, now) if was in p.stem else p.stem if p.stem.endswith(now) else f"{p.stem}-{now}"
+    return str(p.with_name(stem + p.suffix))
+
+
+def follow_contract(recipe: Recipe, contract: InputContract,
+                    note: Callable[[str], None] | None = None) -> tuple[Recipe, CacheRecipe | None]:
+    """The recipe fed as ``contract`` says (the input contract of its ``model.init``): ``data.window_s`` and
+    ``data.eval_stride_s`` set to the contract's, and, where ``data.build`` gives the cache at another rate,
+    ``data.cache`` moved to a cache of the same source spec at the contract's rate (built beside it by the cache
+    builder's polyphase resampling when absent). Returns the recipe and that cache's spec (None: the recipe's
+    own cache and spec stand). ``note`` gets one line per change."""
+    d = recipe.data
+    changes: dict[str, Any] = {"window_s": contract.window_s, "eval_stride_s": contract.stride_s}
+    spec = None
+    if d.build is not None:
+        spec = load_cache_recipe(d.build)
+        if abs(spec.signal.fs_hz - contract.fs_hz) > 1e-6:
+            out = derived_cache_path(d.cache, spec.signal.fs_hz, contract.fs_hz)
+            spec = spec.model_copy(update={
+                "signal": spec.signal.model_copy(update={"fs_hz": contract.fs_hz}), "out": out,
+                "name": Path(out).stem})
+            if note is not None:
+                note(f"{contract.model} takes {contract.fs_hz:g} Hz: data.cache {d.cache} -> {out} (the spec of "
+                     f"{d.build} at {contract.fs_hz:g} Hz; records resampled polyphase from the source)")
+            changes["cache"] = out
+        else:
+            spec = None
+    if note is not None and (d.window_s, d.eval_stride_s or d.window_s) != (contract.window_s, contract.stride_s):
+        note(f"{contract.model} takes {contract.window_s:g} s windows every {contract.stride_s:g} s: data.window_s "
+             f"{d.window_s:g} -> {contract.window_s:g}, data.eval_stride_s -> {contract.stride_s:g}")
+    return recipe.model_copy(update={"data": d.model_copy(update=changes)}), spec

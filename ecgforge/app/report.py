@@ -1,7 +1,8 @@
 """Pictures and tables of runs (PNG via matplotlib, headless; Markdown and CSV tables).
 
 ``make_report(run_dirs, out_dir)`` compares runs: a table of every results row group (mean ± std over seeds,
-with the test-record bootstrap 95% interval averaged over seeds), label-efficiency curves, a curve per test
+with the test-record bootstrap 95% interval averaged over seeds), the paired differences between runs on their
+shared rows (app/between.py: ``paired.csv``, ``paired.json``), label-efficiency curves, a curve per test
 condition of a protocol (robustness: noise level, lead subset) and the figures a run's objective draws over a few
 test ECGs (``Objective.figures``: adversarial masking's learned masks, Bo et al. 2022); the score card across runs
 (app/scorecard.py) and all of it as one self-contained ``report.html`` (app/report_html.py).
@@ -24,12 +25,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ecgforge.app.between import (  # noqa: E402
+    Comparison,
+    compare_runs,
+    comparison_csv,
+    comparison_json,
+    comparison_markdown,
+    run_names,
+)
 from ecgforge.app.report_html import write_html  # noqa: E402
 from ecgforge.app.scorecard import card_markdown, plot_card, score_card  # noqa: E402
 from ecgforge.errors import UserError  # noqa: E402
 from ecgforge.evaluation.rows import ResultRow  # noqa: E402
 from ecgforge.evaluation.scoring import PRIMARY  # noqa: E402
-from ecgforge.fsio import atomic_file, atomic_write_text  # noqa: E402
+from ecgforge.fsio import atomic_file, atomic_write_json, atomic_write_text  # noqa: E402
 from ecgforge.rundir import RunDir, RunPlan, read_jsonl  # noqa: E402
 
 #: The fields that, with the run and a row's conditions, make one table row; seeds are what a group averages over.
@@ -59,6 +68,88 @@ def plot_losses(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path
     ax.set_title(title or "pretraining loss")
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
+    return _save(fig, path)
+
+
+def monitor_curves(rows: list[dict[str, Any]]) -> dict[str, tuple[list[tuple[int, float]], float | None]]:
+    """Online-monitor key (``monitor/knn/superdiagnostic/macro_auroc``) -> ((step, score) points, the random-init
+    reference or None), from metrics/train.jsonl rows."""
+    out: dict[str, tuple[list[tuple[int, float]], float | None]] = {}
+    # monitor/<probe>/<task>/<metric>: not monitor/seconds, monitor/embed/..., nor the references (.../random).
+    keys = [k for r in rows for k in r if k.startswith("monitor/") and len(k.split("/")) == 4 and not k.endswith("/random")]
+    for k in dict.fromkeys(keys):
+        pts = [(int(r["step"]), float(r[k])) for r in rows if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])]
+        ref = next((float(r[f"{k}/random"]) for r in rows if isinstance(r.get(f"{k}/random"), (int, float))), None)
+        out[k] = (pts, ref)
+    return out
+
+
+def crossing_step(points: list[tuple[int, float]], reference: float, lower_is_better: bool = False) -> int | None:
+    """The first step after 0 from which every later score is above ``reference`` (below it for a lower-better
+    metric); None if the last score is not."""
+    sign = -1.0 if lower_is_better else 1.0
+    after = [(s, v) for s, v in points if s > 0]
+    crossed = None
+    for s, v in after:
+        if sign * (v - reference) > 0:
+            crossed = s if crossed is None else crossed
+        else:
+            crossed = None
+    return crossed
+
+
+def plot_training(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
+    """The run's training curves against the optimiser step, side by side: the loss(es), each online-monitor
+    probe score with its random-init reference (dashed, same colour), ``embed/std`` and ``embed/erank``. None if
+    the run logged no monitor score (loss.png alone then)."""
+    curves = monitor_curves(rows)
+    if not rows or not curves:
+        return None
+    fig, axes = plt.subplots(1, 4, figsize=(17.0, 3.6))
+    losses = sorted({k for r in rows for k, v in r.items() if "loss" in k and isinstance(v, (int, float))})
+    for k in losses:
+        axes[0].plot(*zip(*[(r["step"], r[k]) for r in rows if k in r], strict=True), label=k, lw=1.2)
+    axes[0].set_title("training loss")
+    colours = _Colours()
+    # Keys share task and metric in the usual case: name the curves by probe, the axis by task and metric.
+    tails = {k.split("/", 2)[-1] for k in curves}
+    for k, (pts, ref) in curves.items():
+        label = k.split("/")[1] if len(tails) == 1 else k.removeprefix("monitor/")
+        colour = colours((k,))
+        if pts:
+            axes[1].plot(*zip(*pts, strict=True), marker="o", ms=3, lw=1.5, color=colour, label=label)
+        if ref is not None:
+            axes[1].axhline(ref, ls="--", lw=1.0, color=colour)
+            crossed = crossing_step(pts, ref, lower_is_better=k.endswith("/mae"))
+            if crossed is not None:
+                axes[1].axvline(crossed, ls=":", lw=1.0, color=colour)
+    axes[1].plot([], [], ls="--", color="gray", label="random init (same colour)")
+    axes[1].plot([], [], ls=":", color="gray", label="crosses it for good")
+    axes[1].set_title("online probe: " + (next(iter(tails)) if len(tails) == 1 else "score"))
+    axes[1].legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
+    for ax, key in zip(axes[2:], ("embed/std", "embed/erank"), strict=True):
+        # Training batches (where the objective calls the encoder's forward; not CPC, wav2vec 2.0) and the
+        # monitor's fixed subset in eval mode, with the random encoder's value on that subset.
+        batch = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+        fixed = [(r["step"], r[f"monitor/{key}"]) for r in rows if isinstance(r.get(f"monitor/{key}"), (int, float))]
+        ref = next((r[f"monitor/{key}/random"] for r in rows if isinstance(r.get(f"monitor/{key}/random"), (int, float))), None)
+        if batch:
+            ax.plot(*zip(*batch, strict=True), lw=1.2, color="tab:gray", label="training batch")
+        if fixed:
+            ax.plot(*zip(*fixed, strict=True), lw=1.2, marker="o", ms=3, color="tab:purple", label="monitor subset")
+        if ref is not None:
+            ax.axhline(ref, ls="--", lw=1.0, color="tab:purple", label="monitor subset, random init")
+        if batch or fixed:
+            ax.legend(frameon=False, fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(key)
+    for ax in axes:
+        ax.set_xlabel("optimiser step")
+        ax.grid(alpha=0.3)
+    if losses:
+        axes[0].legend(frameon=False, fontsize=7)
+    fig.suptitle(title or "pretraining", fontsize=10, y=1.03)
     return _save(fig, path)
 
 
@@ -131,9 +222,9 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     """The plots of one run directory into ``run_dir/plots``."""
     rd = RunDir(run_dir)
     made = []
-    loss = plot_losses(read_jsonl(rd.metrics_jsonl), rd.plots_dir / "loss.png", rd.name)
-    if loss:
-        made.append(loss)
+    log = read_jsonl(rd.metrics_jsonl)
+    made += [p for p in (plot_losses(log, rd.plots_dir / "loss.png", rd.name),
+                         plot_training(log, rd.plots_dir / "training.png", rd.name)) if p]
     results = rd.read_results()
     if results is not None:
         made += _result_plots({rd.name: results.rows}, rd.plots_dir)
@@ -155,14 +246,11 @@ def _primary_metrics(rows: list[ResultRow]) -> list[str]:
 
 def load_runs(run_dirs: list[str | Path]) -> Runs:
     """Run name (the directory's name, or ``parent/name`` where names repeat) -> its results.json rows."""
-    dirs = [Path(d) for d in run_dirs]
-    names = [d.name for d in dirs]
     runs: Runs = {}
-    for d in dirs:
+    for d, name in zip(run_dirs, run_names(run_dirs), strict=True):
         results = RunDir(d).read_results()
         if results is None:
             raise UserError(f"{d}: no results.json (not a finished run directory?)")
-        name = d.name if names.count(d.name) == 1 else f"{d.parent.name}/{d.name}"
         runs[name] = results.rows
     return runs
 
@@ -415,20 +503,36 @@ def plot_objective_figures(run_dir: str | Path, out_dir: Path, name: str, n_ecgs
     return [_save(fig, out_dir / f"{figure}_{name}.png") for figure, fig in figures.items()]
 
 
-def make_report(run_dirs: list[str | Path], out_dir: str | Path) -> list[Path]:
-    """``report.md`` (with the score card), ``report.csv``, the PNG plots (``scorecard.png`` among them) and
-    ``report.html`` (all of it on one self-contained page) comparing ``run_dirs`` into ``out_dir``."""
+def make_report(run_dirs: list[str | Path], out_dir: str | Path, comparison: Comparison | None = None) -> list[Path]:
+    """``report.md`` (with the score card and the paired differences between runs), ``report.csv``,
+    ``paired.csv`` and ``paired.json`` (every metric of every compared row), the PNG plots (``scorecard.png``
+    among them) and ``report.html`` (all of it on one self-contained page) comparing ``run_dirs`` into
+    ``out_dir``. ``comparison``: the paired differences (`between.compare_runs`); default every run against
+    the first (none for a single run)."""
     out_dir = Path(out_dir)
     runs = load_runs(run_dirs)
     summary = summarise(runs)
     cells = score_card(runs)
+    if comparison is None and len(run_dirs) > 1:
+        comparison = compare_runs(run_dirs)
+    if comparison is not None and not comparison.pairs:
+        comparison = None
     made = [out_dir / "report.md", out_dir / "report.csv"]
-    atomic_write_text(made[0], table_markdown(summary) + card_markdown(runs, cells))
+    between = "" if comparison is None else "\n" + comparison_markdown(comparison)
+    atomic_write_text(made[0], table_markdown(summary) + card_markdown(runs, cells) + between)
     atomic_write_text(made[1], table_csv(summary))
+    if comparison is not None:
+        made += [out_dir / "paired.csv", out_dir / "paired.json"]
+        atomic_write_text(made[-2], comparison_csv(comparison))
+        atomic_write_json(made[-1], comparison_json(comparison))
     card_png = plot_card(runs, cells, out_dir / "scorecard.png")
     made += [card_png] if card_png else []
     made += _result_plots(runs, out_dir)
     for d, name in zip(run_dirs, runs, strict=True):
+        p = plot_training(read_jsonl(RunDir(d).metrics_jsonl), out_dir / f"training_{name.replace('/', '_')}.png", name)
+        made += [p] if p else []
+    for d, name in zip(run_dirs, runs, strict=True):
         made += plot_objective_figures(d, out_dir, name.replace("/", "_"))
-    made.append(write_html(out_dir / "report.html", runs, summary, cells, [p for p in made if p.suffix == ".png"], card_png))
+    made.append(write_html(out_dir / "report.html", runs, summary, cells, [p for p in made if p.suffix == ".png"], card_png,
+                           comparison))
     return made

@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ecgforge.app.between import LEGEND, Comparison, condition_keys, row_cells, table_head
 from ecgforge.app.scorecard import PAIRED_HEAD, Cell, entry_text, legend, paired_rows
 from ecgforge.evaluation.rows import ResultRow
 from ecgforge.fsio import atomic_write_text
@@ -98,9 +99,22 @@ def _summary_html(summary: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
+def _between_html(c: Comparison) -> str:
+    """The paired differences between runs (app/between.py), as report.md has them."""
+    rows = c.primary_rows()
+    conditions = condition_keys(rows)
+    out = [f'<p class="note">{_e(LEGEND)}</p>']
+    if rows:  # text columns: the two runs, protocol, task
+        out.append(_table(table_head(conditions), [[(x, "txt" if i < 4 else "") for i, x in enumerate(row_cells(r, conditions))]
+                                                   for r in rows], 4))
+    out += [f'<p class="note">{_e(n)}</p>' for n in c.notes]
+    return "\n".join(out)
+
+
 def write_html(path: Path, runs: dict[str, list[ResultRow]], summary: list[dict[str, Any]], cells: list[Cell],
-               images: list[Path], card_image: Path | None) -> Path:
-    """Write the page to ``path``: score card (table, then its PNG grid), tables, then the other figures."""
+               images: list[Path], card_image: Path | None, comparison: Comparison | None = None) -> Path:
+    """Write the page to ``path``: score card (table, then its PNG grid), the paired differences between runs,
+    tables, then the other figures."""
     figures = "\n".join(
         f'<figure><img src="{_png_uri(p)}" alt="{_e(p.stem)}"><figcaption>{_e(p.name)}</figcaption></figure>'
         for p in images if p != card_image)
@@ -109,6 +123,7 @@ def write_html(path: Path, runs: dict[str, list[ResultRow]], summary: list[dict[
         card = "<h2>Score card</h2>\n" + _card_html(runs, cells)
         if card_image is not None:
             card += f'\n<figure><img src="{_png_uri(card_image)}" alt="score card"><figcaption>{_e(card_image.name)}</figcaption></figure>'
+    between = "" if comparison is None else "<h2>Paired differences between runs</h2>\n" + _between_html(comparison)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>ecgforge report: {_e(", ".join(runs))}</title>
 <style>{_CSS}</style></head>
@@ -118,6 +133,7 @@ def write_html(path: Path, runs: dict[str, list[ResultRow]], summary: list[dict[
 Mean ± std over seeds (std with ddof = 1; n = seeds); [low, high] = the rows' 95% interval (bootstrap over test
 records; Wilson interval over probes for identification top-1), averaged over seeds.</p>
 {card}
+{between}
 <h2>Tables</h2>
 {_summary_html(summary)}
 <h2>Figures</h2>

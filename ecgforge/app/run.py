@@ -21,13 +21,14 @@ from accelerate.utils import set_seed
 from torch import nn
 
 from ecgforge.app import preflight
-from ecgforge.app.guard import worse_than_random
-from ecgforge.app.recipes import load_run_recipe, resolve_splits
+from ecgforge.app.guard import guard_tables, table_label
+from ecgforge.app.leakage import derived_from
+from ecgforge.app.recipes import follow_contract, load_run_recipe, resolve_splits
 from ecgforge.config_files import to_toml_dict
 from ecgforge.data.cache import Cache, CacheError
 from ecgforge.data.cache_build import BuildSummary, build_cache
 from ecgforge.data.cache_spec import CacheRecipe, load_cache_recipe
-from ecgforge.encoder_files import initial_encoder, save_encoder
+from ecgforge.encoder_files import initial_encoder, input_contract, read_contract, save_encoder
 from ecgforge.encoders import ENCODERS
 from ecgforge.errors import resolved_against
 from ecgforge.evaluation import PROTOCOLS
@@ -84,8 +85,10 @@ def evaluate(plan: RunPlan, encoder: nn.Module, device: torch.device, reporter: 
              run_dir: Path | None = None) -> Results:
     """Every ``[[eval]]`` table of the plan's recipe on ``encoder`` (and its reference initialisations).
 
-    When the first table has a random-init reference and the encoder is worse than it at every label fraction,
-    one line says so (``reporter.note``) and the results' ``warnings`` keep it.
+    With ``run_dir``, the rows' test scores are written to its ``scores/`` (`RunDir.write_scores`) and the
+    results name them; the caller writes results.json. For each table that has a random-init reference where
+    the encoder is worse than it at every label fraction, one line says so (``reporter.note``) and the results'
+    ``warnings`` keep it.
     """
     t0 = time.perf_counter()
     r, cache = plan.recipe, plan.cache
@@ -103,18 +106,21 @@ def evaluate(plan: RunPlan, encoder: nn.Module, device: torch.device, reporter: 
         device=device, batch_size=max(r.train.batch_size, 64), num_workers=r.data.num_workers,
         exclude_ptbxl_overlap=r.data.exclude_ptbxl_overlap, run_dir=run_dir,
     )
-    rows: list[ResultRow] = []
+    tables: list[list[ResultRow]] = []
     for i, ev in enumerate(r.eval):
         reporter.note(f"eval [{i}] {ev.kind} on {getattr(ev, 'task', '')}")
         table = add_versus(build(PROTOCOLS, ev).run(ctx), ev.bootstrap)
-        if i == 0:
-            line = worse_than_random(table, f"eval [0] {ev.kind} {getattr(ev, 'task', '')}".rstrip())
-            if line is not None:
-                reporter.note(f"warning: {line}")
-                warnings.append(line)
-        rows += table
+        for line in guard_tables([(table_label(i, ev), table)]):
+            reporter.note(f"warning: {line}")
+            warnings.append(line)
+        tables.append(table)
     ctx.features.clear()
-    return Results.of_evaluation(r, cache, rows, warnings=warnings, eval_seconds=time.perf_counter() - t0)
+    results = Results.of_evaluation(r, cache, [row for t in tables for row in t], warnings=warnings,
+                                    eval_seconds=time.perf_counter() - t0)
+    if run_dir is None:
+        return results
+    # Before results.json, which the caller writes with the scores' id: a comparison never needs a re-evaluation.
+    return results.replace(scores=RunDir(run_dir).write_scores(tables, [ev.bootstrap for ev in r.eval]))
 
 
 def spec_mismatch(path: str | Path, cache: Cache, build: str | Path, spec: CacheRecipe) -> str:
@@ -160,16 +166,18 @@ class Run:
         if mismatch:  # before any training: the user asked for something else
             self.reporter.note(f"warning: {mismatch}")
 
-    def ensure_cache(self) -> Cache:
-        """Open the recipe's cache, building it from ``[data].build`` when absent. A cache built from another
-        spec than ``[data].build`` is refused (one line naming both specs), and rebuilt only when the run was
-        asked to (``rebuild_cache``): it may be a cache made on purpose, with data this machine does not have."""
+    def ensure_cache(self, spec: CacheRecipe | None = None) -> Cache:
+        """Open the recipe's cache, building it from ``[data].build`` (or ``spec``: the spec of a cache derived
+        from it, `follow_contract`) when absent. A cache built from another spec is refused (one line naming
+        both specs), and rebuilt only when the run was asked to (``rebuild_cache``): it may be a cache made on
+        purpose, with data this machine does not have."""
         d = self.recipe.data
-        if d.build is None:
+        if d.build is None and spec is None:
             if not Path(d.cache).is_file():
                 raise CacheError(f"{d.cache}: no such cache{resolved_against(d.cache)}; build it with `ecgforge cache build` or set [data].build")
             return Cache(d.cache, in_memory=d.in_memory)
-        spec = load_cache_recipe(d.build)
+        derived = spec is not None
+        spec = spec or load_cache_recipe(d.build)
         why = "is absent" if not Path(d.cache).is_file() else None
         if why is None:
             existing = Cache(d.cache)  # every process: all of them refuse a mismatch, none waits for a build
@@ -181,7 +189,8 @@ class Run:
             existing.close()
         if self.is_main:
             if why:
-                self.reporter.note(f"cache {d.cache} {why}: building it from {d.build}")
+                self.reporter.note(f"cache {d.cache} {why}: building it from {d.build}"
+                                   + (f" at {spec.signal.fs_hz:g} Hz" if derived else ""))
                 summary = build_cache_reported(spec, d.cache, self.reporter)
                 self.reporter.note(f"cache {summary.path}: {summary.n_records} records, {summary.n_skipped} "
                                    f"skipped, {summary.seconds:.1f} s")
@@ -202,13 +211,20 @@ class Run:
         if not self.is_main:
             return
         enc = getattr(encoder, "_orig_mod", encoder)
+        # A foundation-model encoder's own input contract (its lead selection, scaling, filters) goes along.
+        own = enc.contract.encoder_json() if hasattr(getattr(enc, "contract", None), "encoder_json") else {}
         save_encoder(
             enc, self.recipe.model.encoder, self.run_dir,
             {
+                **own,
                 "fs_hz": cache.fs_hz, "window_s": self.recipe.data.window_s, "leads": cache.leads, "units": "mV",
-                "normalisation": "none (physical units, mV)", "recipe": self.recipe.name,
+                "normalisation": own.get("normalisation", "none (physical units, mV)"), "recipe": self.recipe.name,
                 "recipe_hash": hashlib.sha256(self.recipe.model_dump_json().encode()).hexdigest()[:16],
                 "pretrained": self.recipe.ssl.kind if self.recipe.ssl else None,
+                # The released foundation model the weights start from (its licence and pretraining data
+                # travel with every later export and evaluation); absent when there is none.
+                **({"derived_from": origin} if (origin := derived_from(
+                    self.recipe.model.init, getattr(self.recipe.model.encoder, "kind", None))) else {}),
             },
         )
 
@@ -217,15 +233,27 @@ class Run:
         r = self.recipe
         set_seed(r.seed)
         preflight.check(r, self.source)  # before the cache is built: what the recipe alone gets wrong
-        cache = self.ensure_cache()
+        # A model.init with its own input contract (a foundation model) is fed as its contract says: its
+        # window and stride, a cache at its rate derived from data.build, its filters and scaling (RunPlan).
+        contract = input_contract(read_contract(r.model.init)) if r.model.init is not None else None
+        spec = None
+        if contract is not None:
+            r, spec = follow_contract(r, contract, self.reporter.note)
+            self.recipe = r
+        cache = self.ensure_cache(spec)
         r = self.recipe = resolve_splits(r, cache, self.reporter.note)  # a suite on a subset of its folds
         # Before any training: splits, tasks and leakage against the cache, refused here, not at evaluation.
-        allowed_overlap = preflight.check(r, self.source, cache).allowed_overlap
-        plan = RunPlan.build(r, cache)
+        checked = preflight.check(r, self.source, cache)
+        for line in checked.warnings:
+            self.reporter.note(f"warning: {line}")
+        plan = RunPlan.build(r, cache, contract)
+        if (line := plan.input_line()) is not None:
+            self.reporter.note(line)
         self.write_run_files(cache)
         t0 = time.perf_counter()
         # Fresh, or the saved weights of [model] init (contract checked against this cache, strict load).
-        encoder = initial_encoder(r.model, fs_hz=cache.fs_hz, leads=cache.leads, source=str(cache.path))
+        encoder = initial_encoder(r.model, fs_hz=cache.fs_hz, leads=cache.leads, source=str(cache.path),
+                                  window_s=r.data.window_s)
         pretraining, stopped = None, None
         if r.ssl is not None:
             trainer = Trainer(plan, self.dir, self.accelerator, resume=self.resume, reporter=self.reporter)
@@ -239,9 +267,10 @@ class Run:
         results: dict[str, Any] = {}
         if self.is_main:
             evaluated = evaluate(plan, encoder, self.accelerator.device, self.reporter, self.run_dir)
-            evaluated = evaluated.replace(pretrain_seconds=pretrain_seconds, allowed_overlap=allowed_overlap,
+            evaluated = evaluated.replace(pretrain_seconds=pretrain_seconds, allowed_overlap=checked.allowed_overlap,
                                           pretraining=pretraining,
-                                          warnings=[*([stopped] if stopped else []), *(evaluated.warnings or [])])
+                                          warnings=[*([stopped] if stopped else []), *checked.warnings,
+                                                    *(evaluated.warnings or [])])
             self.dir.write_results(evaluated)
             results = evaluated.to_json()
             from ecgforge.app.report import plot_run
@@ -274,9 +303,16 @@ def evaluate_run(run_dir: Path, overrides: list[str], reporter: Reporter | None 
     cache = Cache(r.data.cache, in_memory=r.data.in_memory)
     r = resolve_splits(r, cache, reporter.note)
     check_contract(meta, fs_hz=cache.fs_hz, leads=list(cache.leads), source=str(cache.path))
-    allowed_overlap = preflight.check(r, str(resolved), cache).allowed_overlap
+    checked = preflight.check(r, str(resolved), cache)
+    for line in checked.warnings:
+        reporter.note(f"warning: {line}")
     with RunLock(run_dir):
-        evaluated = evaluate(RunPlan.build(r, cache), encoder, default_device(), reporter, run_dir)
-        results = rd.merge_results(evaluated.replace(eval_overrides=list(overrides), allowed_overlap=allowed_overlap))
+        plan = RunPlan.build(r, cache, input_contract(meta))
+        if (line := plan.input_line()) is not None:
+            reporter.note(line)
+        evaluated = evaluate(plan, encoder, default_device(), reporter, run_dir)
+        results = rd.merge_results(evaluated.replace(eval_overrides=list(overrides),
+                                                     allowed_overlap=checked.allowed_overlap,
+                                                     warnings=[*checked.warnings, *(evaluated.warnings or [])]))
         plot_run(run_dir)
     return results.to_json()

@@ -5,13 +5,13 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
-from ecgforge.augment.noise import apply_with_probability
+from ecgforge.augment.noise import apply_with_probability, ordered
 from ecgforge.registry import BuildContext
 
 
@@ -21,61 +21,53 @@ def _log_uniform(shape: tuple[int, ...], lo: float, hi: float, device: torch.dev
     return torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * u)
 
 
-class AmplitudeScaleConfig(BaseModel, extra="forbid", frozen=True):
-    kind: Literal["amplitude_scale"] = "amplitude_scale"
+class GainRange(BaseModel, extra="forbid", frozen=True):
+    """Fields of both gain augmentations (subclasses add ``kind``)."""
+
     min_scale: float = Field(0.5, gt=0, description="smallest gain")
     max_scale: float = Field(2.0, gt=0, description="largest gain")
     p: float = Field(1.0, ge=0, le=1)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> AmplitudeScaleConfig:
-        if self.min_scale > self.max_scale:
-            raise ValueError(f"min_scale ({self.min_scale}) exceeds max_scale ({self.max_scale})")
-        return self
+    _ordered = ordered("min_scale", "max_scale")
 
 
-class AmplitudeScale(nn.Module):
-    """Multiply each sample (all leads alike) by one log-uniform gain in [min_scale, max_scale]."""
+class RandomGain(nn.Module):
+    """Base of both: multiply x by log-uniform gains in [min_scale, max_scale], one per sample, or one per lead
+    of each sample where ``per_lead``."""
 
-    Config = AmplitudeScaleConfig
+    per_lead: ClassVar[bool]
 
-    def __init__(self, cfg: AmplitudeScaleConfig, ctx: BuildContext) -> None:
+    def __init__(self, cfg: GainRange, ctx: BuildContext) -> None:
         super().__init__()
         self.cfg = cfg
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, L, T) -> (B, L, T)."""
-        gain = _log_uniform((x.shape[0], 1, 1), self.cfg.min_scale, self.cfg.max_scale, x.device).to(x.dtype)
+        shape = (x.shape[0], x.shape[1] if self.per_lead else 1, 1)
+        gain = _log_uniform(shape, self.cfg.min_scale, self.cfg.max_scale, x.device).to(x.dtype)
         return apply_with_probability(x, x * gain, self.cfg.p)
 
 
-class ChannelResizeConfig(BaseModel, extra="forbid", frozen=True):
+class AmplitudeScaleConfig(GainRange):
+    kind: Literal["amplitude_scale"] = "amplitude_scale"
+
+
+class AmplitudeScale(RandomGain):
+    """Multiply each sample (all leads alike) by one log-uniform gain in [min_scale, max_scale]."""
+
+    Config = AmplitudeScaleConfig
+    per_lead: ClassVar[bool] = False
+
+
+class ChannelResizeConfig(GainRange):
     kind: Literal["channel_resize"] = "channel_resize"
-    min_scale: float = Field(0.5, gt=0, description="smallest gain")
-    max_scale: float = Field(2.0, gt=0, description="largest gain")
-    p: float = Field(1.0, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ChannelResizeConfig:
-        if self.min_scale > self.max_scale:
-            raise ValueError(f"min_scale ({self.min_scale}) exceeds max_scale ({self.max_scale})")
-        return self
 
 
-class ChannelResize(nn.Module):
+class ChannelResize(RandomGain):
     """Multiply each lead of each sample by its own log-uniform gain in [min_scale, max_scale].
 
     Breaks the linear relations between limb leads (III = II − I): intended, as in ESS.
     """
 
     Config = ChannelResizeConfig
-
-    def __init__(self, cfg: ChannelResizeConfig, ctx: BuildContext) -> None:
-        super().__init__()
-        self.cfg = cfg
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, L, T) -> (B, L, T)."""
-        shape = (x.shape[0], x.shape[1], 1)
-        gain = _log_uniform(shape, self.cfg.min_scale, self.cfg.max_scale, x.device).to(x.dtype)
-        return apply_with_probability(x, x * gain, self.cfg.p)
+    per_lead: ClassVar[bool] = True

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
-from ecgforge.augment.noise import apply_with_probability
+from ecgforge.augment.noise import apply_with_probability, ordered
 from ecgforge.registry import BuildContext
 
 
@@ -22,11 +22,7 @@ class RandomResizedCropConfig(BaseModel, extra="forbid", frozen=True):
     max_scale: float = Field(1.0, gt=0, le=1, description="largest crop, fraction of the window")
     p: float = Field(1.0, ge=0, le=1)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> RandomResizedCropConfig:
-        if self.min_scale > self.max_scale:
-            raise ValueError(f"min_scale ({self.min_scale}) exceeds max_scale ({self.max_scale})")
-        return self
+    _ordered = ordered("min_scale", "max_scale")
 
 
 class RandomResizedCrop(nn.Module):
@@ -66,11 +62,7 @@ class TimeOutConfig(BaseModel, extra="forbid", frozen=True):
     max_frac: float = Field(0.5, ge=0, le=1, description="longest zeroed span, fraction of the window")
     p: float = Field(1.0, ge=0, le=1)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> TimeOutConfig:
-        if self.min_frac > self.max_frac:
-            raise ValueError(f"min_frac ({self.min_frac}) exceeds max_frac ({self.max_frac})")
-        return self
+    _ordered = ordered("min_frac", "max_frac")
 
 
 class TimeOut(nn.Module):

@@ -21,10 +21,10 @@ scaled.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from torch import Tensor, nn
 
 from ecgforge.registry import BuildContext
@@ -87,6 +87,18 @@ def apply_with_probability(x: Tensor, augmented: Tensor, p: float) -> Tensor:
         return augmented
     keep = torch.rand(x.shape[0], device=x.device) < p
     return torch.where(keep[:, None, None], augmented, x)
+
+
+def ordered(lo: str, hi: str) -> Any:
+    """A config's after-validator (``_ordered = ordered("min_scale", "max_scale")``): ValueError where field
+    ``lo`` exceeds field ``hi``."""
+
+    def check(cfg: BaseModel) -> BaseModel:
+        if getattr(cfg, lo) > getattr(cfg, hi):
+            raise ValueError(f"{lo} ({getattr(cfg, lo)}) exceeds {hi} ({getattr(cfg, hi)})")
+        return cfg
+
+    return model_validator(mode="after")(check)
 
 
 def baseline_wander_noise(
@@ -257,6 +269,23 @@ class GaussianNoise(nn.Module):
 # and siblings: bw_cmax 0.1, em_cmax 0.5, pl_cmax 0.2, bs_cmax 1).
 
 
+class AddedNoise(nn.Module):
+    """Base of the physiological noise modules: ``noise(x)`` ``(B, L, T)`` mV, drawn at the cache's sampling
+    rate (``ctx.need("fs_hz")``), is added to each sample with probability ``cfg.p``."""
+
+    def __init__(self, cfg: Any, ctx: BuildContext) -> None:
+        super().__init__()
+        self.cfg, self.fs_hz = cfg, ctx.need("fs_hz")  # of the cache
+
+    def noise(self, x: Tensor) -> Tensor:
+        """x (B, L, T) -> the noise to add, (B, L, T) mV (float32)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, L, T) mV -> (B, L, T) mV."""
+        return apply_with_probability(x, x + self.noise(x).to(x.dtype), self.cfg.p)
+
+
 class BaselineWanderConfig(BaseModel, extra="forbid", frozen=True):
     kind: Literal["baseline_wander"] = "baseline_wander"
     max_mv: float = Field(0.1, gt=0, description="Cmax: per-sample scale C ~ U(0, max_mv) of each cosine, mV")
@@ -265,20 +294,15 @@ class BaselineWanderConfig(BaseModel, extra="forbid", frozen=True):
     p: float = Field(1.0, ge=0, le=1)
 
 
-class BaselineWander(nn.Module):
+class BaselineWander(AddedNoise):
     """Low-frequency baseline wander (< ``cutoff_hz``), equal on every lead, see ``baseline_wander_noise``."""
 
     Config = BaselineWanderConfig
+    cfg: BaselineWanderConfig
 
-    def __init__(self, cfg: BaselineWanderConfig, ctx: BuildContext) -> None:
-        super().__init__()
-        self.cfg, self.fs_hz = cfg, ctx.need("fs_hz")  # of the cache
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, L, T) mV -> (B, L, T) mV."""
+    def noise(self, x: Tensor) -> Tensor:
         c = self.cfg
-        noise = baseline_wander_noise(tuple(x.shape), self.fs_hz, c.max_mv, c.cutoff_hz, c.n_components, x.device)
-        return apply_with_probability(x, x + noise.to(x.dtype), c.p)
+        return baseline_wander_noise(tuple(x.shape), self.fs_hz, c.max_mv, c.cutoff_hz, c.n_components, x.device)
 
 
 class PowerlineConfig(BaseModel, extra="forbid", frozen=True):
@@ -289,21 +313,16 @@ class PowerlineConfig(BaseModel, extra="forbid", frozen=True):
     p: float = Field(1.0, ge=0, le=1)
 
 
-class Powerline(nn.Module):
+class Powerline(AddedNoise):
     """Mains interference at 50 or 60 Hz and its harmonics, see ``powerline_noise``."""
 
     Config = PowerlineConfig
+    cfg: PowerlineConfig
 
-    def __init__(self, cfg: PowerlineConfig, ctx: BuildContext) -> None:
-        super().__init__()
-        self.cfg, self.fs_hz = cfg, ctx.need("fs_hz")  # of the cache
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, L, T) mV -> (B, L, T) mV."""
+    def noise(self, x: Tensor) -> Tensor:
         c = self.cfg
         # float: the harmonic frequencies are then a float tensor (an int Literal would make them integers).
-        noise = powerline_noise(tuple(x.shape), self.fs_hz, c.max_mv, float(c.freq_hz), c.n_harmonics, x.device)
-        return apply_with_probability(x, x + noise.to(x.dtype), c.p)
+        return powerline_noise(tuple(x.shape), self.fs_hz, c.max_mv, float(c.freq_hz), c.n_harmonics, x.device)
 
 
 class ElectrodeMotionConfig(BaseModel, extra="forbid", frozen=True):
@@ -312,19 +331,14 @@ class ElectrodeMotionConfig(BaseModel, extra="forbid", frozen=True):
     p: float = Field(1.0, ge=0, le=1)
 
 
-class ElectrodeMotion(nn.Module):
+class ElectrodeMotion(AddedNoise):
     """White Gaussian noise of random strength (electrode motion / EMG), see ``electrode_motion_noise``."""
 
     Config = ElectrodeMotionConfig
+    cfg: ElectrodeMotionConfig
 
-    def __init__(self, cfg: ElectrodeMotionConfig, ctx: BuildContext) -> None:
-        super().__init__()
-        self.cfg, self.fs_hz = cfg, ctx.need("fs_hz")  # of the cache
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, L, T) mV -> (B, L, T) mV."""
-        noise = electrode_motion_noise(tuple(x.shape), self.fs_hz, self.cfg.max_mv, x.device)
-        return apply_with_probability(x, x + noise.to(x.dtype), self.cfg.p)
+    def noise(self, x: Tensor) -> Tensor:
+        return electrode_motion_noise(tuple(x.shape), self.fs_hz, self.cfg.max_mv, x.device)
 
 
 class BaselineShiftConfig(BaseModel, extra="forbid", frozen=True):
@@ -337,19 +351,13 @@ class BaselineShiftConfig(BaseModel, extra="forbid", frozen=True):
     p: float = Field(1.0, ge=0, le=1)
 
 
-class BaselineShift(nn.Module):
+class BaselineShift(AddedNoise):
     """Step changes of the baseline over random spans, see ``baseline_shift_noise``."""
 
     Config = BaselineShiftConfig
+    cfg: BaselineShiftConfig
 
-    def __init__(self, cfg: BaselineShiftConfig, ctx: BuildContext) -> None:
-        super().__init__()
-        self.cfg, self.fs_hz = cfg, ctx.need("fs_hz")  # of the cache
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, L, T) mV -> (B, L, T) mV."""
+    def noise(self, x: Tensor) -> Tensor:
         c = self.cfg
-        noise = baseline_shift_noise(
-            tuple(x.shape), self.fs_hz, c.max_mv, c.max_segments_per_s, c.mean_segment_s, x.device
-        )
-        return apply_with_probability(x, x + noise.to(x.dtype), c.p)
+        return baseline_shift_noise(tuple(x.shape), self.fs_hz, c.max_mv, c.max_segments_per_s, c.mean_segment_s,
+                                    x.device)

@@ -17,6 +17,11 @@ ENCODERS = Table(
         "xresnet1d": "ecgforge.encoders.xresnet1d:XResNet1d",
         "cpc": "ecgforge.encoders.cpc:CPC",
         "wav2vec2": "ecgforge.encoders.wav2vec2:Wav2Vec2",
+        "ecgfounder": "ecgforge.encoders.ecgfounder:ECGFounder",
+        "merl_resnet": "ecgforge.encoders.merl:MERLResNet",
+        "st_mem": "ecgforge.encoders.st_mem:STMEM",
+        "ecg_jepa": "ecgforge.encoders.ecg_jepa:ECGJEPA",
+        "hubert_ecg": "ecgforge.encoders.hubert_ecg:HuBERTECG",
     },
 )
 

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from ecgforge.data.cache import Cache
 from ecgforge.data.dataset import TiledWindows
+from ecgforge.errors import UserError
 
 #: A transform of input batches ``x (B, leads, T) -> x`` and the name that identifies it in the feature cache
 #: (``"leads/6"``, ``"physio_noise/level3/seed0"``).
@@ -46,11 +47,16 @@ def embed(
     num_workers: int = 0,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     advance: Callable[[int], None] | None = None,
+    sequence: bool = False,
 ) -> np.ndarray:
-    """Embeddings ``(W, D)`` float32 of every window of ``ds`` (encoder in eval mode, no gradient).
+    """Embeddings ``(W, D)`` float32 of every window of ``ds`` (encoder in eval mode, no gradient); with
+    ``sequence``, the token sequences ``(W, T', C)`` of ``encoder.forward_features`` instead.
 
-    ``transform`` (e.g. added noise, a lead subset) is applied to each batch ``x (B, leads, T)`` first.
+    ``transform`` (e.g. added noise, a lead subset) is applied to each batch ``x (B, leads, T)`` first. The
+    encoder is in eval mode throughout: a frozen encoder's BatchNorm running statistics never move.
     """
+    if sequence:
+        require_sequence(encoder)
     was_training = encoder.training
     encoder.eval().to(device)
     out = []
@@ -58,13 +64,21 @@ def embed(
         x = batch["x"].to(device, non_blocking=True)
         if transform is not None:
             x = transform(x)
-        out.append(encoder(x).float().cpu())
+        z = encoder.forward_features(x).transpose(1, 2) if sequence else encoder(x)
+        out.append(z.float().cpu())
         if advance is not None:
             advance(len(x))
     encoder.train(was_training)
     if not out:
         return np.zeros((0, getattr(encoder, "embed_dim", 0)), dtype=np.float32)
     return torch.cat(out).numpy()
+
+
+def require_sequence(encoder: nn.Module, why: str = "an attention head") -> None:
+    """Refuse, in one line, an encoder that gives only a pooled embedding where ``why`` needs its tokens."""
+    if not callable(getattr(encoder, "forward_features", None)):
+        raise UserError(f"{why} needs the encoder's token sequence, but {type(encoder).__name__} gives only "
+                        "pooled embeddings (no forward_features(x) -> (B, C, T')); use head = 'linear' or 'mlp'")
 
 
 def per_record(scores: np.ndarray, record_of: np.ndarray, n_records: int) -> np.ndarray:
@@ -114,17 +128,20 @@ class FeatureCache:
         cache: Cache,
         indices: np.ndarray,
         transform: NamedTransform | None = None,
+        sequence: bool = False,
     ) -> tuple[np.ndarray, TiledWindows]:
-        """``(W, D)`` window embeddings of ``indices`` and their tiles (``record_of`` maps window -> record).
+        """``(W, D)`` window embeddings of ``indices`` (with ``sequence``: ``(W, T', C)`` token sequences) and
+        their tiles (``record_of`` maps window -> record).
 
         ``transform``: ``(name, fn)``; the name identifies the transform in the cache (e.g. ``"noise3/seed0"``).
         """
         tiles = self.tiles(cache, indices)
         key = (*encoder_key(init, seed), str(cache.path), _digest(indices), self.ctx.window, self.ctx.stride,
-               transform[0] if transform else None)
+               transform[0] if transform else None, sequence)
         if key not in self._features:
             self._features[key] = embed(self.encoder(init, seed), tiles, self.ctx.device, self.ctx.batch_size,
-                                        self.ctx.num_workers, transform=transform[1] if transform else None)
+                                        self.ctx.num_workers, transform=transform[1] if transform else None,
+                                        sequence=sequence)
             self.computed += 1
         return self._features[key], tiles
 

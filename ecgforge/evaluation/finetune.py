@@ -29,13 +29,21 @@ training subset at that step) and ``val_score`` (the primary metric on the valid
 Reference options (hhi-aml/ecg-selfsupervised ``eval.py``, fairseq-signals): ``head = "mlp"`` is their
 fine-tuning head (`heads.reference_mlp_head`), ``lr_group_factor`` their layer-wise discriminative rates
 (`param_groups`), and ``feature_grad_mult = 0`` freezes a wav2vec2 encoder's conv front end as fairseq-signals'
-fine-tuning configs do.
+fine-tuning configs do. ``layerwise_lr_factor = 0.1`` is the ECG foundation-model benchmark's fine-tuning
+(Al-Masud, Lopez Alcaraz & Strodthoff, ICLR 2026; AI4HealthUOL/ecg-fm-benchmarking ``fm_ecg.py``
+``get_params``): the head at ``lr``, the encoder's late layers at ``lr x 0.1``, its early layers at
+``lr x 0.01`` (`layer_halves` says which are which).
+
+A frozen encoder (the ``random`` init, and every encoder during the head warm-up) is kept in eval mode at every
+step, so its BatchNorm running statistics do not move either (the benchmark's reproduction found them
+updating in "frozen" encoders).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -50,6 +58,7 @@ from ecgforge.data.splits import Targets, TaskType
 from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.features import per_record
 from ecgforge.evaluation.heads import head_loss, reference_mlp_head, scores_from_logits
+from ecgforge.evaluation.paired import record_identity
 from ecgforge.evaluation.protocol import EvalProtocol, ProtocolConfig
 from ecgforge.evaluation.rows import ResultRow
 from ecgforge.evaluation.scoring import PRIMARY, primary_score, score_rows
@@ -80,6 +89,9 @@ class FinetuneConfig(ProtocolConfig, extra="forbid", frozen=True):
     lr_group_factor: float | None = Field(
         None, gt=0, le=1, description="layer-wise discriminative lr (ecg-selfsupervised eval.py): the encoder's "
         "top-level blocks in pairs from the top, each pair at the previous group's lr x this (they use 0.25)")
+    layerwise_lr_factor: float | None = Field(
+        None, gt=0, le=1, description="layer-wise lr of the ECG foundation-model benchmark (they use 0.1): head "
+        "at lr, the encoder's late layers at lr x this, its early layers at lr x this^2 (x encoder_lr_ratio)")
     head: Literal["linear", "mlp"] = Field("linear", description="mlp = the reference fine-tuning head: "
                                            "BN, dropout p/2, linear to head_hidden, ReLU, BN, dropout p, linear")
     head_hidden: int = Field(512, gt=0, description="hidden width of the mlp head")
@@ -99,6 +111,9 @@ class FinetuneConfig(ProtocolConfig, extra="forbid", frozen=True):
     def _trains_something(self) -> FinetuneConfig:
         if self.head_epochs + self.epochs + self.min_steps + (self.steps or 0) == 0:
             raise ValueError("head_epochs + epochs + min_steps (or steps) must be at least 1")
+        if self.lr_group_factor is not None and self.layerwise_lr_factor is not None:
+            raise ValueError("give lr_group_factor (ecg-selfsupervised) or layerwise_lr_factor (the foundation-model "
+                             "benchmark), not both")
         return self
 
 
@@ -107,17 +122,71 @@ def budget_steps(epochs: int, batches_per_epoch: int, min_steps: int, steps: int
     return int(steps) if steps is not None else max(epochs * batches_per_epoch, min_steps)
 
 
+def layer_halves(encoder: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], str]:
+    """The encoder's parameters split into early (input side) and late (output side) layers, and a line saying
+    where the split fell.
+
+    An encoder that defines ``layerwise_groups() -> (early, late)`` (lists of its parameters) decides itself.
+    Otherwise the split is at the middle of its main stack of blocks: the largest set of sibling modules that
+    hold parameters and are named alike up to a trailing index (the items of a ``ModuleList`` / ``Sequential``,
+    ``0`` ... ``11``; or ``layer1`` ... ``layer4``, ``block0`` ... ``block11``), the first such on a tie. The
+    first half of those blocks (rounded down) and every parameter registered before them are early; the rest
+    late. That is the benchmark's own split for ECGFounder (stem + stages 0-2 of 7), MERL's ResNet-18 (stem +
+    layer1-2) and HuBERT-ECG (front end + transformer layers 0-5 of 12); for ST-MEM and ECG-JEPA the benchmark
+    puts blocks 0-2 of 12 early, which their encoder's ``layerwise_groups`` can say.
+    """
+    hook = getattr(encoder, "layerwise_groups", None)
+    if callable(hook):
+        early, late = hook()
+        return list(early), list(late), f"{type(encoder).__name__}.layerwise_groups()"
+    best: tuple[str, list[str]] = ("", [])
+    for parent, module in encoder.named_modules():
+        groups: dict[str, list[str]] = {}
+        for child, m in module.named_children():
+            if re.search(r"\d$", child) and any(True for _ in m.parameters()):
+                groups.setdefault(re.sub(r"\d+$", "", child), []).append(child)
+        for items in groups.values():
+            if len(items) > len(best[1]):
+                best = (parent, items)
+    parent, items = best
+    n_early = len(items) // 2
+    early_names = {f"{parent}.{i}." if parent else f"{i}." for i in items[:n_early]}
+    stack_names = {f"{parent}.{i}." if parent else f"{i}." for i in items}
+    early: list[nn.Parameter] = []
+    late: list[nn.Parameter] = []
+    seen_stack = False
+    for name, p in encoder.named_parameters():
+        in_stack = any(name.startswith(n) for n in stack_names)
+        seen_stack = seen_stack or in_stack
+        is_early = any(name.startswith(n) for n in early_names) if in_stack else not seen_stack
+        (early if is_early else late).append(p)
+    if not items:
+        return early, late, "no stack of blocks found: the whole encoder is early"
+    where = f"{parent}." if parent else ""
+    first = f"{where}{items[0]}..{where}{items[n_early - 1]}" if n_early else "none of them"
+    return early, late, (f"early: what precedes {where}{items[0]} and {first} ({n_early} of {len(items)} blocks); "
+                         "late: the rest")
+
+
 def param_groups(model: nn.Module, lr: float, encoder_lr_ratio: float, group_factor: float | None,
-                 ) -> list[dict[str, Any]]:
+                 layerwise_factor: float | None = None) -> list[dict[str, Any]]:
     """AdamW parameter groups of ``model.encoder`` and ``model.head``.
 
     Without ``group_factor``: the head at ``lr``, the whole encoder at ``lr x encoder_lr_ratio``. With it, as
     ``configure_optimizer`` of hhi-aml/ecg-selfsupervised ``eval.py`` does for xresnet1d: the head at ``lr``,
     then the encoder's top-level children that hold parameters, in pairs from the output end, each pair at the
     previous group's rate x ``group_factor`` (there ``lr / 4`` per group), the first pair at ``lr x
-    group_factor x encoder_lr_ratio``.
+    group_factor x encoder_lr_ratio``. With ``layerwise_factor`` f (the foundation-model benchmark's
+    ``discriminative_lr_factor``): the head at ``lr``, the late layers of `layer_halves` at ``lr x f``, the
+    early ones at ``lr x f^2`` (both x ``encoder_lr_ratio``); groups in that order, each named.
     """
     head = [{"params": list(model.head.parameters()), "lr": lr}]
+    if layerwise_factor is not None:
+        early, late, _ = layer_halves(model.encoder)
+        rate = lr * encoder_lr_ratio
+        return [{**head[0], "name": "head"},
+                {"params": late, "lr": rate * layerwise_factor, "name": "late"},
+                {"params": early, "lr": rate * layerwise_factor**2, "name": "early"}]
     if group_factor is None:
         return [{"params": list(model.encoder.parameters()), "lr": lr * encoder_lr_ratio}, *head]
     blocks = [list(m.parameters()) for _, m in model.encoder.named_children() if any(True for _ in m.parameters())]
@@ -192,7 +261,7 @@ def fit(
     train_encoder: bool = True, min_steps: int = 0, steps: int | None = None, val_every_steps: int | None = None,
     schedule: Literal["constant", "cosine"] = "constant", lr_group_factor: float | None = None,
     head: Literal["linear", "mlp"] = "linear", head_hidden: int = 512, head_dropout: float = 0.5,
-    feature_grad_mult: float | None = None,
+    feature_grad_mult: float | None = None, layerwise_lr_factor: float | None = None,
 ) -> tuple[Classifier, dict[str, Any]]:
     """Train ``encoder`` + a head on random crops of ``train`` for a budget of optimiser steps
     (`budget_steps`); keep the best validation check among the whole-network steps (among the head steps
@@ -243,12 +312,18 @@ def fit(
         if n_head_candidates and (i % every == 0 or i == n_head):
             select(i)  # warm-up steps are not candidates: a fine-tuned model must have fine-tuned its encoder
     encoder_lr = 0.0
+    layer_facts: dict[str, Any] = {}
     if n_full:
         for p in model.encoder.parameters():
             p.requires_grad_(True)
-        groups = param_groups(model, lr, encoder_lr_ratio, lr_group_factor)
+        groups = param_groups(model, lr, encoder_lr_ratio, lr_group_factor, layerwise_lr_factor)
         # The encoder's top rate: its one group, or the first group below the head's.
-        encoder_lr = groups[0]["lr"] if lr_group_factor is None else (groups[1]["lr"] if len(groups) > 1 else 0.0)
+        layered = lr_group_factor is not None or layerwise_lr_factor is not None
+        encoder_lr = groups[0]["lr"] if not layered else (groups[1]["lr"] if len(groups) > 1 else 0.0)
+        if layerwise_lr_factor is not None:  # the benchmark's layer-wise rates: each group's rate and size, the split
+            layer_facts = {"lr_groups": {g["name"]: g["lr"] for g in groups},
+                           "lr_group_parameters": {g["name"]: sum(p.numel() for p in g["params"]) for g in groups},
+                           "layer_split": layer_halves(model.encoder)[2]}
         opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda k: 1.0 if schedule == "constant" else 0.5 * (1 + math.cos(math.pi * min(k / n_full, 1.0))))
@@ -266,6 +341,7 @@ def fit(
         "selected_step": int(best[2]), "selected_epoch": int(max(best[2] - 1, 0) // per_epoch),
         "val_score": float(best[0]) if val_tiles is not None and np.isfinite(best[0]) else None,
         "encoder_changed": state_dict_hash(model.encoder) != before,
+        **layer_facts,
     }
     return model, facts
 
@@ -294,6 +370,7 @@ class Finetune(EvalProtocol):
                         steps=c.steps, val_every_steps=c.val_every_steps, schedule=c.schedule,
                         lr_group_factor=c.lr_group_factor, head=c.head, head_hidden=c.head_hidden,
                         head_dropout=c.head_dropout, feature_grad_mult=c.feature_grad_mult,
+                        layerwise_lr_factor=c.layerwise_lr_factor,
                     )
                     scores = record_scores(model, test_tiles, data.task_type, ctx.device, ctx.batch_size, ctx.num_workers)
                     rows.append(ResultRow(
@@ -302,6 +379,6 @@ class Finetune(EvalProtocol):
                         n_train_records=int(len(train.indices)), n_val_records=int(len(picked.val.indices)),
                         n_test_records=int(len(data.test.indices)), facts=facts,
                         **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed,
-                                   records=data.test.indices, units=data.test_patients),
+                                   *record_identity(data.cache, data.test.indices)),
                     ))
         return rows

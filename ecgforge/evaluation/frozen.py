@@ -21,6 +21,7 @@ import numpy as np
 from ecgforge.data.splits import Targets
 from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.features import NamedTransform
+from ecgforge.evaluation.paired import record_identity
 from ecgforge.evaluation.protocol import EvalProtocol, FrozenFeatureConfig
 from ecgforge.evaluation.rows import PRIMARY, ResultRow
 from ecgforge.evaluation.scoring import score_rows
@@ -50,11 +51,13 @@ class FeatureView:
         """``(n_part, D)`` per-record embeddings: the mean of each record's tiled window embeddings."""
         return self.ctx.features.records(self.init, self.seed, self.data.cache, self.targets(part).indices)
 
-    def windows(self, part: Part, transform: NamedTransform | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def windows(self, part: Part, transform: NamedTransform | None = None, sequence: bool = False,
+                ) -> tuple[np.ndarray, np.ndarray]:
         """``(W, D)`` window embeddings of ``part`` (inputs through ``transform`` first, e.g. a lead subset) and
-        ``(W,)`` the position in ``part`` of each window's record."""
+        ``(W,)`` the position in ``part`` of each window's record. With ``sequence``: the encoder's token
+        sequences ``(W, T', C)`` instead of its pooled embeddings (for an attention head)."""
         z, tiles = self.ctx.features.windows(self.init, self.seed, self.data.cache, self.targets(part).indices,
-                                             transform)
+                                             transform, sequence)
         return z, tiles.record_of
 
 
@@ -118,7 +121,7 @@ class FrozenFeatureProtocol(EvalProtocol):
             n_train_records=int(s.n_train), n_val_records=int(s.n_val), n_test_records=int(len(data.test.indices)),
             conditions=s.conditions, facts=s.facts,
             **score_rows(data.task_type, data.test.y, s.scores, data.train.names, c.bootstrap, view.seed,
-                         records=data.test.indices, units=data.test_patients),
+                         *record_identity(data.cache, data.test.indices)),
         )
         row.metrics.update(s.metrics)
         return row

@@ -1,5 +1,6 @@
 """Heads trained on encoder features: the loss and score of each task type, and the probes' heads (a linear
-layer, or an MLP with one hidden layer: the "frozen" mode of the benchmarking work)."""
+layer; an MLP with one hidden layer, the "frozen" mode of the benchmarking work; or a learnable-query
+attention pooling over the encoder's token sequence, the frozen head of the ECG foundation-model benchmark)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ecgforge.data.splits import TaskType
@@ -28,10 +30,42 @@ def scores_from_logits(logits: torch.Tensor, task_type: TaskType) -> torch.Tenso
     return logits.squeeze(-1)
 
 
+class AttentionPoolHead(nn.Module):
+    """Learnable-query attention pooling: ``tokens (B, T', C) -> logits (B, n_out)``.
+
+    V-JEPA's attentive probe, the frozen-encoder head of the ECG foundation-model benchmark (Al-Masud, Lopez
+    Alcaraz & Strodthoff, ICLR 2026; AI4HealthUOL/ecg-fm-benchmarking ``clinical_ts/utils/heads.py``
+    ``LearnableQueryAttentionPool1d`` with its defaults ``heads=16``, ``bias=False``): one learned query
+    (initialised N(0, 1/C)) attends over the tokens with ``heads`` heads of width C / heads through q/k/v
+    projections C -> C, and the output projection C -> n_out is the classifier. No bias anywhere.
+    """
+
+    def __init__(self, dim: int, n_out: int, heads: int = 16) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"the attention head's {heads} heads do not divide the feature width {dim}")
+        self.heads = heads
+        self.query = nn.Parameter(torch.randn(1, 1, dim) / dim**0.5)
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.v_proj = nn.Linear(dim, dim, bias=False)
+        self.c_proj = nn.Linear(dim, n_out, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, t, c = tokens.shape
+        h, d = self.heads, c // self.heads
+        q = self.q_proj(self.query).reshape(1, h, 1, d).expand(b, h, 1, d)
+        k = self.k_proj(tokens).reshape(b, t, h, d).transpose(1, 2)  # (B, h, T', d)
+        v = self.v_proj(tokens).reshape(b, t, h, d).transpose(1, 2)
+        pooled = F.scaled_dot_product_attention(q, k, v)  # (B, h, 1, d), softmax(q k^T / sqrt(d)) v
+        return self.c_proj(pooled.reshape(b, c))
+
+
 @dataclass
 class LinearHead:
-    """A linear layer (or the MLP of `reference_mlp_head`) on standardised features (mean/std from the
-    training windows)."""
+    """A probe head on standardised features (mean/std per feature from the training windows): a linear layer,
+    the MLP of `reference_mlp_head`, or `AttentionPoolHead` over token sequences (``sequence`` True: inputs
+    ``(W, T', C)``, standardised per channel over windows and tokens)."""
 
     layer: nn.Module
     mean: torch.Tensor
@@ -39,12 +73,17 @@ class LinearHead:
     task_type: TaskType
     # 1-based epoch whose weights were kept (the best on validation, else the last); 0 if no epoch ran.
     selected_epoch: int = 0
+    sequence: bool = False
 
-    def scores(self, feats: np.ndarray) -> np.ndarray:
+    def scores(self, feats: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """``(W, D)`` features (``(W, T', C)`` token sequences for a sequence head) -> ``(W, ...)`` scores."""
         self.layer.eval()  # BatchNorm running statistics, no dropout
+        out = []
         with torch.no_grad():
-            x = (torch.from_numpy(feats) - self.mean) / self.std
-            return scores_from_logits(self.layer(x), self.task_type).numpy()
+            for start in range(0, max(len(feats), 1), batch_size):
+                x = (torch.from_numpy(feats[start:start + batch_size]) - self.mean) / self.std
+                out.append(scores_from_logits(self.layer(x), self.task_type))
+        return torch.cat(out).numpy()
 
 
 def fit_linear_head(
@@ -60,30 +99,45 @@ def fit_linear_head(
     batch_size: int = 256,
     seed: int = 0,
     mlp: tuple[int, float] | None = None,
+    attention_heads: int | None = None,
 ) -> LinearHead:
     """Train a linear head on frozen features with Adam; keep the epoch with the best validation score.
 
     ``mlp = (hidden, dropout)`` trains `reference_mlp_head` instead of a linear layer (one hidden layer,
-    batch norm, dropout).
+    batch norm, dropout); ``attention_heads`` trains `AttentionPoolHead` with that many heads on token
+    sequences.
 
     Args:
-        train_x: ``(N, D)`` window features; train_y: ``(N, C)`` / ``(N,)`` targets per window.
+        train_x: ``(N, D)`` window features, or ``(N, T', C)`` token sequences with ``attention_heads``;
+            train_y: ``(N, C)`` / ``(N,)`` targets per window.
         val: (window features, record_of, record targets, n_records, score_fn) where ``score_fn(y, scores)``
             is higher-is-better; without it the last epoch is kept.
     """
+    sequence = attention_heads is not None
+    if train_x.ndim != (3 if sequence else 2):
+        raise ValueError(f"expected {'(N, T, C) token sequences' if sequence else '(N, D) features'}, "
+                         f"got shape {train_x.shape}")
     gen = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(train_x).float()
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    flat = x.reshape(-1, x.shape[-1])  # a sequence head: statistics per channel over windows and tokens
+    mean, std = flat.mean(0), flat.std(0).clamp_min(1e-6)
     x = (x - mean) / std
     y = torch.from_numpy(train_y)
     y = y.float() if task_type != "multiclass" else y.long()
     if task_type == "regression":
         y = y.reshape(-1, 1)
     torch.manual_seed(seed)
-    layer = nn.Linear(x.shape[1], n_out) if mlp is None else reference_mlp_head(x.shape[1], n_out, *mlp)
+    dim = x.shape[-1]
+    layer: nn.Module
+    if attention_heads is not None:
+        layer = AttentionPoolHead(dim, n_out, attention_heads)
+    elif mlp is not None:
+        layer = reference_mlp_head(dim, n_out, *mlp)
+    else:
+        layer = nn.Linear(dim, n_out)
     opt = torch.optim.Adam(layer.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = head_loss(task_type)
-    head = LinearHead(layer, mean, std, task_type)
+    head = LinearHead(layer, mean, std, task_type, sequence=sequence)
     best_score, best_state, best_epoch = -np.inf, copy.deepcopy(layer.state_dict()), 0
     for epoch in range(1, epochs + 1):
         layer.train()

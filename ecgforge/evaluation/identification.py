@@ -30,7 +30,7 @@ from ecgforge.data.splits import patient_codes
 from ecgforge.errors import UserError
 from ecgforge.evaluation.arcface import fit_arcface
 from ecgforge.evaluation.context import EvalContext
-from ecgforge.evaluation.paired import Evidence
+from ecgforge.evaluation.paired import rank_evidence
 from ecgforge.evaluation.protocol import EvalProtocol
 from ecgforge.evaluation.retrieval import identification_ranks, patient_bootstrap_ci
 from ecgforge.evaluation.rows import ResultRow
@@ -74,14 +74,6 @@ def wilson_interval(successes: float, n: float, z: float = 1.96) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _hits_evidence(ranks: np.ndarray, probe_patients: np.ndarray) -> Evidence:
-    """Paired-comparison evidence of top-1 / top-5 accuracy over probes, each patient a resampling unit."""
-    def metrics(pos: np.ndarray) -> dict[str, float]:
-        return {"top1": float((ranks[pos] < 1).mean()), "top5": float((ranks[pos] < 5).mean())}
-
-    return Evidence(records=np.asarray(probe_patients), units=np.asarray(probe_patients), metrics=metrics)
-
-
 class Identification(EvalProtocol):
     Config = IdentificationConfig
     cfg: IdentificationConfig
@@ -91,6 +83,7 @@ class Identification(EvalProtocol):
         cache = ctx.open_cache(c.cache)
         idx = ctx.split(cache, c.split)
         patients = patient_codes(cache)[idx]
+        names = np.unique(cache.patient_id.astype(str))  # patient code -> patient id (as `patient_codes` codes)
         if len(idx) == 0 or np.bincount(patients).max(initial=0) < 2:
             raise UserError(f"identification: split {c.split!r} has no patient with two or more records")
         train = self._train_records(ctx, cache, patients) if c.mode == "arcface" else None
@@ -112,7 +105,8 @@ class Identification(EvalProtocol):
                     metrics={"top1": res["top1"], "top5": res["top5"]}, ci95=ci, conditions={"mode": c.mode},
                     facts={"n_patients": int(res["n_patients"]), "n_probes": int(res["n_probes"]),
                            "n_gallery": int(res["n_gallery"]), **facts},
-                    evidence=_hits_evidence(ranks, probe_patients),
+                    # Each probe is identified by its patient; the seed's gallery draw fixes which probes.
+                    evidence=rank_evidence(ranks, names[probe_patients], names[probe_patients]),
                 ))
         return rows
 

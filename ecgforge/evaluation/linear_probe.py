@@ -2,7 +2,11 @@
 
 The standard SSL protocol (Chen et al. 2020; Mehari & Strodthoff 2021; Bo et al. 2022). Embeddings are
 computed once per encoder on tiled windows; the head is trained on the windows of the selected training
-records, picked on the validation split, and tested on per-record means of window scores.
+records, picked on the validation split, and tested on per-record means of window scores. ``head = "mlp"``
+trains an MLP instead (rows ``mlp_probe``), ``head = "attention"`` a learnable-query attention pooling over
+the encoder's token sequence (``forward_features``; rows ``attention_probe``), the frozen-encoder head of the
+ECG foundation-model benchmark (Al-Masud et al., ICLR 2026). The encoder stays in eval mode: frozen means its
+BatchNorm statistics do not move either.
 
 ``lead_subsets`` trains *and* tests the head on each reduced-lead set (Oh et al., CHIL 2022, after the
 PhysioNet/CinC Challenge 2021; ``evaluation.leads``): rows then carry the condition ``leads``. With
@@ -82,19 +86,19 @@ class LinearProbe(FrozenFeatureProtocol):
 
     @property
     def row_kind(self) -> str:
-        return "linear_probe" if self.cfg.head == "linear" else "mlp_probe"
+        return {"linear": "linear_probe", "mlp": "mlp_probe", "attention": "attention_probe"}[self.cfg.head]
 
     def score(self, view: FeatureView, fraction: float) -> Iterator[Scored]:
         c, data = self.cfg, view.data
         for leads in c.lead_subsets:
             tf = lead_transform(list(data.cache.leads), leads, "linear_probe")
             head, pos, vpos = train_probe(view, c, fraction, tf)
-            f_te, rec_te = view.windows("test", tf)
+            f_te, rec_te = view.windows("test", tf, head.sequence)
             scores = per_record(head.scores(f_te), rec_te, len(data.test.indices))
             facts: dict[str, Any] = {"selected_epoch": head.selected_epoch}
             metrics: dict[str, float | None] = {}
             if c.challenge_weights is not None:
-                f_va, rec_va = view.windows("val", tf)
+                f_va, rec_va = view.windows("val", tf, head.sequence)
                 val_scores = per_record(head.scores(f_va), rec_va, len(data.val.indices))[vpos]
                 challenge, thr = challenge_row_metrics(data, data.val.y[vpos], val_scores, scores,
                                                    c.challenge_weights, c.challenge_normal_class)

@@ -16,20 +16,26 @@ rows' metrics on that same resample, giving ``delta_b = m_pretrained(b) - m_refe
 It assumes test units are independent draws and that the difference's sampling distribution is about as
 wide under the null as around the observed value. It conditions on the trained heads: seed-to-seed
 variation of training is not in it (the report shows the spread over seeds beside it).
+
+Rows of two runs pair the same way (``ecgforge report A B``, app/between.py): the evidence of each row is
+kept in the run directory (``scores/``, ``RunDir.write_scores``) in the form `restore_evidence` rebuilds.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ecgforge.evaluation.metrics import compute_metrics
 from ecgforge.evaluation.rows import ResultRow
+
+if TYPE_CHECKING:
+    from ecgforge.data.cache import Cache
 
 #: Initialisations a pretrained row is compared with, when the protocol ran them.
 REFERENCES = ("random", "supervised")
@@ -40,16 +46,31 @@ class Evidence:
     """What a row's metrics were computed from, kept in memory (never in results.json) to pair rows.
 
     Attributes:
-        records: (n,) identity of each test unit of observation (cache indices of test records); two rows pair
-            only when these are equal.
-        units: (n,) resampling unit of each record (patient code): a resample draws units, all records of a
+        records: (n,) identity of each test unit of observation (`record_identity`: ``source/record_id`` of
+            each test record); two rows pair only when these are equal.
+        units: (n,) resampling unit of each record (its patient id): a resample draws units, all records of a
             drawn unit together.
         metrics: record positions (m,) -> the row's metrics on those records (NaN where undefined).
+        form: how `restore_evidence` rebuilds ``metrics`` from ``data`` (``"scores"``, ``"ranks"``); None
+            where it cannot (the evidence is not stored).
+        data: what ``metrics`` is computed from: arrays with a first axis of length n (``y``, ``scores``;
+            ``ranks``) and JSON facts (``task_type``, ``names``).
     """
 
     records: np.ndarray
     units: np.ndarray
     metrics: Callable[[np.ndarray], dict[str, float]]
+    form: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+def record_identity(cache: Cache, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(records, units)`` of the evidence of cache records ``indices (n,)``: ``source/record_id`` (a record id
+    is unique within its source) and the patient id of each, as ``str`` arrays, comparable across runs and
+    caches where cache indices are not."""
+    idx = np.asarray(indices, dtype=np.int64)
+    records = np.asarray([f"{s}/{r}" for s, r in zip(cache.source[idx], cache.record_id[idx], strict=True)], dtype=str)
+    return records, np.asarray(cache.patient_id[idx], dtype=str).reshape(-1)
 
 
 def score_evidence(task_type: str, y: np.ndarray, scores: np.ndarray, names: Sequence[str],
@@ -64,7 +85,52 @@ def score_evidence(task_type: str, y: np.ndarray, scores: np.ndarray, names: Seq
             return {}
         return {k: float(v) for k, v in values.items()}
 
-    return Evidence(np.asarray(records), np.asarray(units), metrics)
+    return Evidence(np.asarray(records), np.asarray(units), metrics, "scores",
+                    {"task_type": task_type, "names": list(names), "y": y, "scores": scores})
+
+
+def rank_evidence(ranks: np.ndarray, records: np.ndarray, units: np.ndarray) -> Evidence:
+    """Evidence of top-1 / top-5 accuracy over identification probes from each probe's ``ranks (P,)`` (0 =
+    its own patient's gallery record found first)."""
+    ranks = np.asarray(ranks)
+
+    def metrics(pos: np.ndarray) -> dict[str, float]:
+        return {"top1": float((ranks[pos] < 1).mean()), "top5": float((ranks[pos] < 5).mean())}
+
+    return Evidence(np.asarray(records), np.asarray(units), metrics, "ranks", {"ranks": ranks})
+
+
+def restore_evidence(form: str, records: np.ndarray, units: np.ndarray, data: Mapping[str, Any]) -> Evidence:
+    """The evidence an `Evidence` of ``form`` with these ``records``, ``units`` and ``data`` was: the inverse
+    of storing its fields. ValueError for a form this version does not know."""
+    if form == "scores":
+        return score_evidence(data["task_type"], data["y"], data["scores"], data["names"], records, units)
+    if form == "ranks":
+        return rank_evidence(data["ranks"], records, units)
+    raise ValueError(f"unknown evidence form {form!r}")
+
+
+def mean_evidence(evidence: Sequence[Evidence]) -> Evidence:
+    """Evidence of the mean over several rows (a row's seeds) of each metric, on their common test records:
+    every resample recomputes each row's metrics and averages them, so the interval of a paired difference
+    of two such means holds the test-set sampling of every seed together. ValueError unless all rows were
+    scored on the same records."""
+    first = evidence[0]
+    if not all(np.array_equal(e.records, first.records) for e in evidence[1:]):
+        raise ValueError("mean of rows scored on different test records")
+
+    def metrics(pos: np.ndarray) -> dict[str, float]:
+        each = [e.metrics(pos) for e in evidence]
+        names = [k for k in each[0] if all(k in m for m in each[1:])]
+        return {k: float(np.mean([m[k] for m in each])) for k in names}
+
+    return Evidence(first.records, first.units, metrics)
+
+
+def pair_key(row: ResultRow) -> tuple[Any, ...]:
+    """What two rows scored on the same test records share, init aside: protocol, task, label fraction, seed,
+    split and conditions."""
+    return (row.kind, row.task, row.label_fraction, row.seed, row.split, repr(sorted(row.conditions.items())))
 
 
 def unit_resamples(units: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
@@ -131,7 +197,7 @@ def add_versus(rows: list[ResultRow], n_boot: int) -> list[ResultRow]:
     groups: dict[tuple[Any, ...], dict[str, ResultRow]] = defaultdict(dict)
     for r in rows:
         if r.evidence is not None:
-            groups[(r.kind, r.task, r.label_fraction, r.seed, r.split, repr(sorted(r.conditions.items())))][r.init] = r
+            groups[pair_key(r)][r.init] = r
     for by_init in groups.values():
         pre = by_init.get("pretrained")
         if pre is None:

@@ -106,12 +106,16 @@ class ProbeConfig(FrozenFeatureConfig, extra="forbid", frozen=True):
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(256, gt=0)
     val_split: str = "val"
-    head: Literal["linear", "mlp"] = Field(
-        "linear", description="linear, or mlp: one hidden layer with batch norm and dropout on the frozen "
-        "features (ecg-selfsupervised's create_head1d); mlp rows are reported as kind 'mlp_probe'")
+    head: Literal["linear", "mlp", "attention"] = Field(
+        "linear", description="linear; mlp: one hidden layer with batch norm and dropout on the frozen "
+        "features (ecg-selfsupervised's create_head1d), rows of kind 'mlp_probe'; attention: a learnable-query "
+        "attention pooling over the encoder's token sequence (forward_features), the frozen head of the ECG "
+        "foundation-model benchmark, rows of kind 'attention_probe'")
     head_hidden: int = Field(512, gt=0, description="hidden width of the mlp head")
     head_dropout: float = Field(0.5, ge=0, lt=1, description="dropout before the mlp head's last layer "
                                 "(half of it before its first)")
+    head_heads: int = Field(16, gt=0, description="attention heads of the attention head (the benchmark's 16); "
+                            "must divide the encoder's feature width")
 
     def split_fields(self) -> dict[str, str]:
         return {**super().split_fields(), "val_split": self.val_split}

@@ -84,7 +84,7 @@ class Robustness(FrozenFeatureProtocol):
         c, data = self.cfg, view.data
         head, pos, vpos = train_probe(view, c, fraction)  # on clean, 12-lead inputs
         for level, leads in conditions(c):
-            f_te, rec_te = view.windows("test", _transform(data.cache, level, leads, c.noise_seed))
+            f_te, rec_te = view.windows("test", _transform(data.cache, level, leads, c.noise_seed), head.sequence)
             yield Scored(per_record(head.scores(f_te), rec_te, len(data.test.indices)), n_train=len(pos),
                          n_val=len(vpos), reference=(level, leads) == (0, "12"),
                          conditions={"noise_level": level, "leads": leads})

@@ -37,12 +37,13 @@ def _primary_only(task_type: TaskType, y: np.ndarray, scores: np.ndarray) -> flo
 
 def score_rows(
     task_type: TaskType, y: np.ndarray, scores: np.ndarray, names: Sequence[str], n_boot: int, seed: int,
-    *, records: np.ndarray | None = None, units: np.ndarray | None = None,
+    records: np.ndarray | None = None, units: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """``{"metrics": {...}, "dropped_classes": [...], "ci95": {primary: [low, high]}}`` for one test split.
 
-    With ``records`` (cache indices of the test records) and ``units`` (their patient codes) the row also
-    keeps its ``evidence``, so that `paired.add_versus` can compare it with its reference rows.
+    With ``records`` and ``units`` (`paired.record_identity` of the test records: their ids and patient ids)
+    the row also keeps its ``evidence``, so that `paired.add_versus` can compare it with its reference rows
+    and the run directory can keep it for comparisons between runs.
     """
     metrics, dropped = compute_metrics(task_type, y, scores, names)
     row: dict[str, Any] = {

@@ -23,7 +23,7 @@ class TaskData:
     test: Targets
     patients: np.ndarray  # (n_train,) patient code of each training record
     val_patients: np.ndarray  # (n_val,)
-    test_patients: np.ndarray  # (n_test,): the units paired comparisons resample
+    test_patients: np.ndarray  # (n_test,)
 
     @property
     def task_type(self) -> TaskType:

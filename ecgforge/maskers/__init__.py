@@ -10,6 +10,7 @@ MASKERS = Table(
     "maskers",
     {
         "unet1d": "ecgforge.maskers.unet1d:UNet1d",
+        "random_mask": "ecgforge.maskers.random_mask:RandomMask",
     },
 )
 

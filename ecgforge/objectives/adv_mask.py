@@ -15,14 +15,25 @@ Where the penalty is computed (``penalty_on``): ``soft`` on the M soft masks (th
 soft mask flat at 0.4 earns the soft penalty's minimum while hiding nothing once binarised.
 ``entropy_alpha`` adds ADIOS's entropy term across masks (alpha_entropy; 0 in the authors' code).
 ``positive_pairing = "cmsc"`` takes the two views from two adjacent segments of one record (the authors'
-CMSC option: the two halves of a record) instead of two augmentations of one window.
+CMSC option: the two halves of a record) instead of two augmentations of one window; ``"own_window"`` from two
+independent random crops of one record (3KG's views in ``three_kg_owncrop_norot``; with ``augment`` = the
+``threekg`` augmentation this puts adversarial masks on top of 3KG's views, the paper's "orthogonal" claim).
 
 ``authors_update``: the authors' ``training_step`` runs the encoder phase first and never detaches the masks
 there, so the encoder phase's +NT-Xent also accumulates into the masker's gradient before the masker phase
 adds its −NT-Xent + penalty (``opt_m.zero_grad`` only follows ``opt_m.step``). With one mask both terms are
 computed on the same masked view by the same encoder (it steps once per 4 accumulated batches) and cancel:
 the masker then learns only the sparsity penalty. This flag reproduces that update (the masker's loss is
-−NT-Xent(draw 2) + NT-Xent(draw 1) + α·penalty, encoder phase first).
+−NT-Xent(draw 2) + NT-Xent(draw 1) + α·penalty, encoder phase first). It reproduces only the authors'
+batches on which the encoder does not step between the two phases: 3 of every 4 (``accumulate_grad_batches``
+= 4; ``opt_e.step`` runs after the encoder phase when ``(batch_idx + 1) % 4 == 0``). On the 4th their masker
+phase's −NT-Xent comes from the stepped encoder, so it no longer cancels the encoder phase's +NT-Xent (from the
+encoder before the step); the side-by-side reading of issue 26 puts that leftover at about twice an NT-Xent
+gradient (not measured here). ecgforge steps both networks on every batch, so that batch has no counterpart.
+
+``projector_bn``: True (default) is Linear(no bias)-BN-ReLU-Linear; the authors' projector (jessica-bo/
+advmask_ecg ``model/base_model.py``, ``BaseModel.__init__``, inherited by their adversarial model) is
+Linear-ReLU-Linear without batch norm, which ``projector_bn = false`` gives.
 
 The masker phase logs, per mask k, ``coverage_m{k}`` (mean applied mask = fraction of samples hidden) and
 ``qrs_share_m{k}`` (share of the hidden samples that lie within QRS complexes, ``data.qrs``), and
@@ -31,6 +42,7 @@ The masker phase logs, per mask k, ``coverage_m{k}`` (mean applied mask = fracti
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -40,19 +52,18 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.data.qrs import qrs_mask
 from ecgforge.errors import UserError
 from ecgforge.layers.projector import projector
 from ecgforge.maskers import MASKERS, MaskerConfig
 from ecgforge.maskers.unet1d import UNet1dConfig
-from ecgforge.objectives.base import Objective, ObjectiveConfig
+from ecgforge.objectives.base import AugmentedConfig, Objective, ObjectiveConfig
 from ecgforge.objectives.cmsc import two_segments
 from ecgforge.objectives.losses import nt_xent, sparsity_penalty
-from ecgforge.registry import BuildContext, build, build_all
+from ecgforge.registry import BuildContext, build
 
 
-class AdvMaskConfig(ObjectiveConfig):
+class AdvMaskConfig(ObjectiveConfig, AugmentedConfig):
     kind: Literal["adv_mask"] = "adv_mask"
     temperature: float = Field(0.1, gt=0, description="NT-Xent τ (Bo et al.: 0.1)")
     sparsity_alpha: float = Field(1.0, ge=0, description="weight α of the sparsity penalty (sweep: 0.1, 0.5; code 1.0)")
@@ -63,24 +74,40 @@ class AdvMaskConfig(ObjectiveConfig):
     penalty_on: Literal["soft", "applied"] = Field(
         "soft", description="sparsity penalty on the soft masks (authors, ADIOS) or on the binarised, applied ones")
     entropy_alpha: float = Field(0.0, ge=0, description="ADIOS's entropy term across the masks' coverages")
-    positive_pairing: Literal["simclr", "cmsc"] = Field(
-        "simclr", description="simclr: two views of one window; cmsc: two adjacent segments of one record")
+    positive_pairing: Literal["simclr", "cmsc", "own_window"] = Field(
+        "simclr", description="simclr: two views of one window; cmsc: two adjacent segments of one record; "
+        "own_window: two independent random crops of one record (3KG's views in three_kg_owncrop_norot)")
     authors_update: bool = Field(False, description="encoder phase first, its NT-Xent leaking into the masker (authors' code)")
     qrs_lead: int = Field(1, ge=0, description="lead whose R peaks define QRS complexes for the logged qrs_share (II)")
+    # Issue 26 (see "Issue 26 additions" below): a penalty without the 1e10 spikes, and an encoder warm-up.
+    penalty_form: Literal["sin", "bounded"] = Field(
+        "sin", description="sin: α/(sin(π·r·mean)+1e-10) (authors); bounded: α/(sin(π·r·mean)+penalty_eps)")
+    penalty_eps: float = Field(0.1, gt=0, description="bounded form: the penalty per mask is at most 1/penalty_eps")
+    masker_warmup_steps: int = Field(
+        0, ge=0, description="encoder steps on unmasked views (plain SimCLR) before the masker starts")
     projector_hidden: int = Field(2048, gt=0)
     projector_dim: int = Field(128, gt=0)
+    projector_bn: bool = Field(
+        True, description="BatchNorm after the projector's hidden layer (false: the authors' Linear-ReLU-Linear)")
     masker: MaskerConfig = Field(default_factory=UNet1dConfig)
-    augment: list[AugmentConfig] = Field(default_factory=list, description="applied independently to each view")
 
     @property
     def phases(self) -> tuple[str, ...]:
-        """The masker ascends, then the encoder descends; ``authors_update``: the authors' order, encoder first."""
+        """The masker ascends, then the encoder descends; ``authors_update``: the authors' order, encoder first.
+        A masker with nothing to learn (``maskers.random_mask``, the control: its config's ``learned`` is
+        False) leaves the encoder phase only."""
+        if not getattr(self.masker, "learned", True):
+            return ("encoder",)
         return ("encoder", "masker") if self.authors_update else ("masker", "encoder")
 
     @property
     def n_segments(self) -> int:
-        """Two adjacent segments of a record per item for CMSC positives."""
-        return 2 if self.positive_pairing == "cmsc" else 1
+        """Two windows of a record per item for CMSC positives (adjacent) and 3KG's crops (independent)."""
+        return 2 if self.positive_pairing in ("cmsc", "own_window") else 1
+
+    @property
+    def segment_pairing(self) -> Literal["adjacent", "independent"]:
+        return "independent" if self.positive_pairing == "own_window" else "adjacent"
 
 
 @contextmanager
@@ -136,9 +163,12 @@ class AdvMask(Objective):
             if n_masks != in_leads or getattr(self.masker, "activation", "sigmoid") != "sigmoid":
                 raise UserError(f"ssl.mask_mode = 'per_lead' needs ssl.masker.n_masks = its in_leads ({in_leads}) "
                                 f"and activation = 'sigmoid', got n_masks = {n_masks}")
-        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
         self.fs_hz: float = ctx.need("fs_hz")  # for the R-peak detector of the logged QRS shares
-        self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim)
+        self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim,
+                                   batch_norm=cfg.projector_bn)
+        # Encoder steps taken in this process, for the warm-up. Not persistent, so checkpoints of runs before it
+        # still load strictly; a run resumed inside its warm-up therefore warms up again from its resume point.
+        self.register_buffer("encoder_steps", torch.zeros((), dtype=torch.long), persistent=False)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """``masker``: the U-Net; ``encoder``: encoder + projector."""
@@ -168,8 +198,8 @@ class AdvMask(Objective):
 
     def views(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Batch x -> (view 1, view 2 before masking), each (B, leads, T)."""
-        if self.cfg.positive_pairing == "cmsc":
-            x = two_segments(x, "adv_mask with positive_pairing = 'cmsc'")
+        if self.cfg.positive_pairing in ("cmsc", "own_window"):
+            x = two_segments(x, f"adv_mask with positive_pairing = {self.cfg.positive_pairing!r}")
             return self.augment(x[:, 0]), self.augment(x[:, 1])
         return self.augment(x), self.augment(x)
 
@@ -198,6 +228,10 @@ class AdvMask(Objective):
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
         """x (B, leads, T) (or (B, 2, leads, T) for cmsc) -> loss of ``phase``: masker −NT-Xent + α·penalty
         (+ entropy), encoder NT-Xent."""
+        if phase == "masker" and self.warming_up():
+            # No masker update yet: a zero loss that reaches every masker parameter (Adam leaves them as they are).
+            zero = sum(p.sum() for p in self.masker.parameters()) * 0.0
+            return zero, {"loss": zero.detach()}
         v1, v2 = self.views(batch["x"])
         if phase == "masker":
             # The masker's loss must not train the encoder: its parameters record no history here, so the
@@ -206,7 +240,7 @@ class AdvMask(Objective):
                 masks = self.masker(v2)
                 nce = self.contrast(v1, v2, masks)
                 on = masks if self.cfg.penalty_on == "soft" else binarise(masks, self.cfg.binarization)
-                penalty = sparsity_penalty(on, self.cfg.sparsity_ratio)
+                penalty = self.penalty(on)
                 loss = -nce + self.cfg.sparsity_alpha * penalty
                 if self.cfg.entropy_alpha > 0:
                     loss = loss + self.cfg.entropy_alpha * entropy_across_masks(masks)
@@ -217,11 +251,33 @@ class AdvMask(Objective):
                     "mask_mean": masks.detach().mean()}
             return loss, logs | self.mask_logs(v2, masks)
         if phase == "encoder":
+            warm = self.warming_up()
+            if self.training:
+                self.encoder_steps += 1
+            if warm:  # plain SimCLR on the unmasked views
+                z1, z2 = self.projector(self.encoder(v1)), self.projector(self.encoder(v2))
+                loss = nt_xent(z1, z2, self.cfg.temperature)
+                return loss, {"loss": loss.detach(), "mask_mean": torch.zeros(())}
             with torch.no_grad():
                 masks = self.masker(v2)
             loss = self.contrast(v1, v2, masks.detach())
-            return loss, {"loss": loss.detach(), "mask_mean": masks.mean()}
+            logs = {"loss": loss.detach(), "mask_mean": masks.mean()}
+            if self.cfg.phases == ("encoder",):  # no masker phase logs the masks: log them here
+                logs |= {k: v for k, v in self.mask_logs(v2, masks).items() if k.startswith("coverage")}
+            return loss, logs
         raise ValueError(f"adv_mask: unknown phase {phase!r}; phases are {self.cfg.phases}")
+
+    # ---- Issue 26 additions: bounded penalty, encoder warm-up --------------------------------------------------
+
+    def penalty(self, masks: Tensor) -> Tensor:
+        """Sparsity penalty of masks (B, M, T): the authors' form, or the bounded one (``penalty_form``)."""
+        if self.cfg.penalty_form == "bounded":
+            return bounded_sparsity_penalty(masks, self.cfg.sparsity_ratio, self.cfg.penalty_eps)
+        return sparsity_penalty(masks, self.cfg.sparsity_ratio)
+
+    def warming_up(self) -> bool:
+        """True while the encoder has taken fewer than ``masker_warmup_steps`` steps (training only)."""
+        return self.training and int(self.encoder_steps) < self.cfg.masker_warmup_steps
 
     # -------------------------------------------------------------------------------- report figures
 
@@ -240,3 +296,15 @@ class AdvMask(Objective):
         return {"masks": mask_figure(x.numpy(), soft, fs_hz, leads,
                                      f"{title}masks: applied (solid; shaded = hidden), soft (dotted)",
                                      applied=applied, per_lead=self.cfg.mask_mode == "per_lead", r_peaks=peaks)}
+
+
+def bounded_sparsity_penalty(masks: Tensor, ratio: float = 1.0, eps: float = 0.1) -> Tensor:
+    """Σ_m mean_b 1/(sin(ratio·π·mean_t m) + eps): the authors' penalty (`losses.sparsity_penalty`, eps 1e-10)
+    with eps large enough that a mask at mean 0 or 1 costs at most 1/eps (10 for eps 0.1) instead of 1e10.
+
+    Same minimum (at mean 1/(2·ratio), value 1/(1 + eps) per mask); the gradient at the extremes is
+    π·ratio/eps² (314 for eps 0.1), finite, and still pushes the mask back inwards.
+    """
+    coverage = masks.double().mean(dim=-1)  # (B, M)
+    penalty = 1.0 / (torch.sin(ratio * math.pi * coverage).clamp_min(0) + eps)
+    return penalty.mean(dim=0).sum().to(masks.dtype)

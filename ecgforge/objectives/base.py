@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
-from ecgforge.registry import BuildContext
+from ecgforge.augment import AUGMENTS, AugmentConfig
+from ecgforge.registry import BuildContext, build_all
 
 
 class ObjectiveConfig(BaseModel, extra="forbid", frozen=True):
@@ -38,6 +39,14 @@ class ObjectiveConfig(BaseModel, extra="forbid", frozen=True):
     #: how the dataset cuts the ``n_segments`` windows of a record: ``adjacent`` (back to back, CMSC) or
     #: ``independent`` (each start drawn on its own)
     segment_pairing: ClassVar[Literal["adjacent", "independent"]] = "adjacent"
+
+
+class AugmentedConfig(BaseModel, extra="forbid", frozen=True):
+    """Mixin of a config whose objective augments its input: ``Objective`` builds the list as ``augment``
+    (an ``nn.Sequential``) and the objective applies it to each view it draws (each segment, each window)."""
+
+    augment: list[AugmentConfig] = Field(
+        default_factory=list, description="augmentations applied, in order, independently to each view")
 
 
 class WindowViews:
@@ -66,12 +75,18 @@ class Objective(nn.Module):
         ``lead_mask``: ``(B, leads)`` bool, False where the lead is missing in the record (zeroed in x).
         ``patient``: ``(B,)`` int64 patient index; ``record``: ``(B,)`` int64 record index in the cache.
         ``y``: labels, only for objectives whose config has ``needs_labels = True`` (supervised).
+
+    ``augment``: the config's augmentations, built here when the config is an ``AugmentedConfig``.
     """
+
+    augment: nn.Sequential
 
     def __init__(self, cfg: ObjectiveConfig, ctx: BuildContext) -> None:
         super().__init__()
         self.cfg = cfg
         self.encoder: nn.Module = ctx.need("encoder")
+        if isinstance(cfg, AugmentedConfig):
+            self.augment = build_all(AUGMENTS, cfg.augment, ctx)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Optimiser group name -> parameters. Default: one group ``encoder`` with every parameter."""

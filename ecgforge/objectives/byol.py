@@ -26,14 +26,13 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.layers.projector import projector
-from ecgforge.objectives.base import Objective, ObjectiveConfig, WindowViews
+from ecgforge.objectives.base import AugmentedConfig, Objective, ObjectiveConfig, WindowViews
 from ecgforge.objectives.losses import byol_loss
-from ecgforge.registry import BuildContext, build_all
+from ecgforge.registry import BuildContext
 
 
-class BYOLConfig(WindowViews, ObjectiveConfig):
+class BYOLConfig(WindowViews, ObjectiveConfig, AugmentedConfig):
     kind: Literal["byol"] = "byol"
     base_tau: float = Field(0.996, ge=0, le=1, description="EMA momentum at step 0; rises to 1 (cosine); ESS 0.996")
     projector_hidden: int = Field(4096, gt=0, description="Grill et al.: 4096; ESS: 512")
@@ -42,7 +41,6 @@ class BYOLConfig(WindowViews, ObjectiveConfig):
     ema: Literal["all", "weights"] = Field(
         "all", description="all: EMA of every parameter (Grill et al.); weights: only '*weight*' ones (ESS)"
     )
-    augment: list[AugmentConfig] = Field(default_factory=list, description="applied independently to each view")
     views: Literal["same_window", "own_window"] = Field(
         "same_window", description="same_window: both views of one crop (ESS); own_window: a crop of the record each"
     )
@@ -60,7 +58,6 @@ class BYOL(Objective):
 
     def __init__(self, cfg: BYOLConfig, ctx: BuildContext) -> None:
         super().__init__(cfg, ctx)
-        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
         # A buffer, so that a resumed run continues with the τ it had (it is saved with the model state).
         self.register_buffer("tau", torch.tensor(float(cfg.base_tau), dtype=torch.float64))
         self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim)

@@ -6,7 +6,18 @@ them) are positives for each other. The loss is fairseq-signals' CMSC criterion 
 segment-0 x segment-1 cosine logits / τ (0.1), cross-entropy in both directions, every (segment 0, segment 1)
 pair of the same record a positive (fairseq-signals' ``patient_id`` is a per-file index in its PhysioNet 2021
 preprocessing) or, with ``per_patient``, of the same patient (CLOCS's "per patient" variant). Segments of
-the same side are never candidates for each other.
+the same side are never candidates for each other. ``augment`` applies to each segment (CLOCS: none).
+
+Projector: by default an MLP (``layers.projector``). fairseq-signals has none: ``models/clocs/clocs.py``
+``ClocsModel.get_logits(aggregate=True)`` gives the loss the mean over time of the encoder output;
+``projector_dim = 0`` does the same here.
+
+Items: one per record and epoch, its two segments back to back at a random offset (``data.dataset``
+``adjacent_starts``); a record shorter than two windows is kept, its two segments spread over it as far
+apart as it allows (overlapping; zero-padded if shorter than one window). fairseq-signals instead cuts each
+record into consecutive, non-overlapping segments and makes one item per pair of consecutive segments, so a
+record of k segments counts k − 1 times per epoch (long records weigh more), and drops records shorter than
+two segments. For a 10 s record and 5 s segments both give the record's two halves, once per epoch.
 """
 
 from __future__ import annotations
@@ -16,21 +27,19 @@ from typing import ClassVar, Literal
 from pydantic import Field
 from torch import Tensor
 
-from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.errors import UserError
 from ecgforge.layers.projector import projector
-from ecgforge.objectives.base import Objective, ObjectiveConfig
+from ecgforge.objectives.base import AugmentedConfig, Objective, ObjectiveConfig
 from ecgforge.objectives.losses import cmsc_loss
-from ecgforge.registry import BuildContext, build_all
+from ecgforge.registry import BuildContext
 
 
-class CMSCConfig(ObjectiveConfig):
+class CMSCConfig(ObjectiveConfig, AugmentedConfig):
     kind: Literal["cmsc"] = "cmsc"
     temperature: float = Field(0.1, gt=0, description="Kiyasseh et al. / Oh et al.: 0.1")
     per_patient: bool = Field(False, description="segments of every record of a patient are positives")
     projector_hidden: int = Field(2048, gt=0)
-    projector_dim: int = Field(128, gt=0)
-    augment: list[AugmentConfig] = Field(default_factory=list, description="applied to each segment (CLOCS: none)")
+    projector_dim: int = Field(128, ge=0, description="0: no projector, the loss on the encoder output (fairseq-signals)")
 
     n_segments: ClassVar[int] = 2
 
@@ -53,7 +62,6 @@ class CMSC(Objective):
 
     def __init__(self, cfg: CMSCConfig, ctx: BuildContext) -> None:
         super().__init__(cfg, ctx)
-        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
         self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim)
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:

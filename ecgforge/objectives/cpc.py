@@ -19,7 +19,7 @@ from one pool of K latents per step; cross-entropy averaged over predictions and
 Same-sequence scores are read off the (T'−s)×T' score matrix of each sequence instead of gathering K
 latent vectors per prediction (with 1000 latents, 128 negatives and 512 channels the gathered tensor would be
 8 GB per batch of 32); the scores are the same numbers. Batch-wide negatives in ``single_step`` are gathered
-as ESS does, which costs B·(T'−s)·K·C floats.
+as ESS does, which costs B·(T'−s)·K·C floats. ``augment`` applies to x (ESS CPC: none).
 """
 
 from __future__ import annotations
@@ -31,14 +31,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.encoders.cpc import CPC
 from ecgforge.errors import UserError
-from ecgforge.objectives.base import Objective, ObjectiveConfig
-from ecgforge.registry import BuildContext, build_all
+from ecgforge.objectives.base import AugmentedConfig, Objective, ObjectiveConfig
+from ecgforge.registry import BuildContext
 
 
-class CPCObjectiveConfig(ObjectiveConfig):
+class CPCObjectiveConfig(ObjectiveConfig, AugmentedConfig):
     kind: Literal["cpc"] = "cpc"
     form: Literal["single_step", "multi_step"] = Field(
         "single_step",
@@ -48,7 +47,6 @@ class CPCObjectiveConfig(ObjectiveConfig):
     n_steps: int = Field(12, gt=0, description="steps predicted ahead (ESS steps_predicted: 12)")
     n_negatives: int = Field(128, gt=0, description="distractors per prediction (ESS n_false_negatives: 128)")
     negatives_from_same_seq_only: bool = Field(True, description="ESS flag of the paper's best CPC model")
-    augment: list[AugmentConfig] = Field(default_factory=list, description="applied to x (ESS CPC: none)")
 
 
 def draw_negatives(b: int, t: int, s: int, k: int, same_seq: bool, device: torch.device) -> Tensor:
@@ -82,7 +80,6 @@ class CPCObjective(Objective):
                 f"ssl.kind = 'cpc' needs model.encoder.kind = 'cpc' (latents + LSTM context), got {type(encoder).__name__}"
             )
         super().__init__(cfg, ctx)
-        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
         if cfg.form == "single_step":
             self.proj = nn.Linear(encoder.hidden, encoder.latent_dim, bias=False)  # ESS proj, bias_proj=False
         else:

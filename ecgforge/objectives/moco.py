@@ -26,22 +26,20 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.errors import UserError
 from ecgforge.layers.distributed import gather_with_grad
-from ecgforge.objectives.base import Objective, ObjectiveConfig
+from ecgforge.objectives.base import AugmentedConfig, Objective, ObjectiveConfig
 from ecgforge.objectives.losses import moco_infonce
-from ecgforge.registry import BuildContext, build_all
+from ecgforge.registry import BuildContext
 
 
-class MoCoConfig(ObjectiveConfig):
+class MoCoConfig(ObjectiveConfig, AugmentedConfig):
     kind: Literal["moco"] = "moco"
     temperature: float = Field(0.07, gt=0, description="CustomMoCo default 0.07 (ESS cli_main passes lr)")
     momentum: float = Field(0.999, ge=0, le=1, description="EMA momentum of the key network")
     queue_length: int = Field(65536, gt=0, description="queued keys (ESS: the training set size)")
     projector_hidden: int = Field(512, gt=0, description="ESS ResNetSimCLR l1: 512 -> 512")
     projector_dim: int = Field(16, gt=0, description="ESS out_dim (bolts_config.yaml): 16")
-    augment: list[AugmentConfig] = Field(default_factory=list, description="applied independently to each view")
 
 
 def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -55,7 +53,6 @@ class MoCo(Objective):
 
     def __init__(self, cfg: MoCoConfig, ctx: BuildContext) -> None:
         super().__init__(cfg, ctx)
-        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
         self.projector = mlp_head(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim)
         self.key_encoder = copy.deepcopy(self.encoder)
         self.key_projector = copy.deepcopy(self.projector)

@@ -12,14 +12,13 @@ from typing import Literal
 from pydantic import Field
 from torch import Tensor
 
-from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.layers.projector import projector
-from ecgforge.objectives.base import Objective, ObjectiveConfig
+from ecgforge.objectives.base import AugmentedConfig, Objective, ObjectiveConfig
 from ecgforge.objectives.losses import ess_nt_xent, nt_xent
-from ecgforge.registry import BuildContext, build_all
+from ecgforge.registry import BuildContext
 
 
-class SimCLRConfig(ObjectiveConfig):
+class SimCLRConfig(ObjectiveConfig, AugmentedConfig):
     kind: Literal["simclr"] = "simclr"
     temperature: float = Field(0.1, gt=0)
     projector_hidden: int = Field(2048, gt=0)
@@ -28,7 +27,6 @@ class SimCLRConfig(ObjectiveConfig):
     loss: Literal["nt_xent", "ess"] = Field(
         "nt_xent", description="nt_xent, or ess: ecg-selfsupervised's variant (its self term is only "
         "partly removed from the denominator; losses.ess_nt_xent)")
-    augment: list[AugmentConfig] = Field(default_factory=list, description="applied independently to each view")
 
 
 class SimCLR(Objective):
@@ -37,7 +35,6 @@ class SimCLR(Objective):
 
     def __init__(self, cfg: SimCLRConfig, ctx: BuildContext) -> None:
         super().__init__(cfg, ctx)
-        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
         self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim,
                                    batch_norm=cfg.projector_bn)
         self.loss_fn = ess_nt_xent if cfg.loss == "ess" else nt_xent

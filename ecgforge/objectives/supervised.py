@@ -1,9 +1,9 @@
 """Supervised training of the encoder with labels: the baseline every pretraining method must beat.
 
-A linear head on the pooled embedding, trained end to end with the encoder. The loss follows the targets
-the runner puts in ``batch["y"]`` (``data.dataset.task_targets`` of ``task``): float ``(B, K)`` multi-hot ->
-binary cross-entropy per label (the PTB-XL benchmark's setting, Strodthoff et al. 2020); int64 ``(B,)`` class
-ids -> cross-entropy; float ``(B,)`` values -> mean squared error (e.g. age in years).
+A linear head on the pooled embedding of the augmented x (``augment``), trained end to end with the encoder.
+The loss follows the targets the runner puts in ``batch["y"]`` (``data.dataset.task_targets`` of ``task``):
+float ``(B, K)`` multi-hot -> binary cross-entropy per label (the PTB-XL benchmark's setting, Strodthoff et al.
+2020); int64 ``(B,)`` class ids -> cross-entropy; float ``(B,)`` values -> mean squared error (e.g. age in years).
 """
 
 from __future__ import annotations
@@ -14,15 +14,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from ecgforge.augment import AUGMENTS, AugmentConfig
-from ecgforge.objectives.base import Objective, ObjectiveConfig
-from ecgforge.registry import BuildContext, build_all
+from ecgforge.objectives.base import AugmentedConfig, Objective, ObjectiveConfig
+from ecgforge.registry import BuildContext
 
 
-class SupervisedConfig(ObjectiveConfig):
+class SupervisedConfig(ObjectiveConfig, AugmentedConfig):
     kind: Literal["supervised"] = "supervised"
     task: str = Field(min_length=1, description="label set of the cache, or 'sex' / 'age'")
-    augment: list[AugmentConfig] = Field(default_factory=list, description="applied to x during training")
 
     needs_labels: ClassVar[bool] = True
 
@@ -44,7 +42,6 @@ class Supervised(Objective):
         """``ctx.n_classes``: outputs of the head (labels or classes; 1 for regression). Needed: a head of a
         guessed width would only fail at the first batch, far from its cause."""
         super().__init__(cfg, ctx)
-        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
         self.head = nn.Linear(self.encoder.embed_dim, ctx.need("n_classes"))
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:

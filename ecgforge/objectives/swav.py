@@ -29,16 +29,15 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.errors import UserError
 from ecgforge.layers.distributed import gather_with_grad, world
 from ecgforge.layers.projector import projector
-from ecgforge.objectives.base import Objective, ObjectiveConfig
+from ecgforge.objectives.base import AugmentedConfig, Objective, ObjectiveConfig
 from ecgforge.objectives.losses import sinkhorn, swapped_prediction
-from ecgforge.registry import BuildContext, build_all
+from ecgforge.registry import BuildContext
 
 
-class SwAVConfig(ObjectiveConfig):
+class SwAVConfig(ObjectiveConfig, AugmentedConfig):
     kind: Literal["swav"] = "swav"
     n_views: int = Field(6, ge=2, description="views per window in the loss (ESS: 7 crops, the last unused)")
     crops_for_assign: list[int] = Field(default_factory=lambda: [0, 1], min_length=1,
@@ -52,7 +51,6 @@ class SwAVConfig(ObjectiveConfig):
     queue_length: int = Field(0, ge=0, description="queued projections (all processes); 0: no queue")
     queue_start_step: int = Field(0, ge=0, description="step from which the queue is filled (ESS: epoch 15)")
     freeze_prototypes_steps: int = Field(0, ge=0, description="steps without prototype gradients (ESS: 1 epoch)")
-    augment: list[AugmentConfig] = Field(default_factory=list, description="applied independently to each view")
 
     @model_validator(mode="after")
     def _check_assign(self) -> SwAVConfig:
@@ -68,7 +66,6 @@ class SwAV(Objective):
 
     def __init__(self, cfg: SwAVConfig, ctx: BuildContext) -> None:
         super().__init__(cfg, ctx)
-        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
         # ESS CustomResNet.projection_head: Linear-BN-ReLU-Linear (its first bias is cancelled by the BN anyway).
         self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim)
         self.prototypes = nn.Linear(cfg.projector_dim, cfg.n_prototypes, bias=False)

@@ -10,6 +10,10 @@ in the batch — across processes too — is a positive; without it, only the tw
 aligned in time. On PTB-XL at 100 Hz and 2.5 s that lets the encoder pair views by beat timing, a shortcut
 that leaves it worse than a random one (docs/findings/kgbyol.md); ``"own_window"`` cuts each view from its own
 random crop of the record (the dataset's ``independent`` pairing), which removes it.
+
+Projector: by default an MLP (``layers.projector``, with ``projector_bn`` its batch norm). fairseq-signals has
+none: ``models/3kg/_3kg.py`` ``_3KGModel.get_logits(aggregate=True)`` gives the loss the mean over time of the
+encoder output; ``projector_dim = 0`` does the same here (the encoder's pooled output, ``embed_dim`` wide).
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ class ThreeKGObjectiveConfig(WindowViews, ObjectiveConfig):
     temperature: float = Field(0.1, gt=0, description="Gopal et al. / fairseq-signals: 0.1")
     patient_positives: bool = Field(True, description="views of the same patient are positives (fairseq-signals)")
     projector_hidden: int = Field(2048, gt=0)
-    projector_dim: int = Field(128, gt=0)
+    projector_dim: int = Field(128, ge=0, description="0: no projector, the loss on the encoder output (fairseq-signals)")
+    projector_bn: bool = Field(True, description="BatchNorm after the projector's hidden layer (false: Linear-ReLU-Linear)")
     threekg: Annotated[ThreeKGConfig, AUGMENTS] = Field(default_factory=ThreeKGConfig, description="angle 45°, scale 1.5, mask 0.5")
     augment: list[AugmentConfig] = Field(default_factory=list, description="applied after 3KG to each view")
     views: Literal["same_window", "own_window"] = Field(
@@ -49,7 +54,8 @@ class ThreeKGObjective(Objective):
     def __init__(self, cfg: ThreeKGObjectiveConfig, ctx: BuildContext) -> None:
         super().__init__(cfg, ctx)
         self.view = nn.Sequential(build(AUGMENTS, cfg.threekg, ctx), build_all(AUGMENTS, cfg.augment, ctx))
-        self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim)
+        self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim,
+                                   batch_norm=cfg.projector_bn)
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:
         """x (B, 12, T), or (B, 2, 12, T) with ``own_window`` -> 3KG loss over the 2B views."""

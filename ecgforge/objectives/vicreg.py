@@ -20,21 +20,19 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.layers.distributed import gather_with_grad
 from ecgforge.layers.projector import projector
-from ecgforge.objectives.base import Objective, ObjectiveConfig
-from ecgforge.registry import BuildContext, build_all
+from ecgforge.objectives.base import AugmentedConfig, Objective, ObjectiveConfig
+from ecgforge.registry import BuildContext
 
 
-class VICRegConfig(ObjectiveConfig):
+class VICRegConfig(ObjectiveConfig, AugmentedConfig):
     kind: Literal["vicreg"] = "vicreg"
     sim_coeff: float = Field(25.0, ge=0, description="weight of the invariance (MSE) term; Bardes et al.: 25")
     std_coeff: float = Field(25.0, ge=0, description="weight of the variance hinge; Bardes et al.: 25")
     cov_coeff: float = Field(1.0, ge=0, description="weight of the covariance term; Bardes et al.: 1")
     projector_hidden: int = Field(2048, gt=0, description="expander hidden width (Bardes et al.: 8192)")
     projector_dim: int = Field(2048, gt=0, description="expander output width D (Bardes et al.: 8192)")
-    augment: list[AugmentConfig] = Field(default_factory=list, description="applied independently to each view")
 
 
 def off_diagonal(m: Tensor) -> Tensor:
@@ -62,7 +60,6 @@ class VICReg(Objective):
 
     def __init__(self, cfg: VICRegConfig, ctx: BuildContext) -> None:
         super().__init__(cfg, ctx)
-        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
         self.projector = projector(self.encoder.embed_dim, cfg.projector_hidden, cfg.projector_dim)
 
     def forward(self, batch: dict[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor]]:

@@ -13,6 +13,7 @@ straight-through hard one-hot; temperature annealed max(2·0.999995^step, 0.5)).
 (Oh et al.'s ``loss_weights`` [0.1, 10]: the codebook diversity term keeps codes in use; the L2 penalty on
 the raw conv features keeps them from growing to cheat the layer norm). ``feature_grad_mult`` (0.1) is a
 field of the ``wav2vec2`` encoder, ``[model.encoder]``: it scales the conv front end's gradient.
+``augment`` applies to x before the conv front end (Oh et al.: none).
 """
 
 from __future__ import annotations
@@ -24,13 +25,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from ecgforge.augment import AUGMENTS, AugmentConfig
 from ecgforge.encoders.wav2vec2 import Wav2Vec2
 from ecgforge.errors import UserError
 from ecgforge.layers.grad import GradMultiply
-from ecgforge.objectives.base import Objective, ObjectiveConfig
+from ecgforge.objectives.base import AugmentedConfig, Objective, ObjectiveConfig
 from ecgforge.objectives.losses import info_nce
-from ecgforge.registry import BuildContext, build_all
+from ecgforge.registry import BuildContext
 
 
 def compute_mask_indices(
@@ -106,7 +106,7 @@ class GumbelQuantiser(nn.Module):
         return q, prob_ppl, code_ppl.detach()
 
 
-class Wav2Vec2ObjectiveConfig(ObjectiveConfig):
+class Wav2Vec2ObjectiveConfig(ObjectiveConfig, AugmentedConfig):
     kind: Literal["wav2vec2"] = "wav2vec2"
     mask_prob: float = Field(0.65, gt=0, lt=1, description="span starts = mask_prob·T'/mask_length")
     mask_length: int = Field(10, gt=0, description="tokens per masked span")
@@ -119,7 +119,6 @@ class Wav2Vec2ObjectiveConfig(ObjectiveConfig):
     logit_temperature: float = Field(0.1, gt=0)
     diversity_weight: float = Field(0.1, ge=0, description="Oh et al. loss_weights[0]")
     feature_penalty_weight: float = Field(10.0, ge=0, description="Oh et al. loss_weights[1]")
-    augment: list[AugmentConfig] = Field(default_factory=list, description="applied to x (Oh et al.: none)")
 
 
 class Wav2Vec2Objective(Objective):
@@ -133,7 +132,6 @@ class Wav2Vec2Objective(Objective):
                 f"ssl.kind = '{cfg.kind}' needs model.encoder.kind = 'wav2vec2', got {type(encoder).__name__}"
             )
         super().__init__(cfg, ctx)
-        self.augment = build_all(AUGMENTS, cfg.augment, ctx)
         self.quantiser = GumbelQuantiser(encoder.feature_dim, cfg.quantiser_groups, cfg.quantiser_entries,
                                          cfg.final_dim, cfg.quantiser_temp)
         self.project_q = nn.Linear(cfg.final_dim, cfg.final_dim)

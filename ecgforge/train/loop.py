@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Sampler
 from ecgforge.config_files import to_toml_dict
 from ecgforge.data.dataset import RandomWindows, collate_windows
 from ecgforge.data.splits import task_targets
+from ecgforge.encoders import ENCODERS
 from ecgforge.errors import UserError
 from ecgforge.fsio import atomic_write_json, replace_dir
 from ecgforge.interrupts import StopOnSignal
@@ -53,6 +54,7 @@ from ecgforge.recipe import Recipe
 from ecgforge.registry import build
 from ecgforge.rundir import PROGRESS, MetricsLog, RunDir, RunPlan
 from ecgforge.train.collapse import EmbeddingProbe
+from ecgforge.train.monitor import OnlineMonitor, draw_subset
 from ecgforge.train.optim import make_optimizer, make_schedule
 
 
@@ -262,6 +264,12 @@ class Trainer:
         self.reduced: list[dict[str, float]] = []
         # Collapse monitor: embedding statistics of the last step of each log window (this process's batch).
         self.embed_probe = EmbeddingProbe(self.inner.encoder)
+        # Online probe (main process only; the others meet it at the next collective): the subset is read now.
+        self.monitor: OnlineMonitor | None = None
+        if t.monitor is not None and self.is_main:
+            m = t.monitor
+            subset = draw_subset(m, cache, self.plan.split_indices[m.split], window, self.plan.stride, r.seed)
+            self.monitor = OnlineMonitor(m, subset, acc.device, r.seed, batch_size=max(t.batch_size, 64))
 
     def resume(self) -> None:
         """Remove half-written checkpoints; with ``--resume``, load the last complete one (every process's part)."""
@@ -336,6 +344,27 @@ class Trainer:
         self.reduced.clear()
         return row
 
+    def monitor_row(self, log: MetricsLog | None, reference: bool = False) -> float:
+        """Score the online monitor at the current step; write its row and send it to the trackers. Returns
+        the seconds it took (left out of the throughput of the log window it interrupts)."""
+        if self.monitor is None:
+            return 0.0
+        t0 = time.perf_counter()
+        armed, self.embed_probe.armed = self.embed_probe.armed, False  # the monitor's embeddings are not a batch's
+        encoder = self.inner.encoder
+        values: dict[str, float] = {}
+        if reference:
+            values.update(self.monitor.reference(lambda: build(ENCODERS, self.recipe.model.encoder)))
+        values.update(self.monitor.check(encoder, self.state.step))
+        self.embed_probe.armed = armed
+        seconds = time.perf_counter() - t0
+        values["monitor/seconds"] = seconds
+        if log is not None:
+            log.write({**values, "step": self.state.step, "epoch": self.state.epoch, "samples": self.state.samples})
+        if self.recipe.train.trackers:
+            self.acc.log(values, step=self.state.step)
+        return seconds
+
     def save_checkpoint(self) -> None:
         """Every process writes its part into one scratch folder (its RNG states; process 0 also the model,
         optimisers, schedulers and progress), renamed to ``step_<N>`` when complete: a kill at any moment
@@ -397,6 +426,8 @@ class Trainer:
         self.note_budget(budget_spent)
         stop = state.step >= self.total or budget_spent
         interrupted = False
+        if self.resume_step is None:  # step 0: the initial encoder and the random reference (kept on resume)
+            self.monitor_row(log, reference=self.monitor is not None and self.monitor.cfg.reference)
         ctx = self.reporter.task(f"pretrain {r.ssl.kind}", self.total, state.step) if self.is_main else _no_task()
         with ctx as update, StopOnSignal() as signalled:
             while not stop and state.epoch < max(t.epochs, 1):
@@ -451,6 +482,10 @@ class Trainer:
                         main_loss = next(iter(v for k, v in row.items() if k.endswith("loss")), float("nan"))
                         update(state.step, status=f"loss {main_loss:.4f}  {row['samples_per_s']:,.0f} samples/s")
                         window_t, window_samples, window_wait = now, 0, 0.0
+                    # Also at the last step, whether the step budget or the time budget ends the run.
+                    if state.step % (t.monitor.every_steps if t.monitor else 1) == 0 or state.step == self.total \
+                            or budget_spent:
+                        window_t += self.monitor_row(log)
                     update(state.step)
                     self.note_budget(budget_spent)
                     if state.step >= self.total or interrupted or budget_spent:

@@ -77,6 +77,29 @@ def results_table(results: dict[str, Any]) -> Table | None:
     return table
 
 
+def between_tables(comparison: Any) -> list[Table]:
+    """The rows `app.between.compare_runs` compared, in the primary metric: a table per pair, protocol and
+    task, narrow enough for 80 columns (report.md has every column)."""
+    from rich import box
+
+    from ecgforge.app.between import condition_keys, row_cells
+
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in comparison.primary_rows():
+        groups.setdefault((r["a"], r["b"], r["kind"], r["task"], r["metric"]), []).append(r)
+    tables = []
+    for (a, b, kind, task, metric), rows in groups.items():
+        conditions = condition_keys(rows)
+        table = Table(title=f"A = {a}, B = {b}: {kind} on {task}, {metric}", box=box.SIMPLE_HEAD)
+        for col in ("fraction", "seed", *conditions, "A", "B", "Δ = A − B", "95% interval", "p"):
+            table.add_column(col, justify="right", no_wrap=True)
+        for r in rows:
+            c = row_cells(r, conditions)  # a, b, protocol, task, fraction, seed, conditions, metric, A, B, ...
+            table.add_row(*c[4:6 + len(conditions)], *c[7 + len(conditions):-2])
+        tables.append(table)
+    return tables
+
+
 def cache_summary_tables(summary: Any) -> list[Table]:
     """A cache build's counts, and its skipped records with reasons (the first 50)."""
     t = Table(title=f"cache {summary.path}")

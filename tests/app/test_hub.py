@@ -339,7 +339,7 @@ def test_create_encoder_fresh_and_pretrained(work: dict[str, Path]) -> None:
         ecgforge.create_encoder("resnet1d", pretrained=work["export"], width=16)
     with pytest.raises(EncoderLoadError, match="holds a 'resnet1d' encoder, not 'xresnet1d'"):
         ecgforge.create_encoder("xresnet1d", pretrained=work["export"])
-    with pytest.raises(UserError, match="registered: cpc, resnet1d"):
+    with pytest.raises(UserError, match="registered: cpc, .*resnet1d"):
         ecgforge.create_encoder("resnet")
     with pytest.raises(UserError, match="depthh"):
         ecgforge.create_encoder("resnet1d", depthh=18)

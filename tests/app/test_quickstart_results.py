@@ -149,6 +149,27 @@ def test_report_of_the_one_run(quickstart: tuple[Path, subprocess.CompletedProce
     assert {"scorecard.png", "label_efficiency_linear_probe_macro_auroc.png"} <= {p.name for p in (tmp_path / "report").glob("*.png")}
 
 
+@pytest.mark.slow
+def test_the_run_keeps_the_test_scores_of_every_row(results: dict) -> None:
+    """Issue 26: `ecgforge run` keeps what `ecgforge report A B` pairs on, named in results.json."""
+    assert results["scores"]["files"] == ["eval_0.npz"] and results["scores"]["id"]
+
+
+@pytest.mark.slow
+def test_the_quickstart_monitor_logs_probe_scores_with_a_random_reference(
+        quickstart: tuple[Path, subprocess.CompletedProcess]) -> None:
+    """Issue 29: the online monitor is on in the quickstart: k-NN scores at two or more steps (step 0 to the last),
+    the random-init reference at step 0, and the report draws them (plots/training.png)."""
+    run_dir, _ = quickstart
+    rows = [json.loads(x) for x in (run_dir / "metrics" / "train.jsonl").read_text().splitlines()]
+    key = "monitor/knn/rhythm/macro_auroc"
+    steps = [r["step"] for r in rows if key in r]
+    assert len(steps) >= 2 and steps[0] == 0 and steps[-1] == 150
+    assert all(0.0 <= r[key] <= 1.0 for r in rows if key in r)
+    assert 0.0 <= next(r for r in rows if r["step"] == 0 and key in r)[f"{key}/random"] <= 1.0
+    assert (run_dir / "plots" / "training.png").stat().st_size > 10_000
+
+
 def metrics(results: dict) -> list[tuple]:
     """What must be identical between two runs: every row's metrics, intervals and paired comparison."""
     return [(r["init"], r["label_fraction"], r["metrics"], r["ci95"], r.get("versus")) for r in results["eval"]]

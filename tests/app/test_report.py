@@ -158,7 +158,9 @@ def test_mask_figure_draws_the_applied_masks() -> None:
     assert any(len(ax.collections) for ax in fig.axes)  # the hidden samples are shaded
 
 
-def _make_run(tmp_path: Path, cache_path: Path, ssl: dict | None = None) -> Path:
+def _make_run(tmp_path: Path, cache_path: Path, ssl: dict | None = None, name: str = "run", seed: int = 0) -> Path:
+    """A run directory as `ecgforge run` leaves it, without pretraining: resolved.toml, the encoder of ``seed``
+    (a ResNet-1d of width 8 over a linear probe and a kNN table, no bootstrap) and an empty results.json."""
     from ecgforge.config_files import to_toml_dict
     from ecgforge.encoder_files import save_encoder
     from ecgforge.encoders import ENCODERS
@@ -173,10 +175,10 @@ def _make_run(tmp_path: Path, cache_path: Path, ssl: dict | None = None) -> Path
         raw["ssl"] = ssl
         raw["train"] = {"optim": {"masker": {}, "encoder": {}}}
     recipe = Recipe.model_validate(raw)
-    run = tmp_path / "run"
+    run = tmp_path / name
     run.mkdir()
     (run / "resolved.toml").write_text(tomli_w.dumps(to_toml_dict(recipe)))
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     enc = build(ENCODERS, recipe.model.encoder)
     save_encoder(enc, recipe.model.encoder, run, {"fs_hz": 100.0, "window_s": 2.5, "leads": Cache(cache_path).leads})
     (run / "results.json").write_text(json.dumps({"recipe": "r", "eval": [], "pretrain_seconds": 1.5,
@@ -246,3 +248,26 @@ def test_objectives_without_figures_are_not_rebuilt(cache: Cache, tmp_path: Path
     (ckpt / "progress.json").write_text("{}")
     assert report.load_trained_objective(run) is None
     assert not [p for p in make_report([run], tmp_path / "rep") if p.name.startswith("masks")]
+
+
+def test_crossing_step_is_where_the_curve_stays_above_random() -> None:
+    pts = [(0, 0.60), (10, 0.58), (20, 0.63), (30, 0.59), (40, 0.64), (50, 0.66)]
+    assert report.crossing_step(pts, 0.60) == 40  # step 20 crossed, fell back at 30: not yet
+    assert report.crossing_step(pts, 0.70) is None
+    assert report.crossing_step([(0, 9.0), (5, 8.0)], 8.5, lower_is_better=True) == 5  # MAE
+
+
+def test_report_draws_the_online_monitor_per_run(runs: list[Path], tmp_path: Path) -> None:
+    """A run whose train.jsonl has monitor scores gets training_<run>.png in the report (and report.html);
+    one without gets none."""
+    rows = [{"monitor/knn/label/macro_auroc": 0.6, "monitor/knn/label/macro_auroc/random": 0.6, "step": 0}]
+    rows += [{"loss": 3.0 - s / 10, "embed/std": 0.5, "embed/erank": 20.0, "step": s} for s in range(1, 11)]
+    rows += [{"monitor/knn/label/macro_auroc": 0.6 + s / 100, "step": s} for s in (5, 10)]
+    (runs[0] / "metrics").mkdir()
+    (runs[0] / "metrics" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curves = report.monitor_curves(rows)
+    assert curves == {"monitor/knn/label/macro_auroc": ([(0, 0.6), (5, 0.65), (10, 0.7)], 0.6)}
+    made = make_report(runs, tmp_path / "out")
+    names = [p.name for p in made]
+    assert f"training_{runs[0].name}.png" in names and f"training_{runs[1].name}.png" not in names
+    assert f"training_{runs[0].name}.png" in (tmp_path / "out" / "report.html").read_text()

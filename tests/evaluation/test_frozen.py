@@ -68,6 +68,7 @@ def test_centroid_from_a_recipe(cache: Cache, tmp_path: Path) -> None:  # noqa: 
     from ecgforge.app.run import evaluate
     from ecgforge.progress import Reporter
     from ecgforge.recipe import load_recipe
+    from ecgforge.rundir import RunPlan
 
     raw = {"schema_version": 1, "name": "centroid", "data": {"cache": str(cache.path), "window_s": 2.5,
                                                                "splits": SPLITS},
@@ -77,7 +78,7 @@ def test_centroid_from_a_recipe(cache: Cache, tmp_path: Path) -> None:  # noqa: 
     path = tmp_path / "centroid.toml"
     path.write_text(tomli_w.dumps(raw))
     recipe = load_recipe(path)
-    rows = evaluate(recipe, cache, Reader(250), torch.device("cpu"), Reporter())
+    rows = evaluate(RunPlan.build(recipe, cache), Reader(250), torch.device("cpu"), Reporter()).rows
     assert [(r.kind, r.task_type, r.init) for r in rows] == [("centroid", "multilabel", "pretrained")]
     assert rows[0].metrics["macro_auroc"] > 0.9 and rows[0].metrics["macro_f1"] > 0.8  # 0.5: nearer the positives
 

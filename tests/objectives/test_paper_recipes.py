@@ -30,7 +30,7 @@ SMALL: dict[str, list[str]] = {
     "advmask/three_kg": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16"],
     "lead_agnostic/wav2vec2": [*SMALL_W2V, "ssl.final_dim=32", "ssl.quantiser_entries=16", "ssl.n_negatives=10"],
     "lead_agnostic/w2v_cmsc_rlm": [*SMALL_W2V, "ssl.final_dim=32", "ssl.quantiser_entries=16", "ssl.n_negatives=10"],
-    "lead_agnostic/cmsc": [*SMALL_W2V, "ssl.projector_hidden=32", "ssl.projector_dim=16"],
+    "lead_agnostic/cmsc": SMALL_W2V,  # no projector (projector_dim = 0, as fairseq-signals)
     "strodthoff/cpc": ["model.encoder.features=[16, 16, 16, 16]", "model.encoder.hidden=16", "ssl.n_negatives=8",
                        "ssl.n_steps=4"],
     "strodthoff/simclr": ["model.encoder.width=4", "ssl.projector_hidden=32", "ssl.projector_dim=16",
@@ -47,6 +47,7 @@ CPU_SMALL: dict[str, list[str]] = {
     "ptbxl_cpu/simclr": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16"],
     "ptbxl_cpu/adv_mask": ["model.encoder.width=8", "ssl.masker.width=4", "ssl.projector_hidden=32",
                            "ssl.projector_dim=16"],
+    "ptbxl_cpu/adv_mask_random": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16"],
     "ptbxl_cpu/adv_mask_authors": ["model.encoder.width=8", "ssl.masker.width=4", "ssl.projector_hidden=32",
                                    "ssl.projector_dim=16"],
     "ptbxl_cpu/three_kg": ["model.encoder.width=8", "ssl.projector_hidden=32", "ssl.projector_dim=16"],

@@ -192,10 +192,16 @@ def test_byol_tau_is_byolmaweightupdate_update_tau() -> None:
 
 def test_strodthoff_byol_recipe_uses_ess_settings() -> None:
     """recipes/papers/strodthoff/byol.toml: ESS ``BYOLMAWeightUpdate(initial_tau=0.996)``, ``SiameseArm``
-    hidden_size 512, ``bolts_config.yaml`` model.out_dim 16, weights-only EMA."""
-    ssl = tomllib.loads((ROOT / "recipes/papers/strodthoff/byol.toml").read_text())["ssl"]
+    hidden_size 512, ``bolts_config.yaml`` model.out_dim 16, weights-only EMA; weight decay 1e-5 (the config's
+    "10e-6", eval()ed) and ESS's default 10 warm-up epochs (its config's warm-up key is misspelled), which are 40
+    steps at 4 steps per epoch (folds 1-8, batch 4096; issue 26)."""
+    recipe = tomllib.loads((ROOT / "recipes/papers/strodthoff/byol.toml").read_text())
+    ssl, train = recipe["ssl"], recipe["train"]
     assert (ssl["base_tau"], ssl["projector_hidden"], ssl["predictor_hidden"], ssl["projector_dim"], ssl["ema"]) == \
         (0.996, 512, 512, 16, "weights")
+    assert train["optim"]["encoder"]["weight_decay"] == 1e-5
+    steps_per_epoch = 17_400 // train["batch_size"]  # PTB-XL folds 1-8, about 17.4k records; last batch dropped
+    assert train["schedule"]["warmup_steps"] == 10 * steps_per_epoch == 40
 
 
 def test_byol_own_window_takes_one_crop_per_view() -> None:

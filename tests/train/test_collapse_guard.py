@@ -86,3 +86,39 @@ def test_collapsing_objective_trips_the_monitor_and_the_guard(tiny_cache: Path, 
     assert rows[-1]["embed/std"] == 0.0 and rows[-1]["embed/erank"] == 0.0
     assert len(results["warnings"]) == 1 and "worse than a random one" in results["warnings"][0]
     assert json.loads((out / "results.json").read_text())["warnings"] == results["warnings"]
+
+
+def test_guard_covers_every_table_not_only_the_first(tiny_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two [[eval]] tables, the first better than random and the second worse: the run warns for the second."""
+    import ecgforge.app.run as app_run
+    from ecgforge.data.cache import Cache
+    from ecgforge.progress import Reporter
+    from ecgforge.rundir import RunPlan
+
+    better = [_row("pretrained", f, 0, 0.80) for f in (0.1, 1.0)] + [_row("random", f, 0, 0.70) for f in (0.1, 1.0)]
+    worse = [_row("pretrained", f, 0, 0.52) for f in (0.1, 1.0)] + [_row("random", f, 0, 0.63) for f in (0.1, 1.0)]
+
+    class Fixed:
+        def __init__(self, rows: list[ResultRow]) -> None:
+            self.rows = rows
+
+        def run(self, ctx: Any) -> list[ResultRow]:
+            return self.rows
+
+    tables = iter([better, worse])
+    real_build = app_run.build
+    monkeypatch.setattr(app_run, "build", lambda table, cfg, ctx=None: Fixed(next(tables))
+                        if table is app_run.PROTOCOLS else real_build(table, cfg, ctx))
+    r = recipe_dict(tiny_cache)
+    r["eval"] = [{"kind": "linear_probe", "task": "label", "bootstrap": 0},
+                 {"kind": "knn", "task": "label", "bootstrap": 0}]
+    recipe = Recipe.model_validate(r)
+    notes: list[str] = []
+    reporter = Reporter()
+    monkeypatch.setattr(reporter, "note", notes.append)
+    results = app_run.evaluate(RunPlan.build(recipe, Cache(tiny_cache)), torch.nn.Identity(), torch.device("cpu"),
+                               reporter)
+    assert results.warnings == [w for w in results.warnings if "eval [1] knn label" in w] and len(results.warnings) == 1
+    assert "0.1: 0.520 vs 0.630" in results.warnings[0]
+    assert any("warning:" in n and "eval [1]" in n for n in notes) and not any("eval [0] linear" in n and
+                                                                              "warning" in n for n in notes)

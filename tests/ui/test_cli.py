@@ -24,8 +24,13 @@ def test_list_json_is_one_object_of_kinds() -> None:
     assert {"swav", "moco"} <= set(table["ssl"])  # issue 13: the Strodthoff paper's SwAV and MoCo v3
 
 
-def test_validate_accepts_every_shipped_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(ROOT)  # recipes name their cache recipes (data.build) relative to the project root
+def test_validate_accepts_every_shipped_recipe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Recipes name their cache recipes (data.build) relative to the working directory; a fresh one with the
+    # project's recipes and no caches, so the result does not depend on which caches a checkout has built
+    # (on the 3-fold PTB-XL sample the full-dataset recipes' fold-10 test splits are empty, which the
+    # pre-flight refuses once the cache exists: tests/data/test_real_caches.py checks that case).
+    (tmp_path / "recipes").symlink_to(ROOT / "recipes")
+    monkeypatch.chdir(tmp_path)
     recipes = [str(p) for p in sorted((ROOT / "recipes").rglob("*.toml"))]
     res = runner.invoke(app, ["validate", *recipes])
     assert res.exit_code == 0, res.output
@@ -106,10 +111,12 @@ def test_short_run_writes_a_valid_run_directory(tmp_path: Path) -> None:
     assert load_recipe(out / "resolved.toml") == load_recipe(recipe, overrides)
     results = json.loads((out / "results.json").read_text())
     rows = results["eval"]
-    fractions = tomllib.loads((ROOT / "recipes" / "quickstart.toml").read_text())["eval"][0]["label_fractions"]
-    assert {(r["init"], r["label_fraction"]) for r in rows} == {(i, f) for i in ("pretrained", "random") for f in fractions}
+    table = tomllib.loads((ROOT / "recipes" / "quickstart.toml").read_text())["eval"][0]
+    fractions, seeds = table["label_fractions"], table["seeds"]
+    assert {(r["init"], r["label_fraction"], r["seed"]) for r in rows} == {
+        (i, f, s) for i in ("pretrained", "random") for f in fractions for s in seeds}
     for r in rows:
-        assert r["kind"] == "linear_probe" and r["task"] == "rhythm" and r["split"] == "test" and r["seed"] == 0
+        assert r["kind"] == "linear_probe" and r["task"] == "rhythm" and r["split"] == "test"
         assert set(r["metrics"]) == {"accuracy", "macro_f1", "macro_auroc"}
     env = json.loads((out / "env.json").read_text())
     assert env["world_size"] == 1 and env["precision"] == "no" and env["cache_spec_hash"]

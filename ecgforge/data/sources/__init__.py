@@ -3,7 +3,7 @@
 A source lists `RecordRef`s (metadata, labels and a locator, reading no signal) as a stream, and reads a record
 by its locator when the cache builder asks (in its reader processes, each of which builds the source again from
 its config). WFDB sources subclass `base.WFDBSource` (the locator is the record path); the file-format ones
-read their own formats (MUSE and HL7 XML, DICOM, CODE-15%'s HDF5 part files).
+read their own formats (MUSE and HL7 XML, DICOM, CODE-15%'s HDF5 part files, NumPy / HDF5 arrays).
 Add one: write ``<name>.py`` with the source class and its config (``Config = <Name>Config``, a ``kind``
 literal), then add one line to the table (CONTRIBUTING.md shows a whole example).
 """
@@ -22,6 +22,7 @@ SOURCES = Table(
         "muse_xml": "ecgforge.data.sources.muse_xml:MuseXMLSource",
         "hl7_aecg": "ecgforge.data.sources.hl7_aecg:HL7aECGSource",
         "dicom_ecg": "ecgforge.data.sources.dicom_ecg:DicomECGSource",
+        "arrays": "ecgforge.data.sources.arrays:ArraysSource",
     },
 )
 
