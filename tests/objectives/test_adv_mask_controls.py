@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import Tensor, nn
 
 from ecgforge.maskers import MASKERS
 from ecgforge.maskers.random_mask import RandomMask, RandomMaskConfig, mask_statistics
@@ -15,17 +14,8 @@ from ecgforge.objectives import OBJECTIVES
 from ecgforge.objectives.adv_mask import AdvMask, AdvMaskConfig, bounded_sparsity_penalty
 from ecgforge.objectives.losses import sparsity_penalty
 from ecgforge.registry import BuildContext, build
+from tests.objectives.test_adv_mask_reference import Tiny
 from tests.objectives.test_objectives import make_objective
-
-
-class Tiny(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv1d(12, 16, 9, 2), nn.ReLU(), nn.Conv1d(16, 16, 9, 2))
-        self.embed_dim = 16
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).mean(-1)
 
 
 def adv(n_masks: int = 1, **kw: object) -> AdvMask:

@@ -14,25 +14,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ecgforge.objectives.adv_mask import AdvMask
 from ecgforge.objectives.cmsc import CMSC
 from ecgforge.objectives.losses import cmsc_loss, three_kg_loss
 from ecgforge.objectives.three_kg import ThreeKGObjective
+from tests.objectives.test_adv_mask_reference import Tiny
 from tests.objectives.test_objectives import make_objective
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Tiny(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv1d(12, 16, 9, 2), nn.ReLU(), nn.Conv1d(16, 16, 9, 2))
-        self.embed_dim = 16
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).mean(-1)
 
 
 def layer_types(head: nn.Module) -> list[type]:
