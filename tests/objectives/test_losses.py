@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from ecgforge.objectives.losses import byol_loss, info_nce, multi_positive_nt_xent, nt_xent, sparsity_penalty
 from ecgforge.objectives.vicreg import VICRegConfig, vicreg_loss
+from tests.gloo import spawn_gloo
 
 
 def nt_xent_by_hand(z1: np.ndarray, z2: np.ndarray, tau: float) -> float:
@@ -161,28 +160,24 @@ def _full_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return z1, z2, groups
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        z1, z2, groups = _full_inputs()
-        rows = slice(rank * B, (rank + 1) * B)
-        a = z1[rows].clone().requires_grad_(True)
-        b = z2[rows].clone().requires_grad_(True)
-        loss = nt_xent(a, b, 0.2)
-        loss.backward()
-        z = torch.cat([z1[rows], z2[rows]]).requires_grad_(True)
-        multi = multi_positive_nt_xent(z, torch.cat([groups[rows], groups[rows]]), 0.2)
-        multi.backward()
-        torch.save(
-            {"loss": loss.detach(), "g1": a.grad, "g2": b.grad, "multi": multi.detach(), "gz": z.grad},
-            Path(out_dir) / f"rank{rank}.pt",
-        )
-    finally:
-        dist.destroy_process_group()
+def _worker(rank: int, out_dir: str) -> None:
+    z1, z2, groups = _full_inputs()
+    rows = slice(rank * B, (rank + 1) * B)
+    a = z1[rows].clone().requires_grad_(True)
+    b = z2[rows].clone().requires_grad_(True)
+    loss = nt_xent(a, b, 0.2)
+    loss.backward()
+    z = torch.cat([z1[rows], z2[rows]]).requires_grad_(True)
+    multi = multi_positive_nt_xent(z, torch.cat([groups[rows], groups[rows]]), 0.2)
+    multi.backward()
+    torch.save(
+        {"loss": loss.detach(), "g1": a.grad, "g2": b.grad, "multi": multi.detach(), "gz": z.grad},
+        Path(out_dir) / f"rank{rank}.pt",
+    )
 
 
 def test_gathered_negatives_equal_one_big_batch(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    spawn_gloo(_worker, WORLD, tmp_path, str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
     z1, z2, groups = _full_inputs()
@@ -213,24 +208,20 @@ def test_gathered_negatives_equal_one_big_batch(tmp_path: Path) -> None:
         torch.testing.assert_close(r["gz"], WORLD * z.grad[rank * 2 * B : (rank + 1) * 2 * B])
 
 
-def _vicreg_worker(rank: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        z1, z2, _ = _full_inputs()
-        rows = slice(rank * B, (rank + 1) * B)
-        a, b = (0.5 * z1[rows]).requires_grad_(True), z2[rows].clone().requires_grad_(True)
-        loss, _ = vicreg_loss(a, b, VICRegConfig())
-        loss.backward()
-        torch.save({"loss": loss.detach(), "g1": a.grad, "g2": b.grad}, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _vicreg_worker(rank: int, out_dir: str) -> None:
+    z1, z2, _ = _full_inputs()
+    rows = slice(rank * B, (rank + 1) * B)
+    a, b = (0.5 * z1[rows]).requires_grad_(True), z2[rows].clone().requires_grad_(True)
+    loss, _ = vicreg_loss(a, b, VICRegConfig())
+    loss.backward()
+    torch.save({"loss": loss.detach(), "g1": a.grad, "g2": b.grad}, Path(out_dir) / f"rank{rank}.pt")
 
 
 def test_vicreg_of_two_processes_is_the_big_batch_vicreg(tmp_path: Path) -> None:
     """VICReg's variance and covariance over the gathered batch (``FullGatherLayer``), its MSE per process: the
     mean of the processes' losses is the big-batch loss and each gradient WORLD times its slice (z1 halved, so
     that the variance hinge is active)."""
-    mp.spawn(_vicreg_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    spawn_gloo(_vicreg_worker, WORLD, tmp_path, str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     z1, z2, _ = _full_inputs()
     z1 = (0.5 * z1).requires_grad_(True)

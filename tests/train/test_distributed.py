@@ -22,11 +22,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from ecgforge.objectives.losses import nt_xent
+from tests.gloo import spawn_gloo
 from tests.train.conftest import ROOT, env, losses, recipe_dict, write_recipe
 
 ENTRY = "ecgforge"
@@ -42,28 +41,19 @@ def _data() -> tuple[torch.Tensor, torch.Tensor, torch.nn.Linear]:
 
 
 def _worker(rank: int, out: str) -> None:
-    # A file store: no TCP store server on rank 0 to outlive or race (a free port picked by the test could be
-    # taken by another process before rank 0 binds it).
-    dist.init_process_group("gloo", init_method=f"file://{out}/store", rank=rank, world_size=N)
-    try:
-        x1, x2, model = _data()
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        rows = slice(rank * B, (rank + 1) * B)
-        loss = nt_xent(ddp(x1[rows]), ddp(x2[rows]), temperature=0.5)
-        loss.backward()
-        torch.save({"grad": model.weight.grad.clone(), "loss": loss.detach()}, f"{out}/{rank}.pt")
-        # Both ranks meet before tearing down: a rank that destroys the group while its peer still talks to it
-        # can abort inside gloo ("terminate called without an active exception"), seen on a loaded machine.
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    x1, x2, model = _data()
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    rows = slice(rank * B, (rank + 1) * B)
+    loss = nt_xent(ddp(x1[rows]), ddp(x2[rows]), temperature=0.5)
+    loss.backward()
+    torch.save({"grad": model.weight.grad.clone(), "loss": loss.detach()}, f"{out}/{rank}.pt")
 
 
 def test_two_processes_with_gathered_negatives_get_the_gradient_of_the_combined_batch(tmp_path: Path) -> None:
     x1, x2, model = _data()
     loss = nt_xent(model(x1), model(x2), temperature=0.5)
     loss.backward()
-    mp.start_processes(_worker, args=(str(tmp_path),), nprocs=N, start_method="spawn")
+    spawn_gloo(_worker, N, tmp_path, str(tmp_path))
     parts = [torch.load(tmp_path / f"{r}.pt") for r in range(N)]
     for p in parts:  # DDP leaves the averaged gradient on every process
         torch.testing.assert_close(p["grad"], model.weight.grad, rtol=1e-5, atol=1e-6)
