@@ -2,9 +2,10 @@
 
 A U-Net masker proposes M masks over time, ``m (B, M, T)`` in [0, 1]. Masks occlude the second view of a
 SimCLR pair, ``view2 = augment(x)·(1 − a)`` where ``a`` is the *applied* mask: the soft mask binarised with a
-steep sigmoid σ(b·(m − 0.5)) (``binarization`` = b = 50 in the authors' code; 0 = apply the soft mask, as
-ADIOS). The encoder minimises the NT-Xent between view 1 and the masked view 2; the masker maximises it,
-minus α times the sparsity penalty Σ_m mean_b 1/sin(ratio·π·mean_t m) (without it the masks grow to all-on).
+steep sigmoid σ(b·(m − 0.5)) (``binarization`` = b = 50 in the authors' newest code, 5b49bfe; their earlier
+1c6f0ea thresholded hard; 0 = apply the soft mask, as ADIOS). The encoder minimises the NT-Xent between view 1
+and the masked view 2; the masker maximises it, minus α times the sparsity penalty
+Σ_m mean_b 1/sin(ratio·π·mean_t m) (without it the masks grow to all-on).
 
 How the masks are applied (``mask_mode``):
     ``draw``: one of the M masks drawn per sample, the same on every lead (the authors' ``nmasks`` 1-3).

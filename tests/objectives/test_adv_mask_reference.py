@@ -85,7 +85,10 @@ def test_sparsity_penalty_equals_the_authors_mask_forward(ratio: float) -> None:
 
 
 def test_binarisation_equals_the_authors_encoder_forward() -> None:
-    """advmask_ecg ``AdvMaskModel.encoder_forward``: ``1 / (1 + exp(-binarization * (mask - 0.5)))``."""
+    """advmask_ecg ``AdvMaskModel.encoder_forward``: ``1 / (1 + exp(-binarization * (mask - 0.5)))`` with
+    ``--binarization`` 50, as of commits 33e5be3 ("tune training details") and 5b49bfe (the newest); the earlier
+    1c6f0ea applied ``(masks > 1 / nmasks).float()``, a hard threshold that passes no gradient to the masker
+    through the applied mask. We follow the newest code."""
     m = torch.linspace(0, 1, 101)
     assert torch.allclose(binarise(m, 50.0), 1.0 / (1 + torch.exp(-50 * (m - 0.5))), atol=1e-6)
     assert torch.equal(binarise(m, 0.0), m)  # 0 = soft application (ADIOS)
