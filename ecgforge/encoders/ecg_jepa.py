@@ -22,6 +22,7 @@ no normalisation.
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Literal
 
 import torch
@@ -30,10 +31,12 @@ from pydantic import BaseModel, Field, model_validator
 from torch import Tensor, nn
 
 from ecgforge.encoders.foundation import (
+    BENCHMARK_EARLY_BLOCKS,
     FoundationEncoder,
     InputContract,
     Normalisation,
     count_indexed,
+    split_parameters,
 )
 from ecgforge.registry import BuildContext
 
@@ -172,6 +175,21 @@ class ECGJEPA(FoundationEncoder):
 
     def pool(self, features: Tensor) -> Tensor:
         return features.mean(-1)
+
+    def layerwise_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(early, late) parameters for layer-wise fine-tuning rates, as the ECG foundation-model benchmark
+        splits ECG-JEPA (AI4HealthUOL/ecg-fm-benchmarking@6367295 ``code/clinical_ts/models/fm_ecg.py``
+        ``ECGJEPAWrapper.get_params``): early = ``W_P`` (and ``pos_embed``, a frozen parameter there, a buffer
+        here) and ``encoder_blocks.blocks`` 0-2; late = blocks 3-11 and ``norm``. Blocks past the benchmark's 12
+        are late; a model of three blocks or fewer has them all early.
+        """
+        def early(name: str) -> bool:
+            block = re.match(r"encoder_blocks\.blocks\.(\d+)\.", name)
+            if block is not None:
+                return int(block[1]) < BENCHMARK_EARLY_BLOCKS
+            return name.startswith("W_P.")
+
+        return split_parameters(self, early)
 
     @staticmethod
     def infer_config(sd: dict[str, Tensor]) -> ECGJEPAConfig:

@@ -479,6 +479,18 @@ def count_indexed(state: Mapping[str, Any], pattern: str) -> int:
     return max(found) + 1 if found else 0
 
 
+#: Transformer blocks the ECG foundation-model benchmark fine-tunes at its early (lowest) rate for ST-MEM and
+#: ECG-JEPA: blocks 0-2 of 12 (AI4HealthUOL/ecg-fm-benchmarking ``fm_ecg.py``, their wrappers' ``get_params``).
+BENCHMARK_EARLY_BLOCKS = 3
+
+
+def split_parameters(module: nn.Module, early: Callable[[str], bool]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """``module``'s parameters as (those whose name ``early`` accepts, the rest), each in registration order:
+    the ``layerwise_groups`` of an encoder (`evaluation.finetune.layer_halves`)."""
+    named = list(module.named_parameters())
+    return [p for n, p in named if early(n)], [p for n, p in named if not early(n)]
+
+
 def expected_shapes(build: Callable[[], nn.Module]) -> dict[str, torch.Size]:
     """Key -> shape of the module ``build`` makes, built on the meta device (no memory, no init cost)."""
     with torch.device("meta"):
@@ -496,12 +508,14 @@ __all__ = [
     "MedianBaseline",
     "Normalisation",
     "Notch",
+    "BENCHMARK_EARLY_BLOCKS",
     "apply_filters",
     "count_indexed",
     "expected_shapes",
     "normalise",
     "read_checkpoint",
     "select_leads",
+    "split_parameters",
     "strict_state",
     "unwrap",
 ]

@@ -24,6 +24,7 @@ over the whole (leads, T) window, 0 where its std is 0 (``Standardize(axis=(-1, 
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Literal
 
 import torch
@@ -33,12 +34,14 @@ from torch import Tensor, nn
 
 from ecgforge.data.leads import CANONICAL_LEADS
 from ecgforge.encoders.foundation import (
+    BENCHMARK_EARLY_BLOCKS,
     Butterworth,
     FoundationEncoder,
     InputContract,
     KeyRule,
     Normalisation,
     count_indexed,
+    split_parameters,
 )
 from ecgforge.registry import BuildContext
 
@@ -190,6 +193,26 @@ class STMEM(FoundationEncoder):
 
     def pool(self, features: Tensor) -> Tensor:
         return self.norm(features.mean(-1))
+
+    def layerwise_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(early, late) parameters for layer-wise fine-tuning rates, as the ECG foundation-model benchmark
+        splits ST-MEM (AI4HealthUOL/ecg-fm-benchmarking@6367295 ``code/clinical_ts/models/fm_ecg.py``
+        ``StMemWrapper.get_params``): early = ``pos_embedding``, ``sep_embedding``, ``lead_embeddings``,
+        ``to_patch_embedding`` and blocks 0-2; late = blocks 3-11 and ``norm``. Blocks past the benchmark's 12
+        are late; a model of three blocks or fewer has them all early.
+
+        The benchmark writes these names with an ``encoder.`` prefix, which the module it iterates
+        (``self.model.encoder``, the ViT itself) does not give: as committed, none of its rules matches and
+        only the head reaches its optimiser. This is the split its rules state.
+        """
+        def early(name: str) -> bool:
+            block = re.match(r"block(\d+)\.", name)
+            if block is not None:
+                return int(block[1]) < BENCHMARK_EARLY_BLOCKS
+            return name in ("pos_embedding", "sep_embedding") or name.startswith(("lead_embeddings.",
+                                                                                  "to_patch_embedding."))
+
+        return split_parameters(self, early)
 
     @staticmethod
     def infer_config(sd: dict[str, Tensor]) -> STMEMConfig:

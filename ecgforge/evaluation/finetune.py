@@ -133,7 +133,7 @@ def layer_halves(encoder: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parame
     first half of those blocks (rounded down) and every parameter registered before them are early; the rest
     late. That is the benchmark's own split for ECGFounder (stem + stages 0-2 of 7), MERL's ResNet-18 (stem +
     layer1-2) and HuBERT-ECG (front end + transformer layers 0-5 of 12); for ST-MEM and ECG-JEPA the benchmark
-    puts blocks 0-2 of 12 early, which their encoder's ``layerwise_groups`` can say.
+    puts the embeddings and blocks 0-2 of 12 early, which their encoders' ``layerwise_groups`` say.
     """
     hook = getattr(encoder, "layerwise_groups", None)
     if callable(hook):
