@@ -373,19 +373,23 @@ def embed(
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")] = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes")] = 0,
 ) -> None:
-    """One embedding per record (mean over the encoder's windows), with ids and metadata to join back."""
+    """One embedding per record (mean over the encoder's windows), with ids and metadata to join back; a
+    foundation model's input as a run feeds it (a cache at its rate derived beside --cache, its filters)."""
+    import contextlib
+
     from ecgforge.app.embed import embed_cache, parse_split
-    from ecgforge.ui.console import progress_bar
+    from ecgforge.ui.console import RichReporter, progress_bar
 
     splits = dict(parse_split(s) for s in split or [])
-    with progress_bar("embed windows", err) as bar:
+    with contextlib.ExitStack() as stack:
 
-        def progress(total: int) -> Any:
+        def progress(total: int) -> Any:  # started once any cache to derive is built: one live bar at a time
+            bar = stack.enter_context(progress_bar("embed windows", err))
             task = bar.add_task("windows", total=total, status="")
             return lambda n: bar.advance(task, n)
 
         summary = embed_cache(encoder, cache, out_path, splits=splits or None, batch_size=batch_size, device=device,
-                              num_workers=workers, progress=progress)
+                              num_workers=workers, progress=progress, reporter=RichReporter(err))
     parts = ", ".join(f"{k or 'all'}: {v}" for k, v in summary["splits"].items())
     out.print(f"[green]wrote[/] {summary['out']}: {summary['n_records']} records ({parts}), "
               f"{summary['n_windows']} windows, {summary['embed_dim']}-d, on {summary['device']}", highlight=False)

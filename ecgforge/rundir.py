@@ -184,6 +184,33 @@ def samples(seconds: float, fs_hz: float) -> int:
     return int(round(seconds * fs_hz))
 
 
+def contract_input(cache: Cache, contract: InputContract, fix: str = "") -> tuple[Cache, int, int]:
+    """What a model with ``contract`` reads of ``cache``: the cache seen through the contract's record- and
+    window-scope steps (`PreparedCache`; the cache itself where it has none), and the contract's window and
+    stride in samples. The one path of every read a foundation model makes: the run's cache (`RunPlan`), a
+    protocol's own ``cache =`` and ``ecgforge embed`` (after `app.run.derive_cache`).
+
+    Raises:
+        UserError: the cache is not at the contract's rate (``fix``: what else the user may do), or does not
+            hold the 12 canonical leads in their order (what the encoder selects its leads from).
+    """
+    from ecgforge.data.leads import CANONICAL_LEADS
+    from ecgforge.data.prepared import PreparedCache
+
+    c = contract
+    if abs(c.fs_hz - cache.fs_hz) > 1e-6:
+        raise UserError(f"encoder expects {c.fs_hz:g} Hz ({c.model}) but {cache.path} is {cache.fs_hz:g} Hz; "
+                        f"build a cache at {c.fs_hz:g} Hz{' ' + fix if fix else ''}")
+    if list(cache.leads) != list(CANONICAL_LEADS):
+        raise UserError(f"{c.model} reads the 12 canonical leads ({' '.join(CANONICAL_LEADS)}) but {cache.path} "
+                        f"has {' '.join(cache.leads)}; build a cache with those leads in that order")
+    window, stride = samples(c.window_s, cache.fs_hz), samples(c.stride_s, cache.fs_hz)
+    if c.record_steps or c.window_steps:
+        cache = PreparedCache(cache, c.prepare_record if c.record_steps else None,  # type: ignore[assignment]
+                              c.prepare_window if c.window_steps else None)
+    return cache, window, stride
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """What a run derives from (recipe, cache), computed once and passed to training, evaluation and reports.
@@ -217,7 +244,6 @@ class RunPlan:
         """The plan of ``recipe`` (its splits already resolved against ``cache``) on ``cache``; ``contract``
         (an `InputContract` or its JSON, ``encoder.json``'s ``input_contract``) replaces the recipe's window
         and stride and prepares every read. UserError where the cache is not at the contract's rate."""
-        from ecgforge.data.prepared import PreparedCache
         from ecgforge.data.splits import select
 
         d = recipe.data
@@ -228,15 +254,9 @@ class RunPlan:
         c = None if contract is None else (
             contract if isinstance(contract, InputContract) else InputContract.model_validate(contract))
         if c is not None:
-            if abs(c.fs_hz - cache.fs_hz) > 1e-6:
-                raise UserError(f"encoder expects {c.fs_hz:g} Hz ({c.model}) but {cache.path} is {cache.fs_hz:g} Hz; "
-                                f"build a cache at {c.fs_hz:g} Hz or set data.build (a cache recipe), from which "
-                                "a run derives one")
-            window, stride = samples(c.window_s, cache.fs_hz), samples(c.stride_s, cache.fs_hz)
+            cache, window, stride = contract_input(cache, c, "or set data.build (a cache recipe), from which a "
+                                                             "run derives one")
             ctx = ctx.replace(window=window)
-            if c.record_steps or c.window_steps:
-                cache = PreparedCache(cache, c.prepare_record if c.record_steps else None,  # type: ignore[assignment]
-                                      c.prepare_window if c.window_steps else None)
         return cls(recipe, cache, window, stride, indices, ctx, c)
 
     @property

@@ -5,6 +5,12 @@ window, the last window flush with the record's end (as the evaluation protocols
 embeddings are averaged per record. The encoder's contract (sampling rate, lead order) is checked against
 the cache first: nothing is resampled or reordered on the way.
 
+An encoder with a foundation model's input contract (``encoder.json`` ``input_contract``; a ``KIND:PATH``
+checkpoint) reads the cache as a run reads it: a cache at another rate is replaced by the cache of its own spec
+at the model's rate, derived beside it from the source as a run derives one (`app.run.derive_cache`; refused in
+one line where the source is not here), then read through the contract's filters and scaling in its windows
+and at its stride (`rundir.contract_input`), the same file and the same tiles a run evaluates.
+
 Output layout (``FORMAT`` ``ecgforge-embeddings`` v1)::
 
     attrs: format, format_version, ecgforge_version, encoder (path), encoder_json (the contract, JSON),
@@ -37,6 +43,7 @@ from ecgforge.evaluation.features import embed as embed_windows
 from ecgforge.evaluation.features import per_record
 from ecgforge.fsio import atomic_file
 from ecgforge.layers.device import default_device
+from ecgforge.progress import Reporter
 from ecgforge.version import __version__
 
 FORMAT = "ecgforge-embeddings"
@@ -172,37 +179,49 @@ def embed_cache(
     device: str | None = None,
     num_workers: int = 0,
     progress: Callable[[int], Callable[[int], None]] | None = None,
+    reporter: Reporter | None = None,
 ) -> dict[str, Any]:
-    """Load an encoder, check it against the cache, embed the chosen records, write ``out``.
+    """Load an encoder, check it against the cache (a foundation model's: the cache derived at its rate, see the
+    module docstring), embed the chosen records, write ``out``.
 
     Args:
         progress: ``total_windows -> advance(n)`` factory (the CLI's rich bar), or None.
+        reporter: where the derivation of a cache says what it builds (and its progress), or None.
     Returns:
-        a summary: ``out``, ``n_records``, ``n_windows``, ``embed_dim``, ``device``, ``splits`` (counts).
+        a summary: ``out``, ``n_records``, ``n_windows``, ``embed_dim``, ``device``, ``splits`` (counts),
+        ``cache`` (the cache embedded: the derived one where there is one).
     """
-    from ecgforge.encoder_files import check_contract, load_encoder
+    from ecgforge.app.run import derive_cache
+    from ecgforge.encoder_files import check_contract, input_contract, load_encoder
+    from ecgforge.rundir import contract_input
 
     encoder = load_encoder(encoder_path)
     meta = encoder.contract
     cache = Cache(cache_path)
+    contract = input_contract(meta)
+    if contract is not None:  # a foundation model's input, as a run feeds it
+        cache = derive_cache(cache, contract, reporter or Reporter())
     check_contract(meta, fs_hz=cache.fs_hz, leads=cache.leads, source=str(cache.path))
-    window = int(round(float(meta["window_s"]) * cache.fs_hz))
+    read: Cache = cache
+    if contract is None:
+        window = stride = int(round(float(meta["window_s"]) * cache.fs_hz))
+    else:
+        read, window, stride = contract_input(cache, contract)
     indices, split = assign_splits(cache, splits)
     if len(indices) == 0:
         raise UserError(f"{cache.path}: no record matches the --split selectors {dict(splits or {})}")
     dev = torch.device(device) if device else default_device()
-    tiles_total = len(TiledWindows(cache, indices, window, window))
+    tiles_total = len(TiledWindows(read, indices, window, stride))
     advance = progress(tiles_total) if progress is not None else None
-    z, n_windows = embed_records(
-        encoder, cache, indices, window, device=dev, batch_size=batch_size, num_workers=num_workers, advance=advance
-    )
+    z, n_windows = embed_records(encoder, read, indices, window, stride=stride, device=dev, batch_size=batch_size,
+                                 num_workers=num_workers, advance=advance)
     attrs = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "ecgforge_version": __version__,
         "encoder": str(encoder_path), "encoder_json": meta, "cache": str(cache.path),
-        "cache_spec_hash": cache.spec_hash, "fs_hz": cache.fs_hz, "window": window, "stride": window,
+        "cache_spec_hash": cache.spec_hash, "fs_hz": cache.fs_hz, "window": window, "stride": stride,
         "embed_dim": int(z.shape[1]), "splits": {k: dict(v) for k, v in (splits or {}).items()},
     }
     write_embeddings(out, cache, indices, z, split=split, n_windows=n_windows, attrs=attrs)
     counts = {str(k): int(v) for k, v in zip(*np.unique(split.astype(str), return_counts=True), strict=True)}
     return {"out": str(out), "n_records": int(len(indices)), "n_windows": int(n_windows.sum()),
-            "embed_dim": int(z.shape[1]), "device": str(dev), "splits": counts}
+            "embed_dim": int(z.shape[1]), "device": str(dev), "splits": counts, "cache": str(cache.path)}

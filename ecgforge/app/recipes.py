@@ -64,6 +64,15 @@ def derived_cache_path(path: str, from_hz: float, to_hz: float) -> str:
     return str(p.with_name(stem + p.suffix))
 
 
+def spec_at(spec: CacheRecipe, cache: str, fs_hz: float) -> CacheRecipe:
+    """``spec``, the spec of the cache at ``cache``, at ``fs_hz``: the same source, its records resampled polyphase
+    from it, written beside that cache (`derived_cache_path`). How a run derives a cache at a model's rate
+    (`follow_contract`), and ``ecgforge embed`` and a protocol's own cache too (`app.run.derive_cache`)."""
+    out = derived_cache_path(cache, spec.signal.fs_hz, fs_hz)
+    return spec.model_copy(update={"signal": spec.signal.model_copy(update={"fs_hz": fs_hz}), "out": out,
+                                   "name": Path(out).stem})
+
+
 def follow_contract(recipe: Recipe, contract: InputContract,
                     note: Callable[[str], None] | None = None) -> tuple[Recipe, CacheRecipe | None]:
     """The recipe fed as ``contract`` says (the input contract of its ``model.init``): ``data.window_s`` and
@@ -77,14 +86,11 @@ def follow_contract(recipe: Recipe, contract: InputContract,
     if d.build is not None:
         spec = load_cache_recipe(d.build)
         if abs(spec.signal.fs_hz - contract.fs_hz) > 1e-6:
-            out = derived_cache_path(d.cache, spec.signal.fs_hz, contract.fs_hz)
-            spec = spec.model_copy(update={
-                "signal": spec.signal.model_copy(update={"fs_hz": contract.fs_hz}), "out": out,
-                "name": Path(out).stem})
+            spec = spec_at(spec, d.cache, contract.fs_hz)
             if note is not None:
-                note(f"{contract.model} takes {contract.fs_hz:g} Hz: data.cache {d.cache} -> {out} (the spec of "
+                note(f"{contract.model} takes {contract.fs_hz:g} Hz: data.cache {d.cache} -> {spec.out} (the spec of "
                      f"{d.build} at {contract.fs_hz:g} Hz; records resampled polyphase from the source)")
-            changes["cache"] = out
+            changes["cache"] = spec.out
         else:
             spec = None
     if note is not None and (d.window_s, d.eval_stride_s or d.window_s) != (contract.window_s, contract.stride_s):

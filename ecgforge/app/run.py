@@ -11,6 +11,7 @@ import hashlib
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +19,21 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from pydantic import ValidationError
 from torch import nn
 
 from ecgforge.app import preflight
 from ecgforge.app.guard import guard_tables, table_label
 from ecgforge.app.leakage import derived_from
-from ecgforge.app.recipes import follow_contract, load_run_recipe, resolve_splits
+from ecgforge.app.recipes import follow_contract, load_run_recipe, resolve_splits, spec_at
 from ecgforge.config_files import to_toml_dict
 from ecgforge.data.cache import Cache, CacheError
 from ecgforge.data.cache_build import BuildSummary, build_cache
 from ecgforge.data.cache_spec import CacheRecipe, load_cache_recipe
 from ecgforge.encoder_files import initial_encoder, input_contract, read_contract, save_encoder
 from ecgforge.encoders import ENCODERS
-from ecgforge.errors import resolved_against
+from ecgforge.encoders.foundation import InputContract
+from ecgforge.errors import UserError, resolved_against
 from ecgforge.evaluation import PROTOCOLS
 from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.paired import add_versus
@@ -40,7 +43,7 @@ from ecgforge.layers.device import default_device
 from ecgforge.progress import Reporter
 from ecgforge.recipe import Recipe
 from ecgforge.registry import build
-from ecgforge.rundir import Results, RunDir, RunLock, RunPlan
+from ecgforge.rundir import Results, RunDir, RunLock, RunPlan, contract_input
 from ecgforge.train.loop import Trainer, launch_mismatch, make_accelerator
 from ecgforge.version import __version__
 
@@ -50,6 +53,57 @@ def build_cache_reported(spec: CacheRecipe, out: str | Path | None, reporter: Re
     """``build_cache`` with its progress sent to ``reporter``."""
     with reporter.task(f"cache {spec.name}") as update:
         return build_cache(spec, out, workers=workers, progress=lambda done, total: update(done, total))
+
+
+def stale_cache(path: str | Path, spec: CacheRecipe, *, rebuild: bool, refusal: Callable[[Cache], str]) -> str | None:
+    """Why the cache at ``path`` is to be built from ``spec``: "is absent", or, with ``rebuild``, "was built from
+    another spec (--rebuild-cache)"; None where it was built from ``spec``. A cache built from another spec is
+    refused (CacheError ``refusal(existing)``) unless ``rebuild``: it may be a cache made on purpose, with data
+    this machine does not have."""
+    if not Path(path).is_file():
+        return "is absent"
+    existing = Cache(path)
+    try:
+        if existing.spec_hash == spec.spec_hash():
+            return None
+        if not rebuild:
+            raise CacheError(refusal(existing))
+        return "was built from another spec (--rebuild-cache)"
+    finally:
+        existing.close()
+
+
+def derive_cache(cache: Cache, contract: InputContract, reporter: Reporter) -> Cache:
+    """``cache`` at ``contract``'s rate, derived as a run derives ``data.cache`` from ``data.build``
+    (`follow_contract`, `Run.ensure_cache`): the cache itself where it is at that rate; else the cache of the spec
+    it was built from (stored in it) at the contract's rate, beside it (`spec_at`), built from that spec's source
+    where absent. ``rundir.contract_input`` then reads it as the model does.
+
+    Raises:
+        UserError: one line where no such cache can be had (the stored spec unreadable, its source not on this
+            machine, a cache of another spec where the derived one goes).
+    """
+    fs = contract.fs_hz
+    if abs(cache.fs_hz - fs) <= 1e-6:
+        return cache
+    given = f"{contract.model} takes {fs:g} Hz but {cache.path} is {cache.fs_hz:g} Hz"
+    todo = f"build a cache at {fs:g} Hz (`ecgforge cache build`, signal.fs_hz = {fs:g})"
+    try:
+        spec = spec_at(CacheRecipe.model_validate(cache.spec), str(cache.path), fs)
+    except ValidationError as exc:
+        raise UserError(f"{given}, and the spec it was built from does not validate here "
+                        f"({exc.errors()[0]['msg']}); {todo}") from None
+    why = stale_cache(spec.out, spec, rebuild=False, refusal=lambda existing: (
+        f"{given}; its spec at {fs:g} Hz goes to {spec.out}, which holds a cache of another spec "
+        f"({existing.spec_hash}, not {spec.spec_hash()}); move that file away or {todo}"))
+    if why is not None:
+        reporter.note(f"{given}: deriving {spec.out} (the spec of {cache.path} at {fs:g} Hz; records resampled "
+                      "polyphase from the source)")
+        try:
+            build_cache_reported(spec, spec.out, reporter)
+        except UserError as exc:
+            raise UserError(f"{given}, and its source cannot be read here to derive one ({exc}); {todo}") from None
+    return Cache(spec.out)
 
 
 def env_info(accelerator: Accelerator, recipe: Recipe, cache: Cache | None) -> dict[str, Any]:
@@ -101,10 +155,18 @@ def evaluate(plan: RunPlan, encoder: nn.Module, device: torch.device, reporter: 
         torch.manual_seed(seed)
         return build(ENCODERS, r.model.encoder)
 
+    def open_cache(path: str) -> Cache:
+        """A protocol's own ``cache =``, read as the run's cache is: at the model's rate and through its input
+        contract, where the run has one."""
+        own = Cache(path)
+        if plan.contract is None:
+            return own
+        return contract_input(derive_cache(own, plan.contract, reporter), plan.contract)[0]
+
     ctx = EvalContext(
         cache=cache, splits=r.data.splits, window=plan.window, stride=plan.stride, make_encoder=make_encoder,
         device=device, batch_size=max(r.train.batch_size, 64), num_workers=r.data.num_workers,
-        exclude_ptbxl_overlap=r.data.exclude_ptbxl_overlap, run_dir=run_dir,
+        exclude_ptbxl_overlap=r.data.exclude_ptbxl_overlap, run_dir=run_dir, reader=open_cache,
     )
     tables: list[list[ResultRow]] = []
     for i, ev in enumerate(r.eval):
@@ -178,15 +240,10 @@ class Run:
             return Cache(d.cache, in_memory=d.in_memory)
         derived = spec is not None
         spec = spec or load_cache_recipe(d.build)
-        why = "is absent" if not Path(d.cache).is_file() else None
-        if why is None:
-            existing = Cache(d.cache)  # every process: all of them refuse a mismatch, none waits for a build
-            if existing.spec_hash != spec.spec_hash():
-                if not self.rebuild_cache:
-                    raise CacheError(f"{self.source}: data.cache: {spec_mismatch(d.cache, existing, d.build, spec)}; "
-                                     "rerun with --rebuild-cache to replace it, or point data.cache at another file")
-                why = "was built from another spec (--rebuild-cache)"
-            existing.close()
+        # Every process checks: all of them refuse a mismatch, none waits for a build.
+        why = stale_cache(d.cache, spec, rebuild=self.rebuild_cache, refusal=lambda existing: (
+            f"{self.source}: data.cache: {spec_mismatch(d.cache, existing, d.build, spec)}; "
+            "rerun with --rebuild-cache to replace it, or point data.cache at another file"))
         if self.is_main:
             if why:
                 self.reporter.note(f"cache {d.cache} {why}: building it from {d.build}"
@@ -286,7 +343,6 @@ def evaluate_run(run_dir: Path, overrides: list[str], reporter: Reporter | None 
     `Results.over`) and the plots."""
     from ecgforge.app.report import plot_run
     from ecgforge.encoder_files import check_contract, load_encoder_weights
-    from ecgforge.errors import UserError
 
     reporter = reporter or Reporter()
     rd = RunDir(run_dir)

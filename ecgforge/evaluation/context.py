@@ -32,6 +32,9 @@ class EvalContext:
         window: window length in samples at ``cache.fs_hz``; ``stride`` for evaluation tiles.
         make_encoder: ``(init, seed) -> nn.Module``, a fresh copy each call (protocols may train it).
         device: where to compute; ``batch_size`` for embedding.
+        reader: how ``open_cache`` opens another cache than ``cache``: as it is, or, in a run with a
+            foundation model's input contract, at the model's rate and through its contract as ``cache`` is
+            (``app.run.evaluate``), so a protocol's own ``cache =`` is read as the run's cache is.
     """
 
     cache: Cache
@@ -44,6 +47,7 @@ class EvalContext:
     num_workers: int = 0
     exclude_ptbxl_overlap: bool = True
     run_dir: Path | None = None
+    reader: Callable[[str], Cache] = Cache
     _caches: dict[str, Cache] = field(default_factory=dict)
     features: FeatureCache = field(init=False)
 
@@ -54,7 +58,7 @@ class EvalContext:
         if path is None or Path(path) == self.cache.path:
             return self.cache
         if path not in self._caches:
-            self._caches[path] = Cache(path)
+            self._caches[path] = self.reader(path)
         return self._caches[path]
 
     def split(self, cache: Cache, name: str) -> np.ndarray:
