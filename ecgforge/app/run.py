@@ -135,6 +135,33 @@ def env_info(accelerator: Accelerator, recipe: Recipe, cache: Cache | None) -> d
     }
 
 
+def eval_context(plan: RunPlan, encoder: nn.Module, device: torch.device, reporter: Reporter,
+                 run_dir: Path | None = None) -> EvalContext:
+    """What the plan's protocols run in: its cache, window and stride, ``encoder`` as the ``pretrained`` init (a
+    copy each time) and the recipe's encoder freshly built for the others; a protocol's own ``cache =`` read as
+    the plan's cache is (at the model's rate and through its input contract, where the plan has one)."""
+    r = plan.recipe
+    trained = copy.deepcopy(getattr(encoder, "_orig_mod", encoder)).cpu()
+
+    def make_encoder(init: str, seed: int) -> nn.Module:
+        if init == "pretrained":
+            return copy.deepcopy(trained)
+        torch.manual_seed(seed)
+        return build(ENCODERS, r.model.encoder)
+
+    def open_cache(path: str) -> Cache:
+        own = Cache(path)
+        if plan.contract is None:
+            return own
+        return contract_input(derive_cache(own, plan.contract, reporter), plan.contract)[0]
+
+    return EvalContext(
+        cache=plan.cache, splits=r.data.splits, window=plan.window, stride=plan.stride, make_encoder=make_encoder,
+        device=device, batch_size=max(r.train.batch_size, 64), num_workers=r.data.num_workers,
+        exclude_ptbxl_overlap=r.data.exclude_ptbxl_overlap, run_dir=run_dir, reader=open_cache,
+    )
+
+
 def evaluate(plan: RunPlan, encoder: nn.Module, device: torch.device, reporter: Reporter,
              run_dir: Path | None = None) -> Results:
     """Every ``[[eval]]`` table of the plan's recipe on ``encoder`` (and its reference initialisations).
@@ -147,27 +174,7 @@ def evaluate(plan: RunPlan, encoder: nn.Module, device: torch.device, reporter: 
     t0 = time.perf_counter()
     r, cache = plan.recipe, plan.cache
     warnings: list[str] = []
-    trained = copy.deepcopy(getattr(encoder, "_orig_mod", encoder)).cpu()
-
-    def make_encoder(init: str, seed: int) -> nn.Module:
-        if init == "pretrained":
-            return copy.deepcopy(trained)
-        torch.manual_seed(seed)
-        return build(ENCODERS, r.model.encoder)
-
-    def open_cache(path: str) -> Cache:
-        """A protocol's own ``cache =``, read as the run's cache is: at the model's rate and through its input
-        contract, where the run has one."""
-        own = Cache(path)
-        if plan.contract is None:
-            return own
-        return contract_input(derive_cache(own, plan.contract, reporter), plan.contract)[0]
-
-    ctx = EvalContext(
-        cache=cache, splits=r.data.splits, window=plan.window, stride=plan.stride, make_encoder=make_encoder,
-        device=device, batch_size=max(r.train.batch_size, 64), num_workers=r.data.num_workers,
-        exclude_ptbxl_overlap=r.data.exclude_ptbxl_overlap, run_dir=run_dir, reader=open_cache,
-    )
+    ctx = eval_context(plan, encoder, device, reporter, run_dir)
     tables: list[list[ResultRow]] = []
     for i, ev in enumerate(r.eval):
         reporter.note(f"eval [{i}] {ev.kind} on {getattr(ev, 'task', '')}")

@@ -302,12 +302,15 @@ class FoundationEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.contract = cfg.contract
+        # What forward reads: `encoder_files.load_encoder` replaces ``.contract`` by the encoder.json dict.
+        self.input_contract: InputContract = cfg.contract
 
     def prepare(self, x: Tensor) -> Tensor:
         """``x (B, 12, T)`` canonical, mV -> the network's input ``(B, len(contract.leads), T)``."""
-        x = select_leads(x, self.contract.leads)
-        if self.contract.normalisation_scope == "window":
-            x = normalise(x, self.contract.normalisation)
+        c = self.input_contract
+        x = select_leads(x, c.leads)
+        if c.normalisation_scope == "window":
+            x = normalise(x, c.normalisation)
         return x
 
     def network_features(self, x: Tensor) -> Tensor:

@@ -237,7 +237,7 @@ class HuBERTECG(FoundationEncoder):
         concatenated, then ``scipy.signal.decimate`` (the reference's call; computed on the CPU, no gradient)."""
         from scipy import signal as sps
 
-        flat = select_leads(x, self.contract.leads).detach().flatten(1).cpu().double().numpy()
+        flat = select_leads(x, self.input_contract.leads).detach().flatten(1).cpu().double().numpy()
         y = sps.decimate(flat, self.cfg.decimation, axis=-1)
         return torch.from_numpy(np.ascontiguousarray(y)).to(device=x.device, dtype=x.dtype)
 
