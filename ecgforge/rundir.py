@@ -243,7 +243,8 @@ class RunPlan:
     def build(cls, recipe: Recipe, cache: Cache, contract: InputContract | Mapping[str, Any] | None = None) -> RunPlan:
         """The plan of ``recipe`` (its splits already resolved against ``cache``) on ``cache``; ``contract``
         (an `InputContract` or its JSON, ``encoder.json``'s ``input_contract``) replaces the recipe's window
-        and stride and prepares every read. UserError where the cache is not at the contract's rate."""
+        and stride and prepares every read (`contract_input`). UserError where the cache is not at the contract's
+        rate or lacks the 12 canonical leads."""
         from ecgforge.data.splits import select
 
         d = recipe.data

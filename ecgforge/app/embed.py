@@ -2,8 +2,8 @@
 
 Each record is cut into windows of the encoder's own ``window_s`` (from ``encoder.json``) at a stride of one
 window, the last window flush with the record's end (as the evaluation protocols tile records); the window
-embeddings are averaged per record. The encoder's contract (sampling rate, lead order) is checked against
-the cache first: nothing is resampled or reordered on the way.
+embeddings are averaged per record. An ecgforge encoder's contract (sampling rate, lead order) is checked
+against the cache first: nothing is resampled or reordered on the way.
 
 An encoder with a foundation model's input contract (``encoder.json`` ``input_contract``; a ``KIND:PATH``
 checkpoint) reads the cache as a run reads it: a cache at another rate is replaced by the cache of its own spec
