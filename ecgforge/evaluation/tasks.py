@@ -11,6 +11,12 @@ from ecgforge.data.splits import Targets, TaskType, label_fraction, patient_code
 from ecgforge.errors import UserError
 from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.protocol import TaskSpec
+from ecgforge.evaluation.training_classes import (
+    TrainingClasses,
+    drawn_classes,
+    first_unlearnable,
+    unlearnable_line,
+)
 
 
 @dataclass
@@ -53,6 +59,17 @@ class TaskData:
         v = self.val
         return replace(self, val=Targets(v.indices[positions], v.y[positions], v.names, v.task_type, 0),
                        val_patients=self.val_patients[positions])
+
+    def training_classes(self, fraction: float, seed: int) -> TrainingClasses | None:
+        """The classes of the training subset `positions` draws (None for regression)."""
+        return drawn_classes(self.train, self.patients, fraction, seed)
+
+    def refuse_unlearnable(self, kind: str, task: str, split: str, fractions: list[float], seeds: list[int]) -> None:
+        """UserError (one line, `training_classes.unlearnable_line`) where a draw of ``fractions`` x ``seeds``
+        teaches a head nothing; the pre-flight refuses it first, naming the recipe's table."""
+        bad = first_unlearnable(self.train, self.patients, fractions, seeds)
+        if bad is not None:
+            raise UserError(unlearnable_line(kind, task, split, bad))
 
     def subset(self, fraction: float, seed: int) -> Targets:
         """The training targets of that label fraction."""
