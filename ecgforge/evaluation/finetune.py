@@ -364,8 +364,7 @@ class Finetune(EvalProtocol):
             for seed in c.seeds:
                 for frac in c.label_fractions:
                     train = data.subset(frac, seed)
-                    trained = data.training_classes(frac, seed)
-                    excluded = trained.excluded if trained is not None else {}
+                    excluded = data.excluded_classes(frac, seed)
                     picked = data.with_val(data.val_positions(frac, seed, c.subsample_val))
                     encoder = ctx.make_encoder("pretrained" if init == "pretrained" else "random", seed)
                     model, facts = fit(

@@ -117,7 +117,6 @@ class FrozenFeatureProtocol(EvalProtocol):
         """The results row of ``s``: metrics of the test scores, their bootstrap interval and paired evidence;
         classes the fraction's training subset never or always showed are left out of the macro AUROC."""
         c, data = self.cfg, view.data
-        trained = data.training_classes(fraction, view.seed)
         row = ResultRow(
             kind=self.row_kind, task=c.task, task_type=data.task_type, init=view.init, label_fraction=fraction,
             seed=view.seed, split=c.test_split, primary=PRIMARY[data.task_type], reference=s.reference,
@@ -125,7 +124,7 @@ class FrozenFeatureProtocol(EvalProtocol):
             conditions=s.conditions, facts=s.facts,
             **score_rows(data.task_type, data.test.y, s.scores, data.train.names, c.bootstrap, view.seed,
                          *record_identity(data.cache, data.test.indices),
-                         excluded=trained.excluded if trained is not None else None),
+                         excluded=data.excluded_classes(fraction, view.seed)),
         )
         row.metrics.update(s.metrics)
         return row

@@ -33,9 +33,8 @@ def train_probe(view: FeatureView, cfg: ProbeConfig, fraction: float, transform:
                         f"width {f_tr.shape[-1]}; choose a divisor of it")
     pos = data.positions(fraction, seed)
     vpos = data.val_positions(fraction, seed, cfg.subsample_val)
-    trained = data.training_classes(fraction, seed)
     # Selected on the macro AUROC of the classes the row is scored on: not those the subset cannot teach.
-    exclude = [n for names in trained.excluded.values() for n in names] if trained is not None else []
+    exclude = [n for names in data.excluded_classes(fraction, seed).values() for n in names]
     win = np.isin(rec_tr, pos)
     val = None
     if len(vpos):
