@@ -1,8 +1,13 @@
-"""The guard every run gets: a pretrained encoder that is worse than a random one is said so, not buried.
+"""The guards every run gets: what would mislead a reader of the results is said so, not buried.
 
-After the evaluations, every ``[[eval]]`` table's pretrained rows are compared with its random-init rows (same
-protocol, task and label fractions). For each table where the pretrained encoder is worse at every label
-fraction, the run prints one line naming the table and records it in results.json ``"warnings"``.
+After the evaluations, for each ``[[eval]]`` table, the run prints one line naming the table and records it in
+results.json ``"warnings"``:
+
+- `worse_than_random`: its pretrained rows are compared with its random-init rows (same protocol, task and
+  label fractions); the pretrained encoder is worse at every label fraction;
+- `excluded_classes_line`: some rows' macro AUROC averages fewer classes than the task has (a training subset
+  that never or always shows a class, a test split without a positive or a negative of one); those rows carry
+  ``excluded_classes`` and the results table and report mark them (``rows.EXCLUDED_MARK``).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from ecgforge.evaluation.rows import ResultRow
+from ecgforge.evaluation.rows import EXCLUDED_MARK, ResultRow
 
 #: Primary metrics where lower is better; every other primary metric (AUROC, accuracy, top-1) is higher-better.
 _LOWER_IS_BETTER = {"mae"}
@@ -47,11 +52,29 @@ def worse_than_random(rows: list[ResultRow], label: str) -> str | None:
             f"({primary}, pretrained vs random: {pairs})")
 
 
+def excluded_classes_line(rows: list[ResultRow], label: str) -> str | None:
+    """One line if some rows of ``rows`` (one evaluation table) leave classes out of their macro AUROC: how many
+    rows, and each reason with its classes (over all rows); else None."""
+    marked = [r for r in rows if r.excluded_classes]
+    if not marked:
+        return None
+    reasons: dict[str, list[str]] = {}
+    for r in marked:
+        for reason, classes in r.excluded_classes.items():
+            reasons.setdefault(reason, [])
+            reasons[reason] += [c for c in classes if c not in reasons[reason]]
+    why = "; ".join(f"{reason.replace('_', ' ')}: {', '.join(classes)}" for reason, classes in reasons.items())
+    return (f"{label}: macro_auroc leaves classes out in {len(marked)} of {len(rows)} rows ({why}); those rows are "
+            f"marked {EXCLUDED_MARK} and their excluded_classes in results.json say which")
+
+
 def table_label(i: int, ev: object) -> str:
     """How a warning names ``[[eval]]`` table ``i``: ``eval [1] linear_probe sex``."""
     return f"eval [{i}] {getattr(ev, 'kind', '')} {getattr(ev, 'task', '')}".rstrip()
 
 
 def guard_tables(tables: list[tuple[str, list[ResultRow]]]) -> list[str]:
-    """The `worse_than_random` line of each (label, rows) table that trips it, in table order."""
-    return [line for label, rows in tables if (line := worse_than_random(rows, label)) is not None]
+    """The `worse_than_random` and `excluded_classes_line` lines of each (label, rows) table that trips them,
+    in table order."""
+    return [line for label, rows in tables for guard in (worse_than_random, excluded_classes_line)
+            if (line := guard(rows, label)) is not None]

@@ -11,6 +11,9 @@ and all of them are reported together (one RecipeError, exit 2):
   cache or a meta task (`META_TASKS`), of a type the protocol supports (its config's ``task_types``), with
   labelled records in its train and test splits (the objective's: in ``data.pretrain_split``; the monitor's:
   in ``train.monitor.split``);
+- every training subset an ``[[eval]]`` table trains on (each label fraction x seed, drawn as the protocol
+  draws it: ``evaluation.training_classes``) holds two classes (multiclass) or a class with positive and
+  negative records (multilabel); otherwise a head could learn nothing from it;
 - leakage (``app.leakage``): no test split shares records or patients with pretraining or training, unless
   ``data.allow_overlap`` allows it; and a warning (not a problem) where ``model.init`` starts from a public
   foundation model that was trained on a dataset the test splits hold records of.
@@ -33,7 +36,8 @@ import numpy as np
 from ecgforge.app.leakage import check_leakage, pretraining_warnings
 from ecgforge.config_files import RecipeError
 from ecgforge.data.cache import Cache, CacheError
-from ecgforge.data.splits import DatasetError, select, task_targets
+from ecgforge.data.splits import DatasetError, Targets, patient_codes, select, task_targets
+from ecgforge.evaluation.training_classes import first_unlearnable, unlearnable_line
 from ecgforge.registry import ComponentError
 
 if TYPE_CHECKING:  # importing the schema builds the config unions, which `load_recipe` guards
@@ -157,8 +161,8 @@ class _Flight:
         return False
 
     def labelled(self, where: str, cache: Cache, task: str, split: str, task_type: Any = None,
-                 type_where: str = "") -> str | None:
-        """The task's type on split ``split`` (named at TOML path ``where``); None, with a problem, where it
+                 type_where: str = "") -> Targets | None:
+        """The task's targets on split ``split`` (named at TOML path ``where``); None, with a problem, where it
         has no labelled record there, or cannot be of ``task_type`` (named at ``type_where``)."""
         idx = self.indices(cache, split)
         if idx is None:
@@ -172,7 +176,17 @@ class _Flight:
             self.fail(where, f"task {task!r} has no labelled record in split {split!r} of {cache.path} "
                       f"({len(idx)} records selected)")
             return None
-        return t.task_type
+        return t
+
+    def learnable(self, i: int, ev: Any, cache: Cache, split: str, train: Targets) -> None:
+        """A problem where a label fraction x seed draw of ``train`` (``[[eval]]`` table ``i``'s records of split
+        ``split``, drawn as `tasks.TaskData.positions` draws them) teaches a head nothing: at ``train_split``
+        where the whole split does, else at ``label_fractions``."""
+        fractions, seeds = getattr(ev, "label_fractions", None) or [1.0], getattr(ev, "seeds", None) or [0]
+        bad = first_unlearnable(train, patient_codes(cache)[train.indices], fractions, seeds)
+        if bad is not None:
+            where = "label_fractions" if not bad.whole_split and hasattr(ev, "label_fractions") else "train_split"
+            self.fail(f"eval[{i}].{where}", unlearnable_line(ev.kind, ev.task, split, bad))
 
     def with_cache(self, cache: Cache) -> None:
         r, splits = self.recipe, self.recipe.data.splits
@@ -196,10 +210,12 @@ class _Flight:
                 continue
             found = {f: self.labelled(f"eval[{i}].{f}", c, task, fields[f], getattr(ev, "task_type", None),
                                       f"eval[{i}].task_type") for f in ("train_split", "test_split") if f in fields}
-            task_type, types = found.get("train_split"), getattr(ev, "task_types", None)
-            if task_type is not None and types is not None and task_type not in types:
-                self.fail(f"eval[{i}].task", f"{task!r} is a {task_type} task; {ev.kind} supports "
+            train, types = found.get("train_split"), getattr(ev, "task_types", None)
+            if train is not None and types is not None and train.task_type not in types:
+                self.fail(f"eval[{i}].task", f"{task!r} is a {train.task_type} task; {ev.kind} supports "
                           f"{', '.join(sorted(types))}")
+            elif train is not None:
+                self.learnable(i, ev, c, fields["train_split"], train)
 
     def leakage(self, cache: Cache) -> dict[str, Any] | None:
         if self.unreadable:

@@ -36,7 +36,7 @@ from ecgforge.app.between import (  # noqa: E402
 from ecgforge.app.report_html import write_html  # noqa: E402
 from ecgforge.app.scorecard import card_markdown, plot_card, score_card  # noqa: E402
 from ecgforge.errors import UserError  # noqa: E402
-from ecgforge.evaluation.rows import ResultRow  # noqa: E402
+from ecgforge.evaluation.rows import EXCLUDED_LEGEND, ResultRow  # noqa: E402
 from ecgforge.evaluation.scoring import PRIMARY  # noqa: E402
 from ecgforge.fsio import atomic_file, atomic_write_json, atomic_write_text  # noqa: E402
 from ecgforge.rundir import RunDir, RunPlan, read_jsonl  # noqa: E402
@@ -260,16 +260,20 @@ def summarise(runs: Runs) -> list[dict[str, Any]]:
 
     ``mean`` and ``std`` (ddof = 1) over the seeds' values, ``n`` seeds, and ``ci_low``/``ci_high``: each
     seed's 95% interval (results.json ``ci95``), averaged over the seeds (NaN where the rows carry none for
-    that metric). Undefined (None) metric values are left out. Conditions appear as their own keys.
+    that metric). Undefined (None) metric values are left out. Conditions appear as their own keys. ``mark``:
+    the rows' `ResultRow.mark` of the metric (a macro AUROC leaving classes out in some seed), or ``""``.
     """
     groups: dict[tuple[Any, ...], dict[str, list[Any]]] = {}
     primary: dict[tuple[Any, ...], str] = {}
+    marks: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
     for run, rows in runs.items():
         for r in rows:
             key = (run, *(getattr(r, f) for f in GROUP_FIELDS), tuple(r.conditions.items()))
             g = groups.setdefault(key, defaultdict(list))
             primary[key] = r.primary
             for metric, v in r.metrics.items():
+                if r.mark(metric):
+                    marks[key][metric] = r.mark(metric)
                 if isinstance(v, (int, float)) and math.isfinite(v):
                     g[metric].append(float(v))
                     ci = r.ci95.get(metric)
@@ -292,6 +296,7 @@ def summarise(runs: Runs) -> list[dict[str, Any]]:
                 "mean": float(np.mean(values)), "std": _std(values), "n": len(values),
                 "ci_low": float(np.mean([c[0] for c in cis])) if cis else float("nan"),
                 "ci_high": float(np.mean([c[1] for c in cis])) if cis else float("nan"),
+                "mark": marks[key].get(metric, ""),
                 # Paired difference to each reference init: mean ± std of the seeds' deltas, median p.
                 "versus": {ref: {"delta": float(np.mean([d for d, _ in dp])), "delta_std": _std([d for d, _ in dp]),
                                  "p": float(np.median([p for _, p in dp]))} for ref, dp in versus.items()},
@@ -325,13 +330,16 @@ def table_csv(summary: list[dict[str, Any]]) -> str:
 def table_markdown(summary: list[dict[str, Any]]) -> str:
     """One Markdown table per (protocol, task): a row per run x init x fraction x condition, a column per
     metric showing ``mean ± std`` (4 decimals) and, where the rows had one, the 95% bootstrap interval; and a
-    column per reference init with the pretrained rows' paired difference of the primary metric."""
+    column per reference init with the pretrained rows' paired difference of the primary metric. A mean whose
+    rows left classes out of their macro AUROC carries their mark (`rows.EXCLUDED_MARK`), explained at the top."""
     lines = ["# ecgforge report", "",
              "mean ± std over seeds (std with ddof = 1; n = seeds); [low, high] = the rows' 95% interval "
              "(bootstrap over test records; over patients for identification), averaged "
              "over seeds. Δ vs R: the pretrained rows' paired difference to init R in the primary metric on the "
              "same test records and resamples (mean ± std over seeds), p = median over seeds of the paired "
              "bootstrap p-value.", ""]
+    if any(s.get("mark") for s in summary):
+        lines[2] += f" {EXCLUDED_LEGEND}."
     by_table: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for s in summary:
         by_table[(str(s["kind"]), str(s["task"]))].append(s)
@@ -353,7 +361,7 @@ def table_markdown(summary: list[dict[str, Any]]) -> str:
                 if c is None:
                     vals.append("")
                     continue
-                cell = f"{c['mean']:.4f} ± {c['std']:.4f}"
+                cell = f"{c['mean']:.4f}{c.get('mark', '')} ± {c['std']:.4f}"
                 if not math.isnan(c["ci_low"]):
                     cell += f" [{c['ci_low']:.4f}, {c['ci_high']:.4f}]"
                 vals.append(cell)

@@ -44,7 +44,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -261,11 +261,12 @@ def fit(
     train_encoder: bool = True, min_steps: int = 0, steps: int | None = None, val_every_steps: int | None = None,
     schedule: Literal["constant", "cosine"] = "constant", lr_group_factor: float | None = None,
     head: Literal["linear", "mlp"] = "linear", head_hidden: int = 512, head_dropout: float = 0.5,
-    feature_grad_mult: float | None = None, layerwise_lr_factor: float | None = None,
+    feature_grad_mult: float | None = None, layerwise_lr_factor: float | None = None, exclude: Sequence[str] = (),
 ) -> tuple[Classifier, dict[str, Any]]:
     """Train ``encoder`` + a head on random crops of ``train`` for a budget of optimiser steps
     (`budget_steps`); keep the best validation check among the whole-network steps (among the head steps
-    when the encoder stays frozen).
+    when the encoder stays frozen). The checks' macro AUROC leaves out the classes named in ``exclude``
+    (those ``train`` never or always shows), as the row's does.
 
     Returns the model (best state loaded) and facts for the results row: effective learning rates, the steps
     run, the selected step (and its epoch) and whether the encoder's weights changed.
@@ -291,7 +292,8 @@ def fit(
             best = (0.0, copy.deepcopy(model.state_dict()), step)  # no validation split: keep the last step
             return
         s = primary_score(data.task_type, data.val.y,
-                          record_scores(model, val_tiles, data.task_type, device, ctx.batch_size), data.train.names)
+                          record_scores(model, val_tiles, data.task_type, device, ctx.batch_size), data.train.names,
+                          exclude)
         if (np.isfinite(s) and s > best[0]) or best[2] < 0:
             best = (s if np.isfinite(s) else -np.inf, copy.deepcopy(model.state_dict()), step)
 
@@ -355,12 +357,14 @@ class Finetune(EvalProtocol):
     def run(self, ctx: EvalContext) -> list[ResultRow]:
         c = self.cfg
         data = load_task(ctx, c.task_spec)
+        data.refuse_unlearnable("finetune", c.task, c.train_split, c.label_fractions, c.seeds)
         test_tiles = TiledWindows(data.cache, data.test.indices, ctx.window, ctx.stride)
         rows: list[ResultRow] = []
         for init in c.inits:
             for seed in c.seeds:
                 for frac in c.label_fractions:
                     train = data.subset(frac, seed)
+                    excluded = data.excluded_classes(frac, seed)
                     picked = data.with_val(data.val_positions(frac, seed, c.subsample_val))
                     encoder = ctx.make_encoder("pretrained" if init == "pretrained" else "random", seed)
                     model, facts = fit(
@@ -371,6 +375,7 @@ class Finetune(EvalProtocol):
                         lr_group_factor=c.lr_group_factor, head=c.head, head_hidden=c.head_hidden,
                         head_dropout=c.head_dropout, feature_grad_mult=c.feature_grad_mult,
                         layerwise_lr_factor=c.layerwise_lr_factor,
+                        exclude=[n for names in excluded.values() for n in names],
                     )
                     scores = record_scores(model, test_tiles, data.task_type, ctx.device, ctx.batch_size, ctx.num_workers)
                     rows.append(ResultRow(
@@ -379,6 +384,6 @@ class Finetune(EvalProtocol):
                         n_train_records=int(len(train.indices)), n_val_records=int(len(picked.val.indices)),
                         n_test_records=int(len(data.test.indices)), facts=facts,
                         **score_rows(data.task_type, data.test.y, scores, data.train.names, c.bootstrap, seed,
-                                   *record_identity(data.cache, data.test.indices)),
+                                   *record_identity(data.cache, data.test.indices), excluded=excluded),
                     ))
         return rows

@@ -104,6 +104,7 @@ class FrozenFeatureProtocol(EvalProtocol):
     def run(self, ctx: EvalContext) -> list[ResultRow]:
         c = self.cfg
         data = load_task(ctx, c.task_spec)
+        data.refuse_unlearnable(self.row_kind, c.task, c.train_split, c.label_fractions, c.seeds)
         rows: list[ResultRow] = []
         for init in c.inits:
             for seed in c.seeds:
@@ -113,7 +114,8 @@ class FrozenFeatureProtocol(EvalProtocol):
         return rows
 
     def row(self, view: FeatureView, fraction: float, s: Scored) -> ResultRow:
-        """The results row of ``s``: metrics of the test scores, their bootstrap interval and paired evidence."""
+        """The results row of ``s``: metrics of the test scores, their bootstrap interval and paired evidence;
+        classes the fraction's training subset never or always showed are left out of the macro AUROC."""
         c, data = self.cfg, view.data
         row = ResultRow(
             kind=self.row_kind, task=c.task, task_type=data.task_type, init=view.init, label_fraction=fraction,
@@ -121,7 +123,8 @@ class FrozenFeatureProtocol(EvalProtocol):
             n_train_records=int(s.n_train), n_val_records=int(s.n_val), n_test_records=int(len(data.test.indices)),
             conditions=s.conditions, facts=s.facts,
             **score_rows(data.task_type, data.test.y, s.scores, data.train.names, c.bootstrap, view.seed,
-                         *record_identity(data.cache, data.test.indices)),
+                         *record_identity(data.cache, data.test.indices),
+                         excluded=data.excluded_classes(fraction, view.seed)),
         )
         row.metrics.update(s.metrics)
         return row

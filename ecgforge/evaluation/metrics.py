@@ -9,6 +9,19 @@ Conventions (shared by every protocol):
 - Multi-class: ``y (N,)`` integer class indices in ``[0, C)``, ``scores (N, C)`` (probabilities or logits;
   AUROC only uses their ranking and the prediction is the argmax).
 - Regression: ``y`` and ``pred`` ``(N,)`` or ``(N, K)``.
+- ``exclude``: classes the caller leaves out of the macro AUROC although ``y`` defines theirs, because the head
+  was trained on records that never (or always) showed them (``evaluation.training_classes``): their AUROC
+  measures nothing. They are not in ``dropped`` (the caller names them with their reason); macro F1 and Fmax
+  keep every class, since a head that cannot predict a class is scored for that as it is.
+
+A class without an AUROC is treated differently elsewhere: scikit-learn 1.9's ``roc_auc_score(average="macro")``
+gives it NaN with an ``UndefinedMetricWarning`` (older versions raised ``ValueError``), so the macro is NaN; the
+PTB-XL benchmark (helme/ecg_ptbxl_benchmarking ``code/utils/utils.py``) calls that as is and redraws bootstrap
+resamples (``get_appropriate_bootstrap_samples``) until every class has a positive; ecg-selfsupervised
+(``clinical_ts/eval_utils_cafa.py``, ``multiclass_roc_curve``) counts it as 0.5, divides by every class and
+reports how many as ``macro_nans``. Here the macro AUROC is the mean over the classes that have an AUROC and are
+not excluded, and the others are named: a 0.5 would pull a row towards chance by as much as the split happens to
+lack classes.
 
 References: macro AUROC and sample-centric Fmax as in the PTB-XL benchmark (Strodthoff et al., "Deep
 Learning for ECG Analysis: Benchmarks and Insights from PTB-XL", IEEE JBHI 2021), whose Fmax follows the
@@ -20,7 +33,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -184,13 +197,15 @@ def fmax_score(y: np.ndarray, scores: np.ndarray) -> float:
     return float(f.max())
 
 
-def multilabel_metrics(y: np.ndarray, scores: np.ndarray, label_names: Sequence[str]) -> MetricResult:
+def multilabel_metrics(y: np.ndarray, scores: np.ndarray, label_names: Sequence[str],
+                       exclude: Collection[str] = ()) -> MetricResult:
     """Macro AUROC, macro F1 at threshold 0.5 and sample-centric Fmax.
 
     Args:
         y: (N, C) in {0, 1}.
         scores: (N, C) probabilities in [0, 1] (apply a sigmoid to logits first).
         label_names: C class names, used in ``dropped`` and ``per_class_auroc``.
+        exclude: class names left out of the macro AUROC (and ``per_class_auroc``) whatever ``y`` holds.
 
     Macro F1 is the mean over classes of ``2TP / (2TP + FP + FN)``, leaving out classes where that is 0/0
     (never positive, never predicted), as the Challenge's ``compute_f_measure`` does.
@@ -206,13 +221,15 @@ def multilabel_metrics(y: np.ndarray, scores: np.ndarray, label_names: Sequence[
     n_pos = y.sum(axis=0)
     scorable = (n_pos > 0) & (n_pos < n)
     dropped = [str(name) for name, ok in zip(label_names, scorable, strict=True) if not ok]
-    auroc = auroc_columns(y[:, scorable], scores[:, scorable])
-    per_class = {str(label_names[j]): float(a) for j, a in zip(np.flatnonzero(scorable), auroc, strict=True)}
+    kept = np.flatnonzero(scorable & _kept(label_names, exclude))
+    auroc = auroc_columns(y[:, kept], scores[:, kept])
+    per_class = {str(label_names[j]): float(a) for j, a in zip(kept, auroc, strict=True)}
     if per_class:
         macro_auroc = float(np.mean(auroc))
     else:
         macro_auroc = NAN
-        notes.append("macro_auroc is NaN: every class lacks a positive or a negative record in this split")
+        notes.append("macro_auroc is NaN: every class lacks a positive or a negative record in this split, "
+                     "or is excluded")
 
     f1 = f1_score(y, scores >= 0.5, average=None, zero_division=np.nan)
     if np.isfinite(f1).any():
@@ -230,13 +247,15 @@ def multilabel_metrics(y: np.ndarray, scores: np.ndarray, label_names: Sequence[
 # --------------------------------------------------------------------------------------------- multi-class
 
 
-def multiclass_metrics(y: np.ndarray, scores: np.ndarray, label_names: Sequence[str]) -> MulticlassResult:
+def multiclass_metrics(y: np.ndarray, scores: np.ndarray, label_names: Sequence[str],
+                       exclude: Collection[str] = ()) -> MulticlassResult:
     """Accuracy, macro F1 (argmax prediction) and one-vs-rest macro AUROC over the classes present.
 
     Args:
         y: (N,) integer class indices in ``[0, C)``.
         scores: (N, C) probabilities or logits.
         label_names: C class names.
+        exclude: class names left out of the macro AUROC (and ``per_class_auroc``) whatever ``y`` holds.
 
     Macro F1 averages over the classes that occur in ``y`` or in the predictions (scikit-learn's default).
     A class with no record, or with every record, in ``y`` has no one-vs-rest AUROC and is dropped.
@@ -262,7 +281,7 @@ def multiclass_metrics(y: np.ndarray, scores: np.ndarray, label_names: Sequence[
     counts = np.bincount(y, minlength=c)
     scorable = (counts > 0) & (counts < n)
     dropped = [str(name) for name, ok in zip(label_names, scorable, strict=True) if not ok]
-    kept = np.flatnonzero(scorable)
+    kept = np.flatnonzero(scorable & _kept(label_names, exclude))
     auroc = auroc_columns(y[:, None] == kept[None, :], scores[:, kept])  # one-vs-rest
     per_class = {str(label_names[j]): float(a) for j, a in zip(kept, auroc, strict=True)}
     notes: list[str] = []
@@ -270,8 +289,14 @@ def multiclass_metrics(y: np.ndarray, scores: np.ndarray, label_names: Sequence[
         macro_auroc = float(np.mean(auroc))
     else:
         macro_auroc = NAN
-        notes.append("macro_auroc is NaN: fewer than two classes occur in this split")
+        notes.append("macro_auroc is NaN: fewer than two classes occur in this split, or the rest are excluded")
     return MulticlassResult(accuracy, macro_f1, macro_auroc, n, dropped, per_class, notes)
+
+
+def _kept(label_names: Sequence[str], exclude: Collection[str]) -> np.ndarray:
+    """``(C,)`` True for the classes not named in ``exclude``."""
+    out = set(map(str, exclude))
+    return np.array([str(name) not in out for name in label_names], dtype=bool)
 
 
 # --------------------------------------------------------------------------------------------- regression
@@ -318,17 +343,19 @@ def compute_metrics(
     y: np.ndarray,
     scores: np.ndarray,
     label_names: Sequence[str],
+    exclude: Collection[str] = (),
 ) -> tuple[dict[str, float], list[str]]:
     """The protocols' single entry point: ``(metrics by name, dropped class names)``.
 
     ``scores`` are probabilities (multilabel), scores or logits (multiclass) or predictions (regression,
-    where ``label_names`` is unused and nothing is ever dropped).
+    where ``label_names`` and ``exclude`` are unused and nothing is ever dropped). ``dropped``: the classes
+    this ``y`` gives no AUROC; ``exclude``: classes the macro AUROC leaves out besides (not in ``dropped``).
     """
     if task_type == "multilabel":
-        res = multilabel_metrics(y, scores, label_names)
+        res = multilabel_metrics(y, scores, label_names, exclude)
         return res.as_dict(), list(res.dropped)
     if task_type == "multiclass":
-        mres = multiclass_metrics(y, scores, label_names)
+        mres = multiclass_metrics(y, scores, label_names, exclude)
         return mres.as_dict(), list(mres.dropped)
     if task_type == "regression":
         return regression_metrics(y, scores).as_dict(), []

@@ -74,19 +74,23 @@ def record_identity(cache: Cache, indices: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def score_evidence(task_type: str, y: np.ndarray, scores: np.ndarray, names: Sequence[str],
-                   records: np.ndarray, units: np.ndarray) -> Evidence:
-    """Evidence of a row scored by ``compute_metrics`` on per-record ``scores`` (n, K) against targets ``y``."""
+                   records: np.ndarray, units: np.ndarray, exclude: Sequence[str] = ()) -> Evidence:
+    """Evidence of a row scored by ``compute_metrics`` on per-record ``scores`` (n, K) against targets ``y``,
+    the classes named in ``exclude`` left out of its macro AUROC as they were from the row's."""
     y, scores = np.asarray(y), np.asarray(scores)
+    exclude = [str(c) for c in exclude]
 
     def metrics(pos: np.ndarray) -> dict[str, float]:
         try:
-            values, _ = compute_metrics(task_type, y[pos], scores[pos], names)  # type: ignore[arg-type]
+            values, _ = compute_metrics(task_type, y[pos], scores[pos], names, exclude)  # type: ignore[arg-type]
         except ValueError:  # a resample without two classes
             return {}
         return {k: float(v) for k, v in values.items()}
 
-    return Evidence(np.asarray(records), np.asarray(units), metrics, "scores",
-                    {"task_type": task_type, "names": list(names), "y": y, "scores": scores})
+    data = {"task_type": task_type, "names": list(names), "y": y, "scores": scores}
+    if exclude:  # only then: the stored evidence of every other row stays as it was
+        data["exclude"] = exclude
+    return Evidence(np.asarray(records), np.asarray(units), metrics, "scores", data)
 
 
 def rank_evidence(ranks: np.ndarray, records: np.ndarray, units: np.ndarray) -> Evidence:
@@ -104,7 +108,8 @@ def restore_evidence(form: str, records: np.ndarray, units: np.ndarray, data: Ma
     """The evidence an `Evidence` of ``form`` with these ``records``, ``units`` and ``data`` was: the inverse
     of storing its fields. ValueError for a form this version does not know."""
     if form == "scores":
-        return score_evidence(data["task_type"], data["y"], data["scores"], data["names"], records, units)
+        return score_evidence(data["task_type"], data["y"], data["scores"], data["names"], records, units,
+                              data.get("exclude", ()))
     if form == "ranks":
         return rank_evidence(data["ranks"], records, units)
     raise ValueError(f"unknown evidence form {form!r}")

@@ -33,6 +33,8 @@ def train_probe(view: FeatureView, cfg: ProbeConfig, fraction: float, transform:
                         f"width {f_tr.shape[-1]}; choose a divisor of it")
     pos = data.positions(fraction, seed)
     vpos = data.val_positions(fraction, seed, cfg.subsample_val)
+    # Selected on the macro AUROC of the classes the row is scored on: not those the subset cannot teach.
+    exclude = [n for names in data.excluded_classes(fraction, seed).values() for n in names]
     win = np.isin(rec_tr, pos)
     val = None
     if len(vpos):
@@ -42,7 +44,7 @@ def train_probe(view: FeatureView, cfg: ProbeConfig, fraction: float, transform:
         renumber = np.full(len(data.val.indices), -1, dtype=np.int64)
         renumber[vpos] = np.arange(len(vpos))
         val = (f_va[keep], renumber[rec_va[keep]], data.val.y[vpos], len(vpos),
-               lambda y, s: primary_score(data.task_type, y, s))
+               lambda y, s: primary_score(data.task_type, y, s, data.train.names, exclude))
     head = fit_linear_head(
         f_tr[win], data.train.y[rec_tr[win]], data.task_type, data.n_out, val=val, epochs=cfg.epochs,
         lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, seed=seed,

@@ -18,8 +18,14 @@ PRIMARY = {"multilabel": "macro_auroc", "multiclass": "macro_auroc", "regression
 
 #: Keys of the flat JSON row that are ResultRow fields (the rest are conditions or facts).
 _FIELDS = ("kind", "task", "task_type", "init", "label_fraction", "seed", "split", "metrics", "ci95",
-           "dropped_classes", "primary", "reference", "n_train_records", "n_val_records", "n_test_records",
-           "versus")
+           "dropped_classes", "excluded_classes", "primary", "reference", "n_train_records", "n_val_records",
+           "n_test_records", "versus")
+
+#: The mark a row's macro AUROC carries in the results table and the report where it averages fewer classes
+#: than the task has (`ResultRow.excluded_classes`), and the line explaining it.
+EXCLUDED_MARK = "§"
+EXCLUDED_LEGEND = (f"{EXCLUDED_MARK} macro_auroc leaves classes out: results.json excluded_classes names them and why "
+                   "(without training positives / negatives, undefined in test)")
 
 
 @dataclass
@@ -29,6 +35,9 @@ class ResultRow:
     Attributes:
         metrics: metric name -> value (None where undefined on this test set).
         ci95: metric name -> [low, high] 95% interval (bootstrap over test records, or over patients for identification).
+        dropped_classes: classes the macro AUROC leaves out; ``excluded_classes``: why, reason -> classes
+            (``without_training_positives``, ``without_training_negatives``: the training subset never / always
+            showed them; ``undefined_in_test``: no positive or no negative test record), empty when none is.
         primary: the metric reports lead with and model selection uses (``macro_auroc``, ``mae``, ``top1``).
         reference: the row is tested on the unperturbed condition (clean, all leads): label-efficiency
             curves and comparisons use these; condition curves start from them.
@@ -50,6 +59,7 @@ class ResultRow:
     primary: str
     ci95: dict[str, list[float]] = field(default_factory=dict)
     dropped_classes: list[str] = field(default_factory=list)
+    excluded_classes: dict[str, list[str]] = field(default_factory=dict)
     reference: bool = True
     n_train_records: int | None = None
     n_val_records: int | None = None
@@ -61,8 +71,9 @@ class ResultRow:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: getattr(self, k) for k in _FIELDS if getattr(self, k) is not None}
-        if not self.versus:
-            del out["versus"]
+        for key in ("versus", "excluded_classes"):  # only where there is something to say
+            if not getattr(self, key):
+                del out[key]
         out.update(self.conditions)
         out.update(self.facts)
         if self.conditions:
@@ -93,6 +104,10 @@ class ResultRow:
     def value(self, metric: str | None = None) -> float | None:
         v = self.metrics.get(metric or self.primary)
         return float(v) if isinstance(v, (int, float)) else None
+
+    def mark(self, metric: str) -> str:
+        """`EXCLUDED_MARK` where ``metric`` is the macro AUROC and it leaves classes out, else ``""``."""
+        return EXCLUDED_MARK if metric == "macro_auroc" and self.excluded_classes else ""
 
 
 _LEGACY_CONDITIONS = ("noise_level", "leads")

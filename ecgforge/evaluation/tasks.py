@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -11,6 +11,7 @@ from ecgforge.data.splits import Targets, TaskType, label_fraction, patient_code
 from ecgforge.errors import UserError
 from ecgforge.evaluation.context import EvalContext
 from ecgforge.evaluation.protocol import TaskSpec
+from ecgforge.evaluation.training_classes import TrainingClasses, first_unlearnable, unlearnable_line
 
 
 @dataclass
@@ -24,6 +25,7 @@ class TaskData:
     patients: np.ndarray  # (n_train,) patient code of each training record
     val_patients: np.ndarray  # (n_val,)
     test_patients: np.ndarray  # (n_test,)
+    _drawn: dict[tuple[float, int], np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def task_type(self) -> TaskType:
@@ -34,8 +36,14 @@ class TaskData:
         return 1 if self.task_type == "regression" else len(self.train.names)
 
     def positions(self, fraction: float, seed: int) -> np.ndarray:
-        """Positions in ``train`` of a stratified, patient-grouped label fraction (``splits.label_fraction``)."""
-        return label_fraction(self.train.y, self.patients, fraction, seed)
+        """Positions in ``train`` of a stratified, patient-grouped label fraction (``splits.label_fraction``),
+        drawn once per (fraction, seed): every row of a fraction asks for them (its classes, `excluded_classes`)."""
+        key = (float(fraction), int(seed))
+        if key not in self._drawn:
+            drawn = label_fraction(self.train.y, self.patients, fraction, seed)
+            drawn.flags.writeable = False  # shared by every caller
+            self._drawn[key] = drawn
+        return self._drawn[key]
 
     def val_positions(self, fraction: float, seed: int, subsample: bool = True) -> np.ndarray:
         """Positions in ``val`` that a head trained on ``fraction`` of the labels may select on.
@@ -53,6 +61,20 @@ class TaskData:
         v = self.val
         return replace(self, val=Targets(v.indices[positions], v.y[positions], v.names, v.task_type, 0),
                        val_patients=self.val_patients[positions])
+
+    def excluded_classes(self, fraction: float, seed: int) -> dict[str, list[str]]:
+        """Reason -> the classes the training subset `positions` draws never or always shows (left out of the macro
+        AUROC: `TrainingClasses.excluded`); empty for regression."""
+        t = self.train
+        trained = TrainingClasses.of(t.task_type, t.y[self.positions(fraction, seed)], t.names)
+        return trained.excluded if trained is not None else {}
+
+    def refuse_unlearnable(self, kind: str, task: str, split: str, fractions: list[float], seeds: list[int]) -> None:
+        """UserError (one line, `training_classes.unlearnable_line`) where a draw of ``fractions`` x ``seeds``
+        teaches a head nothing; the pre-flight refuses it first, naming the recipe's table."""
+        bad = first_unlearnable(self.train, self.patients, fractions, seeds)
+        if bad is not None:
+            raise UserError(unlearnable_line(kind, task, split, bad))
 
     def subset(self, fraction: float, seed: int) -> Targets:
         """The training targets of that label fraction."""

@@ -18,7 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ecgforge.evaluation.rows import rows_from_json
+from ecgforge.evaluation.rows import EXCLUDED_LEGEND, EXCLUDED_MARK, rows_from_json
 from ecgforge.progress import Reporter, Update
 
 out = Console()
@@ -58,21 +58,25 @@ class RichReporter(Reporter):
 
 
 def results_table(results: dict[str, Any]) -> Table | None:
-    """The evaluation rows of a results.json: protocol, task, init, fraction, seed, conditions, metrics."""
+    """The evaluation rows of a results.json: protocol, task, init, fraction, seed, conditions, metrics; a macro
+    AUROC that leaves classes out is marked (``ResultRow.mark``), and the caption says what the mark means."""
     rows = rows_from_json(results.get("eval", []))
     if not rows:
         return None
     metric_names = list(dict.fromkeys(k for row in rows for k in row.metrics))[:4]
     conditions = list(dict.fromkeys(k for row in rows for k in row.conditions))
-    table = Table(title=f"{results.get('recipe', '')}: evaluation")
+    marked = {k for row in rows for k in metric_names if row.mark(k)}
+    table = Table(title=f"{results.get('recipe', '')}: evaluation", caption=EXCLUDED_LEGEND if marked else None)
     for col in ("protocol", "task", "init", "fraction", "seed", *conditions, *metric_names):
-        table.add_column(col, justify="right" if col not in ("protocol", "task", "init") else "left")
+        # A marked value keeps its mark in a narrow terminal: the column is not squeezed below it.
+        table.add_column(col, justify="right" if col not in ("protocol", "task", "init") else "left",
+                         min_width=len(f"0.0000{EXCLUDED_MARK}") if col in marked else None)
     for row in rows:
         m = row.metrics
         table.add_row(
             row.kind, row.task, row.init, f"{row.label_fraction:g}", str(row.seed),
             *(str(row.conditions.get(k, "")) for k in conditions),
-            *(f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "-" for k in metric_names),
+            *((f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "-") + row.mark(k) for k in metric_names),
         )
     return table
 

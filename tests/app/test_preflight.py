@@ -147,6 +147,29 @@ def test_a_task_needs_labelled_records_in_its_train_and_test_splits(cache: Path)
         for f in ("train_split", "test_split")]
 
 
+#: eval[1] of `_raw` fine-tuned on the sex of the women of folds 4 and 5: every draw holds one class.
+WOMEN = {"kind": "finetune", "task": "sex", "train_split": "women", "label_fractions": [0.5, 1.0], "seeds": [0, 1],
+         "bootstrap": 0}
+WOMEN_LINE = ("eval[1].train_split: finetune task 'sex': the training subset of split 'women' at label fraction 0.5, "
+              "seed 0 holds one class (F 4, M 0 of 4 records; 4 of 4 label fraction x seed draws alike); a head can "
+              "learn nothing from it: choose a train_split or task with two classes")
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_training_subset_of_one_class_is_refused_in_one_line_before_training(cache: Path, tmp_path: Path,
+                                                                               command: str) -> None:
+    raw = _raw(cache)
+    raw["data"]["splits"]["women"] = {"fold": [4, 5]}
+    raw["eval"][1] = WOMEN
+    recipe, run_dir = _write(tmp_path, raw), tmp_path / "run"
+    argv = [command, str(recipe)] + (["--out", str(run_dir)] if command == "run" else [])
+    assert _errors(cli.invoke(app, argv)) == [f"error: {recipe}: {WOMEN_LINE}"]
+    _nothing_trained(run_dir)
+    raw["data"]["splits"]["women"] = {"fold": [4, 5, 6]}  # fold 6 adds two men: every draw holds both
+    res = cli.invoke(app, ["validate", str(_write(tmp_path, raw))])
+    assert res.exit_code == 0, res.output
+
+
 def test_a_split_selecting_on_an_unknown_column_is_named(cache: Path) -> None:
     raw = _raw(cache)
     raw["data"]["splits"]["val"] = {"sitee": [1]}
