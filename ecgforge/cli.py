@@ -363,7 +363,8 @@ def cache_verify(path: Annotated[Path, typer.Argument(help="cache file")]) -> No
 @user_errors
 def embed(
     encoder: Annotated[str, typer.Argument(
-        help=r"run directory, export folder, hf://ORG/NAME\[@REVISION] (needs ecgforge\[hub]), or fairseq-signals .pt")],
+        help=r"run directory, export folder, hf://ORG/NAME\[@REVISION] (needs ecgforge\[hub]), fairseq-signals .pt, "
+        r"or a foundation model's released checkpoint: KIND:PATH or KIND:hf://ORG/NAME/FILE\[@REVISION]")],
     cache: Annotated[Path, typer.Option("--cache", help="HDF5 cache to embed")],
     out_path: Annotated[Path, typer.Option("--out", help="embeddings HDF5 to write (atomically)")],
     split: Annotated[list[str] | None, typer.Option(

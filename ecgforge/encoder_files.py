@@ -11,7 +11,8 @@ on the Hugging Face Hub (``hf://ORG/NAME[@REVISION]``, downloaded by ``ecgforge.
 cache, then loaded as a local export), and a fairseq-signals wav2vec 2.0 checkpoint (``.pt``; Oh et al. 2022),
 converted by ``encoders.fairseq_import``, and a public foundation model's released checkpoint named by its encoder
 kind, ``KIND:PATH`` (``ecgfounder:12_lead_ECGFounder.pth``; kinds whose class has ``from_checkpoint``: ECGFounder,
-MERL, ST-MEM, ECG-JEPA, HuBERT-ECG), loaded strictly with the model's own input contract. Loading checks the weights file against the sha256 ``encoder.json``
+MERL, ST-MEM, ECG-JEPA, HuBERT-ECG) or ``KIND:hf://ORG/NAME/FILE[@REVISION]`` (the file downloaded into
+huggingface_hub's cache), loaded strictly with the model's own input contract. Loading checks the weights file against the sha256 ``encoder.json``
 records, so a file swapped or damaged after saving (or on the way from the Hub) is refused.
 A fairseq checkpoint stores no input contract, so the one attached to it is fairseq-signals' default
 preprocessing (``preprocess_physionet2021.py``: 500 Hz, 1-47 Hz band-pass, per-lead z-score; 5 s crops) and
@@ -37,7 +38,7 @@ from ecgforge.encoders import ENCODERS
 from ecgforge.encoders.foundation import InputContract
 from ecgforge.errors import UserError, resolved_against
 from ecgforge.fsio import atomic_file, atomic_write_json
-from ecgforge.hub import download, is_hub_path
+from ecgforge.hub import download, download_file, is_hub_path
 from ecgforge.registry import build
 from ecgforge.version import __version__
 
@@ -100,8 +101,9 @@ def _file_sha256(path: Path) -> str:
 
 
 def foundation_init(init: str | Path) -> tuple[str, str] | None:
-    """``(kind, path)`` for ``"KIND:PATH"`` where KIND is a foundation-model encoder kind (one whose class reads
-    released checkpoints with ``from_checkpoint``), else None (``hf://...`` and plain paths are not)."""
+    """``(kind, path)`` for ``"KIND:PATH"`` (PATH a local file or ``hf://ORG/NAME/FILE[@REVISION]``) where KIND is a
+    foundation-model encoder kind (one whose class reads released checkpoints with ``from_checkpoint``), else
+    None (``hf://...`` and plain paths are not)."""
     kind, sep, rest = str(init).partition(":")
     if not sep or not rest or kind not in ENCODERS.entries:
         return None
@@ -109,9 +111,14 @@ def foundation_init(init: str | Path) -> tuple[str, str] | None:
 
 
 def _foundation(init: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """A released foundation-model checkpoint, loaded strictly, with its ``encoder.json``-style metadata."""
+    """A released foundation-model checkpoint, loaded strictly, with its ``encoder.json``-style metadata. A Hub
+    file is downloaded into huggingface_hub's cache first and read from there as the local file it is."""
     kind, path = foundation_init(init)  # type: ignore[misc]
     cls = ENCODERS[kind]
+    origin = None
+    if is_hub_path(path):
+        local, origin = download_file(path, beside=cls.files_beside, label=str(init))
+        path = str(local)
     model = cls.from_checkpoint(path)
     meta = {
         "format": FORMAT,
@@ -124,6 +131,8 @@ def _foundation(init: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         "weights": cls.weights_url,
         **model.contract.encoder_json(),
     }
+    if origin is not None:  # where it came from, as for an export from the Hub
+        meta["hub"] = origin
     return model, meta
 
 
@@ -332,7 +341,8 @@ def make_preprocess(contract: dict[str, Any], device_of: Callable[[], torch.devi
 
 def load_encoder(path: str | Path) -> nn.Module:
     """A ready ``nn.Module`` in eval mode from a run directory, an export (a folder, or ``hf://ORG/NAME[@REVISION]``
-    on the Hugging Face Hub; needs ``pip install 'ecgforge[hub]'``) or a fairseq-signals ``.pt``.
+    on the Hugging Face Hub; needs ``pip install 'ecgforge[hub]'``), a fairseq-signals ``.pt`` or a foundation
+    model's released checkpoint, ``KIND:PATH`` or ``KIND:hf://ORG/NAME/FILE[@REVISION]``.
 
     The module carries its input contract: ``.contract`` (the ``encoder.json`` dict: ``fs_hz``, ``window_s``,
     ``leads``, ``units``, ``normalisation``, ``config``, ...) and ``.preprocess(signal, fs_hz, lead_names,

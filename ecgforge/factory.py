@@ -5,7 +5,8 @@ as a recipe's ``[model.encoder]`` table is. With ``pretrained`` (a run directory
 [@REVISION]`` or a fairseq-signals ``.pt``) the encoder is ``encoder_files.load_encoder``'s: strict weights,
 the input contract attached; the keyword arguments given must then equal the saved config (the weights fix
 the architecture), so a typo never yields half-random weights. For a foundation-model kind (``ecgfounder``,
-``merl_resnet``, ``st_mem``, ``ecg_jepa``, ``hubert_ecg``) ``pretrained`` may be the released checkpoint file.
+``merl_resnet``, ``st_mem``, ``ecg_jepa``, ``hubert_ecg``) ``pretrained`` may be the released checkpoint file,
+local or ``hf://ORG/NAME/FILE[@REVISION]``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 from ecgforge.encoder_files import EncoderLoadError, foundation_init, load_encoder
 from ecgforge.encoders import ENCODERS
 from ecgforge.errors import UserError
+from ecgforge.hub import is_hub_path, parse
 from ecgforge.registry import build
 
 
@@ -49,10 +51,11 @@ def create_encoder(kind: str, pretrained: str | Path | None = None, **config: An
     cfg = encoder_config_of(kind, config)  # unknown kinds and fields fail before any file is read
     if pretrained is None:
         return build(ENCODERS, cfg)
-    p = Path(str(pretrained))
-    if (hasattr(ENCODERS[kind], "from_checkpoint") and foundation_init(pretrained) is None and p.is_file()
-            and p.name not in ("encoder.json", "encoder.safetensors")):
-        pretrained = f"{kind}:{pretrained}"  # a foundation model's released file (12_lead_ECGFounder.pth)
+    p, s = Path(str(pretrained)), str(pretrained)
+    released = ((p.is_file() and p.name not in ("encoder.json", "encoder.safetensors"))
+                or (is_hub_path(s) and parse(s, file=None).filename is not None))
+    if hasattr(ENCODERS[kind], "from_checkpoint") and foundation_init(pretrained) is None and released:
+        pretrained = f"{kind}:{pretrained}"  # a foundation model's released file (12_lead_ECGFounder.pth, hf://...)
     encoder = load_encoder(pretrained)
     saved = encoder.contract["config"]
     if saved.get("kind") != kind:

@@ -1,4 +1,7 @@
-"""``hf://ORG/NAME[@REVISION]``: an exported encoder on the Hugging Face Hub, downloaded with ``huggingface_hub``.
+"""``hf://`` ids on the Hugging Face Hub, downloaded with ``huggingface_hub``: ``hf://ORG/NAME[@REVISION]``, an
+exported encoder (`download`), and ``hf://ORG/NAME/FILE[@REVISION]``, one file of a repository: a foundation
+model's released checkpoint, which ``model.init`` names as ``KIND:hf://ORG/NAME/FILE`` (`download_file`). Both
+forms are parsed here only (`parse`, `init_hub_path`).
 
 ``huggingface_hub`` is an optional extra (``pip install 'ecgforge[hub]'``) and is imported only when an
 ``hf://`` path is met. The download is ``snapshot_download``'s: files land in its cache (``HF_HOME`` /
@@ -6,14 +9,16 @@
 ``HF_HUB_OFFLINE=1`` the cached snapshot is used without any request. The endpoint is ``HF_ENDPOINT`` and the
 token ``HF_TOKEN`` (or ``hf auth login``), as for every Hub library. What is downloaded is then an export
 folder like any other: ``encoder_files`` loads it with the same strict checks (weights hash, keys, shapes,
-contract).
+contract). A single file is ``hf_hub_download``'s, into the same cache (with the same revision and offline
+rules), and is then read as the local file it is.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ecgforge.errors import UserError
@@ -23,21 +28,29 @@ PREFIX = "hf://"
 EXPORT_FILES = ("encoder.json", "encoder.safetensors", "README.md", "results.json")
 INSTALL_HINT = "pip install 'ecgforge[hub]'"
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+# A file in a repository: segments without blanks or backslashes ("." and ".." refused apart).
+_FILE = re.compile(r"[^\s/\\]+(/[^\s/\\]+)*")
+FORMS = ("hf://ORG/NAME[@REVISION] (an export) or KIND:hf://ORG/NAME/FILE[@REVISION] (a foundation model's "
+         "released checkpoint file); REVISION: a branch, tag or commit hash")
 
 
 class HubError(UserError):
-    """An ``hf://`` path that cannot be resolved (malformed, missing extra, unknown repo or revision); one line."""
+    """An ``hf://`` path that cannot be resolved (malformed, missing extra, unknown repo, revision or file, no
+    network); one line."""
 
 
 @dataclass(frozen=True)
 class HubPath:
-    """A parsed ``hf://ORG/NAME[@REVISION]``; ``revision`` None means the default branch."""
+    """A parsed ``hf://ORG/NAME[/FILE][@REVISION]``; ``revision`` None means the default branch, ``filename``
+    None the whole repository (an export)."""
 
     repo_id: str
     revision: str | None = None
+    filename: str | None = None
 
     def __str__(self) -> str:
-        return PREFIX + self.repo_id + (f"@{self.revision}" if self.revision else "")
+        file = f"/{self.filename}" if self.filename else ""
+        return PREFIX + self.repo_id + file + (f"@{self.revision}" if self.revision else "")
 
 
 def is_hub_path(path: object) -> bool:
@@ -45,13 +58,39 @@ def is_hub_path(path: object) -> bool:
     return isinstance(path, str) and path.startswith(PREFIX)
 
 
-def parse(uri: str) -> HubPath:
-    """``"hf://org/name@v1"`` -> ``HubPath("org/name", "v1")``; HubError naming the expected form otherwise."""
+def parse(uri: str, *, file: bool | None = False, label: str | None = None) -> HubPath:
+    """``"hf://org/name@v1"`` -> ``HubPath("org/name", "v1")``, ``"hf://org/name/a/b.pth@v1"`` ->
+    ``HubPath("org/name", "v1", "a/b.pth")``: a FILE is required with ``file=True``, refused with ``file=False``,
+    either with None. The first ``@`` starts the revision, so a FILE holds none. HubError naming ``label``
+    (default ``uri``) and the expected form otherwise."""
+    label = label or uri
     rest = uri[len(PREFIX):] if uri.startswith(PREFIX) else uri
-    repo_id, sep, revision = rest.partition("@")
-    if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or (sep and not revision):
-        raise HubError(f"{uri}: expected hf://ORG/NAME or hf://ORG/NAME@REVISION (a branch, tag or commit hash)")
-    return HubPath(repo_id, revision or None)
+    path, sep, revision = rest.partition("@")
+    org, _, tail = path.partition("/")
+    name, _, filename = tail.partition("/")
+    repo_id = f"{org}/{name}"
+    bad_file = bool(filename) and (not _FILE.fullmatch(filename) or bool({".", ".."} & set(filename.split("/"))))
+    if not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or (sep and not revision) or bad_file or path.endswith("/"):
+        raise HubError(f"{label}: expected {FORMS}")
+    if filename and file is False:
+        raise HubError(f"{label}: names a file, but an ecgforge export is hf://ORG/NAME[@REVISION]; a foundation "
+                       f"model's released checkpoint file is KIND:hf://{repo_id}/{filename} (KIND: its encoder kind, "
+                       "e.g. ecgfounder)")
+    if file and not filename:
+        raise HubError(f"{label}: name the checkpoint file in the repository: hf://{repo_id}/FILE"
+                       + (f"@{revision}" if revision else "") + " (an ecgforge export is loaded without KIND:)")
+    return HubPath(repo_id, revision or None, filename or None)
+
+
+def init_hub_path(init: str) -> HubPath | None:
+    """The Hub id in a ``model.init`` value, parsed (HubError where malformed): ``hf://ORG/NAME[@REVISION]`` (an
+    export) or ``KIND:hf://ORG/NAME/FILE[@REVISION]`` (a released checkpoint file); None for a local path."""
+    if is_hub_path(init):
+        return parse(init)
+    kind, sep, rest = init.partition(":")
+    if sep and kind and is_hub_path(rest):
+        return parse(rest, file=True, label=init)
+    return None
 
 
 def import_hub(what: str) -> Any:
@@ -65,9 +104,11 @@ def import_hub(what: str) -> Any:
     return huggingface_hub
 
 
-def hub_error_line(hub: Any, exc: Exception, target: str) -> str | None:
-    """One line for a ``huggingface_hub`` error a user can fix (unknown repo, revision, offline, no token),
-    or None for anything else (a bug keeps its traceback)."""
+def hub_error_line(hub: Any, exc: Exception, target: str, *, missing: str | None = None,
+                   instead: str = "") -> str | None:
+    """One line for a ``huggingface_hub`` error a user can fix (unknown repo, revision or file, offline, no token),
+    or None for anything else (a bug keeps its traceback). ``missing``: what a missing file is called (default:
+    the files of an export); ``instead``: what else to do where the Hub cannot be reached, appended."""
     errors, constants = hub.errors, hub.constants
     if isinstance(exc, errors.RevisionNotFoundError):
         return f"{target}: no such revision on {constants.ENDPOINT} (a branch, tag or commit hash)"
@@ -77,18 +118,19 @@ def hub_error_line(hub: Any, exc: Exception, target: str) -> str | None:
     if isinstance(exc, errors.LocalEntryNotFoundError):  # (a subclass of EntryNotFoundError)
         why = ("HF_HUB_OFFLINE is set and it is not in the local cache" if constants.HF_HUB_OFFLINE
                else f"{constants.ENDPOINT} cannot be reached and it is not in the local cache")
-        return f"{target}: {why} ({constants.HF_HUB_CACHE})"
+        return f"{target}: {why} ({constants.HF_HUB_CACHE}){instead}"
     if isinstance(exc, errors.EntryNotFoundError):
-        return f"{target}: the repository lacks a file of an ecgforge export ({', '.join(EXPORT_FILES[:2])})"
+        what = missing or f"a file of an ecgforge export ({', '.join(EXPORT_FILES[:2])})"
+        return f"{target}: the repository lacks {what} on {constants.ENDPOINT}"
     if isinstance(exc, hub.utils.OfflineModeIsEnabled):
-        return f"{target}: HF_HUB_OFFLINE is set; unset it to reach {constants.ENDPOINT}"
+        return f"{target}: HF_HUB_OFFLINE is set; unset it to reach {constants.ENDPOINT}{instead}"
     if isinstance(exc, errors.HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else "?"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         hint = " (set HF_TOKEN or run `hf auth login`)" if status in (401, 403) else ""
         return f"{target}: the Hub answered {status}: {first}{hint}"
     if type(exc).__module__.split(".")[0].startswith("httpx"):  # no route, refused, timed out, TLS
-        return f"{target}: cannot reach {constants.ENDPOINT} ({type(exc).__name__}: {exc})"
+        return f"{target}: cannot reach {constants.ENDPOINT} ({type(exc).__name__}: {exc}){instead}"
     return None
 
 
@@ -112,4 +154,49 @@ def download(uri: str) -> tuple[Path, dict[str, str]]:
     return folder, {"repo_id": where.repo_id, "revision": where.revision or "main", "commit": folder.name}
 
 
-__all__ = ["EXPORT_FILES", "HubError", "HubPath", "INSTALL_HINT", "download", "import_hub", "is_hub_path", "parse"]
+def download_file(uri: str, beside: Callable[[str], Sequence[str]] | None = None,
+                  label: str | None = None) -> tuple[Path, dict[str, str]]:
+    """Download (or find in the cache) the one file ``hf://ORG/NAME/FILE[@REVISION]`` names, with ``hf_hub_download``.
+
+    Args:
+        beside: FILE's name -> the names of files next to it that its reader uses when present (HuBERT-ECG's
+            ``config.json`` beside ``model.safetensors``): fetched from the same commit, skipped where the
+            repository has none.
+        label: how errors name it (default ``uri``; ``model.init``'s ``KIND:hf://...``).
+    Returns:
+        ``(path, origin)``: the file in the cache (``.../snapshots/COMMIT/FILE``, the ``beside`` files next to it)
+        and ``{"repo_id", "revision", "file", "commit"}``.
+    """
+    label = label or uri
+    where = parse(uri, file=True, label=label)
+    assert where.filename is not None  # parse(file=True) requires one
+    hub = import_hub(f"{label}: loading from the Hugging Face Hub")
+    instead = f"; or download {where.filename} yourself and give its local path (KIND:PATH)"
+
+    def fetch(filename: str, revision: str | None, optional: bool = False) -> str | None:
+        errors = hub.errors
+        try:
+            return hub.hf_hub_download(where.repo_id, filename, repo_type="model", revision=revision)
+        except Exception as exc:  # noqa: BLE001 - Hub errors a user can fix become one line; the rest re-raise
+            if optional and isinstance(exc, errors.EntryNotFoundError) and not isinstance(
+                    exc, errors.LocalEntryNotFoundError):
+                return None  # the repository has none: the reader goes without
+            line = hub_error_line(hub, exc, label, missing=filename, instead=instead)
+            if line is None:
+                raise
+            raise HubError(line) from None
+
+    path = Path(str(fetch(where.filename, where.revision)))
+    commit = path.parents[where.filename.count("/")].name  # the snapshot folder is named by the commit
+    folder = PurePosixPath(where.filename).parent
+    for name in beside(PurePosixPath(where.filename).name) if beside else ():
+        other = str(folder / name)  # "config.json" beside "model.safetensors", "sub/config.json" in "sub/"
+        # Cached, or known to be absent at this commit (try_to_load_from_cache's _CACHED_NO_EXIST): no request.
+        if hub.try_to_load_from_cache(where.repo_id, other, revision=commit) is None:
+            fetch(other, commit, optional=True)
+    return path, {"repo_id": where.repo_id, "revision": where.revision or "main", "file": where.filename,
+                  "commit": commit}
+
+
+__all__ = ["EXPORT_FILES", "FORMS", "HubError", "HubPath", "INSTALL_HINT", "download", "download_file", "import_hub",
+           "init_hub_path", "is_hub_path", "parse"]

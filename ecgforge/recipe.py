@@ -11,11 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ecgforge.config_files import Strict, load_model
 from ecgforge.encoders import ENCODERS
 from ecgforge.evaluation import PROTOCOLS
+from ecgforge.hub import HubError, init_hub_path
 from ecgforge.objectives import OBJECTIVES
 
 EncoderConfig = ENCODERS.union
@@ -80,8 +81,9 @@ class ModelConfig(Strict):
         None, description="start from a saved encoder: a run directory, an export, its encoder.json, a "
         "fairseq-signals .pt, an export on the Hugging Face Hub as hf://ORG/NAME[@REVISION] (needs "
         "ecgforge[hub]), or a foundation model's released checkpoint as KIND:PATH "
-        "(ecgfounder:12_lead_ECGFounder.pth; kinds ecgfounder, merl_resnet, st_mem, ecg_jepa, hubert_ecg); "
-        "relative paths resolve against the working directory",
+        "(ecgfounder:12_lead_ECGFounder.pth; kinds ecgfounder, merl_resnet, st_mem, ecg_jepa, hubert_ecg) or, "
+        "on the Hub, KIND:hf://ORG/NAME/FILE[@REVISION] (ecgfounder:hf://PKUDigitalHealth/ECGFounder/"
+        "12_lead_ECGFounder.pth); relative paths resolve against the working directory",
     )
     encoder_is_default: bool = Field(
         False, description="true: [model.encoder] applies only without `init` (a benchmark suite's stand-in "
@@ -106,6 +108,17 @@ class ModelConfig(Strict):
             raise ValueError(f"encoder: {sorted(enc)} without `kind`: give only `init` (the saved config is "
                              "used) or the whole encoder config (it must equal the saved one)")
         return data
+
+    @field_validator("init")
+    @classmethod
+    def _hub_id(cls, init: str | None) -> str | None:
+        # The form of a Hub id is checked here; whether it exists, when the run downloads it.
+        try:
+            if init is not None:
+                init_hub_path(init)
+        except HubError as exc:
+            raise ValueError(str(exc)) from None
+        return init
 
     @model_validator(mode="after")
     def _encoder_or_init(self) -> ModelConfig:

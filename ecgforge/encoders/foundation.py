@@ -360,6 +360,12 @@ class FoundationEncoder(nn.Module):
         model.load_state_dict(sd, strict=True)
         return model
 
+    @staticmethod
+    def files_beside(filename: str) -> tuple[str, ...]:
+        """Names of the files next to released file ``filename`` that `from_checkpoint` reads when present (a
+        download from the Hub fetches them too). Default: none."""
+        return ()
+
     @classmethod
     def from_checkpoint(cls, path: str | Path, cfg: Any = None) -> Self:
         """A released file (its state dict under one of ``STATE_ENTRIES``, or the state dict itself), loaded

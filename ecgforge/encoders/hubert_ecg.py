@@ -280,6 +280,10 @@ class HuBERTECG(FoundationEncoder):
         return key.replace(".conv.weight_g", ".conv.parametrizations.weight.original0").replace(
             ".conv.weight_v", ".conv.parametrizations.weight.original1")
 
+    @staticmethod
+    def files_beside(filename: str) -> tuple[str, ...]:
+        return ("config.json",) if filename.endswith(".safetensors") else ()
+
     @classmethod
     def from_checkpoint(cls, path: str | Path, cfg: HuBERTECGConfig | None = None) -> HuBERTECG:
         """``hubert_ecg_*.pt`` (its pickled config read as plain data; no code runs) or ``model.safetensors``
