@@ -81,9 +81,14 @@ def results_table(results: dict[str, Any]) -> Table | None:
     return table
 
 
+SHORT_HEADS = {"noise_level": "noise"}  # a header as wide as its numbers keeps the table within 80 columns
+
+
 def between_tables(comparison: Any) -> list[Table]:
     """The rows `app.between.compare_runs` compared, in the primary metric: a table per pair, protocol and
-    task, narrow enough for 80 columns (report.md has every column)."""
+    task, narrow enough for 80 columns (report.md has every column). A condition that is the same on every row of
+    a table (robustness: ``leads`` when only the noise varies) goes into the title rather than a column, and the
+    numbers are never squeezed: a header wraps first."""
     from rich import box
 
     from ecgforge.app.between import condition_keys, row_cells
@@ -94,12 +99,19 @@ def between_tables(comparison: Any) -> list[Table]:
     tables = []
     for (a, b, kind, task, metric), rows in groups.items():
         conditions = condition_keys(rows)
-        table = Table(title=f"A = {a}, B = {b}: {kind} on {task}, {metric}", box=box.SIMPLE_HEAD)
-        for col in ("fraction", "seed", *conditions, "A", "B", "Δ = A − B", "95% interval", "p"):
-            table.add_column(col, justify="right", no_wrap=True)
-        for r in rows:
-            c = row_cells(r, conditions)  # a, b, protocol, task, fraction, seed, conditions, metric, A, B, ...
-            table.add_row(*c[4:6 + len(conditions)], *c[7 + len(conditions):-2])
+        fixed = [k for k in conditions if len({str(r.get(k, "")) for r in rows}) == 1]
+        varying = [k for k in conditions if k not in fixed]
+        where = "".join(f", {k} {rows[0].get(k, '')}" for k in fixed)
+        cells = [row_cells(r, varying) for r in rows]  # a, b, protocol, task, fraction, seed, conditions, metric, ...
+        cells = [[*c[4:6 + len(varying)], *c[7 + len(varying):-2]] for c in cells]
+        table = Table(title=f"A = {a}, B = {b}: {kind} on {task}, {metric}{where}", box=box.SIMPLE_HEAD,
+                      collapse_padding=True, pad_edge=False)
+        heads = ("fraction", "seed", *(SHORT_HEADS.get(k, k) for k in varying), "A", "B", "Δ = A − B", "95% interval",
+                 "p")
+        for i, col in enumerate(heads):
+            table.add_column(col, justify="right", overflow="fold", min_width=max(len(c[i]) for c in cells))
+        for c in cells:
+            table.add_row(*c)
         tables.append(table)
     return tables
 

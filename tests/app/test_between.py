@@ -190,3 +190,31 @@ def test_identification_evidence_is_stored_and_restored(tmp_path: Path) -> None:
     assert stored.bootstrap == 20 and stored.evidence.form == "ranks"
     assert list(stored.evidence.records) == list(patients)
     assert stored.evidence.metrics(np.arange(5)) == {"top1": 0.4, "top5": 0.8}
+
+
+def test_the_terminal_table_of_a_robustness_pair_fits_80_columns_with_every_number_whole() -> None:
+    """Two conditions (noise varies, leads does not) and two seeds: a fixed condition moves into the title, and no
+    number is cut to an ellipsis in an 80-column terminal (it was, before: ``0.…``)."""
+    from rich.console import Console
+
+    from ecgforge.ui.console import between_tables
+
+    rows = [{"a": "adv_mask_random", "b": "adv_mask", "kind": "robustness", "task": "superdiagnostic",
+             "metric": "macro_auroc", "label_fraction": 1.0, "seed": seed, "conditions": ["noise_level", "leads"],
+             "noise_level": noise, "leads": "12", "a_value": 0.8570 - noise / 100, "b_value": 0.8537 - noise / 90,
+             "delta": 0.0033 + noise / 900, "ci_low": -0.0027, "ci_high": 0.0100, "p_value": 0.00498,
+             "n_records": 2150, "n_patients": 1864} for noise in (0, 1, 3, 6) for seed in (0, 1, "mean")]
+
+    class Comparison:
+        def primary_rows(self) -> list[dict]:
+            return rows
+
+    console = Console(width=80, record=True, force_terminal=False)
+    for table in between_tables(Comparison()):
+        console.print(table)
+    text = console.export_text()
+    assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    assert "leads 12" in text and "noise" in text
+    for r in rows:
+        for cell in (f"{r['a_value']:.4f}", f"{r['delta']:+.4f}", "[-0.0027, +0.0100]", "0.00498"):
+            assert cell in text
