@@ -306,3 +306,28 @@ def test_challenge_metric_equivalent_and_unscored_codes(cinc_weights: Path) -> N
     y = np.array([[1, 0, 1, 0], [0, 0, 0, 1]])
     pred = np.array([[0, 1, 0, 0], [0, 0, 1, 1]])
     assert challenge_metric(y, pred, cols, cinc_weights) == pytest.approx(1.0)
+
+
+def test_f1_columns_and_multiclass_f1_equal_scikit_learn() -> None:
+    """``f1_columns`` replaces ``sklearn.metrics.f1_score(average=None, zero_division=np.nan)`` (and the multi-class
+    macro F1 and accuracy, ``average="macro", zero_division=0``) inside the bootstrap: equal on random inputs,
+    empty columns and never-predicted columns included."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from ecgforge.evaluation.metrics import f1_columns, multiclass_metrics
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n, k = int(rng.integers(1, 40)), int(rng.integers(2, 6))
+        y = (rng.random((n, k)) < rng.random()).astype(int)
+        pred = rng.random((n, k)) < rng.random()
+        np.testing.assert_allclose(f1_columns(y, pred), f1_score(y, pred, average=None, zero_division=np.nan),
+                                   rtol=0, atol=1e-15)
+        c = int(rng.integers(2, 6))
+        yc, scores = rng.integers(0, c, size=n), rng.random((n, c))
+        got = multiclass_metrics(yc, scores, [str(i) for i in range(c)])
+        assert got.macro_f1 == pytest.approx(f1_score(yc, scores.argmax(1), average="macro", zero_division=0.0),
+                                             abs=1e-15)
+        assert got.accuracy == accuracy_score(yc, scores.argmax(1))
+    # One column is one class (scikit-learn would read a (N, 1) indicator as binary and average both labels).
+    assert f1_columns(np.array([[1], [0], [0]]), np.array([[1], [1], [0]]))[0] == pytest.approx(2 / 3)
