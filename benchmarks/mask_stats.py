@@ -1,6 +1,6 @@
 """Coverage and span length of a trained adv_mask run's masks, to match the random-mask control to them.
 
-Loads the run's last checkpoint (`app.report.load_masker_objective`), draws ``--n`` random 2.5 s windows of its
+Loads the run's last checkpoint (`app.report.load_trained_objective`), draws ``--n`` random 2.5 s windows of its
 pretraining split, augments them as the objective's second view is augmented in training, and measures the
 applied (binarised) masks, computed in train mode as in training with `maskers.random_mask.mask_statistics`. Prints the statistics as JSON and the
 ``--set`` lines that make `maskers.random_mask` draw masks with the same mean coverage and span length.
@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ecgforge.app.report import load_masker_objective
-from ecgforge.data.splits import select
+from ecgforge.app.report import load_trained_objective
 from ecgforge.maskers.random_mask import mask_statistics
 from ecgforge.objectives.adv_mask import binarise
 
@@ -30,11 +29,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    mr = load_masker_objective(args.run)
-    if mr is None:
+    trained = load_trained_objective(args.run)
+    if trained is None or not hasattr(trained.objective, "masker"):
         raise SystemExit(f"{args.run}: not an adversarial-masking run with a checkpoint")
-    obj, cache, recipe, window = mr.objective, mr.cache, mr.recipe, mr.window
-    idx = select(cache, recipe.data.splits[recipe.data.pretrain_split], recipe.data.exclude_ptbxl_overlap)
+    obj, plan = trained.objective, trained.plan
+    cache, window = plan.cache, plan.window
+    idx = plan.split_indices[plan.recipe.data.pretrain_split]
     rng = np.random.default_rng(args.seed)
     recs = rng.choice(idx, size=min(args.n, len(idx)), replace=False)
     xs = []
@@ -49,11 +49,11 @@ def main() -> None:
     obj.masker.train()
     with torch.no_grad():
         v2 = obj.augment(x)
-        applied = binarise(obj.masker(v2), obj.binarization)
+        applied = binarise(obj.masker(v2), obj.cfg.binarization)
     stats = mask_statistics(applied, cache.fs_hz)
     stats["coverage_mean"] = float(np.mean(stats["coverage"]))
     stats["span_s_mean"] = float(np.mean(stats["span_s"]))
-    stats["checkpoint"] = str(mr.checkpoint)
+    stats["checkpoint"] = str(trained.checkpoint)
     print(json.dumps(stats))
     print(f"--set 'ssl.masker={{kind=\"random_mask\",n_masks={applied.shape[1]},"
           f"coverage={stats['coverage_mean']:.3f},span_s={stats['span_s_mean']:.3f}}}'")
