@@ -152,11 +152,13 @@ def is_cache_recipe(path: str | Path) -> bool:
 
 
 def to_toml_dict(model: BaseModel) -> dict[str, Any]:
-    """A validated model as a TOML-writable dict (TOML has no null: None fields are left out)."""
+    """A validated model as a TOML-writable dict (TOML has no null: None fields are left out). A table's ``kind``
+    comes first, where a mixin's fields (an objective's ``augment``) would otherwise precede it."""
 
     def strip(v: Any) -> Any:
         if isinstance(v, dict):
-            return {k: strip(x) for k, x in v.items() if x is not None}
+            first = {"kind": v["kind"]} if "kind" in v else {}
+            return {k: strip(x) for k, x in {**first, **v}.items() if x is not None}
         if isinstance(v, (list, tuple)):
             return [strip(x) for x in v]
         return v

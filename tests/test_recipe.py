@@ -126,3 +126,14 @@ def test_cache_recipe_hash_ignores_location(tmp_path: Path) -> None:
     b = load_cache_recipe(write(tmp_path, base.replace("cache/synthetic-wfdb", "/elsewhere"), "b.toml"))
     c = load_cache_recipe(write(tmp_path, base.replace("fs_hz = 100", "fs_hz = 250"), "c.toml"))
     assert a.spec_hash() == b.spec_hash() != c.spec_hash()
+
+
+def test_written_tables_put_kind_first() -> None:
+    """resolved.toml is read by people: ``[ssl]`` opens with ``kind``, not with the ``augment`` list that the
+    objective's config inherits from a mixin (pydantic puts inherited fields first)."""
+    from ecgforge.app.recipes import load_run_recipe
+    from ecgforge.config_files import to_toml_dict
+
+    d = to_toml_dict(load_run_recipe(Path(__file__).resolve().parents[1] / "recipes/ptbxl_cpu/simclr.toml"))
+    assert list(d["ssl"])[0] == "kind" and "augment" in d["ssl"]
+    assert all(list(a)[0] == "kind" for a in d["ssl"]["augment"])
