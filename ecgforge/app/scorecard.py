@@ -2,7 +2,7 @@
 
 Per (protocol, task, label fraction) of the reference condition, the primary metric of every run's
 ``pretrained`` rows (mean ± std over seeds), the run references (``random``, ``supervised``) beside them, the
-best run marked, and two marks of doubt:
+best run marked, and marks of doubt:
 
 - † the run's paired difference to its own ``random`` row is not significant: the rows' ``versus.random``
   (same test records, same bootstrap resamples; evaluation/rows.py) averaged over seeds has a 95% interval
@@ -10,6 +10,8 @@ best run marked, and two marks of doubt:
 - ‡ the run is not distinguishable from the best other run: results.json holds no paired data *across*
   runs, so this is the unpaired check that the two runs' seed-averaged 95% intervals of the metric overlap
   (conservative: overlapping intervals can still hide a significant paired difference).
+- § the macro AUROC of some of the run's rows leaves classes out (``ResultRow.mark``: no training positives
+  or negatives, or undefined in test), as in the results table.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ecgforge.evaluation.rows import ResultRow  # noqa: E402
+from ecgforge.evaluation.rows import EXCLUDED_LEGEND, ResultRow  # noqa: E402
 from ecgforge.evaluation.scoring import PRIMARY  # noqa: E402
 from ecgforge.fsio import atomic_file  # noqa: E402
 
@@ -50,6 +52,7 @@ class Entry:
         vs_random: the paired difference to the run's random rows over seeds: ``delta`` (mean), ``ci`` (mean
             [lo, hi]), ``p`` (median p-value), ``significant``; None where results.json carries no ``versus``.
         best: the best run of the cell; tied_with_best: its interval overlaps the best other run's.
+        mark: ``ResultRow.mark`` of its rows (§ where a row's macro AUROC leaves classes out), else "".
     """
 
     run: str
@@ -60,6 +63,7 @@ class Entry:
     vs_random: dict[str, Any] | None
     best: bool = False
     tied_with_best: bool = False
+    mark: str = ""
 
 
 @dataclass
@@ -132,7 +136,7 @@ def score_card(runs: dict[str, list[ResultRow]]) -> list[Cell]:
             ci = (float(np.mean([c[0] for c in cis])), float(np.mean([c[1] for c in cis]))) if cis else None
             cell.entries[run] = Entry(run, float(np.mean(values)),
                                       float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values), ci,
-                                      _paired(rows, metric, "random"))
+                                      _paired(rows, metric, "random"), mark=max(r.mark(metric) for r in rows))
         cell.references = {init: float(np.mean(v)) for init, v in refs.items()}
         if cell.entries:
             sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
@@ -153,9 +157,10 @@ def runs_without_paired(runs: dict[str, list[ResultRow]]) -> list[str]:
 
 
 def marks(e: Entry) -> str:
-    """The entry's marks of doubt: † (not significant vs random), ‡ (not distinguishable from the best other)."""
+    """The entry's marks of doubt: † (not significant vs random), ‡ (not distinguishable from the best other),
+    § (classes left out of a macro AUROC)."""
     out = NOT_VS_RANDOM if e.vs_random is not None and not e.vs_random["significant"] else ""
-    return out + (NOT_VS_BEST if e.tied_with_best else "")
+    return out + (NOT_VS_BEST if e.tied_with_best else "") + e.mark
 
 
 def entry_text(e: Entry) -> str:
@@ -177,6 +182,8 @@ def legend(runs: dict[str, list[ResultRow]]) -> list[str]:
                      "overlap (unpaired: results.json holds no paired data across runs).")
     else:
         lines.append(ONE_RUN)
+    if any(r.mark(r.primary) for rows in runs.values() for r in rows if r.init == "pretrained"):
+        lines.append(EXCLUDED_LEGEND + ".")
     missing = runs_without_paired(runs)
     if missing:
         lines.append(f"No paired comparison (`versus`) in the results.json of {', '.join(missing)}: no "

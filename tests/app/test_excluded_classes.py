@@ -159,6 +159,10 @@ def test_a_row_leaving_classes_out_names_them_and_is_marked(cache: Path, tmp_pat
     assert res.exit_code == 0, res.output
     report = (tmp_path / "report" / "report.md").read_text()
     assert EXCLUDED_LEGEND in report and report.count(f"{EXCLUDED_MARK} ± ") == 5
+    card = report[report.index("## Score card"):]
+    card = card[:card.index("\n## ")] if "\n## " in card else card
+    marked_cells = [ln for ln in card.splitlines() if ln.startswith("| ") and EXCLUDED_MARK in ln]
+    assert len(marked_cells) == 3 and EXCLUDED_LEGEND in card  # the card's pretrained cells: knn, probe, finetune
 
 
 def test_a_run_whose_splits_hold_every_class_is_unchanged(cache: Path, tmp_path: Path) -> None:
