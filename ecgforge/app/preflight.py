@@ -178,6 +178,17 @@ class _Flight:
             return None
         return t
 
+    def monitor_subset(self, cache: Cache) -> None:
+        """A problem where the online monitor's subset, drawn as the run will draw it, cannot teach a probe."""
+        from ecgforge.errors import UserError
+        from ecgforge.train.monitor import draw_positions
+
+        m, idx = self.recipe.train.monitor, self.indices(cache, self.recipe.train.monitor.split)
+        try:
+            draw_positions(m, cache, idx, self.recipe.seed)
+        except UserError as exc:  # its message starts with "train.monitor: "
+            self.fail("train.monitor", str(exc).removeprefix("train.monitor: "))
+
     def learnable(self, i: int, ev: Any, cache: Cache, split: str, train: Targets) -> None:
         """A problem where a label fraction x seed draw of ``train`` (``[[eval]]`` table ``i``'s records of split
         ``split``, drawn as `tasks.TaskData.positions` draws them) teaches a head nothing: at ``train_split``
@@ -196,7 +207,8 @@ class _Flight:
             if self.known_task("ssl.task", task, cache):
                 self.labelled("data.pretrain_split", cache, task, r.data.pretrain_split)
         if (m := r.train.monitor) is not None and r.ssl is not None and self.known_task("train.monitor.task", m.task, cache):
-            self.labelled("train.monitor.split", cache, m.task, m.split)
+            if self.labelled("train.monitor.split", cache, m.task, m.split) is not None:
+                self.monitor_subset(cache)
         for i, ev in enumerate(r.eval):
             fields = {f: s for f, s in split_fields(ev).items() if s in splits}  # others failed above
             c = self.cache_at(f"eval[{i}].cache", getattr(ev, "cache", None), cache)

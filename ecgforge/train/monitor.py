@@ -37,6 +37,7 @@ from ecgforge.evaluation.heads import fit_linear_head
 from ecgforge.evaluation.knn import knn_scores
 from ecgforge.evaluation.rows import PRIMARY
 from ecgforge.evaluation.scoring import primary_score
+from ecgforge.evaluation.training_classes import TrainingClasses
 from ecgforge.recipe import MonitorConfig
 from ecgforge.train.collapse import embedding_stats
 
@@ -76,10 +77,17 @@ class MonitorSubset:
     test: np.ndarray
 
 
-def draw_subset(cfg: MonitorConfig, cache: Cache, split_indices: np.ndarray, window: int, stride: int,
-                seed: int) -> MonitorSubset:
-    """About ``cfg.n_records`` labelled records of the split (patient-grouped, stratified on the labels), a
-    ``cfg.test_frac`` share of them (by patient) the probe's test part; numpy generators of ``seed`` only."""
+def draw_positions(cfg: MonitorConfig, cache: Cache, split_indices: np.ndarray,
+                   seed: int) -> tuple[Targets, dict[float, np.ndarray], np.ndarray]:
+    """The monitor's records, drawn once: about ``cfg.n_records`` labelled records of the split (patient-grouped,
+    stratified on the labels) as ``Targets``, the probe-train positions in them per label fraction, and the
+    probe-test positions (a ``cfg.test_frac`` share, by patient); numpy generators of ``seed`` only. The run's
+    pre-flight draws the same, so a subset that cannot teach a probe is refused before anything is built.
+
+    Raises:
+        UserError: too few records, a split by patient that leaves a part empty, or a probe-train part of one
+            class (every class constant, multi-label): a probe would learn nothing from it.
+    """
     t = task_targets(cache, cfg.task, split_indices)
     if len(t.indices) < 4:
         raise UserError(f"train.monitor: task {cfg.task!r} has {len(t.indices)} labelled records in split "
@@ -97,6 +105,19 @@ def draw_subset(cfg: MonitorConfig, cache: Cache, split_indices: np.ndarray, win
                         f"probe-test part by patient; raise n_records")
     strata_tr = None if strata is None else strata[train]
     trains = {f: train[label_fraction(strata_tr, codes[t.indices[train]], f, seed + 2)] for f in cfg.label_fractions}
+    for f, pos in trains.items():
+        classes = TrainingClasses.of(t.task_type, t.y[pos], t.names)
+        if classes is not None and not classes.learnable:
+            raise UserError(f"train.monitor: task {cfg.task!r} on split {cfg.split!r}: the probe-train part at "
+                            f"label fraction {f:g} holds {classes.counts()}; a probe learns nothing from one "
+                            "class: raise n_records or label_fractions, or pick a split with more classes")
+    return t, trains, test
+
+
+def draw_subset(cfg: MonitorConfig, cache: Cache, split_indices: np.ndarray, window: int, stride: int,
+                seed: int) -> MonitorSubset:
+    """`draw_positions`, with the records' windows tiled and stacked for the probe's embeddings."""
+    t, trains, test = draw_positions(cfg, cache, split_indices, seed)
     tiles = TiledWindows(cache, t.indices, window, stride)
     x = torch.stack([tiles[k]["x"] for k in range(len(tiles))]).float()
     return MonitorSubset(x, tiles.record_of, t, trains, test)

@@ -302,3 +302,21 @@ def test_results_keep_the_allowed_overlap_lines(cache: Path) -> None:
     checked = preflight.check(Recipe.model_validate(raw), "r.toml", Cache(cache))
     assert checked.allowed_overlap is not None and checked.allowed_overlap["reason"] == "why"
     assert json.dumps(checked.allowed_overlap)  # as results.json stores it
+
+
+def test_a_monitor_subset_of_one_class_is_refused_before_training(cache: Path, tmp_path: Path) -> None:
+    """``[train.monitor]`` on the sex of women only: its probe would score a constant, so the run is refused in
+    one line at ``train.monitor`` (drawn as the run draws it, `train.monitor.draw_positions`); on folds with men
+    and women, it passes."""
+    raw = _raw(cache)
+    raw["data"]["splits"]["women"] = {"fold": [4, 5]}
+    raw["train"]["monitor"] = {"every_steps": 1, "task": "sex", "split": "women", "n_records": 200}
+    recipe, run_dir = _write(tmp_path, raw), tmp_path / "run"
+    [line] = _errors(cli.invoke(app, ["run", str(recipe), "--out", str(run_dir)]))
+    assert line.startswith(f"error: {recipe}: train.monitor: task 'sex' on split 'women': the probe-train part at "
+                           "label fraction 1 holds F "), line
+    assert "a probe learns nothing from one class" in line
+    _nothing_trained(run_dir)
+    raw["data"]["splits"]["women"] = {"fold": [1, 2, 3, 4, 5, 6, 7, 8]}  # men too, in both parts
+    res = cli.invoke(app, ["validate", str(_write(tmp_path, raw))])
+    assert res.exit_code == 0, res.output
