@@ -163,10 +163,9 @@ def print_claim(results: dict[str, Any], recipe: str, run_dir: Path) -> None:
 
 
 def print_results(results: dict[str, Any]) -> None:
-    from ecgforge.ui.console import results_table
+    from ecgforge.ui.console import results_tables
 
-    table = results_table(results)
-    if table is not None:
+    for table in results_tables(results):
         out.print(table)
 
 

@@ -57,28 +57,36 @@ class RichReporter(Reporter):
             yield update
 
 
-def results_table(results: dict[str, Any]) -> Table | None:
-    """The evaluation rows of a results.json: protocol, task, init, fraction, seed, conditions, metrics; a macro
-    AUROC that leaves classes out is marked (``ResultRow.mark``), and the caption says what the mark means."""
-    rows = rows_from_json(results.get("eval", []))
-    if not rows:
-        return None
-    metric_names = list(dict.fromkeys(k for row in rows for k in row.metrics))[:4]
-    conditions = list(dict.fromkeys(k for row in rows for k in row.conditions))
-    marked = {k for row in rows for k in metric_names if row.mark(k)}
-    table = Table(title=f"{results.get('recipe', '')}: evaluation", caption=EXCLUDED_LEGEND if marked else None)
-    for col in ("protocol", "task", "init", "fraction", "seed", *conditions, *metric_names):
-        # A marked value keeps its mark in a narrow terminal: the column is not squeezed below it.
-        table.add_column(col, justify="right" if col not in ("protocol", "task", "init") else "left",
-                         min_width=len(f"0.0000{EXCLUDED_MARK}") if col in marked else None)
-    for row in rows:
-        m = row.metrics
-        table.add_row(
-            row.kind, row.task, row.init, f"{row.label_fraction:g}", str(row.seed),
-            *(str(row.conditions.get(k, "")) for k in conditions),
-            *((f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "-") + row.mark(k) for k in metric_names),
-        )
-    return table
+def results_tables(results: dict[str, Any]) -> list[Table]:
+    """The evaluation rows of a results.json, a table per protocol and task (init, fraction, seed, the
+    conditions that vary, up to four metrics; a condition the same on every row goes into the title), narrow
+    enough for 80 columns without cutting a number. A macro AUROC that leaves classes out is marked
+    (``ResultRow.mark``), and the caption says what the mark means."""
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for row in rows_from_json(results.get("eval", [])):
+        groups.setdefault((row.kind, row.task), []).append(row)
+    tables = []
+    for (kind, task), rows in groups.items():
+        metric_names = list(dict.fromkeys(k for row in rows for k in row.metrics))[:4]
+        conditions = list(dict.fromkeys(k for row in rows for k in row.conditions))
+        fixed = [k for k in conditions if len({str(row.conditions.get(k, "")) for row in rows}) == 1]
+        varying = [k for k in conditions if k not in fixed]
+        where = "".join(f", {k} {rows[0].conditions.get(k, '')}" for k in fixed)
+        marked = any(row.mark(k) for row in rows for k in metric_names)
+        cells = [[row.init, f"{row.label_fraction:g}", str(row.seed), *(str(row.conditions.get(k, "")) for k in varying),
+                  *((f"{row.metrics[k]:.4f}" if isinstance(row.metrics.get(k), (int, float)) else "-") + row.mark(k)
+                    for k in metric_names)] for row in rows]
+        table = Table(title=f"{results.get('recipe', '')}: {kind} on {task}{where}",
+                      caption=EXCLUDED_LEGEND if marked else None)
+        heads = ["init", "fraction", "seed", *(SHORT_HEADS.get(k, k) for k in varying), *metric_names]
+        for i, col in enumerate(heads):
+            numeric = i >= 3 + len(varying)  # a metric: never squeezed below its widest value (and mark)
+            table.add_column(col, justify="left" if i == 0 else "right", overflow="fold",
+                             min_width=max(len(c[i]) for c in cells) if numeric else None)
+        for c in cells:
+            table.add_row(*c)
+        tables.append(table)
+    return tables
 
 
 SHORT_HEADS = {"noise_level": "noise"}  # a header as wide as its numbers keeps the table within 80 columns

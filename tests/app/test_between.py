@@ -218,3 +218,31 @@ def test_the_terminal_table_of_a_robustness_pair_fits_80_columns_with_every_numb
     for r in rows:
         for cell in (f"{r['a_value']:.4f}", f"{r['delta']:+.4f}", "[-0.0027, +0.0100]", "0.00498"):
             assert cell in text
+
+
+def test_the_results_tables_of_a_robustness_run_fit_80_columns_with_every_number_whole() -> None:
+    """The run's own table (``ecgforge run`` / ``eval`` print it): one per protocol and task, a fixed condition in
+    the title, no metric cut to ``0.8…`` in an 80-column terminal (it was, with robustness rows beside a probe)."""
+    from rich.console import Console
+
+    from ecgforge.ui.console import results_tables
+
+    def row(kind: str, init: str, seed: int, noise: int | None) -> dict:
+        cond = {} if noise is None else {"noise_level": noise, "leads": "12"}
+        return {"kind": kind, "task": "superdiagnostic", "init": init, "label_fraction": 1.0, "seed": seed,
+                "task_type": "multilabel", **cond, "conditions": list(cond),
+                "metrics": {"macro_auroc": 0.84412 - seed / 100, "macro_f1": 0.55841, "fmax": 0.71963},
+                "ci95": {}, "n_test": 2150}
+
+    rows = [row("linear_probe", init, s, None) for init in ("pretrained", "random") for s in (0, 1)]
+    rows += [row("robustness", init, s, n) for init in ("pretrained", "random") for s in (0, 1) for n in (0, 1, 3, 6)]
+    console = Console(width=80, record=True, force_terminal=False)
+    tables = results_tables({"recipe": "ptbxl-cpu-adv_mask", "eval": rows})
+    assert len(tables) == 2
+    for table in tables:
+        console.print(table)
+    text = console.export_text()
+    assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    assert "robustness on superdiagnostic, leads 12" in text
+    for value in ("0.8441", "0.8341", "0.5584", "0.7196"):
+        assert value in text
