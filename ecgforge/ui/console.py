@@ -18,7 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ecgforge.evaluation.rows import EXCLUDED_LEGEND, EXCLUDED_MARK, rows_from_json
+from ecgforge.evaluation.rows import EXCLUDED_LEGEND, rows_from_json
 from ecgforge.progress import Reporter, Update
 
 out = Console()
