@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from rich.console import Console
@@ -57,6 +57,13 @@ class RichReporter(Reporter):
             yield update
 
 
+def split_conditions(keys: list[str], values: list[Mapping[str, Any]]) -> tuple[list[str], str]:
+    """The condition ``keys`` that vary over the rows' ``values`` (a table's columns), and the rest as a title
+    suffix ``", leads 12"``: a column that holds one value everywhere only widens the table."""
+    fixed = [k for k in keys if len({str(v.get(k, "")) for v in values}) == 1]
+    return [k for k in keys if k not in fixed], "".join(f", {k} {values[0].get(k, '')}" for k in fixed)
+
+
 def results_tables(results: dict[str, Any]) -> list[Table]:
     """The evaluation rows of a results.json, a table per protocol and task (init, fraction, seed, the
     conditions that vary, up to four metrics; a condition the same on every row goes into the title), narrow
@@ -69,9 +76,7 @@ def results_tables(results: dict[str, Any]) -> list[Table]:
     for (kind, task), rows in groups.items():
         metric_names = list(dict.fromkeys(k for row in rows for k in row.metrics))[:4]
         conditions = list(dict.fromkeys(k for row in rows for k in row.conditions))
-        fixed = [k for k in conditions if len({str(row.conditions.get(k, "")) for row in rows}) == 1]
-        varying = [k for k in conditions if k not in fixed]
-        where = "".join(f", {k} {rows[0].conditions.get(k, '')}" for k in fixed)
+        varying, where = split_conditions(conditions, [row.conditions for row in rows])
         marked = any(row.mark(k) for row in rows for k in metric_names)
         cells = [[row.init, f"{row.label_fraction:g}", str(row.seed), *(str(row.conditions.get(k, "")) for k in varying),
                   *((f"{row.metrics[k]:.4f}" if isinstance(row.metrics.get(k), (int, float)) else "-") + row.mark(k)
@@ -107,9 +112,7 @@ def between_tables(comparison: Any) -> list[Table]:
     tables = []
     for (a, b, kind, task, metric), rows in groups.items():
         conditions = condition_keys(rows)
-        fixed = [k for k in conditions if len({str(r.get(k, "")) for r in rows}) == 1]
-        varying = [k for k in conditions if k not in fixed]
-        where = "".join(f", {k} {rows[0].get(k, '')}" for k in fixed)
+        varying, where = split_conditions(conditions, rows)
         cells = [row_cells(r, varying) for r in rows]  # a, b, protocol, task, fraction, seed, conditions, metric, ...
         cells = [[*c[4:6 + len(varying)], *c[7 + len(varying):-2]] for c in cells]
         table = Table(title=f"A = {a}, B = {b}: {kind} on {task}, {metric}{where}", box=box.SIMPLE_HEAD,
