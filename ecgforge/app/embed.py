@@ -193,7 +193,7 @@ def embed_cache(
     """
     from ecgforge.app.run import derive_cache
     from ecgforge.encoder_files import check_contract, input_contract, load_encoder
-    from ecgforge.rundir import contract_input
+    from ecgforge.rundir import contract_input, samples
 
     encoder = load_encoder(encoder_path)
     meta = encoder.contract
@@ -204,7 +204,7 @@ def embed_cache(
     check_contract(meta, fs_hz=cache.fs_hz, leads=cache.leads, source=str(cache.path))
     read: Cache = cache
     if contract is None:
-        window = stride = int(round(float(meta["window_s"]) * cache.fs_hz))
+        window = stride = samples(float(meta["window_s"]), cache.fs_hz)
     else:
         read, window, stride = contract_input(cache, contract)
     indices, split = assign_splits(cache, splits)

@@ -37,6 +37,7 @@ from ecgforge.app.leakage import check_leakage, pretraining_warnings
 from ecgforge.config_files import RecipeError
 from ecgforge.data.cache import Cache, CacheError
 from ecgforge.data.splits import DatasetError, Targets, patient_codes, select, task_targets
+from ecgforge.errors import UserError
 from ecgforge.evaluation.training_classes import first_unlearnable, unlearnable_line
 from ecgforge.registry import ComponentError
 
@@ -180,7 +181,6 @@ class _Flight:
 
     def monitor_subset(self, cache: Cache) -> None:
         """A problem where the online monitor's subset, drawn as the run will draw it, cannot teach a probe."""
-        from ecgforge.errors import UserError
         from ecgforge.train.monitor import draw_positions
 
         m, idx = self.recipe.train.monitor, self.indices(cache, self.recipe.train.monitor.split)

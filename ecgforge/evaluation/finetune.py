@@ -63,6 +63,7 @@ from ecgforge.evaluation.protocol import EvalProtocol, ProtocolConfig
 from ecgforge.evaluation.rows import ResultRow
 from ecgforge.evaluation.scoring import PRIMARY, primary_score, score_rows
 from ecgforge.evaluation.tasks import TaskData, load_task
+from ecgforge.evaluation.training_classes import excluded_names
 from ecgforge.layers.weights import state_dict_hash
 
 
@@ -375,7 +376,7 @@ class Finetune(EvalProtocol):
                         lr_group_factor=c.lr_group_factor, head=c.head, head_hidden=c.head_hidden,
                         head_dropout=c.head_dropout, feature_grad_mult=c.feature_grad_mult,
                         layerwise_lr_factor=c.layerwise_lr_factor,
-                        exclude=[n for names in excluded.values() for n in names],
+                        exclude=excluded_names(excluded),
                     )
                     scores = record_scores(model, test_tiles, data.task_type, ctx.device, ctx.batch_size, ctx.num_workers)
                     rows.append(ResultRow(

@@ -10,6 +10,7 @@ from ecgforge.evaluation.frozen import FeatureView
 from ecgforge.evaluation.heads import LinearHead, fit_linear_head
 from ecgforge.evaluation.protocol import ProbeConfig
 from ecgforge.evaluation.scoring import primary_score
+from ecgforge.evaluation.training_classes import excluded_names
 
 
 def train_probe(view: FeatureView, cfg: ProbeConfig, fraction: float, transform: NamedTransform | None = None,
@@ -34,7 +35,7 @@ def train_probe(view: FeatureView, cfg: ProbeConfig, fraction: float, transform:
     pos = data.positions(fraction, seed)
     vpos = data.val_positions(fraction, seed, cfg.subsample_val)
     # Selected on the macro AUROC of the classes the row is scored on: not those the subset cannot teach.
-    exclude = [n for names in data.excluded_classes(fraction, seed).values() for n in names]
+    exclude = excluded_names(data.excluded_classes(fraction, seed))
     win = np.isin(rec_tr, pos)
     val = None
     if len(vpos):

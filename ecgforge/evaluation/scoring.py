@@ -17,7 +17,7 @@ from ecgforge.data.splits import TaskType
 from ecgforge.evaluation.metrics import auroc_columns, bootstrap_ci, compute_metrics
 from ecgforge.evaluation.paired import score_evidence
 from ecgforge.evaluation.rows import PRIMARY  # noqa: F401 (re-exported: protocols import it from here)
-from ecgforge.evaluation.training_classes import UNDEFINED_IN_TEST
+from ecgforge.evaluation.training_classes import UNDEFINED_IN_TEST, excluded_names
 
 
 def primary_score(task_type: TaskType, y: np.ndarray, scores: np.ndarray, names: Sequence[str] | None = None,
@@ -63,7 +63,7 @@ def score_rows(
     keep it for comparisons between runs.
     """
     reasons = {reason: list(classes) for reason, classes in (excluded or {}).items() if classes}
-    untrained = {c for classes in reasons.values() for c in classes}
+    untrained = set(excluded_names(reasons))
     metrics, undefined = compute_metrics(task_type, y, scores, names, untrained)
     if undefined:
         reasons[UNDEFINED_IN_TEST] = list(undefined)

@@ -16,7 +16,7 @@ records, patient-grouped and seeded (`TaskData.positions` draws the same).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,6 +80,11 @@ class TrainingClasses:
         shown = [f"{n} {int(p)}" for n, p in zip(self.names[:limit], self.positives[:limit], strict=True)]
         more = f", {len(self.names) - limit} more" if len(self.names) > limit else ""
         return f"{', '.join(shown)}{more} of {self.n_records} records"
+
+
+def excluded_names(excluded: Mapping[str, Sequence[str]]) -> list[str]:
+    """The classes of an ``excluded_classes`` mapping (reason -> classes), whatever the reason, in order."""
+    return list(dict.fromkeys(str(c) for classes in excluded.values() for c in classes))
 
 
 def drawn_classes(train: Targets, patients: np.ndarray, fraction: float, seed: int) -> TrainingClasses | None:

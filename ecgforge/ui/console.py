@@ -57,6 +57,9 @@ class RichReporter(Reporter):
             yield update
 
 
+SHORT_HEADS = {"noise_level": "noise"}  # a header as wide as its numbers keeps the table within 80 columns
+
+
 def split_conditions(keys: list[str], values: list[Mapping[str, Any]]) -> tuple[list[str], str]:
     """The condition ``keys`` that vary over the rows' ``values`` (a table's columns), and the rest as a title
     suffix ``", leads 12"``: a column that holds one value everywhere only widens the table."""
@@ -92,9 +95,6 @@ def results_tables(results: dict[str, Any]) -> list[Table]:
             table.add_row(*c)
         tables.append(table)
     return tables
-
-
-SHORT_HEADS = {"noise_level": "noise"}  # a header as wide as its numbers keeps the table within 80 columns
 
 
 def between_tables(comparison: Any) -> list[Table]:
